@@ -1,0 +1,35 @@
+"""The library's errors: one root, so callers can catch everything tumbler raises."""
+
+from __future__ import annotations
+
+
+class TumblerError(Exception):
+    """Root of every error the library raises on purpose."""
+
+
+class MalformedDatagram(TumblerError):
+    """A datagram that does not have the exact Tumbler shape; it is dropped unread."""
+
+
+class ConfigError(TumblerError):
+    """A config problem, located by file and line so an administrator can fix it."""
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None) -> None:
+        self.message = message
+        self.path = path
+        self.line = line
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = ""
+        if self.path is not None:
+            where = f"{self.path}:{self.line}: " if self.line is not None else f"{self.path}: "
+        return f"{where}{self.message}"
+
+
+class FirewallError(TumblerError):
+    """A firewall change that failed; the caller must leave nothing half-applied."""
+
+
+class ReplayStoreError(TumblerError):
+    """The replay store could not be reached; the daemon fails closed on it."""

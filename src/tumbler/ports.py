@@ -1,0 +1,57 @@
+"""Port specifications as a door's `open` and `sequence` keys write them: `tcp/22`, `udp/60000-60010`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROTOCOLS = ("tcp", "udp")
+
+
+@dataclass(frozen=True, order=True)
+class PortSpec:
+    """A protocol and an inclusive port range; a single port has first == last."""
+
+    proto: str
+    first: int
+    last: int
+
+    def __str__(self) -> str:
+        ports = str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+        return f"{self.proto}/{ports}"
+
+
+def _port(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"bad port {text!r}")
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise ValueError(f"port {value} out of range 1-65535")
+    return value
+
+
+def parse_port_spec(text: str, default_proto: str = "tcp", allow_range: bool = True) -> PortSpec:
+    """Parse `tcp/22`, `udp/500`, `22` or `tcp/6000-6010`; raise ValueError with the reason."""
+    text = text.strip().lower()
+    proto, sep, ports = text.partition("/")
+    if not sep:
+        proto, ports = default_proto, text
+    if proto not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {proto!r} in {text!r} (use tcp or udp)")
+    first_text, dash, last_text = ports.partition("-")
+    if dash and not allow_range:
+        raise ValueError(f"a range is not allowed here: {text!r}")
+    first = _port(first_text)
+    last = _port(last_text) if dash else first
+    if last < first:
+        raise ValueError(f"empty port range {text!r}")
+    return PortSpec(proto, first, last)
+
+
+def parse_port_list(
+    text: str, default_proto: str = "tcp", allow_range: bool = True
+) -> tuple[PortSpec, ...]:
+    """Parse a comma-separated list of port specs, keeping order."""
+    items = [item for item in (part.strip() for part in text.split(",")) if item]
+    if not items:
+        raise ValueError("empty port list")
+    return tuple(parse_port_spec(item, default_proto, allow_range) for item in items)
