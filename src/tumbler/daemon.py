@@ -1,0 +1,333 @@
+"""tumblerd: the one place where sources, decisions and actions are wired together.
+
+The receive path is synchronous and cheap (shape check, cached digest lookup); anything slow
+(a door's command, a firewall change) runs as a task or in a worker thread so a flood, or a
+hung command, never stops the daemon reading its socket. It never sends a byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from tumbler import command as door_command
+from tumbler.config import Config, Door, load_config
+from tumbler.errors import ConfigError, FirewallError, MalformedDatagram, ReplayStoreError
+from tumbler.protocol import MAX_DATAGRAM, normalize_address, parse_datagram
+from tumbler.replay import ReplayCache, open_replay_cache
+from tumbler.stats import Stats
+from tumbler.verifier import Verifier
+
+log = logging.getLogger("tumblerd")
+
+RECV_SIZE = MAX_DATAGRAM + 1  # one byte more, so an oversized datagram is seen as such
+RECV_BUFFER = 8 * 1024 * 1024
+BATCH = 256  # datagrams read per wake-up before giving other callbacks a turn
+TICK = 1.0
+PRUNE_EVERY = 60.0
+
+
+@dataclass
+class OpenDoor:
+    """An address the daemon opened, for status reports."""
+
+    door: str
+    address: str
+    expires: float
+
+
+@dataclass
+class Runtime:
+    """What a config builds; swapped whole on reload so a datagram sees one config or the other."""
+
+    config: Config
+    verifier: Verifier
+    doors: dict[str, Door] = field(default_factory=dict)
+
+
+def bind_sockets(addresses: tuple[str, ...], port: int) -> list[socket.socket]:
+    """Bind a non-blocking UDP socket per listen address; `::` takes IPv6 only."""
+    socks: list[socket.socket] = []
+    try:
+        for address in addresses:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            socks.append(sock)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            _grow_receive_buffer(sock)
+            sock.bind((address, port))
+            sock.setblocking(False)
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def _grow_receive_buffer(sock: socket.socket) -> None:
+    # A large buffer absorbs bursts; SO_RCVBUFFORCE passes rmem_max when we are root.
+    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, RECV_BUFFER)
+            return
+        except OSError:
+            continue
+
+
+class Daemon:
+    """The knock daemon for one config file."""
+
+    def __init__(self, config: Config, port: int | None = None) -> None:
+        self.port_override = port
+        self.runtime = self._build(config)
+        self.port = port if port is not None else config.port
+        self.stats = Stats(log)
+        self.replay: ReplayCache = open_replay_cache(
+            config.replay, config.state, config.replay_fallback
+        )
+        self.started = time.time()
+        self.opened: dict[tuple[str, str], OpenDoor] = {}
+        self._sockets: list[socket.socket] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._firewall_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="firewall")
+        self._backends: dict[tuple[str, str | None], Any] = {}
+        self._stop = asyncio.Event()
+        self._claimed: dict[str, float] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.on_ready: Callable[[], None] | None = None
+
+    @staticmethod
+    def _build(config: Config) -> Runtime:
+        return Runtime(
+            config=config,
+            verifier=Verifier(config.doors, config.window),
+            doors={d.name: d for d in config.doors},
+        )
+
+    # -- receive path -------------------------------------------------------------------
+
+    def _on_readable(self, sock: socket.socket) -> None:
+        for _ in range(BATCH):
+            try:
+                data, source = sock.recvfrom(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. a queued ICMP error; never fatal
+                log.debug("recvfrom: %s", exc)
+                return
+            try:
+                self.handle(data, source[0], time.time())
+            except Exception:  # a bug must cost one datagram, never the daemon
+                log.exception("internal error on a datagram; dropped")
+
+    def handle(self, data: bytes, source: str, now: float) -> Door | None:
+        """Decide one datagram; return the door it opened, if any. Never replies."""
+        try:
+            digest = parse_datagram(data)
+        except MalformedDatagram:
+            self.stats.count("malformed")
+            return None
+        address = normalize_address(source)
+        runtime = self.runtime
+        match = runtime.verifier.match(digest, address, now)
+        if match is None:
+            self.stats.count("no-door")
+            return None
+        held = self._claimed.get(digest)
+        if held is not None and held > now:
+            self.stats.count("replay")
+            return None
+        try:
+            fresh = self.replay.claim(digest, match.expires)
+        except ReplayStoreError as exc:
+            self.stats.count("store-down")
+            log.error(
+                "knock for door %s from %s refused, replay store failing: %s",
+                match.door.name,
+                address,
+                exc,
+            )
+            return None
+        self._claimed[digest] = match.expires
+        if not fresh:
+            self.stats.count("replay")
+            return None
+        self.stats.count("accepted")
+        log.info(
+            "knock accepted: door %s from %s (minute %+d)",
+            match.door.name,
+            address,
+            match.minute_offset,
+        )
+        self._spawn(self._act(match.door, address))
+        return match.door
+
+    # -- actions --------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def backend_for(self, door: Door) -> Any:
+        """The firewall backend a door names, made once and kept for the daemon's life."""
+        key = (door.firewall, door.set)
+        backend = self._backends.get(key)
+        if backend is None:
+            from tumbler.firewall import get_backend
+
+            backend = get_backend(
+                door.firewall, state_path=self.runtime.config.state, set_name=door.set
+            )
+            self._backends[key] = backend
+        return backend
+
+    async def _act(self, door: Door, address: str) -> None:
+        loop = asyncio.get_running_loop()
+        if door.open:
+            try:
+                backend = self.backend_for(door)
+                expires = await loop.run_in_executor(
+                    self._firewall_pool,
+                    backend.open,
+                    door.name,
+                    address,
+                    door.open,
+                    door.timeout,
+                    time.time(),
+                )
+            except (FirewallError, OSError, ValueError) as exc:
+                self.stats.count("failed")
+                log.error("knock for door %s from %s failed: firewall: %s", door.name, address, exc)
+                return
+            self.opened[(door.name, address)] = OpenDoor(door.name, address, expires)
+            ports = ", ".join(str(p) for p in door.open)
+            log.info(
+                "door %s: opened %s for %s until %s",
+                door.name,
+                ports,
+                address,
+                time.strftime("%H:%M:%S", time.localtime(expires)),
+            )
+        if door.command:
+            await door_command.run_command(
+                door.command, address, door.name, self.runtime.config.command_timeout, log
+            )
+
+    # -- housekeeping -------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_prune = time.time()
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), TICK)
+            now = time.time()
+            self.stats.flush(now)
+            for key, entry in list(self.opened.items()):
+                if entry.expires <= now:
+                    del self.opened[key]
+            for backend in list(self._backends.values()):
+                try:
+                    closed = await loop.run_in_executor(self._firewall_pool, backend.expire, now)
+                except FirewallError as exc:
+                    log.error("firewall expiry failed, will retry: %s", exc)
+                    continue
+                for entry in closed or ():
+                    log.info("door %s: closed for %s", entry.door, entry.address)
+            if now - last_prune >= PRUNE_EVERY:
+                last_prune = now
+                self._claimed = {d: e for d, e in self._claimed.items() if e > now}
+                try:
+                    pruned = await loop.run_in_executor(None, self.replay.prune, now)
+                    log.debug("replay cache: pruned %d expired digests", pruned)
+                except ReplayStoreError as exc:
+                    log.error("replay cache prune failed: %s", exc)
+
+    def _restore_firewalls(self) -> None:
+        """Re-arm what a previous run opened and close what expired while we were down."""
+        now = time.time()
+        for door in self.runtime.doors.values():
+            if door.open:
+                try:
+                    self.backend_for(door).restore(now)
+                except FirewallError as exc:
+                    log.error("door %s: could not restore firewall state: %s", door.name, exc)
+
+    # -- signals ----------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: take the new config whole, or keep the old one and say why."""
+        old = self.runtime.config
+        try:
+            config = load_config(old.path)
+        except ConfigError as exc:
+            log.error("reload refused, still serving the previous config: %s", exc)
+            return
+        for warning in config.warnings:
+            log.warning("%s", warning)
+        for key in ("port", "listen", "state", "replay"):
+            if getattr(config, key) != getattr(old, key):
+                log.warning("reload: %s changed; it takes effect at the next restart", key)
+        self.runtime = self._build(config)
+        log.info("reloaded %s: %d doors", config.path, len(config.doors))
+        self._restore_firewalls()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- main -----------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Bind, serve until SIGTERM or SIGINT, then close cleanly."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        config = self.runtime.config
+        self._sockets = bind_sockets(config.listen, self.port)
+        for sock in self._sockets:
+            loop.add_reader(sock.fileno(), self._on_readable, sock)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        self._restore_firewalls()
+        where = ", ".join(
+            f"[{a}]:{self.port}" if ":" in a else f"{a}:{self.port}" for a in config.listen
+        )
+        log.info(
+            "tumblerd listening on udp %s with %d doors (window %d, replay %s)",
+            where,
+            len(config.doors),
+            config.window,
+            self.replay.name,
+        )
+        if self.on_ready is not None:
+            self.on_ready()
+        try:
+            await self._housekeeping()
+        finally:
+            await self._shutdown(loop)
+
+    async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sock in self._sockets:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=5.0)
+            for task in pending:
+                task.cancel()
+        self.stats.flush(time.time(), force=True)
+        self._firewall_pool.shutdown(wait=True)
+        self.replay.close()
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.stats.total.items())) or "nothing"
+        log.info("tumblerd stopped (%s)", counts)

@@ -1,0 +1,179 @@
+"""`tumblerd`: the command-line front-end of the daemon and its administration commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import logging.handlers
+import os
+import sys
+from collections.abc import Sequence
+
+from tumbler import __version__
+from tumbler.config import Config, load_config
+from tumbler.errors import ConfigError, TumblerError
+
+DEFAULT_CONFIG = "/etc/tumbler/tumblerd.conf"
+
+EPILOG = """\
+examples:
+  tumblerd --config /etc/tumbler/tumblerd.conf        serve in the foreground
+  tumblerd --check-config --config tumblerd.conf      check a config and exit
+  tumblerd firewall init --print                      show the default-closed policy
+  tumblerd firewall list                              what is open, for whom, until when
+
+signals: SIGHUP reloads the config (a broken one is refused, the old one keeps
+serving); SIGTERM and SIGINT stop cleanly.  exit status: 0 ok, 1 runtime failure,
+2 bad config or usage.
+"""
+
+
+def setup_logging(log_file: str | None, verbose: bool = False) -> None:
+    """Log to stderr (journald reads it) and to the config's log file, if any."""
+    root = logging.getLogger("tumblerd")
+    root.handlers.clear()
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+    stderr = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        stderr.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        stderr.setFormatter(logging.Formatter("%(asctime)s tumblerd: %(message)s", "%H:%M:%S"))
+    root.addHandler(stderr)
+    if log_file:
+        # WatchedFileHandler reopens the file after logrotate moves it.
+        handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s tumblerd[%(process)d]: %(levelname)s %(message)s")
+        )
+        root.addHandler(handler)
+
+
+def _parser() -> argparse.ArgumentParser:
+    config_opts = argparse.ArgumentParser(add_help=False)
+    config_opts.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help=f"config file (default {DEFAULT_CONFIG})",
+    )
+    parser = argparse.ArgumentParser(
+        prog="tumblerd",
+        description="Listen for Tumbler knocks and open doors for the addresses that knock.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=DEFAULT_CONFIG,
+        help=f"config file (default {DEFAULT_CONFIG})",
+    )
+    parser.add_argument(
+        "-p",
+        "--port",
+        type=int,
+        metavar="N",
+        help="UDP port to listen on, overriding the config's port",
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="check the config file, report problems and exit",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    parser.add_argument("--version", action="version", version=f"tumblerd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    fw = sub.add_parser(
+        "firewall",
+        parents=[config_opts],
+        help="manage the firewall doors",
+        description="Manage the firewall that tumblerd's doors open.",
+    )
+    fw.add_argument(
+        "action",
+        choices=("init", "list", "flush"),
+        help="init: apply the default-closed policy; list: what is open now; "
+        "flush: close all that tumblerd opened",
+    )
+    fw.add_argument(
+        "--print",
+        dest="print_only",
+        action="store_true",
+        help="with init: print the rules instead of applying them",
+    )
+    fw.add_argument(
+        "--backend",
+        choices=("auto", "nftables", "iptables", "iptables-legacy"),
+        help="firewall backend (default: the config's firewall key)",
+    )
+    return parser
+
+
+def _load(path: str) -> Config:
+    config = load_config(path)
+    for warning in config.warnings:
+        logging.getLogger("tumblerd").warning("warning: %s", warning)
+    return config
+
+
+def _serve(args: argparse.Namespace, config: Config) -> int:
+    from tumbler.daemon import Daemon
+
+    try:
+        setup_logging(config.log, args.verbose)
+    except OSError as exc:
+        print(f"tumblerd: error: cannot open log file {config.log}: {exc}", file=sys.stderr)
+        return 1
+    for warning in config.warnings:
+        logging.getLogger("tumblerd").warning("warning: %s", warning)
+    try:
+        daemon = Daemon(config, port=args.port)
+        asyncio.run(daemon.serve())
+    except OSError as exc:
+        logging.getLogger("tumblerd").error("cannot start: %s", exc)
+        return 1
+    except TumblerError as exc:
+        logging.getLogger("tumblerd").error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+def _firewall(args: argparse.Namespace, config: Config) -> int:
+    from tumbler.firewall import get_backend
+    from tumbler.firewall.cli import firewall_command
+
+    name = args.backend or config.firewall
+    backend = get_backend(name, state_path=config.state)
+    return firewall_command(args.action, backend, config.port, args.print_only, sys.stdout)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.port is not None and not 1 <= args.port <= 65535:
+        print(f"tumblerd: error: --port {args.port} is out of range 1-65535", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"tumblerd: error: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        for warning in config.warnings:
+            print(f"tumblerd: warning: {warning}", file=sys.stderr)
+        print(f"{args.config}: ok, {len(config.doors)} doors")
+        return 0
+    try:
+        if args.command == "firewall":
+            return _firewall(args, config)
+        return _serve(args, config)
+    except TumblerError as exc:
+        print(f"tumblerd: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Counters of what the daemon did, and a rejection log that a flood cannot fill the disk with."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+REJECT_REASONS = ("malformed", "no-door", "replay", "store-down")
+
+
+class Stats:
+    """Counts outcomes; rejected datagrams are summarised at most once per `interval` seconds."""
+
+    def __init__(self, log: logging.Logger, interval: float = 10.0) -> None:
+        self.log = log
+        self.interval = interval
+        self.total: Counter[str] = Counter()
+        self._pending: Counter[str] = Counter()
+        self._last_flush = 0.0
+
+    def count(self, outcome: str, n: int = 1) -> None:
+        self.total[outcome] += n
+        if outcome in REJECT_REASONS:
+            self._pending[outcome] += n
+
+    def flush(self, now: float, force: bool = False) -> None:
+        """Log one line for the rejections since the last one, if the interval has passed."""
+        if not self._pending or (not force and now - self._last_flush < self.interval):
+            return
+        parts = ", ".join(
+            f"{reason} {self._pending[reason]}"
+            for reason in REJECT_REASONS
+            if self._pending[reason]
+        )
+        self.log.info("rejected datagrams: %s", parts)
+        self._pending.clear()
+        self._last_flush = now

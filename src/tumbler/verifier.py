@@ -1,0 +1,95 @@
+"""Which door, if any, a knock digest opens for a source address at a given moment.
+
+Candidates are found by a keyed hash of the digest (a random key per process, the
+"double HMAC" way), so the time a lookup takes says nothing about how close a guess came;
+the one candidate found is then compared in constant time.
+
+Every datagram from a source costs at most one round of hashing per minute: the expected
+digests of all doors over the window are computed once for that source and minute and
+kept in a bounded cache, so repeats and floods from one address cost a dict lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from tumbler.config import Door
+from tumbler.protocol import minute_stamp
+
+# Total expected digests kept across all cached sources; bounds memory whatever the door count.
+CACHE_DIGESTS = 300_000
+
+
+_Expected = tuple[bytes, Door, str, int]
+
+
+@dataclass(frozen=True)
+class Match:
+    """A knock that proved a door's secret for a minute inside the window."""
+
+    door: Door
+    stamp: str
+    digest: str
+    minute_offset: int
+    expires: float  # epoch seconds after which no receiver could accept this digest again
+
+
+class Verifier:
+    """Checks digests against every secret door over the window, for one config."""
+
+    def __init__(self, doors: Sequence[Door], window: int) -> None:
+        self.doors = tuple(d for d in doors if d.secret is not None)
+        self.window = window
+        self._secrets = [(d, d.secret.encode("utf-8")) for d in self.doors]  # type: ignore[union-attr]
+        per_source = max(1, len(self.doors) * (2 * window + 1))
+        self._capacity = max(16, CACHE_DIGESTS // per_source)
+        self._key = secrets.token_bytes(32)
+        self._cache: OrderedDict[tuple[str, int], dict[bytes, _Expected]] = OrderedDict()
+
+    def _blind(self, digest: bytes) -> bytes:
+        return hashlib.blake2b(digest, key=self._key, digest_size=16).digest()
+
+    def _expected(self, address: str, minute: int) -> dict[bytes, _Expected]:
+        key = (address, minute)
+        table = self._cache.get(key)
+        if table is not None:
+            self._cache.move_to_end(key)
+            return table
+        table = {}
+        base = datetime.fromtimestamp(minute * 60, UTC)
+        addr = address.encode("ascii")
+        for offset in range(-self.window, self.window + 1):
+            stamp = minute_stamp(base + timedelta(minutes=offset))
+            prefix = hashlib.sha256(stamp.encode("ascii") + addr)
+            for door, secret in self._secrets:
+                h = prefix.copy()
+                h.update(secret)
+                expected = h.hexdigest().encode("ascii")
+                table[self._blind(expected)] = (expected, door, stamp, offset)
+        self._cache[key] = table
+        if len(self._cache) > self._capacity:
+            self._cache.popitem(last=False)
+        return table
+
+    def match(self, digest: str, address: str, now: float) -> Match | None:
+        """The door `digest` opens for `address` (normalised) at epoch `now`, or None.
+
+        `digest` is the lowercase hex text that protocol.parse_datagram returns.
+        """
+        minute = int(now // 60)
+        received = digest.encode("ascii")
+        hit = self._expected(address, minute).get(self._blind(received))
+        if hit is None:
+            return None
+        expected, door, stamp, offset = hit
+        if not hmac.compare_digest(expected, received):
+            return None
+        # A stamp for minute m is accepted until the end of minute m + window.
+        expires = (minute + offset + self.window + 1) * 60.0
+        return Match(door, stamp, digest, offset, expires)
