@@ -1,0 +1,220 @@
+"""A real tumblerd process on loopback, real UDP, real commands writing a real file."""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from tests.integration.daemon import TUMBLERD, Tumblerd, wait_until
+from tumbler.protocol import PREFIX, knock_digest, minute_stamp
+
+
+def settle(daemon: Tumblerd, expected: int) -> list[str]:
+    """Knock the sentinel door, wait for its line: every datagram before it was decided."""
+    daemon.knock("sentinel-secret", when=datetime.now(UTC) + timedelta(seconds=random.random()))
+    lines = wait_until(
+        lambda: [x for x in daemon.lines() if x.startswith("sentinel")], what="the sentinel knock"
+    )
+    time.sleep(0.2)  # commands of knocks decided before the sentinel finish too
+    lines = [x for x in daemon.lines() if not x.startswith("sentinel")]
+    assert len(lines) == expected, lines
+    return lines
+
+
+def test_valid_knock_runs_the_command_once_with_address_and_door(tumblerd: Tumblerd) -> None:
+    tumblerd.knock("open-pAsSwOrD")
+    wait_until(tumblerd.lines, what="the door's command")
+    assert tumblerd.lines() == ["open-ssh 127.0.0.1 open-ssh 127.0.0.1"]
+    assert "knock accepted: door open-ssh from 127.0.0.1" in tumblerd.log_text()
+
+
+def test_ipv6_knock(tumblerd: Tumblerd) -> None:
+    tumblerd.knock("open-pAsSwOrD", address="::1", family=socket.AF_INET6)
+    wait_until(tumblerd.lines, what="the door's command")
+    assert tumblerd.lines() == ["open-ssh ::1 open-ssh ::1"]
+
+
+def test_replayed_datagram_does_nothing_even_after_restart(tumblerd: Tumblerd) -> None:
+    data = tumblerd.knock("open-pAsSwOrD")
+    wait_until(tumblerd.lines, what="the first knock")
+    tumblerd.send(data).close()
+    tumblerd.stop()
+    tumblerd.start()
+    tumblerd.send(data).close()
+    settle(tumblerd, expected=1)
+    assert "replay" in tumblerd.log_text()
+
+
+def test_knocks_that_must_not_open(tumblerd: Tumblerd) -> None:
+    now = datetime.now(UTC)
+    tumblerd.knock("open-pAsSwOrD", address="192.0.2.7")  # made for another address
+    tumblerd.knock("wrong-pAsSwOrD")
+    tumblerd.knock("open-pAsSwOrD", when=now - timedelta(minutes=5))
+    tumblerd.knock("open-pAsSwOrD", when=now + timedelta(minutes=5))
+    settle(tumblerd, expected=0)
+
+
+def test_previous_and_next_minute_are_accepted(tumblerd: Tumblerd) -> None:
+    now = datetime.now(UTC)
+    tumblerd.knock("open-pAsSwOrD", when=now - timedelta(minutes=1))
+    tumblerd.knock("open-pAsSwOrD", when=now + timedelta(minutes=1))
+    settle(tumblerd, expected=2)
+
+
+def _junk(rng: random.Random, n: int) -> list[bytes]:
+    stamp = minute_stamp(datetime.now(UTC))
+    good = knock_digest(stamp, "127.0.0.1", "open-pAsSwOrD").encode()
+    shapes = [
+        lambda: b"",
+        lambda: rng.randbytes(65507),
+        lambda: rng.randbytes(rng.randint(1, 200)),
+        lambda: PREFIX[: rng.randint(0, len(PREFIX))] + rng.randbytes(64),
+        lambda: b"TUMBLER2: " + good,
+        lambda: b"tumbler1: " + good,
+        lambda: PREFIX + b" " + good[: rng.choice([62, 63])],
+        lambda: PREFIX + b" " + good + b"0",
+        lambda: PREFIX + b"  " + good,
+        lambda: PREFIX + b" " + good + b"\n\n",
+        lambda: PREFIX + b" " + good[:-1] + b"g",
+        lambda: PREFIX + b" " + rng.randbytes(32).hex().encode(),  # right shape, wrong digest
+        lambda: PREFIX + b" " + good.replace(b"a", b"\x00"),
+    ]
+    return [rng.choice(shapes)() for _ in range(n)]
+
+
+def test_ten_thousand_junk_datagrams_no_crash_no_reply_no_command(tumblerd: Tumblerd) -> None:
+    rng = random.Random(20041127)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    for i, data in enumerate(_junk(rng, 10_000)):
+        sock.sendto(data, ("127.0.0.1", tumblerd.port))
+        if i % 200 == 0:
+            time.sleep(0.005)  # let the daemon drain; a flood test lives in bench/
+    settle(tumblerd, expected=0)
+    assert tumblerd.alive()
+    readable, _, _ = select.select([sock], [], [], 0.5)
+    assert readable == [], "the daemon answered a datagram"
+    sock.close()
+    # Still serving after the junk.
+    tumblerd.knock("open-pAsSwOrD")
+    wait_until(tumblerd.lines, what="a valid knock after the junk")
+    assert tumblerd.stop() == 0
+    assert "Traceback" not in (tumblerd.folder / "stderr").read_text()
+    assert "rejected datagrams: malformed" in tumblerd.log_text()
+
+
+def test_valid_knock_gets_no_reply(tumblerd: Tumblerd) -> None:
+    now = datetime.now(UTC)
+    from tumbler.protocol import make_knock
+
+    sock = tumblerd.send(make_knock("open-pAsSwOrD", "127.0.0.1", now))
+    wait_until(tumblerd.lines, what="the knock")
+    readable, _, _ = select.select([sock], [], [], 0.5)
+    assert readable == []
+    sock.close()
+
+
+def test_sighup_with_broken_config_keeps_serving_the_old_one(tumblerd: Tumblerd) -> None:
+    tumblerd.config.write_text(tumblerd.config.read_text() + "[door-broken]\n   colour = red\n")
+    tumblerd.signal(signal.SIGHUP)
+    wait_until(lambda: "reload refused" in tumblerd.log_text(), what="the refusal")
+    assert "unknown key 'colour'" in tumblerd.log_text()
+    tumblerd.knock("open-pAsSwOrD")
+    wait_until(tumblerd.lines, what="a knock on the old config")
+    assert tumblerd.alive()
+
+
+def test_sighup_with_good_config_takes_new_doors(tumblerd: Tumblerd) -> None:
+    tumblerd.config.write_text(
+        tumblerd.config.read_text()
+        + f"[door-new]\n   secret = new-secret\n   command = echo %NAME% >> {tumblerd.out}\n"
+    )
+    tumblerd.signal(signal.SIGHUP)
+    wait_until(lambda: "reloaded" in tumblerd.log_text(), what="the reload")
+    tumblerd.knock("new-secret")
+    wait_until(lambda: "new" in tumblerd.lines(), what="the new door")
+
+
+def test_slow_command_does_not_block_and_is_killed_at_its_timeout(tmp_path: Path) -> None:
+    doors = (
+        "[door-slow]\n   secret = slow-secret\n   command = sleep 30\n"
+        "[door-fast]\n   secret = fast-secret\n   command = echo fast >> OUT\n"
+    )
+    daemon = Tumblerd(tmp_path, doors, common="   command_timeout = 1\n").start()
+    try:
+        daemon.knock("slow-secret")
+        daemon.knock("fast-secret")
+        wait_until(
+            lambda: daemon.lines() == ["fast"], timeout=0.9, what="fast door while slow runs"
+        )
+        wait_until(lambda: "killed after" in daemon.log_text(), what="the kill")
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_failing_command_is_logged_with_status_and_output(tmp_path: Path) -> None:
+    doors = "[door-bad]\n   secret = bad-secret\n   command = echo oops; exit 3\n"
+    daemon = Tumblerd(tmp_path, doors).start()
+    try:
+        daemon.knock("bad-secret")
+        wait_until(lambda: "exited 3: oops" in daemon.log_text(), what="the failure log")
+    finally:
+        daemon.stop()
+
+
+def test_secrets_never_reach_the_log(tumblerd: Tumblerd) -> None:
+    tumblerd.knock("open-pAsSwOrD")
+    tumblerd.knock("wrong-pAsSwOrD")
+    wait_until(tumblerd.lines, what="the knock")
+    tumblerd.stop()
+    text = tumblerd.log_text() + (tumblerd.folder / "stderr").read_text()
+    assert "pAsSwOrD" not in text
+
+
+def test_sigterm_stops_cleanly(tumblerd: Tumblerd) -> None:
+    assert tumblerd.stop() == 0
+    assert "tumblerd stopped" in tumblerd.log_text()
+
+
+def run_tumblerd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TUMBLERD, *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+    )
+
+
+def test_check_config_accepts_listing_two(tmp_path: Path) -> None:
+    config = tmp_path / "tumblerd.conf"
+    config.write_text(
+        "# Listing Two\n[common]\n   port = 8675\n   log = /var/log/tumblerd.log\n"
+        "[door-open-ssh]\n   secret = open-pAsSwOrD\n"
+        "   command = iptables -I INPUT -p tcp -s %IP% --dport 22 -j ACCEPT\n"
+        "[door-close-ssh]\n   secret = close-pAsSwOrD\n"
+        "   command = iptables -D INPUT -p tcp -s %IP% --dport 22 -j ACCEPT\n"
+    )
+    config.chmod(0o644)
+    result = run_tumblerd("--check-config", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "2 doors" in result.stdout
+    assert "readable by group or others" in result.stderr
+    assert "pAsSwOrD" not in result.stderr + result.stdout
+
+
+def test_bad_config_names_file_and_line_and_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "tumblerd.conf"
+    config.write_text("[common]\n   port = 99999\n[door-a]\n   secret = x\n   command = true\n")
+    result = run_tumblerd("--config", str(config))
+    assert result.returncode == 2
+    assert f"{config}:2:" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
