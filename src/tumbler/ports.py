@@ -1,4 +1,4 @@
-"""Port specifications as a door's `open` and `sequence` keys write them: `tcp/22`, `udp/60000-60010`."""
+"""Port specifications as the `open` and `sequence` keys write them: `tcp/22`, `udp/6000-6010`."""
 
 from __future__ import annotations
 
