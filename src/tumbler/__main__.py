@@ -1,0 +1,7 @@
+"""`python -m tumbler`: the `tumbler` client, for hosts where the script is not on PATH."""
+
+import sys
+
+from tumbler.client import main
+
+sys.exit(main())
