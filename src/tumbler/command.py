@@ -8,19 +8,21 @@ given in the environment so that a careful script need not parse its command lin
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import signal
 
 from tumbler.config import DOOR_NAME
+from tumbler.protocol import normalize_address
 
 OUTPUT_LIMIT = 4096
 
 
 def render(template: str, address: str, door: str) -> str:
     """Substitute %IP% and %NAME% after checking both can carry nothing but their value."""
-    if ipaddress.ip_address(address).compressed != address:
+    # normalize_address, not ip_address().compressed: the latter keeps a scope id
+    # (fe80::1%$(cmd) parses) and an IPv4-mapped form the protocol never produces.
+    if normalize_address(address) != address:
         raise ValueError(f"refusing to substitute a non-normalised address {address!r}")
     if not DOOR_NAME.fullmatch(door):
         raise ValueError(f"refusing to substitute door name {door!r}")

@@ -29,6 +29,9 @@ DOOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 FIREWALLS = ("auto", "nftables", "iptables", "iptables-legacy")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smh]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+# Line breaks as an editor counts them (str.splitlines also breaks at \f, \x85, \u2028...).
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_KEY_SHAPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,7 @@ def _split(text: str, path: str) -> list[_Section]:
     """Cut the file into sections of parsed values, checking each line on its own."""
     sections: list[_Section] = []
     seen: set[str] = set()
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(_LINE_BREAK.split(text), start=1):
         line = raw.strip()
         if not line or line.startswith(("#", ";")):
             continue
@@ -248,14 +251,17 @@ def _split(text: str, path: str) -> list[_Section]:
         key, sep, value = line.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key:
-            raise ConfigError(f"expected 'key = value', got {line!r}", path, number)
+            # The line is not quoted: it may be a secret with its '=' missing.
+            raise ConfigError("expected 'key = value' or a [section] header", path, number)
+        # Nor is a key that does not look like one ('secret aGVsbG8=' lacks its first '=').
+        shown = repr(key) if _KEY_SHAPE.fullmatch(key) else "(not shown)"
         if not sections:
-            raise ConfigError(f"key {key!r} outside any section", path, number)
+            raise ConfigError(f"key {shown} outside any section", path, number)
         section = sections[-1]
         known = _COMMON if section.name == "common" else _DOOR
         if key not in known:
             raise ConfigError(
-                f"unknown key {key!r} in [{section.name}] (known: {', '.join(sorted(known))})",
+                f"unknown key {shown} in [{section.name}] (known: {', '.join(sorted(known))})",
                 path,
                 number,
             )
@@ -280,8 +286,8 @@ def _read_secret_file(ref: str, base: Path, path: str, line: int) -> tuple[str, 
     secret_path = (base / ref) if not os.path.isabs(ref) else Path(ref)
     try:
         content = secret_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"secret_file {secret_path}: {exc}", path, line) from None
+    except (OSError, ValueError) as exc:  # ValueError: undecodable, or a NUL in the path
+        raise ConfigError(f"secret_file {str(secret_path)!r}: {exc}", path, line) from None
     secret = content.splitlines()[0] if content else ""
     if not secret:
         raise ConfigError(f"secret_file {secret_path} is empty", path, line)
@@ -404,7 +410,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and check the config file at `path`."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of line 1
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config: {exc}", str(p)) from None
     return parse_config(text, str(p), p.parent)

@@ -42,7 +42,10 @@ def minute_stamps(when: datetime, window: int) -> list[str]:
 
 def normalize_address(address: Address) -> str:
     """The address as it enters the hash: dotted IPv4, RFC 5952 IPv6, mapped IPv6 as IPv4."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0] if isinstance(address, str) else address)
+    # A scope id (fe80::1%eth0) is not part of the address: strip it from text and objects.
+    ip = ipaddress.ip_address(
+        address.split("%", 1)[0] if isinstance(address, str) else address.packed
+    )
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.compressed
