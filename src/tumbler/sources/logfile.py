@@ -1,0 +1,177 @@
+"""Knocks from a firewall log in the kernel's LOG format, followed as `tail -F` does.
+
+This is the article's set-up: iptables (or an nftables `log` statement) logs every dropped
+attempt with a prefix such as `FIREWALL:`, syslog writes it to a file, and tumblerd reads
+the file. Lines may carry any syslog or journal prefix; only the kernel's `KEY=value`
+fields from `SRC=` on are read, and an ICMP error's quoted packet (in brackets) is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import BinaryIO
+
+from tumbler.sources.events import ConnectionAttempt, canonical_address
+
+MAX_LINE = 64 * 1024
+"""A partial line longer than this is dropped: a log line is never that long."""
+
+READ_CHUNK = 256 * 1024
+
+_SRC = re.compile(r"(?:^|[\s:])SRC=")
+_FIELD = re.compile(r"(?:^|\s)(SRC|DST|PROTO|SPT|DPT)=(\S+)")
+_INOUT = re.compile(r"(?:^|[\s:])(IN|OUT)=(\S*)")
+
+
+def _port(text: str | None) -> int | None:
+    if text is None or not text.isdigit():
+        return None
+    value = int(text)
+    return value if 0 < value <= 65535 else None
+
+
+def parse_log_line(line: str, when: float = 0.0) -> ConnectionAttempt | None:
+    """The inbound connection attempt a kernel LOG line records, or None for anything else.
+
+    TCP counts only with SYN set and ACK clear (a new connection); UDP counts always. Lines
+    of outbound packets (`IN=` empty, `OUT=` set) are not attempts on this host.
+    """
+    start = _SRC.search(line)
+    if start is None:
+        return None
+    inout = dict(_INOUT.findall(line[: start.end()]))
+    if inout.get("IN") == "" and inout.get("OUT"):
+        return None
+    body = line[start.start() :]
+    bracket = body.find("[")
+    if bracket >= 0:
+        body = body[:bracket]
+    fields: dict[str, str] = {}
+    for key, value in _FIELD.findall(body):
+        fields.setdefault(key, value)
+    proto = fields.get("PROTO", "").lower()
+    if proto not in ("tcp", "udp"):
+        return None
+    source = canonical_address(fields.get("SRC", ""))
+    dest = canonical_address(fields.get("DST", ""))
+    port = _port(fields.get("DPT"))
+    if source is None or dest is None or port is None:
+        return None
+    if proto == "tcp":
+        after_proto = body[body.find("PROTO=") :].split()
+        flags = {word for word in after_proto if "=" not in word}
+        if "SYN" not in flags or "ACK" in flags:
+            return None
+    return ConnectionAttempt(source, dest, proto, port, when, _port(fields.get("SPT")))
+
+
+class _Follower:
+    """Reads complete lines from a path that may be missing, rotated or truncated."""
+
+    def __init__(self, path: str | os.PathLike[str], from_start: bool) -> None:
+        self.path = os.fspath(path)
+        self.file: BinaryIO | None = None
+        self.identity: tuple[int, int] | None = None
+        self.partial = b""
+        self.first_open = True
+        self.from_start = from_start
+
+    def _open(self) -> None:
+        try:
+            handle = open(self.path, "rb")  # stays open across polls
+        except (FileNotFoundError, PermissionError, IsADirectoryError):
+            self.first_open = False
+            return
+        stat = os.fstat(handle.fileno())
+        if self.first_open and not self.from_start:
+            handle.seek(0, os.SEEK_END)
+        self.first_open = False
+        self.file = handle
+        self.identity = (stat.st_dev, stat.st_ino)
+        self.partial = b""
+
+    def _close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.file = None
+        self.identity = None
+        self.partial = b""
+
+    def _drain(self) -> list[bytes]:
+        lines: list[bytes] = []
+        if self.file is None:
+            return lines
+        while True:
+            chunk: bytes = self.file.read(READ_CHUNK)
+            if not chunk:
+                break
+            data = self.partial + chunk
+            *complete, self.partial = data.split(b"\n")
+            lines.extend(complete)
+            if len(self.partial) > MAX_LINE:
+                self.partial = b""
+            if len(chunk) < READ_CHUNK:
+                break
+        return lines
+
+    def poll(self) -> list[bytes]:
+        """Every complete line written since the last poll, across a rotation if one happened."""
+        if self.file is None:
+            self._open()
+            if self.file is None:
+                return []
+        lines = self._drain()
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return lines  # rotated away, new file not there yet: keep the old one
+        position = self.file.tell()
+        if (stat.st_dev, stat.st_ino) != self.identity:
+            lines.extend(self._drain())
+            self._close()
+            self._open()
+            lines.extend(self._drain())
+        elif stat.st_size < position:
+            self.file.seek(0)
+            self.partial = b""
+            lines.extend(self._drain())
+        return lines
+
+    def close(self) -> None:
+        self._close()
+
+
+async def follow_lines(
+    path: str | os.PathLike[str], *, poll: float = 0.2, from_start: bool = False
+) -> AsyncIterator[str]:
+    """Yield each complete line appended to `path`, like `tail -F`, polling every `poll` s.
+
+    Starts at the end of the file unless `from_start`; a file that appears later, or the new
+    file after a rotation, is read from its beginning; a truncated file is read again from 0.
+    """
+    follower = _Follower(path, from_start)
+    try:
+        while True:
+            for raw in follower.poll():
+                yield raw.rstrip(b"\r").decode("utf-8", errors="replace")
+            await asyncio.sleep(poll)
+    finally:
+        follower.close()
+
+
+async def follow(
+    path: str | os.PathLike[str],
+    *,
+    poll: float = 0.2,
+    from_start: bool = False,
+    clock: Callable[[], float] = time.time,
+) -> AsyncIterator[ConnectionAttempt]:
+    """Yield the connection attempts logged to `path`, timed by `clock` when read."""
+    async for line in follow_lines(path, poll=poll, from_start=from_start):
+        event = parse_log_line(line, when=clock())
+        if event is not None:
+            yield event
