@@ -10,19 +10,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tumbler import command as door_command
 from tumbler.config import Config, Door, load_config
-from tumbler.errors import ConfigError, FirewallError, MalformedDatagram, ReplayStoreError
+from tumbler.control import ControlServer
+from tumbler.errors import (
+    ConfigError,
+    FirewallError,
+    MalformedDatagram,
+    ReplayStoreError,
+    TumblerError,
+)
 from tumbler.protocol import MAX_DATAGRAM, normalize_address, parse_datagram
 from tumbler.replay import ReplayCache, open_replay_cache
+from tumbler.sequence import SequenceDoor, SequenceMatcher
+from tumbler.sources.events import ConnectionAttempt
 from tumbler.stats import Stats
 from tumbler.verifier import Verifier
 
@@ -36,21 +46,13 @@ PRUNE_EVERY = 60.0
 
 
 @dataclass
-class OpenDoor:
-    """An address the daemon opened, for status reports."""
-
-    door: str
-    address: str
-    expires: float
-
-
-@dataclass
 class Runtime:
     """What a config builds; swapped whole on reload so a datagram sees one config or the other."""
 
     config: Config
     verifier: Verifier
     doors: dict[str, Door] = field(default_factory=dict)
+    matcher: SequenceMatcher | None = None
 
 
 def bind_sockets(addresses: tuple[str, ...], port: int) -> list[socket.socket]:
@@ -97,7 +99,6 @@ class Daemon:
             config.replay, config.state, config.replay_fallback
         )
         self.started = time.time()
-        self.opened: dict[tuple[str, str], OpenDoor] = {}
         self._sockets: list[socket.socket] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._firewall_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="firewall")
@@ -105,14 +106,22 @@ class Daemon:
         self._stop = asyncio.Event()
         self._claimed: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._nflog: Any = None
+        self._nflog_rules = False
+        self._follower: asyncio.Task[None] | None = None
+        self._control: ControlServer | None = None
         self.on_ready: Callable[[], None] | None = None
 
     @staticmethod
     def _build(config: Config) -> Runtime:
+        sequence_doors = [
+            SequenceDoor(d.name, d.sequence, d.sequence_timeout) for d in config.sequence_doors
+        ]
         return Runtime(
             config=config,
             verifier=Verifier(config.doors, config.window),
             doors={d.name: d for d in config.doors},
+            matcher=SequenceMatcher(sequence_doors) if sequence_doors else None,
         )
 
     # -- receive path -------------------------------------------------------------------
@@ -173,6 +182,79 @@ class Daemon:
         self._spawn(self._act(match.door, address))
         return match.door
 
+    def attempt(self, event: ConnectionAttempt) -> list[Door]:
+        """Feed one connection attempt to the sequence matcher; act on completed doors."""
+        runtime = self.runtime
+        if runtime.matcher is None:
+            return []
+        opened = []
+        for name in runtime.matcher.feed(event):
+            door = runtime.doors[name]
+            self.stats.count("sequence")
+            log.info("knock sequence completed: door %s from %s", name, event.source)
+            self._spawn(self._act(door, event.source))
+            opened.append(door)
+        return opened
+
+    def _on_nflog(self) -> None:
+        assert self._nflog is not None
+        try:
+            events = self._nflog.read()
+        except OSError as exc:
+            log.error("nflog read failed: %s", exc)
+            return
+        for event in events:
+            try:
+                self.attempt(event)
+            except Exception:
+                log.exception("internal error on a connection attempt; dropped")
+
+    async def _follow_log(self, path: str) -> None:
+        from tumbler.sources.logfile import follow
+
+        async for event in follow(path):
+            try:
+                self.attempt(event)
+            except Exception:
+                log.exception("internal error on a connection attempt; dropped")
+
+    def _start_sequence_source(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start watching connection attempts, if the config has sequence doors."""
+        config = self.runtime.config
+        if not config.sequence_doors:
+            return
+        source = config.sequence_source
+        if source.startswith("file:"):
+            path = source[len("file:") :]
+            self._follower = loop.create_task(self._follow_log(path))
+            log.info("sequence doors: following firewall log %s", path)
+            return
+        from tumbler.sources import nflog
+
+        ports = [step for door in config.sequence_doors for step in door.sequence]
+        nflog.install_rules(config.nflog_group, ports)
+        self._nflog_rules = True
+        self._nflog = nflog.NflogReader(config.nflog_group)
+        loop.add_reader(self._nflog.fileno(), self._on_nflog)
+        log.info("sequence doors: reading nflog group %d", config.nflog_group)
+
+    def _stop_sequence_source(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            self._follower = None
+        if self._nflog is not None:
+            loop.remove_reader(self._nflog.fileno())
+            self._nflog.close()
+            self._nflog = None
+        if self._nflog_rules:
+            from tumbler.sources import nflog
+
+            try:
+                nflog.remove_rules()
+            except FirewallError as exc:
+                log.error("could not remove the nflog rules: %s", exc)
+            self._nflog_rules = False
+
     # -- actions --------------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -211,7 +293,6 @@ class Daemon:
                 self.stats.count("failed")
                 log.error("knock for door %s from %s failed: firewall: %s", door.name, address, exc)
                 return
-            self.opened[(door.name, address)] = OpenDoor(door.name, address, expires)
             ports = ", ".join(str(p) for p in door.open)
             log.info(
                 "door %s: opened %s for %s until %s",
@@ -235,9 +316,6 @@ class Daemon:
                 await asyncio.wait_for(self._stop.wait(), TICK)
             now = time.time()
             self.stats.flush(now)
-            for key, entry in list(self.opened.items()):
-                if entry.expires <= now:
-                    del self.opened[key]
             for backend in list(self._backends.values()):
                 try:
                     closed = await loop.run_in_executor(self._firewall_pool, backend.expire, now)
@@ -246,6 +324,8 @@ class Daemon:
                     continue
                 for entry in closed or ():
                     log.info("door %s: closed for %s", entry.door, entry.address)
+            if self.runtime.matcher is not None:
+                self.runtime.matcher.prune(now)
             if now - last_prune >= PRUNE_EVERY:
                 last_prune = now
                 self._claimed = {d: e for d, e in self._claimed.items() if e > now}
@@ -265,6 +345,48 @@ class Daemon:
                 except FirewallError as exc:
                     log.error("door %s: could not restore firewall state: %s", door.name, exc)
 
+    # -- control ---------------------------------------------------------------------------
+
+    async def _open_entries(self) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        now = time.time()
+        entries: list[Any] = []
+        for backend in list(self._backends.values()):
+            entries += await loop.run_in_executor(self._firewall_pool, backend.list_open, now)
+        return sorted(entries)
+
+    async def control(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Answer one control request (`status`, `close`)."""
+        command = message.get("command")
+        if command == "status":
+            config = self.runtime.config
+            return {
+                "ok": True,
+                "pid": os.getpid(),
+                "config": config.path,
+                "started": self.started,
+                "uptime": time.time() - self.started,
+                "port": self.port,
+                "doors": sorted(self.runtime.doors),
+                "counters": dict(self.stats.total),
+                "replay": self.replay.name,
+                "open": [asdict(e) for e in await self._open_entries()],
+            }
+        if command == "close":
+            address = message.get("address")
+            try:
+                address = normalize_address(str(address))
+            except ValueError:
+                return {"ok": False, "error": f"not an IP address: {address!r}"}
+            loop = asyncio.get_running_loop()
+            closed: list[Any] = []
+            for backend in list(self._backends.values()):
+                closed += await loop.run_in_executor(self._firewall_pool, backend.close, address)
+            for entry in closed:
+                log.info("door %s: closed early for %s (control request)", entry.door, address)
+            return {"ok": True, "closed": [asdict(e) for e in closed]}
+        return {"ok": False, "error": f"unknown command {command!r}"}
+
     # -- signals ----------------------------------------------------------------------------
 
     def reload(self) -> None:
@@ -277,12 +399,26 @@ class Daemon:
             return
         for warning in config.warnings:
             log.warning("%s", warning)
-        for key in ("port", "listen", "state", "replay"):
+        for key in ("port", "listen", "state", "replay", "sequence_source", "nflog_group"):
             if getattr(config, key) != getattr(old, key):
                 log.warning("reload: %s changed; it takes effect at the next restart", key)
-        self.runtime = self._build(config)
+        try:
+            runtime = self._build(config)
+        except ValueError as exc:
+            log.error("reload refused, still serving the previous config: %s", exc)
+            return
+        self.runtime = runtime
         log.info("reloaded %s: %d doors", config.path, len(config.doors))
         self._restore_firewalls()
+        if self._loop is not None and (
+            [(d.name, d.sequence) for d in config.sequence_doors]
+            != [(d.name, d.sequence) for d in old.sequence_doors]
+        ):
+            self._stop_sequence_source(self._loop)
+            try:
+                self._start_sequence_source(self._loop)
+            except (FirewallError, TumblerError, OSError) as exc:
+                log.error("sequence doors disabled: cannot watch connection attempts: %s", exc)
 
     def stop(self) -> None:
         self._stop.set()
@@ -301,6 +437,11 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
         self._restore_firewalls()
+        try:
+            self._start_sequence_source(loop)
+        except BaseException:
+            self._stop_sequence_source(loop)
+            raise
         where = ", ".join(
             f"[{a}]:{self.port}" if ":" in a else f"{a}:{self.port}" for a in config.listen
         )
@@ -311,6 +452,12 @@ class Daemon:
             config.window,
             self.replay.name,
         )
+        self._control = ControlServer(config.control, self.control)
+        try:
+            await self._control.start()
+        except OSError as exc:
+            log.error("control socket %s unavailable: %s", config.control, exc)
+            self._control = None
         if self.on_ready is not None:
             self.on_ready()
         try:
@@ -319,6 +466,9 @@ class Daemon:
             await self._shutdown(loop)
 
     async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._stop_sequence_source(loop)
+        if self._control is not None:
+            await self._control.close()
         for sock in self._sockets:
             loop.remove_reader(sock.fileno())
             sock.close()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import logging.handlers
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from tumbler import __version__
@@ -110,6 +112,14 @@ def _parser() -> argparse.ArgumentParser:
         choices=("auto", "nftables", "iptables", "iptables-legacy"),
         help="firewall backend (default: the config's firewall key)",
     )
+    status = sub.add_parser(
+        "status", parents=[config_opts], help="show a running daemon's counters and open doors"
+    )
+    status.add_argument("--json", action="store_true", help="print the raw answer as JSON")
+    close = sub.add_parser(
+        "close", parents=[config_opts], help="close early what is open for an address"
+    )
+    close.add_argument("address", help="the IPv4 or IPv6 address to close for")
     return parser
 
 
@@ -151,6 +161,48 @@ def _firewall(args: argparse.Namespace, config: Config) -> int:
     return firewall_command(args.action, backend, config.port, args.print_only, sys.stdout)
 
 
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def _status(args: argparse.Namespace, config: Config) -> int:
+    from tumbler.control import request
+
+    answer = request(config.control, {"command": "status"})
+    if args.json:
+        print(json.dumps(answer, indent=2, sort_keys=True))
+        return 0
+    uptime = int(answer["uptime"])
+    print(
+        f"tumblerd pid {answer['pid']}, up {uptime // 3600}h{uptime % 3600 // 60:02d}m"
+        f"{uptime % 60:02d}s, udp port {answer['port']}, {len(answer['doors'])} doors, "
+        f"replay {answer['replay']}"
+    )
+    counters = answer["counters"]
+    print("knocks: " + (", ".join(f"{k} {v}" for k, v in sorted(counters.items())) or "none"))
+    entries = answer["open"]
+    if not entries:
+        print("open: nothing")
+    for e in entries:
+        print(
+            f"open: {e['address']:<39} door {e['door']:<16} {e['ports']:<20} "
+            f"until {_when(e['expires'])}"
+        )
+    return 0
+
+
+def _close(args: argparse.Namespace, config: Config) -> int:
+    from tumbler.control import request
+
+    answer = request(config.control, {"command": "close", "address": args.address})
+    closed = answer["closed"]
+    for e in closed:
+        print(f"closed: {e['address']} door {e['door']} {e['ports']}")
+    if not closed:
+        print(f"nothing was open for {args.address}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.port is not None and not 1 <= args.port <= 65535:
@@ -169,6 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "firewall":
             return _firewall(args, config)
+        if args.command == "status":
+            return _status(args, config)
+        if args.command == "close":
+            return _close(args, config)
         return _serve(args, config)
     except TumblerError as exc:
         print(f"tumblerd: error: {exc}", file=sys.stderr)

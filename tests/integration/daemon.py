@@ -53,6 +53,7 @@ class Tumblerd:
             f"   log = {self.log}\n"
             "   listen = 127.0.0.1, ::1\n"
             f"   state = {self.folder / 'state.db'}\n"
+            f"   control = {self.folder / 'control.sock'}\n"
             f"{common}"
             f"{doors.replace('OUT', str(self.out))}"
         )
