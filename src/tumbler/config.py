@@ -24,10 +24,11 @@ from typing import TypeVar, cast
 from tumbler.errors import ConfigError
 from tumbler.ports import PortSpec, parse_port_list
 from tumbler.protocol import DEFAULT_PORT, normalize_address
+from tumbler.sequence import SequenceDoor
 
 DOOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-FIREWALLS = ("auto", "nftables", "iptables", "iptables-legacy")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smh]?)")
+FIREWALLS = ("auto", "nftables", "iptables", "iptables-nft", "iptables-legacy")
+_DURATION = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,6})?)\s*([smh]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
 # Line breaks as an editor counts them (str.splitlines also breaks at \f, \x85, \u2028...).
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -114,7 +115,7 @@ def parse_duration(text: str) -> float:
 
 def _int_in(lo: int, hi: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        if not re.fullmatch(r"\d+", text):
+        if not re.fullmatch(r"[0-9]{1,9}", text):
             raise ValueError(f"expected a whole number, got {text!r}")
         value = int(text)
         if not lo <= value <= hi:
@@ -327,6 +328,11 @@ def _door(section: _Section, base: Path, path: str, firewall: str) -> tuple[Door
         raise ConfigError(
             f"door {name} does nothing: give it a command, an open, or both", path, section.line
         )
+    if has("sequence"):
+        try:
+            SequenceDoor(name, section.get("sequence", ()), section.get("sequence_timeout", 10.0))
+        except ValueError as exc:
+            raise ConfigError(f"door {name}: {exc}", path, section.line_of("sequence")) from None
     for key in ("timeout", "firewall", "set"):
         if has(key) and not has("open"):
             raise ConfigError(f"door {name}: {key} needs an open", path, section.line_of(key))

@@ -21,7 +21,7 @@ class PortSpec:
 
 
 def _port(text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()) or len(text) > 5:
         raise ValueError(f"bad port {text!r}")
     value = int(text)
     if not 1 <= value <= 65535:

@@ -476,3 +476,26 @@ def test_nul_in_secret_file_path_is_a_config_error(tmp_path):
     err, path = load_error(tmp_path, "[door-a]\n command = t\n secret_file = a\x00b\n")
     assert str(err).startswith(f"{path}:3: secret_file ")
     assert "\x00" not in str(err)
+
+
+@pytest.mark.parametrize(
+    ("sequence", "reason"),
+    [("100, 101, 300", "neighbouring ports"), ("42", "at least two ports")],
+)
+def test_sequence_a_scan_could_complete_is_refused_with_its_line(tmp_path, sequence, reason):
+    err, path = load_error(tmp_path, f"[door-seq]\n   command = true\n   sequence = {sequence}\n")
+    assert str(err).startswith(f"{path}:3:")
+    assert reason in str(err)
+
+
+@pytest.mark.parametrize("value", ["\u0668\u0666\u0667\u0665", "\uff12\uff12", "0008675000000"])
+def test_numbers_are_ascii_digits_of_sane_length(tmp_path, value):
+    err, path = load_error(
+        tmp_path, f"[common]\n   port = {value}\n[door-a]\n   secret = s\n   command = true\n"
+    )
+    assert str(err).startswith(f"{path}:2:")
+
+
+def test_a_huge_duration_is_refused():
+    with pytest.raises(ValueError):
+        parse_duration("9" * 400)
