@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -53,6 +54,11 @@ class Runtime:
     verifier: Verifier
     doors: dict[str, Door] = field(default_factory=dict)
     matcher: SequenceMatcher | None = None
+
+
+@functools.lru_cache(maxsize=65536)
+def _canonical_ipv6(text: str) -> str:
+    return normalize_address(text)
 
 
 def bind_sockets(addresses: tuple[str, ...], port: int) -> list[socket.socket]:
@@ -127,6 +133,9 @@ class Daemon:
     # -- receive path -------------------------------------------------------------------
 
     def _on_readable(self, sock: socket.socket) -> None:
+        # The kernel already prints an IPv4 source in canonical dotted form; only IPv6
+        # text needs normalising (cached, since a flood repeats its sources).
+        canonical = sock.family == socket.AF_INET
         for _ in range(BATCH):
             try:
                 data, source = sock.recvfrom(RECV_SIZE)
@@ -136,18 +145,21 @@ class Daemon:
                 log.debug("recvfrom: %s", exc)
                 return
             try:
-                self.handle(data, source[0], time.time())
+                address = source[0] if canonical else _canonical_ipv6(source[0])
+                self.handle(data, address, time.time())
             except Exception:  # a bug must cost one datagram, never the daemon
                 log.exception("internal error on a datagram; dropped")
 
-    def handle(self, data: bytes, source: str, now: float) -> Door | None:
-        """Decide one datagram; return the door it opened, if any. Never replies."""
+    def handle(self, data: bytes, address: str, now: float) -> Door | None:
+        """Decide one datagram from `address` (normalised); return the door it opened, if any.
+
+        Never replies.
+        """
         try:
             digest = parse_datagram(data)
         except MalformedDatagram:
             self.stats.count("malformed")
             return None
-        address = normalize_address(source)
         runtime = self.runtime
         match = runtime.verifier.match(digest, address, now)
         if match is None:

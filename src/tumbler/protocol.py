@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import time
 from datetime import UTC, datetime, timedelta
 
 from tumbler.errors import MalformedDatagram
@@ -28,6 +29,12 @@ def minute_stamp(when: datetime) -> str:
         raise ValueError("minute_stamp needs an aware datetime (UTC)")
     t = when.astimezone(UTC)
     return f"{t.year - 1900:03d}{t.month - 1:02d}{t.day:02d}{t.hour:02d}{t.minute:02d}"
+
+
+def stamp_for_minute(minute: int) -> str:
+    """The stamp of the minute that starts at epoch second `minute * 60`; no datetime needed."""
+    t = time.gmtime(minute * 60)
+    return f"{t.tm_year - 1900:03d}{t.tm_mon - 1:02d}{t.tm_mday:02d}{t.tm_hour:02d}{t.tm_min:02d}"
 
 
 def minute_stamps(when: datetime, window: int) -> list[str]:

@@ -17,10 +17,9 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 from tumbler.config import Door
-from tumbler.protocol import minute_stamp
+from tumbler.protocol import stamp_for_minute
 
 # Total expected digests kept across all cached sources; bounds memory whatever the door count.
 CACHE_DIGESTS = 300_000
@@ -62,10 +61,9 @@ class Verifier:
             self._cache.move_to_end(key)
             return table
         table = {}
-        base = datetime.fromtimestamp(minute * 60, UTC)
         addr = address.encode("ascii")
         for offset in range(-self.window, self.window + 1):
-            stamp = minute_stamp(base + timedelta(minutes=offset))
+            stamp = stamp_for_minute(minute + offset)
             prefix = hashlib.sha256(stamp.encode("ascii") + addr)
             for door, secret in self._secrets:
                 h = prefix.copy()

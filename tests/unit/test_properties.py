@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 from hypothesis import example, given, settings
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from tumbler.config import parse_config
 from tumbler.errors import ConfigError, MalformedDatagram
 from tumbler.ports import parse_port_spec
-from tumbler.protocol import encode_datagram, parse_datagram
+from tumbler.protocol import encode_datagram, minute_stamp, parse_datagram, stamp_for_minute
 
 K = b"44e0543454e4c7a7633a216671b3f5068e332bd6e7b1c13cbc69b0d91bb044cb"
 
@@ -173,3 +174,10 @@ def test_parse_port_spec_near_misses(text):
     except ValueError:
         return
     assert parse_port_spec(str(spec)) == spec
+
+
+@given(st.integers(min_value=0, max_value=(2**33) // 60))
+@example(minute=1104537540 // 60)  # 2004-12-31 23:59 UTC, the last minute of a year
+def test_stamp_for_minute_agrees_with_minute_stamp(minute):
+    when = datetime.fromtimestamp(minute * 60, UTC)
+    assert stamp_for_minute(minute) == minute_stamp(when)
