@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tumbler import command as door_command
+from tumbler import sdnotify
 from tumbler.config import Config, Door, load_config
 from tumbler.control import ControlServer
 from tumbler.errors import (
@@ -403,6 +404,13 @@ class Daemon:
 
     def reload(self) -> None:
         """SIGHUP: take the new config whole, or keep the old one and say why."""
+        sdnotify.reloading()
+        try:
+            self._reload()
+        finally:
+            sdnotify.ready()  # READY=1 must follow RELOADING=1 even when the reload is refused
+
+    def _reload(self) -> None:
         old = self.runtime.config
         try:
             config = load_config(old.path)
@@ -433,6 +441,7 @@ class Daemon:
                 log.error("sequence doors disabled: cannot watch connection attempts: %s", exc)
 
     def stop(self) -> None:
+        sdnotify.stopping()
         self._stop.set()
 
     # -- main -----------------------------------------------------------------------------

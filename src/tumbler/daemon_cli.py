@@ -7,14 +7,14 @@ import asyncio
 import json
 import logging
 import logging.handlers
-import os
 import sys
 import time
 from collections.abc import Sequence
 
-from tumbler import __version__
+from tumbler import __version__, sdnotify
 from tumbler.config import Config, load_config
 from tumbler.errors import ConfigError, TumblerError
+from tumbler.logfmt import JournalFormatter, stderr_is_journal
 
 DEFAULT_CONFIG = "/etc/tumbler/tumblerd.conf"
 
@@ -38,8 +38,8 @@ def setup_logging(log_file: str | None, verbose: bool = False) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
     stderr = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM"):
-        stderr.setFormatter(logging.Formatter("%(message)s"))
+    if stderr_is_journal():
+        stderr.setFormatter(JournalFormatter("%(message)s"))
     else:
         stderr.setFormatter(logging.Formatter("%(asctime)s tumblerd: %(message)s", "%H:%M:%S"))
     root.addHandler(stderr)
@@ -142,6 +142,9 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
         logging.getLogger("tumblerd").warning("warning: %s", warning)
     try:
         daemon = Daemon(config, port=args.port)
+        daemon.on_ready = lambda: sdnotify.ready(
+            f"{len(config.doors)} doors on udp port {daemon.port}"
+        )
         asyncio.run(daemon.serve())
     except OSError as exc:
         logging.getLogger("tumblerd").error("cannot start: %s", exc)

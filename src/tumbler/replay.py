@@ -38,20 +38,23 @@ class MemoryReplayCache:
 
     def __init__(self) -> None:
         self._claims: dict[str, float] = {}
+        self._lock = threading.Lock()  # the daemon prunes from a worker thread
 
     def claim(self, digest: str, expires: float, now: float | None = None) -> bool:
         now = time.time() if now is None else now
-        held = self._claims.get(digest)
-        if held is not None and held > now:
-            return False
-        self._claims[digest] = expires
-        return True
+        with self._lock:
+            held = self._claims.get(digest)
+            if held is not None and held > now:
+                return False
+            self._claims[digest] = expires
+            return True
 
     def prune(self, now: float) -> int:
-        stale = [d for d, expires in self._claims.items() if expires <= now]
-        for digest in stale:
-            del self._claims[digest]
-        return len(stale)
+        with self._lock:
+            stale = [d for d, expires in self._claims.items() if expires <= now]
+            for digest in stale:
+                del self._claims[digest]
+            return len(stale)
 
     def __len__(self) -> int:
         return len(self._claims)

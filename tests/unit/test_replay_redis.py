@@ -1,0 +1,268 @@
+"""RedisReplayCache logic against a tiny fake client: claims, fail-closed, fallback switching."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+
+import pytest
+import redis
+
+from tumbler.errors import ReplayStoreError
+from tumbler.replay import MemoryReplayCache, open_replay_cache
+from tumbler.replay_redis import RedisReplayCache, redact_url
+
+D1 = "a" * 64
+D2 = "b" * 64
+D3 = "c" * 64
+
+
+class FakeRedis:
+    """The four calls the cache makes, with SET NX semantics and a switch to go down."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, int] = {}  # key -> px
+        self.down = False
+        self.calls = 0
+
+    def _check(self) -> None:
+        self.calls += 1
+        if self.down:
+            raise redis.exceptions.ConnectionError("Connection refused")
+
+    def ping(self) -> bool:
+        self._check()
+        return True
+
+    def set(self, key: str, value: bytes, nx: bool = False, px: int | None = None) -> bool | None:
+        self._check()
+        assert nx and px is not None and px > 0
+        if key in self.keys:
+            return None
+        self.keys[key] = px
+        return True
+
+    def pipeline(self, transaction: bool = True) -> FakePipeline:
+        return FakePipeline(self)
+
+    def close(self) -> None:
+        pass
+
+
+class FakePipeline:
+    def __init__(self, client: FakeRedis) -> None:
+        self.client = client
+        self.queued: list[tuple[str, bytes, int]] = []
+
+    def set(self, key: str, value: bytes, nx: bool = False, px: int | None = None) -> None:
+        assert px is not None
+        self.queued.append((key, value, px))
+
+    def execute(self) -> list[bool | None]:
+        return [self.client.set(k, v, nx=True, px=px) for k, v, px in self.queued]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def fake() -> FakeRedis:
+    return FakeRedis()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make(fake: FakeRedis, clock: Clock, fallback: MemoryReplayCache | None = None):
+    return RedisReplayCache(
+        "redis://127.0.0.1:1/0", fallback=fallback, client=fake, clock=clock, retry_interval=2.0
+    )
+
+
+def test_claim_once_with_prefixed_key_and_ttl_with_slack(fake, clock):
+    cache = make(fake, clock)
+    expires = time.time() + 120
+    assert cache.claim(D1, expires) is True
+    assert cache.claim(D1, expires) is False
+    assert cache.claim(D2, expires) is True
+    assert set(fake.keys) == {"tumbler:replay:" + D1, "tumbler:replay:" + D2}
+    px = fake.keys["tumbler:replay:" + D1]
+    assert 149_000 <= px <= 150_001  # 120 s to go + 30 s slack, in ms
+    assert cache.name == "redis"
+
+
+def test_expired_already_still_gets_a_positive_ttl(fake, clock):
+    cache = make(fake, clock)
+    assert cache.claim(D1, time.time() - 3600) is True
+    assert fake.keys["tumbler:replay:" + D1] == 1
+
+
+def test_down_without_fallback_fails_closed_and_logs_once(fake, clock, caplog):
+    cache = make(fake, clock)
+    fake.down = True
+    with caplog.at_level(logging.INFO, logger="tumblerd"):
+        for _ in range(3):
+            with pytest.raises(
+                ReplayStoreError,
+                match=re.escape("redis redis://127.0.0.1:1/0 unreachable: Connection refused"),
+            ):
+                cache.claim(D1, time.time() + 120)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "refusing every knock" in errors[0].getMessage()
+    assert not cache.up
+
+
+def test_down_is_not_retried_before_the_interval(fake, clock):
+    cache = make(fake, clock)
+    fake.down = True
+    with pytest.raises(ReplayStoreError):
+        cache.claim(D1, time.time() + 120)
+    calls = fake.calls
+    for _ in range(50):  # a replay flood during an outage costs no network round trip
+        with pytest.raises(ReplayStoreError):
+            cache.claim(D1, time.time() + 120)
+    assert fake.calls == calls
+    clock.t += 2.0
+    with pytest.raises(ReplayStoreError):
+        cache.claim(D1, time.time() + 120)
+    assert fake.calls == calls + 1
+
+
+def test_back_up_logs_info_and_claims_in_redis_again(fake, clock, caplog):
+    cache = make(fake, clock)
+    fake.down = True
+    with pytest.raises(ReplayStoreError):
+        cache.claim(D1, time.time() + 120)
+    fake.down = False
+    clock.t += 5
+    with caplog.at_level(logging.INFO, logger="tumblerd"):
+        assert cache.claim(D1, time.time() + 120) is True
+    assert cache.up
+    assert any("is back after 5 s" in r.getMessage() for r in caplog.records)
+
+
+def test_fallback_claims_locally_warns_once_then_copies_back(fake, clock, caplog):
+    local = MemoryReplayCache()
+    cache = make(fake, clock, fallback=local)
+    fake.down = True
+    expires = time.time() + 120
+    with caplog.at_level(logging.INFO, logger="tumblerd"):
+        assert cache.claim(D1, expires) is True
+        assert cache.claim(D1, expires) is False  # the local store still refuses replays
+        assert cache.claim(D2, expires) is True
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1
+        assert "local memory store" in warnings[0].getMessage()
+        assert "not refused" in warnings[0].getMessage()
+        fake.down = False
+        clock.t += 3
+        # D1 was claimed locally during the outage: copied back first, so refused now.
+        assert cache.claim(D1, expires) is False
+        assert cache.claim(D3, expires) is True
+    assert {"tumbler:replay:" + d for d in (D1, D2, D3)} == set(fake.keys)
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert any("is back" in m and "2 local claims copied" in m for m in infos)
+
+
+def test_write_through_refuses_what_this_server_already_accepted(fake, clock):
+    local = MemoryReplayCache()
+    cache = make(fake, clock, fallback=local)
+    expires = time.time() + 120
+    assert cache.claim(D1, expires) is True
+    fake.keys.clear()  # Redis restarted without persistence and forgot every key
+    assert cache.claim(D1, expires) is False
+    assert len(local) == 1
+
+
+def test_prune_probes_a_down_redis_and_prunes_the_fallback(fake, clock, caplog):
+    local = MemoryReplayCache()
+    cache = make(fake, clock, fallback=local)
+    fake.down = True
+    now = time.time()
+    cache.claim(D1, now + 120)
+    cache.claim(D2, now + 1)
+    assert cache.prune(now + 10) == 1  # D2 expired in the fallback
+    assert not cache.up
+    fake.down = False
+    clock.t += 2
+    with caplog.at_level(logging.INFO, logger="tumblerd"):
+        cache.prune(now + 10)
+    assert cache.up
+    assert set(fake.keys) == {"tumbler:replay:" + D1}  # only the live local claim is copied
+    assert any("is back" in r.getMessage() for r in caplog.records)
+
+
+def test_prune_without_fallback_is_a_noop(fake, clock):
+    cache = make(fake, clock)
+    cache.claim(D1, time.time() + 120)
+    calls = fake.calls
+    assert cache.prune(time.time() + 1000) == 0
+    assert fake.calls == calls  # Redis expires its keys by itself
+
+
+def test_down_at_start_is_logged_at_once(fake, clock, caplog):
+    fake.down = True
+    with caplog.at_level(logging.INFO, logger="tumblerd"):
+        cache = make(fake, clock)
+    assert not cache.up
+    assert any(r.levelno == logging.ERROR for r in caplog.records)
+
+
+def test_logs_never_show_the_password_or_the_digest(fake, clock, caplog):
+    fake.down = True
+    with caplog.at_level(logging.DEBUG, logger="tumblerd"):
+        cache = RedisReplayCache(
+            "redis://user:hunter2@10.0.0.1:6390/2?password=hunter3",
+            fallback=MemoryReplayCache(),
+            client=fake,
+            clock=clock,
+        )
+        cache.claim(D1, time.time() + 60)
+    text = caplog.text
+    assert "hunter" not in text
+    assert D1[:16] not in text
+    assert "redis://10.0.0.1:6390/2" in text
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw@[::1]:6379/0", "redis://[::1]:6379/0"),
+        ("rediss://h.example/1", "rediss://h.example/1"),
+        ("unix:///run/redis/redis.sock?db=2&password=x", "unix:///run/redis/redis.sock"),
+    ],
+)
+def test_redact_url(url, shown):
+    assert redact_url(url) == shown
+
+
+def test_missing_redis_package_says_which_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "redis", None)
+    with pytest.raises(ReplayStoreError, match=r"install the `redis` extra"):
+        RedisReplayCache("redis://127.0.0.1:1/0")
+
+
+def test_open_replay_cache_builds_redis_with_fallback(tmp_path):
+    # A real client on a port where nothing listens: down at start, local claims work.
+    cache = open_replay_cache("redis://127.0.0.1:1/0", str(tmp_path / "r.db"), "sqlite")
+    try:
+        assert cache.name == "redis"
+        assert cache.claim(D1, time.time() + 60) is True
+        assert cache.claim(D1, time.time() + 60) is False
+    finally:
+        cache.close()
+
+
+def test_bad_url_is_a_replay_store_error():
+    with pytest.raises(ReplayStoreError, match="bad redis URL"):
+        RedisReplayCache("redis://127.0.0.1:notaport/0")
