@@ -1,0 +1,337 @@
+"""Firewall backends against real kernels, in namespaces: a default-closed server, A and B.
+
+Each test builds its own server/A/B topology, so nftables, iptables-nft and
+iptables-legacy never share a namespace. The backend is called directly (the
+daemon's end-to-end tests drive it through knocks); its commands run inside the
+server namespace through a runner prefixed with `ip netns exec`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.netns.netns import Lab, Namespace, Topology, connect_all
+from tumbler.errors import FirewallError
+from tumbler.firewall import FirewallBackend, IptablesBackend, IptablesLegacyBackend, get_backend
+from tumbler.firewall.runner import CommandResult, Runner
+from tumbler.ports import PortSpec
+
+PORT = 2222
+KNOCK = 8675
+OPEN = (PortSpec("tcp", PORT, PORT),)
+BACKENDS = ["nftables", "iptables-nft", "iptables-legacy"]
+BLOCKED = 0.5  # seconds a dropped SYN is waited for; an allowed one answers in milliseconds
+
+
+class Tamper(Runner):
+    """A runner that spoils a batch the way a kernel refusal would, or renames a binary."""
+
+    def __init__(
+        self, base: Runner, spoil: bool = False, rename: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(base.prefix, base.timeout)
+        self.spoil = spoil
+        self.rename = rename or {}
+
+    def run(
+        self, argv: Sequence[str], input: str | None = None, check: bool = True
+    ) -> CommandResult:
+        argv = [self.rename.get(argv[0], argv[0]), *argv[1:]]
+        if self.spoil and input is not None and argv[0] == "nft":
+            # The kernel refuses to delete an element that is not there, at the very end.
+            doc = json.loads(input)
+            ghost = {"concat": ["10.213.0.99", "tcp", 9]}
+            set_ref = {"family": "inet", "table": "tumbler", "name": "open4"}
+            doc["nftables"].append({"delete": {"element": {**set_ref, "elem": [ghost]}}})
+            input = json.dumps(doc)
+        elif self.spoil and input is not None:
+            input = input.replace("COMMIT", "-D TUMBLER -s 10.213.0.99/32 -j ACCEPT\nCOMMIT")
+        return super().run(argv, input, check)
+
+
+def make(
+    name: str, topo: Topology, tmp_path: Path, runner: Runner | None = None
+) -> FirewallBackend:
+    runner = runner or topo.server.runner()
+    if name == "iptables-legacy":
+        reason = IptablesLegacyBackend.probe(runner)
+        if reason is not None:
+            pytest.skip(f"iptables-legacy unusable on this kernel: {reason}")
+    return get_backend(name, state_path=str(tmp_path / "state.sqlite"), runner=runner)
+
+
+@pytest.fixture(params=BACKENDS)
+def closed(
+    request: pytest.FixtureRequest, topology: Topology, tmp_path: Path
+) -> tuple[FirewallBackend, Topology]:
+    """A default-closed server (the backend's own `init`) with a TCP listener on PORT."""
+    backend = make(request.param, topology, tmp_path)
+    backend.init_policy(KNOCK)
+    topology.server.listen(PORT)
+    return backend, topology
+
+
+def reach(topo: Topology, *who: str) -> dict[str, bool]:
+    """Who of a4, b4, a6, b6 can reach the server's listener (checked in parallel)."""
+    target = {
+        "a4": (topo.a, topo.server4),
+        "b4": (topo.b, topo.server4),
+        "a6": (topo.a, topo.server6),
+        "b6": (topo.b, topo.server6),
+    }
+    names = who or tuple(target)
+    results = connect_all([(target[n][0], target[n][1], PORT) for n in names], BLOCKED)
+    return dict(zip(names, results, strict=True))
+
+
+def tumbler_rules(backend: FirewallBackend, ns: Namespace) -> dict[int, int]:
+    """How many tumbler rules or elements each family holds in the kernel."""
+    if isinstance(backend, IptablesBackend):
+        counts = {}
+        for version in (4, 6):
+            out = ns.run([backend.tool(version), "-S", "TUMBLER"], check=False).stdout
+            counts[version] = sum("tumbler:" in line for line in out.splitlines())
+        return counts
+    counts = {4: 0, 6: 0}
+    for version in (4, 6):
+        out = ns.run(["nft", "-j", "list", "set", "inet", "tumbler", f"open{version}"], check=False)
+        if out.returncode == 0:
+            sets = [i["set"] for i in json.loads(out.stdout)["nftables"] if "set" in i]
+            counts[version] = len(sets[0].get("elem", []))
+    return counts
+
+
+def sleep_until(moment: float) -> None:
+    time.sleep(max(0.0, moment - time.time()))
+
+
+def test_open_refresh_expire(closed: tuple[FirewallBackend, Topology]) -> None:
+    backend, topo = closed
+    assert reach(topo) == {"a4": False, "b4": False, "a6": False, "b6": False}
+
+    t0 = time.time()
+    for address in (topo.a4, topo.a6):
+        assert backend.open("ssh", address, OPEN, 2, t0) == pytest.approx(t0 + 2)
+    assert reach(topo) == {"a4": True, "b4": False, "a6": True, "b6": False}
+    listed = backend.list_open(time.time())
+    assert [(e.address, e.door, e.ports) for e in listed] == [
+        (topo.a4, "ssh", f"tcp/{PORT}"),
+        (topo.a6, "ssh", f"tcp/{PORT}"),
+    ]
+    assert all(t0 + 1 <= e.expires <= t0 + 3 for e in listed)
+
+    if isinstance(backend, IptablesBackend):
+        # The daemon's clock drives iptables: refresh at t0+10, then step time.
+        for address in (topo.a4, topo.a6):
+            backend.open("ssh", address, OPEN, 2, t0 + 10)
+        assert tumbler_rules(backend, topo.server) == {4: 1, 6: 1}
+        assert backend.expire(t0 + 5) == []
+        assert reach(topo, "a4", "a6") == {"a4": True, "a6": True}
+        assert [e.address for e in backend.expire(t0 + 12)] == [topo.a4, topo.a6]
+    else:
+        # The kernel's clock drives nftables: refresh after 1.2 s, so the
+        # elements outlive their first 2 s and then go by themselves.
+        sleep_until(t0 + 1.2)
+        for address in (topo.a4, topo.a6):
+            backend.open("ssh", address, OPEN, 2, time.time())
+        assert tumbler_rules(backend, topo.server) == {4: 1, 6: 1}
+        sleep_until(t0 + 2.5)
+        assert reach(topo, "a4", "a6") == {"a4": True, "a6": True}
+        sleep_until(t0 + 3.6)
+    assert reach(topo, "a4", "a6") == {"a4": False, "a6": False}
+    assert backend.list_open(time.time()) == []
+
+
+def test_flush_and_close(closed: tuple[FirewallBackend, Topology]) -> None:
+    backend, topo = closed
+    now = time.time()
+    for address in (topo.a4, topo.a6, topo.b4):
+        backend.open("ssh", address, OPEN, 60, now)
+    assert [e.address for e in backend.close(topo.b4)] == [topo.b4]
+    assert reach(topo, "a4", "b4") == {"a4": True, "b4": False}
+    assert len(backend.flush()) == 2
+    assert tumbler_rules(backend, topo.server) == {4: 0, 6: 0}
+    assert reach(topo, "a4", "a6") == {"a4": False, "a6": False}
+    assert backend.list_open(time.time()) == []
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_rejected_change_leaves_nothing(name: str, topology: Topology, tmp_path: Path) -> None:
+    make(name, topology, tmp_path).init_policy(KNOCK)
+    topology.server.listen(PORT)
+    spoiled = make(name, topology, tmp_path, Tamper(topology.server.runner(), spoil=True))
+    ports = (*OPEN, PortSpec("udp", 5000, 5001))
+    for address in (topology.a4, topology.a6):
+        with pytest.raises(FirewallError):
+            spoiled.open("ssh", address, ports, 30, time.time())
+    assert tumbler_rules(spoiled, topology.server) == {4: 0, 6: 0}
+    assert spoiled.list_open(time.time()) == []
+    assert reach(topology, "a4", "a6") == {"a4": False, "a6": False}
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_missing_binary(name: str, topology: Topology, tmp_path: Path) -> None:
+    binary = "nft" if name == "nftables" else name
+    runner = Tamper(topology.server.runner(), rename={binary: f"{binary}-not-installed"})
+    backend = get_backend(name, state_path=str(tmp_path / "s.sqlite"), runner=runner)
+    with pytest.raises(FirewallError, match="not-installed"):
+        backend.open("ssh", topology.a4, OPEN, 30, time.time())
+    assert backend.list_open(time.time()) == []
+    assert tumbler_rules(backend, topology.server) == {4: 0, 6: 0}
+
+
+DAEMON = """
+import sys, time
+from tumbler.firewall import Runner, get_backend
+from tumbler.ports import PortSpec
+name, ns, state, a4, a6, port = sys.argv[1:]
+backend = get_backend(name, state_path=state, runner=Runner(["ip", "netns", "exec", ns]))
+for address in (a4, a6):
+    backend.open("ssh", address, [PortSpec("tcp", int(port), int(port))], 2, time.time())
+print("open", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_daemon_killed_while_open(name: str, topology: Topology, lab: Lab, tmp_path: Path) -> None:
+    """kill -9 with a door open: nftables closes on time by itself; iptables at the restart."""
+    backend = make(name, topology, tmp_path)
+    backend.init_policy(KNOCK)
+    topology.server.listen(PORT)
+    state = str(tmp_path / "state.sqlite")
+    args = [name, topology.server.name, state, topology.a4, topology.a6, str(PORT)]
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", DAEMON, *args], stdout=subprocess.PIPE, text=True
+    )
+    lab.processes.append(daemon)
+    assert daemon.stdout is not None and daemon.stdout.readline().strip() == "open"
+    t0 = time.time()
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait(5)
+    assert reach(topology, "a4", "a6", "b4") == {"a4": True, "a6": True, "b4": False}
+    if isinstance(backend, IptablesBackend):
+        restarted = get_backend(name, state_path=state, runner=topology.server.runner())
+        assert restarted.restore(t0 + 1) == []  # not yet due: re-armed, still open
+        assert reach(topology, "a4") == {"a4": True}
+        closed = restarted.restore(t0 + 3)  # restarted after the expiry
+        assert [e.address for e in closed] == [topology.a4, topology.a6]
+    else:
+        sleep_until(t0 + 2.3)
+        assert topology.server.run(["nft", "list", "table", "inet", "tumbler"]).returncode == 0
+    assert reach(topology, "a4", "a6") == {"a4": False, "a6": False}
+    assert tumbler_rules(backend, topology.server) == {4: 0, 6: 0}
+
+
+ADMIN_RULESET = f"""
+table inet filter {{
+    set tumbler_ssh {{ type ipv4_addr; flags timeout; }}
+    set tumbler_ssh_v6 {{ type ipv6_addr; flags timeout; }}
+    chain input {{
+        type filter hook input priority filter; policy drop;
+        iif "lo" accept
+        ct state established,related accept
+        icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} accept
+        ip saddr @tumbler_ssh tcp dport {PORT} accept
+        ip6 saddr @tumbler_ssh_v6 tcp dport {PORT} accept
+    }}
+}}
+"""
+
+
+def test_nftables_fills_an_administrators_set(topology: Topology, tmp_path: Path) -> None:
+    """With his own drop policy, tumbler's table cannot help; filling his set does."""
+    topology.server.run(["nft", "-f", "-"], input=ADMIN_RULESET)
+    topology.server.listen(PORT)
+    runner = topology.server.runner()
+    own = get_backend("nftables", state_path="", runner=runner)
+    now = time.time()
+    own.open("ssh", topology.a4, OPEN, 30, now)
+    assert reach(topology, "a4") == {"a4": False}  # an accept in another table is not enough
+    own.flush()
+
+    his = get_backend("nftables", state_path="", runner=runner, set_name="inet filter tumbler_ssh")
+    now = time.time()
+    for address in (topology.a4, topology.a6):
+        his.open("ssh", address, OPEN, 2, now)
+        his.open("ssh", address, OPEN, 2, now)
+    assert reach(topology) == {"a4": True, "b4": False, "a6": True, "b6": False}
+    listed = his.list_open(time.time())
+    assert [(e.address, e.ports) for e in listed] == [
+        (topology.a4, "set inet filter tumbler_ssh"),
+        (topology.a6, "set inet filter tumbler_ssh_v6"),
+    ]
+    sleep_until(now + 2.3)
+    assert reach(topology, "a4", "a6") == {"a4": False, "a6": False}
+    out = topology.server.run(["nft", "list", "table", "inet", "filter"]).stdout
+    assert "elements" not in out  # timed out, and his ruleset is otherwise untouched
+    assert f"ip saddr @tumbler_ssh tcp dport {PORT} accept" in out
+
+
+def test_policy_keeps_udp_silent(closed: tuple[FirewallBackend, Topology]) -> None:
+    """Default-closed: a UDP scan gets no ICMP port unreachable, on any port.
+
+    The knock port is let through to the daemon (which never answers); every
+    other UDP port is dropped, so it cannot be told apart from the knock port.
+    """
+    _, topo = closed
+    sink = (  # stands in for tumblerd on the knock port: it reads and never answers
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+        "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n"
+        f"s.bind(('::', {KNOCK}))\n"
+        "print('ready', flush=True)\n"
+        "while True: s.recv(2048)\n"
+    )
+    daemon = topo.server.popen([sys.executable, "-c", sink], stdout=subprocess.PIPE, text=True)
+    assert daemon.stdout is not None and daemon.stdout.readline().strip() == "ready"
+    capture = topo.server.popen(
+        ["tcpdump", "-n", "-l", "-i", "eth0", "-c", "1", "icmp or icmp6 and ip6[40] == 1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.3)
+    scan = (
+        "import socket\n"
+        f"for fam, host in ((socket.AF_INET, {topo.server4!r}), "
+        f"(socket.AF_INET6, {topo.server6!r})):\n"
+        "    s = socket.socket(fam, socket.SOCK_DGRAM)\n"
+        f"    s.sendto(b'x', (host, 5999)); s.sendto(b'x', (host, {KNOCK}))\n"
+    )
+    topo.a.run([sys.executable, "-c", scan])
+    time.sleep(0.5)
+    capture.terminate()
+    out: bytes = capture.communicate(timeout=5)[0]
+    assert out.strip() == b""
+
+
+@pytest.mark.parametrize("name", ["nftables", "iptables-nft"])
+def test_printed_policy_is_what_init_applies(name: str, topology: Topology, tmp_path: Path) -> None:
+    """`init --print` output is a working script: run it in a fresh namespace, same ruleset."""
+    backend = make(name, topology, tmp_path)
+    printed = backend.init_policy(KNOCK, apply=False)
+    if name == "nftables":
+        topology.a.run(["nft", "-f", "-"], input="\n".join(printed) + "\n")
+        backend.init_policy(KNOCK)
+        listing = ["nft", "list", "table", "inet", "tumbler"]
+    else:
+        for line in printed:
+            topology.a.run(shlex.split(line))
+        backend.init_policy(KNOCK)
+        listing = ["iptables-save", "-t", "filter"]
+
+    def rules(ns: Namespace) -> list[str]:  # without comments and packet counters
+        text = ns.run(listing).stdout
+        return [re.sub(r" \[\d+:\d+\]$", "", line) for line in text.splitlines() if line[:1] != "#"]
+
+    assert rules(topology.server) == rules(topology.a)
