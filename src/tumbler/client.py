@@ -1,8 +1,9 @@
 """The `tumbler` command: a thin argparse front-end over `tumbler.knock`.
 
 `tumbler --open URL` is the article's client. Subcommands (`tumbler knock`,
-`tumbler sniff`, later `tumbler open NAME` and `tumbler ssh-proxy`) are dispatched on
-the first argument through COMMANDS, so the legacy form keeps working unchanged.
+`tumbler sniff`, `tumbler open NAME` and `tumbler ssh-proxy`, the last two in
+`proxy_cli`) are dispatched on the first argument through COMMANDS, so the legacy
+form keeps working unchanged.
 Errors are one line on stderr, `tumbler: error: ...`, with exit status 2 for bad
 input and 1 for failures at run time; a secret is never printed.
 """
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from typing import NoReturn
 
 from tumbler import __version__, knock
-from tumbler.errors import TumblerError
+from tumbler.errors import ConfigError, TumblerError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -66,7 +67,7 @@ def _guard(body: Callable[[], int]) -> int:
     """Run a command, mapping the library's errors to one line and an exit status."""
     try:
         return body()
-    except knock.KnockUsageError as exc:
+    except (knock.KnockUsageError, ConfigError) as exc:
         _error(str(exc))
         return EXIT_USAGE
     except TumblerError as exc:
@@ -131,7 +132,7 @@ HOST; behind NAT, give the address the server sees with --from."""
 
 
 def _open_epilog() -> str:
-    commands = "\n".join(f"  {name:<8}  {cmd.summary}" for name, cmd in COMMANDS.items())
+    commands = "\n".join(f"  {name:<9}  {cmd.summary}" for name, cmd in COMMANDS.items())
     return f"""\
 commands (tumbler COMMAND --help for each):
 {commands}
@@ -331,6 +332,18 @@ def _load_knock() -> Handler | None:
     return knock_main
 
 
+def _load_open() -> Handler | None:
+    from tumbler import proxy_cli
+
+    return proxy_cli.open_main
+
+
+def _load_ssh_proxy() -> Handler | None:
+    from tumbler import proxy_cli
+
+    return proxy_cli.ssh_proxy_main
+
+
 def _load_sniff() -> Handler | None:
     """Imported only when asked for: it is another module's, with optional extras."""
     try:
@@ -352,6 +365,8 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
+    "open": Command("knock with a profile from hosts.conf, then wait for its port", _load_open),
+    "ssh-proxy": Command("ssh ProxyCommand: knock, wait for the port, relay", _load_ssh_proxy),
     "knock": Command("send a classic port-knock sequence (TCP SYNs, UDP)", _load_knock),
     "sniff": Command("audit tcpdump output or a capture: knocks anyone could replay", _load_sniff),
 }
