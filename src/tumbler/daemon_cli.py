@@ -120,6 +120,12 @@ def _parser() -> argparse.ArgumentParser:
         "close", parents=[config_opts], help="close early what is open for an address"
     )
     close.add_argument("address", help="the IPv4 or IPv6 address to close for")
+    sub.add_parser(
+        "demo",
+        help="show a knock opening a port, end to end (as root: in network namespaces)",
+        description="Build a throw-away lab (network namespaces when root, loopback otherwise), "
+        "knock, and show the port opening for the knocker alone. Cleans up after itself.",
+    )
     return parser
 
 
@@ -208,6 +214,10 @@ def _close(args: argparse.Namespace, config: Config) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from tumbler.demo import main as demo
+
+        return demo()
     if args.port is not None and not 1 <= args.port <= 65535:
         print(f"tumblerd: error: --port {args.port} is out of range 1-65535", file=sys.stderr)
         return 2

@@ -1,0 +1,23 @@
+"""The README's demonstration command, run for real: it must pass every step it checks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tumbler.lab import leftover_namespaces
+
+
+def test_tumblerd_demo_opens_the_port_for_the_knocker_alone(netns_ready: None) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tumbler.daemon_cli", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "a lab of network namespaces" in result.stdout
+    assert "[FAILED]" not in result.stdout
+    assert "[ok] A connects now" in result.stdout
+    assert "demo finished: every step behaved" in result.stdout
+    assert not leftover_namespaces("tmbdemo-")
