@@ -486,6 +486,27 @@ class Daemon:
         finally:
             await self._shutdown(loop)
 
+    async def _close_on_stop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """At a clean stop, close what only a running daemon would close on time.
+
+        The two kinds of backend differ here. nftables elements carry their timeout in
+        the kernel, so they stay after the stop and close on time by themselves (a
+        restart within the timeout keeps the knocker's access). iptables rules
+        (`kernel_timeouts` False) would stay open with no daemon to remove them, so
+        they are flushed now; if the daemon dies instead (SIGKILL, crash), the next
+        start closes what expired and re-arms the rest from the state database.
+        """
+        for backend in list(self._backends.values()):
+            if backend.kernel_timeouts:
+                continue
+            try:
+                closed = await loop.run_in_executor(self._firewall_pool, backend.flush)
+            except FirewallError as exc:
+                log.error("could not close the open doors at stop (the next start will): %s", exc)
+                continue
+            for entry in closed:
+                log.info("door %s: closed for %s (tumblerd stopping)", entry.door, entry.address)
+
     async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
         self._stop_sequence_source(loop)
         if self._control is not None:
@@ -498,6 +519,7 @@ class Daemon:
             for task in pending:
                 task.cancel()
         self.stats.flush(time.time(), force=True)
+        await self._close_on_stop(loop)
         self._firewall_pool.shutdown(wait=True)
         self.replay.close()
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.stats.total.items())) or "nothing"

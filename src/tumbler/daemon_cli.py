@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 
 from tumbler import __version__, sdnotify
-from tumbler.config import Config, load_config
+from tumbler.config import FIREWALLS, Config, load_config
 from tumbler.errors import ConfigError, TumblerError
 from tumbler.logfmt import JournalFormatter, stderr_is_journal
 
@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     fw.add_argument(
         "--backend",
-        choices=("auto", "nftables", "iptables", "iptables-legacy"),
+        choices=FIREWALLS,
         help="firewall backend (default: the config's firewall key)",
     )
     status = sub.add_parser(
@@ -162,11 +162,14 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def _firewall(args: argparse.Namespace, config: Config) -> int:
-    from tumbler.firewall import get_backend
+    from tumbler.firewall import get_backend, resolve_name
     from tumbler.firewall.cli import firewall_command
 
-    name = args.backend or config.firewall
-    backend = get_backend(name, state_path=config.state)
+    name = resolve_name(args.backend or config.firewall)
+    # Doors that fill an administrator's nftables set (`set = ...`): list and flush
+    # must look there too, not only in tumbler's own table.
+    sets = {d.name: d.set for d in config.doors if d.set} if name == "nftables" else None
+    backend = get_backend(name, state_path=config.state, door_sets=sets)
     return firewall_command(args.action, backend, config.port, args.print_only, sys.stdout)
 
 

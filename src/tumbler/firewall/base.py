@@ -83,6 +83,10 @@ class FirewallBackend(ABC):
     """
 
     name: ClassVar[str]
+    # True when the kernel itself closes what was opened on time (nftables' timed set
+    # elements), so an opening outlives the daemon safely; False when only a running
+    # daemon closes it (iptables rules), so the daemon closes all it opened when it stops.
+    kernel_timeouts: ClassVar[bool] = False
 
     def __init__(self, runner: Runner | None = None) -> None:
         self.runner = runner if runner is not None else Runner()

@@ -8,7 +8,9 @@ iptables cannot time a rule out by itself, so the daemon must: `expire` removes
 due rules, and each pending close is kept in the state database (SQLite) so that
 `restore`, at the next start, closes what expired while the daemon was down and
 re-adds what should still be open. Rules found in the chain without a database
-row (the database was lost) are judged by the expiry in their comment.
+row (the database was lost) are judged by the expiry in their comment. A clean
+stop of the daemon (SIGTERM) flushes its rules, so that nothing stays open with
+no daemon to close it (`kernel_timeouts` is False).
 
 All rule changes of one call go through a single `iptables-restore --noflush`
 batch per address family, which the kernel applies atomically: a rejected rule
@@ -197,6 +199,7 @@ class IptablesBackend(FirewallBackend):
 
     name = "iptables"
     binary = "iptables"
+    kernel_timeouts = False
 
     def __init__(
         self, state_path: str, runner: Runner | None = None, binary: str | None = None

@@ -179,6 +179,7 @@ class NftablesBackend(FirewallBackend):
     """Doors as timed elements of nftables sets (see the module docstring)."""
 
     name = "nftables"
+    kernel_timeouts = True
 
     def __init__(
         self,
