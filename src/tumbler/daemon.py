@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -63,12 +64,22 @@ def _canonical_ipv6(text: str) -> str:
 
 
 def bind_sockets(addresses: tuple[str, ...], port: int) -> list[socket.socket]:
-    """Bind a non-blocking UDP socket per listen address; `::` takes IPv6 only."""
+    """Bind a non-blocking UDP socket per listen address; `::` takes IPv6 only.
+
+    A host without IPv6 skips the wildcard `::` with a warning rather than refusing to
+    start; any other address that cannot be bound is an error.
+    """
     socks: list[socket.socket] = []
     try:
         for address in addresses:
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+            except OSError as exc:
+                if address == "::" and exc.errno == errno.EAFNOSUPPORT:
+                    log.warning("IPv6 is not available here; listening on IPv4 only")
+                    continue
+                raise
             socks.append(sock)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
