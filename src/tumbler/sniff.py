@@ -191,6 +191,7 @@ _TUMBLER_TEXT = re.compile(r"TUMBLER1: ?[0-9A-Fa-f]{64}")
 _IP_TAG = re.compile(
     r"(?:(?:^|\s)IP6?\s*(?:\(.*\))?|ethertype IPv[46] \(0x[0-9a-f]+\), length \d+:)\s*$"
 )
+_OTHER_PACKET = re.compile(r"(?:IP6?|ARP|RARP|ethertype|[0-9a-f]{2}(?::[0-9a-f]{2}){5}) ")
 _OTHER_PROTOS = re.compile(r"\b(?:sctp|SCTP|dccp|DCCP|ICMP|icmp)\b")
 
 
@@ -343,6 +344,7 @@ def iter_text_packets(
     dump = bytearray()
     ascii_lines: list[str] = []
     header: tuple[datetime | None, str | None, str | None] | None = None  # -v first line
+    quoted = False  # inside the packet an ICMP error quotes (-v prints it as an indented pair)
 
     def flush() -> Iterator[Packet]:
         nonlocal pending
@@ -365,6 +367,11 @@ def iter_text_packets(
             if hexm and pending is not None:
                 dump.extend(bytes.fromhex(hexm.group(1).replace(" ", "")))
                 continue
+            if quoted and line[:1].isspace():
+                quoted = False  # the quoted packet's endpoints: it was not sent again
+                stats.skipped += 1
+                continue
+            quoted = False
             if line[:1].isspace() and header is not None:
                 # Second line of a -v pair: the endpoints, under the header's timestamp.
                 moment, ts_text, hint = header
@@ -385,8 +392,20 @@ def iter_text_packets(
                 continue
             moment, ts_text, rest = parse_timestamp(line, day)
             if re.match(r"\s*IP6? \(", rest):
+                yield from flush()  # a new packet: a dump below is no longer pending's
+                if line[:1].isspace():  # not a packet's header: the one an ICMP error quotes
+                    header, quoted = None, True
+                    stats.skipped += 1
+                    continue
                 hint = _PROTO_HINT.search(rest)
                 header = (moment, ts_text, hint.group(1).lower() if hint else "other")
+                continue
+            if ts_text is not None or _OTHER_PACKET.match(rest):
+                # A packet we do not read (ICMP, ARP...) begins: its -X dump, which may
+                # quote a datagram, must not be taken for the pending packet's.
+                yield from flush()
+                header = None
+                stats.skipped += 1
                 continue
             if pending is not None and _TUMBLER_TEXT.search(line):
                 ascii_lines.append(line)

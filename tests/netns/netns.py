@@ -25,8 +25,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tumbler.firewall.runner import Runner
@@ -34,6 +35,7 @@ from tumbler.firewall.runner import Runner
 SUBNET4 = "10.213.0"
 SUBNET6 = "fd00:213::"
 BANNER = b"tumbler-test\n"
+TUMBLERD = (sys.executable, "-m", "tumbler.daemon_cli")
 
 _counter = itertools.count(1)
 
@@ -158,6 +160,53 @@ def connect_all(checks: Sequence[tuple[Namespace, str, int]], timeout: float = 1
         for ns, host, port in checks
     ]
     return [proc.wait(timeout + 10) == 0 for proc in procs]
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+    """Poll `check` until it returns something true and return that; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def start_tumblerd(
+    ns: Namespace, config: str | os.PathLike[str], log: str | os.PathLike[str], timeout: float = 10
+) -> subprocess.Popen[bytes]:
+    """Run `tumblerd --config CONFIG` in `ns`; return once `log` (the config's log) says listening.
+
+    The lab kills it at clean-up; `stop(proc)` ends it the polite way (SIGTERM) sooner. Its
+    stderr goes to `tumblerd.stderr` beside the config, and is quoted if it exits too early.
+    """
+    log_path, stderr_path = Path(log), Path(config).parent / "tumblerd.stderr"
+    with open(stderr_path, "ab") as stderr:
+        proc = ns.popen(
+            [*TUMBLERD, "--config", str(config)], stdout=subprocess.DEVNULL, stderr=stderr
+        )
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"tumblerd exited {proc.returncode}: {stderr_path.read_text()}")
+        return log_path.exists() and "listening" in log_path.read_text()
+
+    wait_until(listening, "tumblerd to listen", timeout)
+    return proc
+
+
+def stop(proc: subprocess.Popen[Any], timeout: float = 10) -> int | None:
+    """SIGTERM `proc` and wait for it (SIGKILL after `timeout` s); its exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
 
 
 @dataclass

@@ -233,6 +233,67 @@ def test_ascii_dump_recovers_payload_but_minute_is_unknown() -> None:
     assert [k.dport for k in report.knocks] == [42, 196, 69]
 
 
+# A real capture's -X text: each datagram to the closed knock port draws an ICMP port
+# unreachable that quotes it, and an unrelated ICMPv6 packet falls in between.
+HEX_WITH_ICMP = """\
+08:51:06.179344 IP 10.213.0.2.59590 > 10.213.0.1.8675: UDP, length 74
+	0x0000:  4500 0066 ac3d 4000 4011 789d 0ad5 0002  E..f.=@.@.x.....
+	0x0010:  0ad5 0001 e8c6 21e3 0052 1610 5455 4d42  ......!..R..TUMB
+	0x0020:  4c45 5231 3a20 6162 3137 6132 6436 3965  LER1:.ab17a2d69e
+	0x0030:  6665 6266 3836 6661 3536 3034 3661 3963  febf86fa56046a9c
+	0x0040:  3932 3535 6561 3536 3564 3032 3462 3661  9255ea565d024b6a
+	0x0050:  3837 3964 6633 3332 6330 3934 6530 6637  879df332c094e0f7
+	0x0060:  3363 6236 3062                           3cb60b
+08:51:06.179406 IP 10.213.0.1 > 10.213.0.2: ICMP 10.213.0.1 udp port 8675 unreachable, length 110
+	0x0000:  45c0 0082 1941 0000 4001 4ace 0ad5 0001  E....A..@.J.....
+	0x0010:  0ad5 0002 0303 81a6 0000 0000 4500 0066  ............E..f
+	0x0020:  ac3d 4000 4011 789d 0ad5 0002 0ad5 0001  .=@.@.x.........
+	0x0030:  e8c6 21e3 0052 1610 5455 4d42 4c45 5231  ..!..R..TUMBLER1
+	0x0040:  3a20 6162 3137 6132 6436 3965 6665 6266  :.ab17a2d69efebf
+	0x0050:  3836 6661 3536 3034 3661 3963 3932 3535  86fa56046a9c9255
+	0x0060:  6561 3536 3564 3032 3462 3661 3837 3964  ea565d024b6a879d
+	0x0070:  6633 3332 6330 3934 6530 6637 3363 6236  f332c094e0f73cb6
+	0x0080:  3062                                     0b
+08:51:06.302349 IP6 fe80::1001:99ff:fec4:efc4 > ff02::16: HBH ICMP6, multicast listener report v2, 2 group record(s), length 48
+	0x0000:  6000 0000 0038 0001 fe80 0000 0000 0000  `....8..........
+	0x0010:  1001 99ff fec4 efc4 ff02 0000 0000 0000  ................
+	0x0020:  0000 0000 0000 0016 3a00 0502 0000 0100  ........:.......
+	0x0030:  8f00 e473 0000 0002 0400 0000 ff02 0000  ...s............
+	0x0040:  0000 0000 0000 0001 ffc4 efc4 0400 0000  ................
+	0x0050:  ff02 0000 0000 0000 0000 0000 0000 006a  ...............j
+08:51:06.335790 IP 10.213.0.2.46603 > 10.213.0.1.8675: UDP, length 74
+	0x0000:  4500 0066 45b4 4000 4011 df26 0ad5 0002  E..fE.@.@..&....
+	0x0010:  0ad5 0001 b60b 21e3 0052 1610 5455 4d42  ......!..R..TUMB
+	0x0020:  4c45 5231 3a20 6162 3137 6132 6436 3965  LER1:.ab17a2d69e
+	0x0030:  6665 6266 3836 6661 3536 3034 3661 3963  febf86fa56046a9c
+	0x0040:  3932 3535 6561 3536 3564 3032 3462 3661  9255ea565d024b6a
+	0x0050:  3837 3964 6633 3332 6330 3934 6530 6637  879df332c094e0f7
+	0x0060:  3363 6236 3062                           3cb60b
+"""  # noqa: E501 (lines exactly as tcpdump prints them)
+
+
+def test_hex_dump_of_a_following_icmp_packet_is_not_the_datagrams() -> None:
+    report = run(HEX_WITH_ICMP)
+    digest = "ab17a2d69efebf86fa56046a9c9255ea565d024b6a879df332c094e0f73cb60b"
+    assert [(t.digest, t.replay_of) for t in report.tumbler] == [(digest, None), (digest, 1)]
+
+
+# tcpdump -v prints the packet an ICMP error quotes as an indented pair of lines.
+VERBOSE_WITH_ICMP = """\
+08:51:06.179344 IP (tos 0x0, ttl 64, id 44093, offset 0, flags [DF], proto UDP (17), length 102)
+    10.213.0.2.59590 > 10.213.0.1.8675: UDP, length 74
+08:51:06.179406 IP (tos 0xc0, ttl 64, id 6465, offset 0, flags [none], proto ICMP (1), length 130)
+    10.213.0.1 > 10.213.0.2: ICMP 10.213.0.1 udp port 8675 unreachable, length 110
+\tIP (tos 0x0, ttl 64, id 44093, offset 0, flags [DF], proto UDP (17), length 102)
+    10.213.0.2.59590 > 10.213.0.1.8675: UDP, length 74
+"""
+
+
+def test_packet_quoted_by_an_icmp_error_is_not_sent_again() -> None:
+    report = run(VERBOSE_WITH_ICMP)
+    assert [(t.src, t.sport, t.replay_of) for t in report.tumbler] == [("10.213.0.2", 59590, None)]
+
+
 def test_tttt_dates_are_local_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
