@@ -16,7 +16,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -233,10 +233,8 @@ class Daemon:
             except Exception:
                 log.exception("internal error on a connection attempt; dropped")
 
-    async def _follow_log(self, path: str) -> None:
-        from tumbler.sources.logfile import follow
-
-        async for event in follow(path):
+    async def _follow_log(self, events: AsyncIterator[ConnectionAttempt]) -> None:
+        async for event in events:
             try:
                 self.attempt(event)
             except Exception:
@@ -249,8 +247,10 @@ class Daemon:
             return
         source = config.sequence_source
         if source.startswith("file:"):
+            from tumbler.sources.logfile import follow
+
             path = source[len("file:") :]
-            self._follower = loop.create_task(self._follow_log(path))
+            self._follower = loop.create_task(self._follow_log(follow(path)))
             log.info("sequence doors: following firewall log %s", path)
             return
         from tumbler.sources import nflog

@@ -79,6 +79,7 @@ class _Follower:
         self.partial = b""
         self.first_open = True
         self.from_start = from_start
+        self._open()  # now, so that nothing written after the caller starts following is lost
 
     def _open(self) -> None:
         try:
@@ -145,15 +146,19 @@ class _Follower:
         self._close()
 
 
-async def follow_lines(
+def follow_lines(
     path: str | os.PathLike[str], *, poll: float = 0.2, from_start: bool = False
 ) -> AsyncIterator[str]:
     """Yield each complete line appended to `path`, like `tail -F`, polling every `poll` s.
 
-    Starts at the end of the file unless `from_start`; a file that appears later, or the new
-    file after a rotation, is read from its beginning; a truncated file is read again from 0.
+    Starts at the end of the file as it is when this is called (unless `from_start`), so a
+    line written right after the call is never skipped; a file that appears later, or the
+    new file after a rotation, is read from its beginning; a truncated file is read again.
     """
-    follower = _Follower(path, from_start)
+    return _lines(_Follower(path, from_start), poll)
+
+
+async def _lines(follower: _Follower, poll: float) -> AsyncIterator[str]:
     try:
         while True:
             for raw in follower.poll():
@@ -163,7 +168,7 @@ async def follow_lines(
         follower.close()
 
 
-async def follow(
+def follow(
     path: str | os.PathLike[str],
     *,
     poll: float = 0.2,
@@ -171,7 +176,13 @@ async def follow(
     clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[ConnectionAttempt]:
     """Yield the connection attempts logged to `path`, timed by `clock` when read."""
-    async for line in follow_lines(path, poll=poll, from_start=from_start):
+    return _attempts(follow_lines(path, poll=poll, from_start=from_start), clock)
+
+
+async def _attempts(
+    lines: AsyncIterator[str], clock: Callable[[], float]
+) -> AsyncIterator[ConnectionAttempt]:
+    async for line in lines:
         event = parse_log_line(line, when=clock())
         if event is not None:
             yield event
