@@ -7,11 +7,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tests.waiting import wait_until
 from tumbler.protocol import make_knock
 
 TUMBLERD = [sys.executable, "-m", "tumbler.daemon_cli"]
@@ -21,17 +20,6 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_until(check: Callable[[], object], timeout: float = 5.0, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        time.sleep(0.02)
 
 
 class Tumblerd:

@@ -18,11 +18,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.waiting import wait_until
 from tumbler.lab import (
     BANNER,
     SUBNET4,
@@ -54,18 +53,6 @@ __all__ = [
 ]
 
 TUMBLERD = (sys.executable, "-m", "tumbler.daemon_cli")
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    """Poll `check` until it returns something true and return that; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def start_tumblerd(

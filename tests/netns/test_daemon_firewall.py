@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import pytest
 
 from tests.netns.capture import Capture
 from tests.netns.netns import Namespace, Topology, can_connect, connect_all
+from tests.waiting import wait_until
 from tumbler.firewall import BACKENDS as BACKEND_CLASSES
 from tumbler.firewall import IptablesLegacyBackend
 
@@ -61,18 +62,6 @@ def _env(**extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    """Poll `check` until it returns something true and return that; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def sleep_until(moment: float) -> None:
