@@ -7,12 +7,19 @@ import asyncio
 import json
 import logging
 import logging.handlers
+import os
 import sys
 import time
 from collections.abc import Sequence
 
 from tumbler import __version__, sdnotify
-from tumbler.config import FIREWALLS, Config, load_config
+from tumbler.config import (
+    FIREWALLS,
+    Config,
+    default_control_path,
+    default_state_dir,
+    load_config,
+)
 from tumbler.errors import ConfigError, TumblerError
 from tumbler.logfmt import JournalFormatter, stderr_is_journal
 
@@ -129,11 +136,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: str) -> Config:
-    config = load_config(path)
-    for warning in config.warnings:
-        logging.getLogger("tumblerd").warning("warning: %s", warning)
-    return config
+def _config_for(args: argparse.Namespace) -> Config:
+    """The config to act on; the administration commands work on defaults before one exists."""
+    admin = args.command in ("firewall", "status", "close")
+    if admin and args.config == DEFAULT_CONFIG and not os.path.exists(DEFAULT_CONFIG):
+        return Config(
+            path="(built-in defaults)",
+            state=str(default_state_dir() / "state.db"),
+            control=default_control_path(),
+        )
+    return load_config(args.config)
 
 
 def _serve(args: argparse.Namespace, config: Config) -> int:
@@ -225,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tumblerd: error: --port {args.port} is out of range 1-65535", file=sys.stderr)
         return 2
     try:
-        config = load_config(args.config)
+        config = _config_for(args)
     except ConfigError as exc:
         print(f"tumblerd: error: {exc}", file=sys.stderr)
         return 2

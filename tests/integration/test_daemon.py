@@ -13,6 +13,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from tests.integration.daemon import TUMBLERD, Tumblerd, wait_until
 from tumbler.protocol import PREFIX, knock_digest, minute_stamp
 
@@ -218,3 +220,12 @@ def test_bad_config_names_file_and_line_and_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"{config}:2:" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_firewall_init_print_works_before_any_config_exists() -> None:
+    if os.path.exists("/etc/tumbler/tumblerd.conf"):
+        pytest.skip("this machine has a real /etc/tumbler/tumblerd.conf")
+    for backend, expected in (("nftables", "udp dport 8675 accept"), ("iptables", "--dport 8675")):
+        result = run_tumblerd("firewall", "init", "--print", "--backend", backend)
+        assert result.returncode == 0, result.stderr
+        assert expected in result.stdout

@@ -30,6 +30,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from tumbler.errors import FirewallError
 from tumbler.firewall.base import (
@@ -123,18 +124,34 @@ def parse_rule(line: str) -> Rule | None:
 
 
 class StateStore:
-    """Pending closes in the state database; one connection per call, so any thread may use it."""
+    """Pending closes in the state database; one connection per call, so any thread may use it.
+
+    The database is made on first use, so that commands that only print (`firewall init
+    --print`) leave no file behind.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
-        with self.transaction() as db:
-            db.execute(_SCHEMA)
+        self._ready = False
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            if not self._ready:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            db = sqlite3.connect(self.path, timeout=10)
+            if not self._ready:
+                with db:
+                    db.execute(_SCHEMA)
+                self._ready = True
+        except (OSError, sqlite3.Error) as exc:
+            raise FirewallError(f"cannot open the state database {self.path}: {exc}") from exc
+        return db
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction that commits on success and rolls back on any error."""
-        with self._lock, closing(sqlite3.connect(self.path, timeout=10)) as db:
+        with self._lock, closing(self._connect()) as db:
             try:
                 db.execute("BEGIN IMMEDIATE")
                 yield db
@@ -144,7 +161,7 @@ class StateStore:
                 raise
 
     def rows(self, where: str = "1", args: Sequence[object] = ()) -> list[tuple[Key, float]]:
-        with self._lock, closing(sqlite3.connect(self.path, timeout=10)) as db:
+        with self._lock, closing(self._connect()) as db:
             cur = db.execute(
                 "SELECT address, door, proto, first, last, expires FROM firewall_iptables "  # noqa: S608
                 f"WHERE {where} ORDER BY address, door, proto, first",
