@@ -22,10 +22,10 @@ from tumbler.config import Door
 from tumbler.protocol import stamp_for_minute
 
 # Total expected digests kept across all cached sources; bounds memory whatever the door count.
-CACHE_DIGESTS = 300_000
-
-
-_Expected = tuple[bytes, Door, str, int]
+# A cached digest costs about 85 bytes (an 8-byte blinded key and a shared index in a dict);
+# a source's table itself costs about as much as TABLE_OVERHEAD digests. About 85 MB at most.
+CACHE_DIGESTS = 1_000_000
+TABLE_OVERHEAD = 6
 
 
 @dataclass(frozen=True)
@@ -47,14 +47,18 @@ class Verifier:
         self.window = window
         self._secrets = [(d, d.secret.encode("utf-8")) for d in self.doors]  # type: ignore[union-attr]
         per_source = max(1, len(self.doors) * (2 * window + 1))
-        self._capacity = max(16, CACHE_DIGESTS // per_source)
+        self._capacity = max(16, CACHE_DIGESTS // (per_source + TABLE_OVERHEAD))
         self._key = secrets.token_bytes(32)
-        self._cache: OrderedDict[tuple[str, int], dict[bytes, _Expected]] = OrderedDict()
+        # Table values index (minute offset, door) as offset_index * len(doors) + door_index;
+        # the ints are made once here and shared by every table.
+        self._codes = list(range(per_source))
+        self._cache: OrderedDict[tuple[str, int], dict[int, int]] = OrderedDict()
 
-    def _blind(self, digest: bytes) -> bytes:
-        return hashlib.blake2b(digest, key=self._key, digest_size=16).digest()
+    def _blind(self, raw: bytes) -> int:
+        return int.from_bytes(hashlib.blake2b(raw, key=self._key, digest_size=8).digest())
 
-    def _expected(self, address: str, minute: int) -> dict[bytes, _Expected]:
+    def _expected(self, address: str, minute: int) -> dict[int, int]:
+        """Blinded expected digest -> code, for every door and minute of the window."""
         key = (address, minute)
         table = self._cache.get(key)
         if table is not None:
@@ -62,14 +66,14 @@ class Verifier:
             return table
         table = {}
         addr = address.encode("ascii")
-        for offset in range(-self.window, self.window + 1):
-            stamp = stamp_for_minute(minute + offset)
-            prefix = hashlib.sha256(stamp.encode("ascii") + addr)
-            for door, secret in self._secrets:
+        blind, codes, n = self._blind, self._codes, len(self._secrets)
+        for k, offset in enumerate(range(-self.window, self.window + 1)):
+            prefix = hashlib.sha256(stamp_for_minute(minute + offset).encode("ascii") + addr)
+            base = k * n
+            for j, (_, secret) in enumerate(self._secrets):
                 h = prefix.copy()
                 h.update(secret)
-                expected = h.hexdigest().encode("ascii")
-                table[self._blind(expected)] = (expected, door, stamp, offset)
+                table[blind(h.digest())] = codes[base + j]
         self._cache[key] = table
         if len(self._cache) > self._capacity:
             self._cache.popitem(last=False)
@@ -81,12 +85,21 @@ class Verifier:
         `digest` is the lowercase hex text that protocol.parse_datagram returns.
         """
         minute = int(now // 60)
-        received = digest.encode("ascii")
-        hit = self._expected(address, minute).get(self._blind(received))
-        if hit is None:
+        if len(digest) != 64:
             return None
-        expected, door, stamp, offset = hit
-        if not hmac.compare_digest(expected, received):
+        try:
+            raw = bytes.fromhex(digest)
+        except ValueError:
+            return None
+        code = self._expected(address, minute).get(self._blind(raw))
+        if code is None:
+            return None
+        k, j = divmod(code, len(self._secrets))
+        offset = k - self.window
+        door, secret = self._secrets[j]
+        stamp = stamp_for_minute(minute + offset)
+        expected = hashlib.sha256(stamp.encode("ascii") + address.encode("ascii") + secret)
+        if len(raw) != 32 or not hmac.compare_digest(expected.digest(), raw):
             return None
         # A stamp for minute m is accepted until the end of minute m + window.
         expires = (minute + offset + self.window + 1) * 60.0

@@ -319,6 +319,8 @@ def test_policy_render_and_commands() -> None:
     text = "\n".join(b.init_policy(8675, apply=False))
     assert "type filter hook input priority filter; policy drop;" in text
     assert "udp dport 8675 accept" in text
+    limit = "{ ip saddr limit rate over 25/second burst 100 packets } drop"
+    assert f"udp dport 8675 add @knock4 {limit}" in text
     assert "ip saddr . meta l4proto . th dport @open4 accept" in text
     assert "ip6 saddr . meta l4proto . th dport @open6 accept" in text
     assert text.rstrip().endswith("meta l4proto udp drop\n\t}\n}")
@@ -337,8 +339,19 @@ def test_policy_render_and_commands() -> None:
         }
     }
     assert cmds[4] == {"flush": {"chain": {**OWN, "name": "input"}}}
-    assert len(cmds) == 5 + 7
-    assert cmds[8]["add"]["rule"]["expr"][0] == {
+    assert [c["add"]["set"]["name"] for c in cmds[5:7]] == ["knock4", "knock6"]
+    assert len(cmds) == 7 + 9
+    assert cmds[12]["add"]["rule"]["expr"] == [
+        {
+            "match": {
+                "op": "==",
+                "left": {"payload": {"protocol": "udp", "field": "dport"}},
+                "right": 8675,
+            }
+        },
+        {"accept": None},
+    ]
+    assert cmds[10]["add"]["rule"]["expr"][0] == {
         "match": {
             "op": "==",
             "left": {"payload": {"protocol": "udp", "field": "dport"}},

@@ -52,6 +52,7 @@ from tumbler.firewall.base import (
     normalise_address,
     timeout_seconds,
 )
+from tumbler.firewall.libnft import default_runner
 from tumbler.firewall.runner import CommandError, Runner
 from tumbler.ports import PortSpec
 
@@ -65,6 +66,13 @@ ADDR_FAMILIES = {"ip", "ip6", "inet", "bridge", "netdev"}
 # Ranges are stored port by port (a plain hash set: no interval overlaps to
 # trip over when two doors open overlapping ranges); this bounds one knock.
 MAX_PORTS = 1024
+# The default-closed policy lets each source send at most KNOCK_RATE knock datagrams a
+# second (after a burst of KNOCK_BURST); the kernel drops the rest before tumblerd's socket.
+KNOCK_RATE = 25
+KNOCK_BURST = 100
+LIMIT_SETS = {4: "knock4", 6: "knock6"}
+LIMIT_SET_SIZE = 65535
+LIMIT_SET_TIMEOUT = 60
 
 Json = dict[str, Any]
 # (set, element key, address, door, expiry) of one element tumbler added.
@@ -133,6 +141,44 @@ def _meta(key: str) -> Json:
     return {"meta": {"key": key}}
 
 
+def _knock_limit(knock_port: int, version: int) -> tuple[str, list[Json]]:
+    """Drop knock datagrams beyond KNOCK_RATE from one source, before the daemon reads them.
+
+    A flood from a few addresses then costs the kernel, not the daemon's socket buffer, so
+    a genuine knock from another address still gets through.
+    """
+    field = f"{'ip' if version == 4 else 'ip6'} saddr"
+    text = (
+        f"udp dport {knock_port} add @{LIMIT_SETS[version]} "
+        f"{{ {field} limit rate over {KNOCK_RATE}/second burst {KNOCK_BURST} packets }} drop"
+    )
+    limit = {"limit": {"rate": KNOCK_RATE, "burst": KNOCK_BURST, "per": "second", "inv": True}}
+    update = {
+        "set": {
+            "op": "add",
+            "elem": _payload(field.split()[0], "saddr"),
+            "set": f"@{LIMIT_SETS[version]}",
+            "stmt": [limit],
+        }
+    }
+    return text, [_match(_payload("udp", "dport"), knock_port), update, {"drop": None}]
+
+
+def _limit_set_specs() -> list[Json]:
+    return [
+        {
+            "family": FAMILY,
+            "table": TABLE,
+            "name": name,
+            "type": SET_TYPES[version],
+            "size": LIMIT_SET_SIZE,
+            "flags": ["timeout"],
+            "timeout": LIMIT_SET_TIMEOUT,
+        }
+        for version, name in LIMIT_SETS.items()
+    ]
+
+
 def policy_rules(knock_port: int) -> list[tuple[str, list[Json]]]:
     """The default-closed chain's rules, each as (nft text, JSON expression).
 
@@ -150,6 +196,7 @@ def policy_rules(knock_port: int) -> list[tuple[str, list[Json]]]:
             f"icmpv6 type {{ {', '.join(nd)} }} accept",
             [_match(_payload("icmpv6", "type"), {"set": nd}), {"accept": None}],
         ),
+        *(_knock_limit(knock_port, version) for version in (4, 6)),
         (
             f"udp dport {knock_port} accept",
             [_match(_payload("udp", "dport"), knock_port), {"accept": None}],
@@ -187,8 +234,12 @@ class NftablesBackend(FirewallBackend):
         set_name: str | None = None,
         door_sets: Mapping[str, str] | None = None,
     ) -> None:
-        """`set_name` sends every door to an administrator's set, `door_sets` some doors."""
-        super().__init__(runner)
+        """`set_name` sends every door to an administrator's set, `door_sets` some doors.
+
+        Without a runner, changes go through libnftables in-process when it loads (see
+        `tumbler.firewall.libnft`), else through the `nft` program.
+        """
+        super().__init__(runner if runner is not None else default_runner())
         self.default_set = SetRef.parse(set_name) if set_name else None
         self.door_sets = {check_door(d): SetRef.parse(s) for d, s in (door_sets or {}).items()}
         self._types: dict[SetRef, str] = {}
@@ -400,6 +451,11 @@ class NftablesBackend(FirewallBackend):
                 f"\tset {name} {{ type {SET_TYPES[version]} . inet_proto . inet_service; "
                 "flags timeout; }"
             )
+        for spec in _limit_set_specs():
+            lines.append(
+                f"\tset {spec['name']} {{ type {spec['type']}; size {spec['size']}; "
+                f"flags timeout; timeout {spec['timeout']}s; }}"
+            )
         lines.append(f"\tchain {CHAIN} {{")
         lines.append("\t\ttype filter hook input priority filter; policy drop;")
         lines.extend(f"\t\t{text}" for text, _ in policy_rules(knock_port))
@@ -414,6 +470,7 @@ class NftablesBackend(FirewallBackend):
         commands = self._ensure_own()
         commands.append({"add": {"chain": base}})
         commands.append({"flush": {"chain": chain}})
+        commands.extend({"add": {"set": spec}} for spec in _limit_set_specs())
         for _, expr in policy_rules(knock_port):
             rule = {"family": FAMILY, "table": TABLE, "chain": CHAIN, "expr": expr}
             commands.append({"add": {"rule": rule}})

@@ -1,0 +1,270 @@
+"""./dev bench [--quick] [--only latency,flood,valid,memory,long,fuzz] [--knocks N] ...
+
+Builds the namespace rig (bench/rig.py), runs the chosen sections side by side in one run,
+and prints one table. Asserts nothing about speed: it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+
+from bench import flood as floodmod
+from bench import memory as memmod
+from bench.latency import Sources, measure, summary
+from bench.rig import SERVER_F, leftover_namespaces, proc_rss_kib, rig
+from bench.systems import TARGET, Fwknopd, Knockd, Tumblerd
+
+SECTIONS = ("latency", "flood", "valid", "memory", "long", "fuzz")
+
+
+def ms(x: float) -> str:
+    return "-" if x != x else f"{x * 1000:.2f}"
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str]] = []
+
+    def add(self, section: str, what: str, result: str) -> None:
+        self.rows.append((section, what, result))
+        print(f"  {section:<10} {what:<58} {result}", flush=True)
+
+    def render(self) -> str:
+        w1 = max(len("section"), *(len(r[0]) for r in self.rows))
+        w2 = max(len(r[1]) for r in self.rows)
+        lines = [f"{'section':<{w1}}  {'what':<{w2}}  result", f"{'-' * w1}  {'-' * w2}  ------"]
+        lines += [f"{a:<{w1}}  {b:<{w2}}  {c}" for a, b, c in self.rows]
+        return "\n".join(lines)
+
+
+def lat_text(s: dict) -> str:
+    text = f"p50 {ms(s['p50'])}  p90 {ms(s['p90'])}  p99 {ms(s['p99'])}  max {ms(s['max'])} ms"
+    text += f"  (n={s['n']}"
+    if s["failed"]:
+        text += f", {s['failed']} never opened"
+    text += ")"
+    if "exit_p50" in s:
+        text += f"; from the client's exit p50 {ms(s['exit_p50'])} p99 {ms(s['exit_p99'])}"
+    return text
+
+
+def section_latency(r, table: Table, knocks: int) -> None:
+    systems = [
+        Tumblerd(r, "nftables"),
+        Tumblerd(r, "iptables"),
+        Fwknopd(r),
+        Fwknopd(r, exec_client=True),
+        Knockd(r),
+    ]
+    for system in systems:
+        with system:
+            table.add("latency", system.name, lat_text(measure(r, system, Sources(r), knocks)))
+
+
+def section_flood(r, table: Table, count: int, sources: int) -> None:
+    table.add(
+        "flood",
+        "SHA-256 of 90 bytes in this Python (ceiling)",
+        f"{floodmod.sha256_ceiling():,.0f} digests/CPU-s",
+    )
+    for doors in (1, 100, 1000):
+        with Tumblerd(r, "nftables", doors=doors, policy=False, tag=f"{doors} doors") as t:
+            res = floodmod.junk_rate(r, t, count, sources)
+        table.add(
+            "flood",
+            f"tumblerd junk discarded, {doors} door(s), {sources} sources",
+            f"{res['rate']:,.0f} /CPU-s  ({res['handled']:,} of {res['sent']:,} sent at "
+            f"{res['send_rate']:,.0f}/s; {res['cpu']:.2f} CPU-s)",
+        )
+    with Fwknopd(r) as f:
+        res = floodmod.junk_rate(r, f, count, sources)
+    table.add(
+        "flood",
+        f"fwknopd junk discarded (random base64, {floodmod.SPA_SIZE} chars), {sources} sources",
+        f"{res['rate']:,.0f} /CPU-s  ({res['handled']:,} of {res['sent']:,} sent at "
+        f"{res['send_rate']:,.0f}/s; {res['cpu']:.2f} CPU-s)",
+    )
+
+
+def valid_text(times: list) -> str:
+    ok = [t for t in times if t is not None]
+    within = sum(1 for t in ok if t <= 0.1)
+    s = summary(ok, len(times) - len(ok))
+    return f"{within}/{len(times)} opened within 100 ms; " + lat_text(s)
+
+
+def section_valid(r, table: Table, knocks: int, sources: int) -> None:
+    for system in (
+        Tumblerd(r, "nftables", tag="kernel per-source limit"),
+        Tumblerd(r, "nftables", limit=False, tag="policy without the per-source limit"),
+        Fwknopd(r),
+    ):
+        with system:
+            res = floodmod.valid_under_flood(r, system, Sources(r), knocks, sources)
+            alive = system.alive()
+        table.add(
+            "valid",
+            f"{system.name}, unpaced flood from {sources} sources",
+            valid_text(res["times"]) + ("" if alive else "  DAEMON DIED"),
+        )
+
+
+def section_memory(r, table: Table, knocks: int, junk: int, sources: int) -> None:
+    t = Tumblerd(r, "nftables", tag="rule scale")
+    with t:
+        time.sleep(1.0)
+        table.add("memory", "tumblerd RSS idle", f"{proc_rss_kib(t.pid) / 1024:.1f} MiB")
+        src = Sources(r)
+        s1 = measure(r, t, src, knocks)
+        r.flood_agent.call(
+            op="flood", kind="tumbler", dst=SERVER_F, port=8675, count=junk, sources=sources
+        )
+        floodmod.settle(r)
+        table.add(
+            "memory",
+            f"tumblerd RSS after {junk:,} junk datagrams from {sources:,} sources",
+            f"{proc_rss_kib(t.pid) / 1024:.1f} MiB",
+        )
+        table.add("scale", f"knock-to-open with <{knocks + 3} addresses open", lat_text(s1))
+        memmod.fill(r, 0, 1000)
+        s2 = measure(r, t, src, knocks, warmup=1)
+        table.add("scale", "knock-to-open with 1,000 addresses open", lat_text(s2))
+        memmod.fill(r, 1000, 100_000)
+        s3 = measure(r, t, src, knocks, warmup=1)
+        table.add("scale", "knock-to-open with 100,000 addresses open", lat_text(s3))
+        table.add(
+            "memory",
+            "tumblerd RSS with 100,000 addresses open (nft set)",
+            f"{proc_rss_kib(t.pid) / 1024:.1f} MiB; open4 holds {memmod.open_count(r):,}",
+        )
+
+
+def section_long(r, table: Table, seconds: float, sources: int) -> None:
+    """A long mixed-junk flood: zero crashes, zero replies, zero false opens."""
+    r.flood.run(
+        ["nft", "-f", "-"],
+        input="table inet count {\n chain pre {\n type filter hook prerouting priority -300;\n"
+        " meta nfproto ipv4 counter\n"
+        " icmpv6 type { nd-neighbor-solicit, nd-router-solicit, mld2-listener-report } accept\n"
+        " meta nfproto ipv6 counter\n }\n}\n",
+    )
+    t = Tumblerd(r, "nftables", tag="long flood")
+    with t:
+        sent = r.flood_agent.call(
+            op="flood",
+            kind="mixed",
+            dst=SERVER_F,
+            port=8675,
+            seconds=seconds,
+            count=10**12,
+            sources=sources,
+            variety=65536,
+            timeout=seconds + 120,
+        )
+        floodmod.settle(r)
+        alive = t.alive()
+        log = t.log_text()
+        crashes = int(not alive) + log.count("Traceback") + log.count("internal error")
+        counters = t.counters() if alive else {}
+        false_opens = memmod.open_count(r, "10.215.")
+        counts = r.flood.run(["nft", "list", "table", "inet", "count"]).stdout
+    replies = sum(int(w) for w in _after(counts.split(), "packets"))
+    r.flood.run(["nft", "delete", "table", "inet", "count"], check=False)
+    table.add(
+        "long",
+        f"tumblerd, {seconds:g}s mixed junk from {sources:,} sources",
+        f"{sent['sent']:,} sent; {crashes} crashes, {replies} replies, {false_opens} false opens; "
+        f"daemon saw {sum(counters.get(k, 0) for k in counters):,} "
+        f"({', '.join(f'{k} {v:,}' for k, v in sorted(counters.items()))})",
+    )
+
+
+def _after(words: list[str], marker: str) -> list[str]:
+    return [words[i + 1] for i, w in enumerate(words[:-1]) if w == marker]
+
+
+def section_fuzz(table: Table, seconds: float) -> None:
+    from bench.fuzz import run
+
+    res = run(10**12, seconds, seed=int(time.time()), quiet=False)
+    table.add(
+        "fuzz",
+        f"mutated datagrams through Daemon.handle, {seconds:g}s",
+        f"{res['iterations']:,} inputs, {res['exceptions']} exceptions, "
+        f"{res['accepted']} accepted, {res['replays_accepted']} replays accepted",
+    )
+
+
+def machine() -> str:
+    model = ""
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    load = os.getloadavg()
+    return (
+        f"{os.cpu_count()} CPUs ({model}), kernel {platform.release()}, "
+        f"Python {platform.python_version()}, load average at start {load[0]:.2f}"
+    )
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="./dev bench", description=__doc__.split("\n\n")[1])
+    p.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+    p.add_argument("--knocks", type=int, default=60, help="measured knocks per latency row")
+    p.add_argument("--junk", type=int, default=300_000, help="datagrams per junk-rate row")
+    p.add_argument("--sources", type=int, default=256, help="spoofed flood sources")
+    p.add_argument("--valid", type=int, default=20, help="valid knocks during the flood")
+    p.add_argument("--memory-junk", type=int, default=1_000_000)
+    p.add_argument("--long", type=float, default=120.0, help="seconds of the long flood")
+    p.add_argument("--fuzz", type=float, default=30.0, help="seconds of fuzzing")
+    p.add_argument("--quick", action="store_true", help="a smoke run: small numbers everywhere")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.knocks, args.junk, args.valid = 10, 20_000, 3
+        args.memory_junk, args.long, args.fuzz = 20_000, 3.0, 2.0
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown sections: {', '.join(sorted(unknown))} (known: {', '.join(SECTIONS)})")
+    if os.geteuid() != 0:
+        print("bench: needs root (network namespaces, firewalls)", file=sys.stderr)
+        return 2
+    print(f"machine: {machine()}")
+    print(f"command: ./dev bench {' '.join(argv if argv is not None else sys.argv[1:])}")
+    table = Table()
+    clients = 5 * (args.knocks + 4) + args.valid * 3 + 50
+    started = time.time()
+    try:
+        with rig(clients=clients, flooders=4) as r:
+            r.listen(TARGET)
+            if "latency" in only:
+                section_latency(r, table, args.knocks)
+            if "flood" in only:
+                section_flood(r, table, args.junk, args.sources)
+            if "valid" in only:
+                section_valid(r, table, args.valid, args.sources)
+            if "memory" in only:
+                section_memory(r, table, args.knocks, args.memory_junk, 65536)
+            if "long" in only:
+                section_long(r, table, args.long, 65536)
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; rig removed", file=sys.stderr)
+        return 130
+    if "fuzz" in only:
+        section_fuzz(table, args.fuzz)
+    print()
+    print(table.render())
+    print(f"\n({time.time() - started:.0f}s; rig removed: {not leftover_namespaces()})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Junk floods: what a daemon discards per CPU-second, and whether valid knocks get through.
+
+The flood agent sends from spoofed sources in 10.215.0.0/16 through a raw socket, unpaced
+(one Python process, as fast as it can). A daemon's CPU time comes from /proc/PID/stat
+before and after; tumblerd's discards from its counters (`tumblerd status --json`),
+fwknopd's from the server namespace's UDP counters (/proc/net/snmp: InDatagrams delivered
+to its socket), since fwknopd counts nothing itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from bench.latency import knock_once
+from bench.rig import SERVER_F, Rig, proc_cpu_seconds
+from bench.systems import FWKNOP_PORT, TUMBLER_PORT, System, Tumblerd
+
+SPA_SIZE = 225  # base64 characters of an fwknop SPA packet with HMAC, as the client builds it
+
+
+def sha256_ceiling(n: int = 1_000_000) -> float:
+    """hashlib.sha256 of 90 bytes, digests per CPU-second, in this Python."""
+    data = bytes(range(90))
+    sha = hashlib.sha256
+    t = time.process_time()
+    for _ in range(n):
+        sha(data).digest()
+    return n / (time.process_time() - t)
+
+
+def udp_in(rig: Rig) -> dict[str, int]:
+    """The server namespace's UDP counters."""
+    lines = rig.server.run(["cat", "/proc/net/snmp"]).stdout.splitlines()
+    rows = [line.split() for line in lines if line.startswith("Udp:")]
+    return dict(zip(rows[0][1:], map(int, rows[1][1:]), strict=True))
+
+
+def settle(rig: Rig, seconds: float = 30.0) -> None:
+    """Wait until the server's sockets have drained their receive queues."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        queued = 0
+        for line in rig.server.run(["cat", "/proc/net/udp"]).stdout.splitlines()[1:]:
+            fields = line.split()
+            queued += int(fields[4].split(":")[1], 16)
+        if queued == 0:
+            return
+        time.sleep(0.05)
+
+
+def tumbler_discards(system: Tumblerd) -> int:
+    counters = system.counters()
+    return sum(counters.get(k, 0) for k in ("malformed", "no-door", "replay"))
+
+
+def junk_rate(rig: Rig, system: System, count: int, sources: int) -> dict:
+    """Flood `count` junk datagrams; return discards per CPU-second of the daemon."""
+    is_tumbler = isinstance(system, Tumblerd)
+    port = TUMBLER_PORT if is_tumbler else FWKNOP_PORT
+    kind, size = ("tumbler", 0) if is_tumbler else ("fwknop", SPA_SIZE)
+    # Warm up (caches, allocator), then measure.
+    rig.flood_agent.call(
+        op="flood",
+        kind=kind,
+        size=size,
+        dst=SERVER_F,
+        port=port,
+        count=min(count, 20000),
+        sources=sources,
+    )
+    settle(rig)
+    before_n = tumbler_discards(system) if is_tumbler else udp_in(rig)["InDatagrams"]
+    before_cpu = proc_cpu_seconds(system.pid)
+    sent = rig.flood_agent.call(
+        op="flood", kind=kind, size=size, dst=SERVER_F, port=port, count=count, sources=sources
+    )
+    settle(rig)
+    cpu = proc_cpu_seconds(system.pid) - before_cpu
+    after_n = tumbler_discards(system) if is_tumbler else udp_in(rig)["InDatagrams"]
+    handled = after_n - before_n
+    return {
+        "sent": sent["sent"],
+        "send_rate": sent["sent"] / sent["seconds"],
+        "handled": handled,
+        "cpu": cpu,
+        "rate": handled / cpu if cpu > 0 else float("nan"),
+    }
+
+
+def valid_under_flood(rig: Rig, system: System, sources, knocks: int, sources_n: int) -> dict:
+    """Knock `knocks` times (fresh addresses) while an unpaced flood runs; latency of each."""
+    is_tumbler = isinstance(system, Tumblerd)
+    port = TUMBLER_PORT if is_tumbler else FWKNOP_PORT
+    kind, size = ("tumbler", 0) if is_tumbler else ("fwknop", SPA_SIZE)
+    rig.flood_agent.send(
+        op="flood",
+        kind=kind,
+        size=size,
+        dst=SERVER_F,
+        port=port,
+        seconds=600,
+        count=10**12,
+        sources=sources_n,
+    )
+    time.sleep(1.0)  # let the flood fill the queues first
+    times: list[float | None] = []
+    try:
+        for _ in range(knocks):
+            answer = knock_once(rig, system, sources.take(), limit=1.0)
+            times.append(answer["seconds"] if answer["ok"] else None)
+            time.sleep(0.05)
+    finally:
+        # The flood agent stops when its time is up; end it now by restarting it.
+        stop_flood(rig)
+    return {"times": times}
+
+
+def stop_flood(rig: Rig) -> None:
+    from bench.rig import Agent
+
+    agent = rig.flood_agent
+    agent.proc.kill()
+    agent.proc.wait(5)
+    rig.flood_agent = Agent(rig.flood)

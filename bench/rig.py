@@ -1,0 +1,270 @@
+"""The benchmark rig: a server, a client and a flood sender, each in its own network namespace.
+
+    client  tmbb-<pid>-cli  eth0 10.214.0.2/24 + 10.214.1.1 ... /32 (one per knock)
+            --veth--  srv eth-c 10.214.0.1/24, route 10.214.0.0/16 via 10.214.0.2
+    flood   tmbb-<pid>-fld  eth0 10.215.0.2/24 + 10.215.1.1 ... /32 (a few hundred sources)
+            --veth--  srv eth-f 10.215.0.1/24, route 10.215.0.0/16 via 10.215.0.2
+
+Two point-to-point links instead of a bridge, so the flood never shares a queue with the
+client's knocks on the way in (it still shares the server's CPU and its knock socket).
+Every packet stays inside these namespaces. `Rig.cleanup` kills every process inside them
+and deletes them (with their links and firewall rules); it runs at exit, on Ctrl-C and on
+SIGTERM.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+if not Path(PYTHON).exists():
+    PYTHON = sys.executable
+
+SERVER_C = "10.214.0.1"
+SERVER_F = "10.215.0.1"
+CLIENT_GW = "10.214.0.2"
+FLOOD_GW = "10.215.0.2"
+PREFIX = "tmbb-"
+
+
+def client_address(i: int) -> str:
+    """The i-th client source address (i from 0): 10.214.1.1, ... 10.214.x.y."""
+    n = 256 + 1 + i  # skip 10.214.0.x (the server's end lives there)
+    return f"10.214.{n // 256}.{n % 256}"
+
+
+def flood_address(i: int) -> str:
+    n = 256 + 1 + i
+    return f"10.215.{n // 256}.{n % 256}"
+
+
+def _ip(*args: str, input: str | None = None) -> None:
+    proc = subprocess.run(["ip", *args], input=input, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+
+
+class Namespace:
+    def __init__(self, rig: Rig, role: str) -> None:
+        self.rig = rig
+        self.name = f"{rig.prefix}-{role}"
+
+    def argv(self, argv):
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def run(self, argv, input=None, check=True, timeout=60.0):
+        proc = subprocess.run(
+            self.argv(argv), input=input, capture_output=True, text=True, timeout=timeout
+        )
+        if check and proc.returncode != 0:
+            raise RuntimeError(
+                f"in {self.name}: {' '.join(map(str, argv))} exited {proc.returncode}: "
+                f"{proc.stderr.strip()}"
+            )
+        return proc
+
+    def popen(self, argv, **kwargs):
+        proc = subprocess.Popen(self.argv(argv), **kwargs)
+        self.rig.processes.append(proc)
+        return proc
+
+    def batch(self, lines: list[str]) -> None:
+        """Many `ip` commands in one process (`ip -n NS -batch -`)."""
+        if lines:
+            _ip("-n", self.name, "-batch", "-", input="\n".join(lines) + "\n")
+
+
+class Agent:
+    """A helper process inside a namespace that sends knocks, probes and floods on request."""
+
+    def __init__(self, ns: Namespace) -> None:
+        self.ns = ns
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.proc = ns.popen(
+            [PYTHON, "-m", "bench.agent"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            env=env,
+            cwd=str(ROOT),
+        )
+
+    def send(self, **request) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+
+    def receive(self, timeout: float = 600.0) -> dict:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise RuntimeError(f"agent in {self.ns.name} did not answer in {timeout:g}s")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"agent in {self.ns.name} died")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"agent in {self.ns.name}: {answer['error']}")
+        return answer
+
+    def call(self, timeout: float = 600.0, **request) -> dict:
+        self.send(**request)
+        return self.receive(timeout)
+
+
+class Rig:
+    """Namespaces srv, cli and fld, linked as in the module docstring."""
+
+    def __init__(self, clients: int = 600, flooders: int = 256) -> None:
+        self.prefix = f"{PREFIX}{os.getpid()}"
+        self.clients = clients
+        self.flooders = flooders
+        self.processes: list[subprocess.Popen] = []
+        self.namespaces: list[Namespace] = []
+        self.tmp = Path(tempfile.mkdtemp(prefix="tmbb-"))
+        self._cleaned = False
+        self.server = self._namespace("srv")
+        self.client = self._namespace("cli")
+        self.flood = self._namespace("fld")
+        self._wire()
+        self.client_agent = Agent(self.client)
+        self.flood_agent = Agent(self.flood)
+
+    def _namespace(self, role: str) -> Namespace:
+        ns = Namespace(self, role)
+        _ip("netns", "add", ns.name)
+        self.namespaces.append(ns)
+        _ip("-n", ns.name, "link", "set", "lo", "up")
+        return ns
+
+    def _wire(self) -> None:
+        srv, cli, fld = self.server.name, self.client.name, self.flood.name
+        _ip("-n", srv, "link", "add", "eth-c", "type", "veth", "peer", "name", "eth0", "netns", cli)
+        _ip("-n", srv, "link", "add", "eth-f", "type", "veth", "peer", "name", "eth0", "netns", fld)
+        # The many source addresses are /32s routed through one neighbour, so the server
+        # resolves one MAC per link, never one per knock.
+        self.server.batch(
+            [
+                f"addr add {SERVER_C}/24 dev eth-c",
+                f"addr add {SERVER_F}/24 dev eth-f",
+                "link set eth-c up",
+                "link set eth-f up",
+                f"route add 10.214.0.0/16 via {CLIENT_GW}",
+                f"route add 10.215.0.0/16 via {FLOOD_GW}",
+            ]
+        )
+        self.client.batch(
+            [f"addr add {CLIENT_GW}/24 dev eth0", "link set eth0 up"]
+            + [f"addr add {client_address(i)}/32 dev eth0" for i in range(self.clients)]
+            + [f"route add default via {SERVER_C}"]
+        )
+        self.flood.batch(
+            [f"addr add {FLOOD_GW}/24 dev eth0", "link set eth0 up"]
+            + [f"addr add {flood_address(i)}/32 dev eth0" for i in range(self.flooders)]
+            + [f"route add default via {SERVER_F}"]
+        )
+
+    def reset_firewall(self) -> None:
+        """Nothing filtered in the server: an empty nftables ruleset, legacy tables flushed."""
+        self.server.run(["nft", "flush", "ruleset"])
+        if shutil.which("iptables-legacy"):
+            for tool in ("iptables-legacy", "ip6tables-legacy"):
+                for args in (["-P", "INPUT", "ACCEPT"], ["-F"], ["-X"]):
+                    self.server.run([tool, *args], check=False)
+
+    def listen(self, port: int) -> subprocess.Popen:
+        """A TCP server in the server namespace that accepts and closes at once."""
+        code = (
+            "import socket,sys\n"
+            "s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+            "s.bind(('0.0.0.0',int(sys.argv[1])));s.listen(4096);print('ready',flush=True)\n"
+            "while True:\n c,_=s.accept();c.close()\n"
+        )
+        proc = self.server.popen([PYTHON, "-c", code, str(port)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 10)
+        if not ready or proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("listener did not start")
+        return proc
+
+    def cleanup(self) -> None:
+        if self._cleaned:
+            return
+        self._cleaned = True
+        for proc in self.processes:
+            with contextlib.suppress(Exception):
+                if proc.poll() is None:
+                    proc.terminate()
+        for proc in self.processes:
+            with contextlib.suppress(Exception):
+                proc.wait(3)
+            with contextlib.suppress(Exception):
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(3)
+        for ns in reversed(self.namespaces):
+            pids = subprocess.run(
+                ["ip", "netns", "pids", ns.name], capture_output=True, text=True, check=False
+            ).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            for _ in range(50):
+                if subprocess.run(["ip", "netns", "del", ns.name], capture_output=True).returncode:
+                    time.sleep(0.05)
+                    if ns.name not in leftover_namespaces():
+                        break
+                else:
+                    break
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def leftover_namespaces() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    return [line.split()[0] for line in out.stdout.splitlines() if line.startswith(PREFIX)]
+
+
+@contextlib.contextmanager
+def rig(**kwargs):
+    """A Rig that is removed at the end, on an exception, on Ctrl-C and on SIGTERM."""
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    made = None
+    try:
+        made = Rig(**kwargs)
+        atexit.register(made.cleanup)
+        yield made
+    finally:
+        if made is not None:
+            made.cleanup()
+        signal.signal(signal.SIGTERM, old)
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc/PID/stat."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
