@@ -446,3 +446,31 @@ def test_failed_commit_undoes_the_firewall_change(
     assert xt.rules() == []
     monkeypatch.undo()
     assert b.list_open(1000.0) == []
+
+
+def test_once_the_chain_is_known_a_knock_costs_one_restore(xt: FakeXtables, db: str) -> None:
+    b = backend(xt, db)
+    b.open("ssh", "10.213.0.2", SSH, 30, 1000.0)
+    xt.calls.clear()
+    b.open("ssh", "10.213.0.3", SSH, 30, 1001.0)
+    b.open("ssh", "10.213.0.2", SSH, 30, 1002.0)
+    assert [argv[0] for argv, _ in xt.calls] == ["iptables-restore", "iptables-restore"]
+    assert len(xt.rules()) == 2
+
+
+def test_a_chain_flushed_by_hand_is_read_again_and_the_knock_still_opens(
+    xt: FakeXtables, db: str
+) -> None:
+    b = backend(xt, db)
+    b.open("ssh", "10.213.0.2", SSH, 30, 1000.0)
+    xt.chains[4]["TUMBLER"] = []  # an administrator flushed the chain
+    xt.calls.clear()
+    assert b.open("ssh", "10.213.0.2", SSH, 30, 1010.0) == 1040.0
+    assert xt.rules() == [shown("10.213.0.2/32", "tcp", "22", "ssh:1040")]
+    assert [argv[3] if len(argv) > 3 else argv[0] for argv, _ in xt.calls] == [
+        "--noflush",  # the recorded refresh, refused: its -D finds nothing
+        "-S",
+        "-C",
+        "--noflush",
+    ]
+    assert [(e.address, e.expires) for e in b.list_open(1010.0)] == [("10.213.0.2", 1040.0)]

@@ -227,6 +227,8 @@ class IptablesBackend(FirewallBackend):
         if not self.binary.startswith("iptables"):
             raise FirewallError(f"not an iptables binary: {self.binary!r}")
         self.state = StateStore(state_path)
+        # IP versions whose chain and jump are known to be in place (see `_open_lines`).
+        self._ready: set[int] = set()
 
     # -- plumbing -----------------------------------------------------------
 
@@ -280,13 +282,8 @@ class IptablesBackend(FirewallBackend):
         flip = {"-A": "-D", "-D": "-A"}
         return [flip[line[:2]] + line[2:] for line in reversed(lines) if line[:2] in flip]
 
-    def _apply_then_commit(
-        self, version: int, lines: list[str], db: sqlite3.Connection | None = None
-    ) -> None:
-        """Apply the batch; the caller's transaction commits after, or the batch is undone."""
-        self._restore(version, lines)
-        if db is None:
-            return
+    def _commit_or_undo(self, version: int, lines: list[str], db: sqlite3.Connection) -> None:
+        """Commit the caller's transaction for an applied batch, or undo the batch."""
         try:
             db.commit()
         except sqlite3.Error as exc:
@@ -311,16 +308,49 @@ class IptablesBackend(FirewallBackend):
         if not wanted:
             raise FirewallError("a door with no ports to open")
         with self._lock:
-            existing = self._ensure_chain(version)
-            lines = self._converge(wanted, existing)
             try:
                 with self.state.transaction() as db:
+                    known = self._recorded(db, addr, door) if version in self._ready else None
                     for rule in wanted:
                         self.state.upsert(db, rule.key, expires)
-                    self._apply_then_commit(version, lines, db)
+                    lines = self._open_lines(version, wanted, known)
+                    self._commit_or_undo(version, lines, db)
             except sqlite3.Error as exc:
                 raise FirewallError(f"state database {self.state.path}: {exc}") from exc
         return expires
+
+    def _recorded(self, db: sqlite3.Connection, address: str, door: str) -> list[Rule]:
+        """The rules the state database says are in the chain for this address and door."""
+        cur = db.execute(
+            "SELECT proto, first, last, expires FROM firewall_iptables "
+            "WHERE address = ? AND door = ?",
+            (address, door),
+        )
+        return [
+            Rule(address, door, proto, first, last, _comment_expiry(expires))
+            for proto, first, last, expires in cur.fetchall()
+        ]
+
+    def _open_lines(self, version: int, wanted: list[Rule], known: list[Rule] | None) -> list[str]:
+        """Apply the rules a knock wants; return the lines applied.
+
+        Once the chain is known to be in place, the state database says what is in it, so a
+        knock costs one `iptables-restore` and no listing. If the kernel disagrees (the
+        chain was flushed by hand, say), the batch fails whole, and the kernel is read and
+        the batch rebuilt from what is really there.
+        """
+        if known is not None:
+            lines = self._converge(wanted, known)
+            try:
+                self._restore(version, lines)
+                return lines
+            except FirewallError as exc:
+                log.info("iptables: chain not as recorded (%s); reading it again", exc)
+                self._ready.discard(version)
+        lines = self._converge(wanted, self._ensure_chain(version))
+        self._restore(version, lines)
+        self._ready.add(version)
+        return lines
 
     def _converge(self, wanted: list[Rule], existing: list[Rule]) -> list[str]:
         """Lines that leave exactly one rule per wanted key, with the wanted comment."""
@@ -385,7 +415,9 @@ class IptablesBackend(FirewallBackend):
                     wanted_keys = {r.key for r in wanted}
                     lines = self._converge(wanted, [r for r in existing if r.key in wanted_keys])
                     lines.extend(self._line("-D", r) for r in existing if r.key not in wanted_keys)
-                    self._apply_then_commit(version, lines, db)
+                    self._restore(version, lines)
+                    self._commit_or_undo(version, lines, db)
+                self._ready.add(version)
         return _group(closed)
 
     def list_open(self, now: float) -> list[OpenEntry]:
