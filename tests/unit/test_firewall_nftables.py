@@ -172,6 +172,12 @@ def own_table(*elems: dict[str, Any], v6: tuple[dict[str, Any], ...] = ()) -> li
     ]
 
 
+def put_own(fake: FakeNft, *elems: dict[str, Any], v6: tuple[dict[str, Any], ...] = ()) -> None:
+    """What `nft -j list set inet tumbler open4|open6` answers, each set on its own."""
+    for item in own_table(*elems, v6=v6)[1:]:
+        fake.lists[("set", "inet", "tumbler", item["set"]["name"])] = [item]
+
+
 def listed(addr: str, proto: str, port: int, expires: int, door: str = "ssh") -> dict[str, Any]:
     item = elem(addr, proto, port, 30, door)
     item["elem"]["expires"] = expires
@@ -180,7 +186,8 @@ def listed(addr: str, proto: str, port: int, expires: int, door: str = "ssh") ->
 
 def test_list_open_reads_the_kernel_and_groups() -> None:
     fake = FakeNft()
-    fake.lists[("table", "inet", "tumbler")] = own_table(
+    put_own(
+        fake,
         listed("10.213.0.2", "tcp", 22, 20),
         listed("10.213.0.2", "udp", 6001, 21),
         listed("10.213.0.2", "udp", 6000, 21),
@@ -204,8 +211,8 @@ def test_list_open_without_table_is_empty() -> None:
 
 def test_flush_and_close_delete_in_one_transaction() -> None:
     fake = FakeNft()
-    fake.lists[("table", "inet", "tumbler")] = own_table(
-        listed("10.213.0.2", "tcp", 22, 20), listed("10.213.0.3", "tcp", 22, 20, door="b")
+    put_own(
+        fake, listed("10.213.0.2", "tcp", 22, 20), listed("10.213.0.3", "tcp", 22, 20, door="b")
     )
     b = nft_backend(fake)
     assert [e.address for e in b.close("10.213.0.3")] == ["10.213.0.3"]

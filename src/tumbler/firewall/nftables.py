@@ -382,14 +382,10 @@ class NftablesBackend(FirewallBackend):
     def _elements(self, now: float) -> list[Element]:
         """Every element tumbler added: (set, key, address, door, expiry)."""
         found: list[Element] = []
-        refs: list[SetRef] = []
-        own = self._list("table", FAMILY, TABLE)
-        if own is not None:
-            refs.extend(OWN_SETS.values())
-        refs.extend(self._external_sets())
-        for ref in refs:
-            items = own if ref in OWN_SETS.values() else self._list("set", *str(ref).split())
-            for item in items or []:
+        # Each set on its own: listing the whole table would also dump the knock
+        # rate-limit sets, up to 65,535 elements each during a flood.
+        for ref in [*OWN_SETS.values(), *self._external_sets()]:
+            for item in self._list("set", *str(ref).split()) or []:
                 spec = item.get("set")
                 if not spec or spec.get("name") != ref.name or spec.get("table") != ref.table:
                     continue
