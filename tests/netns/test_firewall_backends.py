@@ -335,3 +335,49 @@ def test_printed_policy_is_what_init_applies(name: str, topology: Topology, tmp_
         return [re.sub(r" \[\d+:\d+\]$", "", line) for line in text.splitlines() if line[:1] != "#"]
 
     assert rules(topology.server) == rules(topology.a)
+
+
+# Counts the datagrams that reach udp/KNOCK for a while, then prints the count per source.
+_COUNT_KNOCKS = """
+import collections, json, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.settimeout(0.2)
+print("ready", flush=True)
+seen = collections.Counter()
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    try:
+        seen[s.recvfrom(128)[1][0]] += 1
+    except TimeoutError:
+        pass
+print(json.dumps(seen), flush=True)
+"""
+
+# Sends N datagrams to HOST:PORT as fast as it can.
+_BURST = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(int(sys.argv[3])):
+    s.sendto(b"TUMBLER1: " + b"0" * 64, (sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def test_policy_limits_knock_datagrams_per_source(closed: tuple[FirewallBackend, Topology]):
+    """A flood from one source is cut down in the kernel; another source still gets through."""
+    _, topo = closed
+    counter = topo.server.popen(
+        [sys.executable, "-c", _COUNT_KNOCKS, str(KNOCK), "3"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert counter.stdout is not None
+    assert counter.stdout.readline().strip() == "ready"
+    topo.a.run([sys.executable, "-c", _BURST, topo.server4, str(KNOCK), "2000"])
+    topo.b.run([sys.executable, "-c", _BURST, topo.server4, str(KNOCK), "5"])
+    seen = json.loads(counter.stdout.readline())
+    counter.wait(10)
+    # The burst allowance (100) and a little refill get through; the rest is dropped.
+    assert 90 <= seen.get(topo.a4, 0) <= 200, seen
+    assert seen.get(topo.b4) == 5, seen

@@ -324,11 +324,14 @@ def test_list_groups_ports_per_address_and_door(xt: FakeXtables, db: str) -> Non
 def test_policy_render_and_idempotent_apply(xt: FakeXtables, db: str) -> None:
     b = backend(xt, db)
     lines = b.init_policy(8675, apply=False)
-    assert lines[:7] == [
+    assert lines[:8] == [
         "iptables -N TUMBLER",
         "iptables -I INPUT 1 -j TUMBLER",
         "iptables -A INPUT -i lo -j ACCEPT",
         "iptables -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "iptables -A INPUT -p udp -m udp --dport 8675 "
+        "-m hashlimit --hashlimit-above 25/sec --hashlimit-burst 100 "
+        "--hashlimit-mode srcip --hashlimit-name tumbler_knock -j DROP",
         "iptables -A INPUT -p udp -m udp --dport 8675 -j ACCEPT",
         "iptables -A INPUT -p udp -j DROP",
         "iptables -P INPUT DROP",
@@ -341,6 +344,11 @@ def test_policy_render_and_idempotent_apply(xt: FakeXtables, db: str) -> None:
         ["-j", "TUMBLER"],
         ["-i", "lo", "-j", "ACCEPT"],
         ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+        [
+            *("-p", "udp", "-m", "udp", "--dport", "8675", "-m", "hashlimit"),
+            *("--hashlimit-above", "25/sec", "--hashlimit-burst", "100"),
+            *("--hashlimit-mode", "srcip", "--hashlimit-name", "tumbler_knock", "-j", "DROP"),
+        ],
         ["-p", "udp", "-m", "udp", "--dport", "8675", "-j", "ACCEPT"],
         ["-p", "udp", "-j", "DROP"],
     ]

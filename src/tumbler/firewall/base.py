@@ -26,6 +26,12 @@ _DOOR_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+@-]{0,63}")
 
 COMMENT_PREFIX = "tumbler:"
 
+# The default-closed policy lets each source send at most KNOCK_RATE knock datagrams a
+# second (after a burst of KNOCK_BURST); the kernel drops the rest before tumblerd's
+# socket, so a flood from a few addresses cannot crowd out a genuine knock.
+KNOCK_RATE = 25
+KNOCK_BURST = 100
+
 
 @dataclass(frozen=True, order=True)
 class OpenEntry:

@@ -35,6 +35,8 @@ from pathlib import Path
 from tumbler.errors import FirewallError
 from tumbler.firewall.base import (
     COMMENT_PREFIX,
+    KNOCK_BURST,
+    KNOCK_RATE,
     FirewallBackend,
     OpenEntry,
     check_door,
@@ -468,7 +470,16 @@ class IptablesBackend(FirewallBackend):
                 ["-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", t, "-j", "ACCEPT"]
                 for t in ND_TYPES
             )
-        rules.append(["-p", "udp", "-m", "udp", "--dport", str(knock_port), "-j", "ACCEPT"])
+        knock = ["-p", "udp", "-m", "udp", "--dport", str(knock_port)]
+        rules.append(
+            [
+                *knock,
+                *("-m", "hashlimit", "--hashlimit-above", f"{KNOCK_RATE}/sec"),
+                *("--hashlimit-burst", str(KNOCK_BURST), "--hashlimit-mode", "srcip"),
+                *("--hashlimit-name", "tumbler_knock", "-j", "DROP"),
+            ]
+        )
+        rules.append([*knock, "-j", "ACCEPT"])
         rules.append(["-p", "udp", "-j", "DROP"])
         return rules
 

@@ -46,6 +46,8 @@ from typing import Any
 from tumbler.errors import FirewallError
 from tumbler.firewall.base import (
     COMMENT_PREFIX,
+    KNOCK_BURST,
+    KNOCK_RATE,
     FirewallBackend,
     OpenEntry,
     check_door,
@@ -66,10 +68,6 @@ ADDR_FAMILIES = {"ip", "ip6", "inet", "bridge", "netdev"}
 # Ranges are stored port by port (a plain hash set: no interval overlaps to
 # trip over when two doors open overlapping ranges); this bounds one knock.
 MAX_PORTS = 1024
-# The default-closed policy lets each source send at most KNOCK_RATE knock datagrams a
-# second (after a burst of KNOCK_BURST); the kernel drops the rest before tumblerd's socket.
-KNOCK_RATE = 25
-KNOCK_BURST = 100
 LIMIT_SETS = {4: "knock4", 6: "knock6"}
 LIMIT_SET_SIZE = 65535
 LIMIT_SET_TIMEOUT = 60
