@@ -46,6 +46,7 @@ __all__ = [
     "can_connect",
     "connect_all",
     "leftover_namespaces",
+    "reach",
     "start_tumblerd",
     "stop",
     "unavailable_reason",
@@ -88,3 +89,20 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 10) -> int | None:
             proc.kill()
             proc.wait(5)
     return proc.returncode
+
+
+def reach(topo: Topology, port: int, *who: str, blocked: float = 0.5) -> dict[str, bool]:
+    """Which of a4, b4, a6, b6 (all by default) can open a new connection to the server's port.
+
+    Checked in parallel; a dropped SYN is waited for `blocked` seconds, while an open port
+    answers in milliseconds.
+    """
+    target = {
+        "a4": (topo.a, topo.server4),
+        "b4": (topo.b, topo.server4),
+        "a6": (topo.a, topo.server6),
+        "b6": (topo.b, topo.server6),
+    }
+    names = who or tuple(target)
+    results = connect_all([(target[n][0], target[n][1], port) for n in names], blocked)
+    return dict(zip(names, results, strict=True))

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from tests.netns.capture import Capture
-from tests.netns.netns import Namespace, Topology, can_connect, connect_all
+from tests.netns.netns import Namespace, Topology, can_connect, reach
 from tests.waiting import wait_until
 from tumbler.firewall import BACKENDS as BACKEND_CLASSES
 from tumbler.firewall import IptablesLegacyBackend
@@ -204,19 +204,6 @@ def send(ns: Namespace, host: str, data: bytes, port: int = KNOCK) -> None:
     ns.run([sys.executable, "-c", _SEND, host, str(port), data.hex()])
 
 
-def reach(topo: Topology, *who: str) -> dict[str, bool]:
-    """Which of a4, b4, a6, b6 can open a new connection to the listener (in parallel)."""
-    target = {
-        "a4": (topo.a, topo.server4),
-        "b4": (topo.b, topo.server4),
-        "a6": (topo.a, topo.server6),
-        "b6": (topo.b, topo.server6),
-    }
-    names = who or tuple(target)
-    results = connect_all([(target[n][0], target[n][1], PORT) for n in names], BLOCKED)
-    return dict(zip(names, results, strict=True))
-
-
 # -- what the kernel holds ---------------------------------------------------------------------
 
 _NFT_ELEMENT = re.compile(
@@ -299,24 +286,24 @@ def test_knock_opens_for_the_knocker_only_and_times_out(
 ) -> None:
     topo = topology
     daemon = serve(topo, tmp_path, backend, [door("ssh", SECRET)])
-    assert reach(topo) == {"a4": False, "b4": False, "a6": False, "b6": False}
+    assert reach(topo, PORT) == {"a4": False, "b4": False, "a6": False, "b6": False}
 
     knock(topo.a, topo.server4)
     opened = time.time()
     daemon.wait_opened(topo.a4)
     # Opened for A's IPv4 address only: not for B, not for A's IPv6 address.
-    assert reach(topo) == {"a4": True, "b4": False, "a6": False, "b6": False}
+    assert reach(topo, PORT) == {"a4": True, "b4": False, "a6": False, "b6": False}
 
     knock(topo.a, topo.server6)
     daemon.wait_opened(topo.a6)
-    assert reach(topo, "a6", "b6", "b4") == {"a6": True, "b6": False, "b4": False}
+    assert reach(topo, PORT, "a6", "b6", "b4") == {"a6": True, "b6": False, "b4": False}
     assert [(a, d) for a, d, _ in openings(topo, backend)] == [
         (topo.a4, "ssh"),
         (topo.a6, "ssh"),
     ]
 
     wait_until(
-        lambda: reach(topo, "a4", "a6") == {"a4": False, "a6": False},
+        lambda: reach(topo, PORT, "a4", "a6") == {"a4": False, "a6": False},
         "A's doors to close",
         TIMEOUT + 4,
     )
@@ -381,7 +368,7 @@ def test_replayed_datagram_opens_nothing(backend: str, topology: Topology, tmp_p
 
     send(topo.b, topo.server4, datagram)  # sniffed and sent from B: it proves nothing for B
     wait_until(lambda: daemon.counters().get("no-door") == 1, "B's replay to be judged")
-    assert reach(topo, "a4", "b4") == {"a4": True, "b4": False}
+    assert reach(topo, PORT, "a4", "b4") == {"a4": True, "b4": False}
     assert addresses(openings(topo, backend)) == [topo.a4]
 
     # From A again, over a second later: a refresh would move the expiry by over a second.
@@ -410,7 +397,12 @@ def test_kill_9_while_doors_are_open(backend: str, topology: Topology, tmp_path:
     daemon.wait_opened(topo.a4)
     daemon.wait_opened(topo.a6)
     daemon.kill9()
-    assert reach(topo, "a4", "a6", "b4", "b6") == {"a4": True, "a6": True, "b4": False, "b6": False}
+    assert reach(topo, PORT, "a4", "a6", "b4", "b6") == {
+        "a4": True,
+        "a6": True,
+        "b4": False,
+        "b6": False,
+    }
 
     if BACKEND_CLASSES[backend].kernel_timeouts:
         wait_until(lambda: not can_connect(topo.a, topo.server4, PORT, BLOCKED), "short to close")
@@ -427,12 +419,12 @@ def test_kill_9_while_doors_are_open(backend: str, topology: Topology, tmp_path:
         # Restored at start: the expired one closed, the other re-armed.
         assert addresses(openings(topo, backend)) == [topo.a6]
         assert time.time() - knocked < LONG, "too slow to see the long door re-armed"
-        assert reach(topo, "a4", "a6") == {"a4": False, "a6": True}
+        assert reach(topo, PORT, "a4", "a6") == {"a4": False, "a6": True}
         wait_until(lambda: not can_connect(topo.a, topo.server6, PORT, BLOCKED), "long to close")
         assert time.time() - knocked >= LONG - 0.5
         assert "door long: closed for " + topo.a6 in daemon.log_text()
     assert openings(topo, backend) == []
-    assert reach(topo) == {"a4": False, "b4": False, "a6": False, "b6": False}
+    assert reach(topo, PORT) == {"a4": False, "b4": False, "a6": False, "b6": False}
 
 
 def test_sigterm(backend: str, topology: Topology, tmp_path: Path) -> None:
@@ -442,7 +434,7 @@ def test_sigterm(backend: str, topology: Topology, tmp_path: Path) -> None:
     daemon = serve(topo, tmp_path, backend, [door("ssh", SECRET, 30)])
     knock(topo.a, topo.server4)
     daemon.wait_opened(topo.a4)
-    assert reach(topo, "a4", "b4") == {"a4": True, "b4": False}
+    assert reach(topo, PORT, "a4", "b4") == {"a4": True, "b4": False}
     assert daemon.stop() == 0
     if BACKEND_CLASSES[backend].kernel_timeouts:
         left = openings(topo, backend)
@@ -466,7 +458,7 @@ def test_list_status_close_flush(backend: str, topology: Topology, tmp_path: Pat
     ):
         knock(ns, host)
         daemon.wait_opened(address)
-    assert reach(topo) == {"a4": True, "b4": True, "a6": True, "b6": False}
+    assert reach(topo, PORT) == {"a4": True, "b4": True, "a6": True, "b6": False}
 
     listing = daemon.cli("firewall", "list").splitlines()
     assert listing[0].split() == ["ADDRESS", "DOOR", "PORTS", "UNTIL", "REMAINING"]
@@ -488,12 +480,12 @@ def test_list_status_close_flush(backend: str, topology: Topology, tmp_path: Pat
     )
 
     assert daemon.cli("close", topo.a4) == f"closed: {topo.a4} door ssh tcp/{PORT}\n"
-    assert reach(topo, "a4", "a6", "b4") == {"a4": False, "a6": True, "b4": True}
+    assert reach(topo, PORT, "a4", "a6", "b4") == {"a4": False, "a6": True, "b4": True}
     assert addresses(openings(topo, backend)) == [topo.b4, topo.a6]
 
     flushed = daemon.cli("firewall", "flush")
     assert flushed.startswith("closed 2 opening(s)\n"), flushed
-    assert reach(topo) == {"a4": False, "b4": False, "a6": False, "b6": False}
+    assert reach(topo, PORT) == {"a4": False, "b4": False, "a6": False, "b6": False}
     assert openings(topo, backend) == []
     assert daemon.cli("firewall", "list") == "nothing is open\n"
     assert daemon.status()["open"] == []
@@ -521,12 +513,12 @@ def test_nftables_administrators_own_set(topology: Topology, tmp_path: Path) -> 
     topo.server.listen(PORT)
     extra = "   set = inet filter tumbler_ssh\n"
     daemon = Tumblerd(topo, tmp_path, "nftables", [door("ssh", SECRET, extra=extra)]).start()
-    assert reach(topo, "a4", "b4") == {"a4": False, "b4": False}
+    assert reach(topo, PORT, "a4", "b4") == {"a4": False, "b4": False}
 
     knock(topo.a, topo.server4)
     opened = time.time()
     wait_until(lambda: f"for {topo.a4} until" in daemon.log_text(), "the door to open")
-    assert reach(topo, "a4", "b4") == {"a4": True, "b4": False}
+    assert reach(topo, PORT, "a4", "b4") == {"a4": True, "b4": False}
     his_set = ["inet filter tumbler_ssh"]
     assert addresses(openings(topo, "nftables", his_set)) == [topo.a4]
     tables = topo.server.run(["nft", "list", "tables"]).stdout
@@ -539,9 +531,9 @@ def test_nftables_administrators_own_set(topology: Topology, tmp_path: Path) -> 
 
     knock(topo.b, topo.server4)  # B knows the secret too; flush closes it early
     wait_until(lambda: f"for {topo.b4} until" in daemon.log_text(), "B's door to open")
-    assert reach(topo, "a4", "b4") == {"a4": False, "b4": True}
+    assert reach(topo, PORT, "a4", "b4") == {"a4": False, "b4": True}
     assert daemon.cli("firewall", "flush").startswith("closed 1 opening(s)\n")
-    assert reach(topo, "a4", "b4") == {"a4": False, "b4": False}
+    assert reach(topo, PORT, "a4", "b4") == {"a4": False, "b4": False}
     assert openings(topo, "nftables", his_set) == []
     ruleset = topo.server.run(["nft", "list", "table", "inet", "filter"]).stdout
     assert f"ip saddr @tumbler_ssh tcp dport {PORT} accept" in ruleset  # his rule untouched
@@ -587,12 +579,12 @@ def test_failed_firewall_change(backend: str, topology: Topology, tmp_path: Path
     assert daemon.counters().get("failed") == 1
     assert openings(topo, backend) == []  # no half-applied rule or element
     assert daemon.cli("firewall", "list") == "nothing is open\n"
-    assert reach(topo, "a4", "a6") == {"a4": False, "a6": False}
+    assert reach(topo, PORT, "a4", "a6") == {"a4": False, "a6": False}
     if backend == "nftables":
         assert "inet filter" not in topo.server.run(["nft", "list", "tables"]).stdout
 
     knock(topo.a, topo.server4)  # the good door still works
     daemon.wait_opened(topo.a4)
-    assert reach(topo) == {"a4": True, "b4": False, "a6": False, "b6": False}
+    assert reach(topo, PORT) == {"a4": True, "b4": False, "a6": False, "b6": False}
     assert addresses(openings(topo, backend)) == [topo.a4]
     assert daemon.alive()

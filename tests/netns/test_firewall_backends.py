@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns.netns import Lab, Namespace, Topology, connect_all
+from tests.netns.netns import Lab, Namespace, Topology, reach
 from tumbler.errors import FirewallError
 from tumbler.firewall import FirewallBackend, IptablesBackend, IptablesLegacyBackend, get_backend
 from tumbler.firewall.runner import CommandResult, Runner
@@ -30,7 +30,6 @@ PORT = 2222
 KNOCK = 8675
 OPEN = (PortSpec("tcp", PORT, PORT),)
 BACKENDS = ["nftables", "iptables-nft", "iptables-legacy"]
-BLOCKED = 0.5  # seconds a dropped SYN is waited for; an allowed one answers in milliseconds
 
 
 class Tamper(Runner):
@@ -81,19 +80,6 @@ def closed(
     return backend, topology
 
 
-def reach(topo: Topology, *who: str) -> dict[str, bool]:
-    """Who of a4, b4, a6, b6 can reach the server's listener (checked in parallel)."""
-    target = {
-        "a4": (topo.a, topo.server4),
-        "b4": (topo.b, topo.server4),
-        "a6": (topo.a, topo.server6),
-        "b6": (topo.b, topo.server6),
-    }
-    names = who or tuple(target)
-    results = connect_all([(target[n][0], target[n][1], PORT) for n in names], BLOCKED)
-    return dict(zip(names, results, strict=True))
-
-
 def tumbler_rules(backend: FirewallBackend, ns: Namespace) -> dict[int, int]:
     """How many tumbler rules or elements each family holds in the kernel."""
     if isinstance(backend, IptablesBackend):
@@ -117,12 +103,12 @@ def sleep_until(moment: float) -> None:
 
 def test_open_refresh_expire(closed: tuple[FirewallBackend, Topology]) -> None:
     backend, topo = closed
-    assert reach(topo) == {"a4": False, "b4": False, "a6": False, "b6": False}
+    assert reach(topo, PORT) == {"a4": False, "b4": False, "a6": False, "b6": False}
 
     t0 = time.time()
     for address in (topo.a4, topo.a6):
         assert backend.open("ssh", address, OPEN, 2, t0) == pytest.approx(t0 + 2)
-    assert reach(topo) == {"a4": True, "b4": False, "a6": True, "b6": False}
+    assert reach(topo, PORT) == {"a4": True, "b4": False, "a6": True, "b6": False}
     listed = backend.list_open(time.time())
     assert [(e.address, e.door, e.ports) for e in listed] == [
         (topo.a4, "ssh", f"tcp/{PORT}"),
@@ -136,7 +122,7 @@ def test_open_refresh_expire(closed: tuple[FirewallBackend, Topology]) -> None:
             backend.open("ssh", address, OPEN, 2, t0 + 10)
         assert tumbler_rules(backend, topo.server) == {4: 1, 6: 1}
         assert backend.expire(t0 + 5) == []
-        assert reach(topo, "a4", "a6") == {"a4": True, "a6": True}
+        assert reach(topo, PORT, "a4", "a6") == {"a4": True, "a6": True}
         assert [e.address for e in backend.expire(t0 + 12)] == [topo.a4, topo.a6]
     else:
         # The kernel's clock drives nftables: refresh after 1.2 s, so the
@@ -146,9 +132,9 @@ def test_open_refresh_expire(closed: tuple[FirewallBackend, Topology]) -> None:
             backend.open("ssh", address, OPEN, 2, time.time())
         assert tumbler_rules(backend, topo.server) == {4: 1, 6: 1}
         sleep_until(t0 + 2.5)
-        assert reach(topo, "a4", "a6") == {"a4": True, "a6": True}
+        assert reach(topo, PORT, "a4", "a6") == {"a4": True, "a6": True}
         sleep_until(t0 + 3.6)
-    assert reach(topo, "a4", "a6") == {"a4": False, "a6": False}
+    assert reach(topo, PORT, "a4", "a6") == {"a4": False, "a6": False}
     assert backend.list_open(time.time()) == []
 
 
@@ -158,10 +144,10 @@ def test_flush_and_close(closed: tuple[FirewallBackend, Topology]) -> None:
     for address in (topo.a4, topo.a6, topo.b4):
         backend.open("ssh", address, OPEN, 60, now)
     assert [e.address for e in backend.close(topo.b4)] == [topo.b4]
-    assert reach(topo, "a4", "b4") == {"a4": True, "b4": False}
+    assert reach(topo, PORT, "a4", "b4") == {"a4": True, "b4": False}
     assert len(backend.flush()) == 2
     assert tumbler_rules(backend, topo.server) == {4: 0, 6: 0}
-    assert reach(topo, "a4", "a6") == {"a4": False, "a6": False}
+    assert reach(topo, PORT, "a4", "a6") == {"a4": False, "a6": False}
     assert backend.list_open(time.time()) == []
 
 
@@ -176,7 +162,7 @@ def test_rejected_change_leaves_nothing(name: str, topology: Topology, tmp_path:
             spoiled.open("ssh", address, ports, 30, time.time())
     assert tumbler_rules(spoiled, topology.server) == {4: 0, 6: 0}
     assert spoiled.list_open(time.time()) == []
-    assert reach(topology, "a4", "a6") == {"a4": False, "a6": False}
+    assert reach(topology, PORT, "a4", "a6") == {"a4": False, "a6": False}
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -219,17 +205,17 @@ def test_daemon_killed_while_open(name: str, topology: Topology, lab: Lab, tmp_p
     t0 = time.time()
     daemon.send_signal(signal.SIGKILL)
     daemon.wait(5)
-    assert reach(topology, "a4", "a6", "b4") == {"a4": True, "a6": True, "b4": False}
+    assert reach(topology, PORT, "a4", "a6", "b4") == {"a4": True, "a6": True, "b4": False}
     if isinstance(backend, IptablesBackend):
         restarted = get_backend(name, state_path=state, runner=topology.server.runner())
         assert restarted.restore(t0 + 1) == []  # not yet due: re-armed, still open
-        assert reach(topology, "a4") == {"a4": True}
+        assert reach(topology, PORT, "a4") == {"a4": True}
         closed = restarted.restore(t0 + 3)  # restarted after the expiry
         assert [e.address for e in closed] == [topology.a4, topology.a6]
     else:
         sleep_until(t0 + 2.3)
         assert topology.server.run(["nft", "list", "table", "inet", "tumbler"]).returncode == 0
-    assert reach(topology, "a4", "a6") == {"a4": False, "a6": False}
+    assert reach(topology, PORT, "a4", "a6") == {"a4": False, "a6": False}
     assert tumbler_rules(backend, topology.server) == {4: 0, 6: 0}
 
 
@@ -257,7 +243,7 @@ def test_nftables_fills_an_administrators_set(topology: Topology, tmp_path: Path
     own = get_backend("nftables", state_path="", runner=runner)
     now = time.time()
     own.open("ssh", topology.a4, OPEN, 30, now)
-    assert reach(topology, "a4") == {"a4": False}  # an accept in another table is not enough
+    assert reach(topology, PORT, "a4") == {"a4": False}  # an accept in another table is not enough
     own.flush()
 
     his = get_backend("nftables", state_path="", runner=runner, set_name="inet filter tumbler_ssh")
@@ -265,14 +251,14 @@ def test_nftables_fills_an_administrators_set(topology: Topology, tmp_path: Path
     for address in (topology.a4, topology.a6):
         his.open("ssh", address, OPEN, 2, now)
         his.open("ssh", address, OPEN, 2, now)
-    assert reach(topology) == {"a4": True, "b4": False, "a6": True, "b6": False}
+    assert reach(topology, PORT) == {"a4": True, "b4": False, "a6": True, "b6": False}
     listed = his.list_open(time.time())
     assert [(e.address, e.ports) for e in listed] == [
         (topology.a4, "set inet filter tumbler_ssh"),
         (topology.a6, "set inet filter tumbler_ssh_v6"),
     ]
     sleep_until(now + 2.3)
-    assert reach(topology, "a4", "a6") == {"a4": False, "a6": False}
+    assert reach(topology, PORT, "a4", "a6") == {"a4": False, "a6": False}
     out = topology.server.run(["nft", "list", "table", "inet", "filter"]).stdout
     assert "elements" not in out  # timed out, and his ruleset is otherwise untouched
     assert f"ip saddr @tumbler_ssh tcp dport {PORT} accept" in out
