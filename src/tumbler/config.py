@@ -16,23 +16,21 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import cast
 
 from tumbler.errors import ConfigError
+from tumbler.inifile import NAME, NAME_RULE, Section, read_sections
 from tumbler.ports import PortSpec, parse_port_list
 from tumbler.protocol import DEFAULT_PORT, normalize_address
 from tumbler.sequence import SequenceDoor
 
-DOOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+DOOR_NAME = NAME
 FIREWALLS = ("auto", "nftables", "iptables", "iptables-nft", "iptables-legacy")
 _DURATION = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,6})?)\s*([smh]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
-# Line breaks as an editor counts them (str.splitlines also breaks at \f, \x85, \u2028...).
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-_KEY_SHAPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -206,74 +204,16 @@ _DOOR: dict[str, Callable[[str], object]] = {
 }
 
 
-T = TypeVar("T")
+def _schema(name: str) -> Mapping[str, Callable[[str], object]] | None:
+    if name == "common":
+        return _COMMON
+    if name.startswith("door-") and DOOR_NAME.fullmatch(name[len("door-") :]):
+        return _DOOR
+    return None
 
 
-@dataclass
-class _Section:
-    name: str
-    line: int
-    values: dict[str, tuple[object, int]] = field(default_factory=dict)
-
-    def get(self, key: str, default: T) -> T:
-        """A parsed value; its type is the one its key's parser returns."""
-        return cast(T, self.values[key][0]) if key in self.values else default
-
-    def line_of(self, key: str) -> int:
-        return self.values[key][1]
-
-
-def _split(text: str, path: str) -> list[_Section]:
-    """Cut the file into sections of parsed values, checking each line on its own."""
-    sections: list[_Section] = []
-    seen: set[str] = set()
-    for number, raw in enumerate(_LINE_BREAK.split(text), start=1):
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            if not line.endswith("]"):
-                raise ConfigError(f"bad section header {line!r}", path, number)
-            name = line[1:-1].strip()
-            if name != "common" and not (
-                name.startswith("door-") and DOOR_NAME.fullmatch(name[len("door-") :])
-            ):
-                raise ConfigError(
-                    f"unknown section [{name}] (expected [common] or [door-NAME], "
-                    "NAME of letters, digits, '.', '_' and '-')",
-                    path,
-                    number,
-                )
-            if name in seen:
-                raise ConfigError(f"section [{name}] appears twice", path, number)
-            seen.add(name)
-            sections.append(_Section(name, number))
-            continue
-        key, sep, value = line.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key:
-            # The line is not quoted: it may be a secret with its '=' missing.
-            raise ConfigError("expected 'key = value' or a [section] header", path, number)
-        # Nor is a key that does not look like one ('secret aGVsbG8=' lacks its first '=').
-        shown = repr(key) if _KEY_SHAPE.fullmatch(key) else "(not shown)"
-        if not sections:
-            raise ConfigError(f"key {shown} outside any section", path, number)
-        section = sections[-1]
-        known = _COMMON if section.name == "common" else _DOOR
-        if key not in known:
-            raise ConfigError(
-                f"unknown key {shown} in [{section.name}] (known: {', '.join(sorted(known))})",
-                path,
-                number,
-            )
-        if key in section.values:
-            raise ConfigError(f"key {key!r} given twice in [{section.name}]", path, number)
-        try:
-            section.values[key] = (known[key](value), number)
-        except ValueError as exc:
-            # Never quotes a secret: secrets and commands are only checked for emptiness.
-            raise ConfigError(f"{key}: {exc}", path, number) from None
-    return sections
+def _split(text: str, path: str) -> list[Section]:
+    return read_sections(text, path, _schema, f"[common] or [door-NAME], {NAME_RULE}")
 
 
 def _others_can_read(path: Path) -> bool:
@@ -295,7 +235,7 @@ def _read_secret_file(ref: str, base: Path, path: str, line: int) -> tuple[str, 
     return secret, secret_path
 
 
-def _door(section: _Section, base: Path, path: str, firewall: str) -> tuple[Door, list[Path]]:
+def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door, list[Path]]:
     name = section.name[len("door-") :]
     has = section.values.__contains__
     secret_files: list[Path] = []
@@ -364,7 +304,7 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
     """Parse and check config text; raise ConfigError naming path and line on the first problem."""
     base = base if base is not None else Path(path).parent
     sections = _split(text, path)
-    common = next((s for s in sections if s.name == "common"), _Section("common", 0))
+    common = next((s for s in sections if s.name == "common"), Section("common", 0))
     firewall = common.get("firewall", "auto")
     doors: list[Door] = []
     secret_files: list[Path] = []

@@ -27,24 +27,20 @@ import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import cast
 
 from tumbler import knock
 from tumbler.config import parse_duration
 from tumbler.errors import ConfigError
+from tumbler.inifile import NAME, NAME_RULE, Section, read_sections
 
 PROFILES_ENV = "TUMBLER_PROFILES"
 DEFAULT_WAIT_TIMEOUT = 10.0
 DEFAULT_RETRY_AFTER = 3.0
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-_KEY_SHAPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A trailing comment needs a space before '#', so a '#' inside a value (a %23 is better)
 # is not cut; the daemon's format has whole-line comments only, profiles allow both.
 _TRAILING_COMMENT = re.compile(r"\s+#.*\Z")
 _FAMILIES = {"4": socket.AF_INET, "6": socket.AF_INET6}
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -138,73 +134,38 @@ def _secret_path(ref: str, base: Path) -> str:
     return str(expanded if expanded.is_absolute() else base / expanded)
 
 
-def _build(name: str, line: int, values: dict[str, tuple[object, int]], path: str) -> Profile:
-    if "url" not in values:
-        raise ConfigError(f"[host-{name}] has no url (tumbler://HOST[:PORT]/)", path, line)
-
-    def get(key: str, default: T) -> T:
-        """A parsed value; its type is the one its key's parser returns."""
-        return cast(T, values[key][0]) if key in values else default
-
-    secret_file = get("secret_file", cast(str | None, None))
+def _build(section: Section, path: str) -> Profile:
+    name = section.name[len("host-") :]
+    if "url" not in section:
+        raise ConfigError(f"[host-{name}] has no url (tumbler://HOST[:PORT]/)", path, section.line)
+    secret_file = section.get("secret_file", cast(str | None, None))
     return Profile(
         name=name,
-        url=get("url", knock.KnockURL("")),
+        url=section.get("url", knock.KnockURL("")),
         path=path,
-        line=line,
+        line=section.line,
         secret_file=_secret_path(secret_file, Path(path).parent) if secret_file else None,
-        source=get("from", cast(str | None, None)),
-        family=get("family", 0),
-        wait=get("wait", cast(int | None, None)),
-        wait_timeout=get("wait_timeout", DEFAULT_WAIT_TIMEOUT),
-        retry_after=get("retry_after", DEFAULT_RETRY_AFTER),
+        source=section.get("from", cast(str | None, None)),
+        family=section.get("family", 0),
+        wait=section.get("wait", cast(int | None, None)),
+        wait_timeout=section.get("wait_timeout", DEFAULT_WAIT_TIMEOUT),
+        retry_after=section.get("retry_after", DEFAULT_RETRY_AFTER),
     )
+
+
+def _schema(header: str) -> Mapping[str, Callable[[str], object]] | None:
+    ok = header.startswith("host-") and NAME.fullmatch(header[len("host-") :])
+    return _KEYS if ok else None
+
+
+def _strip(raw: str) -> str:
+    return _TRAILING_COMMENT.sub("", raw.strip())
 
 
 def parse_profiles(text: str, path: str = "<profiles>") -> Profiles:
     """Parse profile text; raise ConfigError naming path and line on the first problem."""
-    sections: list[tuple[str, int, dict[str, tuple[object, int]]]] = []
-    for number, raw in enumerate(_LINE_BREAK.split(text), start=1):
-        line = _TRAILING_COMMENT.sub("", raw.strip())
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            if not line.endswith("]"):
-                raise ConfigError(f"bad section header {line!r}", path, number)
-            section = line[1:-1].strip()
-            name = section[len("host-") :]
-            if not section.startswith("host-") or not NAME.fullmatch(name):
-                raise ConfigError(
-                    f"unknown section [{section}] (expected [host-NAME], NAME of letters, "
-                    "digits, '.', '_' and '-')",
-                    path,
-                    number,
-                )
-            if any(s[0] == name for s in sections):
-                raise ConfigError(f"section [host-{name}] appears twice", path, number)
-            sections.append((name, number, {}))
-            continue
-        key, sep, value = line.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key:
-            raise ConfigError("expected 'key = value' or a [host-NAME] header", path, number)
-        shown = repr(key) if _KEY_SHAPE.fullmatch(key) else "(not shown)"
-        if not sections:
-            raise ConfigError(f"key {shown} outside any [host-NAME] section", path, number)
-        name, _, values = sections[-1]
-        if key not in _KEYS:
-            known = ", ".join(sorted(_KEYS))
-            raise ConfigError(
-                f"unknown key {shown} in [host-{name}] (known: {known})", path, number
-            )
-        if key in values:
-            raise ConfigError(f"key {key!r} given twice in [host-{name}]", path, number)
-        try:
-            values[key] = (_KEYS[key](value), number)
-        except ValueError as exc:
-            # parse_url never echoes a secret, so its message is safe to show.
-            raise ConfigError(f"{key}: {exc}", path, number) from None
-    profiles = {name: _build(name, line, values, path) for name, line, values in sections}
+    sections = read_sections(text, path, _schema, f"[host-NAME], {NAME_RULE}", _strip)
+    profiles = {p.name: p for p in (_build(section, path) for section in sections)}
     return Profiles(path, profiles)
 
 

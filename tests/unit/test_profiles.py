@@ -54,7 +54,7 @@ def test_good_file(tmp_path: Path, monkeypatch) -> None:
 @pytest.mark.parametrize(
     ("text", "line", "message"),
     [
-        ("url = tumbler://h/\n", 1, "outside any [host-NAME] section"),
+        ("url = tumbler://h/\n", 1, "outside any section"),
         ("[host-a]\n  url = tumbler://h/\n[door-b]\n", 3, "unknown section [door-b]"),
         ("[host-a]\n  url = tumbler://h/\n[host-a]\n", 3, "appears twice"),
         ("[host-a\n", 1, "bad section header"),
