@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.loopback import HAVE_IPV6
 from tumbler import __version__, protocol
 
 VECTOR_DIGEST = "44e0543454e4c7a7633a216671b3f5068e332bd6e7b1c13cbc69b0d91bb044cb"
@@ -38,18 +39,6 @@ def _find_tumbler() -> str:
 TUMBLER = _find_tumbler()
 
 
-def _ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-HAVE_IPV6 = _ipv6_loopback()
 LOOPBACKS = [
     pytest.param(socket.AF_INET, "127.0.0.1", id="ipv4"),
     pytest.param(

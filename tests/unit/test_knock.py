@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tests.loopback import HAVE_IPV6
 from tumbler import knock, protocol
 from tumbler.knock import KnockError, KnockURL, KnockUsageError, parse_url
 from tumbler.ports import PortSpec
@@ -21,18 +22,7 @@ VECTOR_SECRET = "open-pAsSwOrD"
 VECTOR_DIGEST = "44e0543454e4c7a7633a216671b3f5068e332bd6e7b1c13cbc69b0d91bb044cb"
 
 
-def _ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+needs_ipv6 = pytest.mark.skipif(not HAVE_IPV6, reason="no IPv6 loopback here")
 
 
 @pytest.fixture
