@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tumbler import command as door_command
 from tumbler import sdnotify
@@ -38,6 +38,10 @@ from tumbler.sequence import SequenceDoor, SequenceMatcher
 from tumbler.sources.events import ConnectionAttempt
 from tumbler.stats import Stats
 from tumbler.verifier import Verifier
+
+if TYPE_CHECKING:  # imported when used: a daemon without firewall doors never loads them
+    from tumbler.firewall import FirewallBackend, OpenEntry
+    from tumbler.sources.nflog import NflogReader
 
 log = logging.getLogger("tumblerd")
 
@@ -109,7 +113,6 @@ class Daemon:
     """The knock daemon for one config file."""
 
     def __init__(self, config: Config, port: int | None = None) -> None:
-        self.port_override = port
         self.runtime = self._build(config)
         self.port = port if port is not None else config.port
         self.stats = Stats(log)
@@ -120,11 +123,11 @@ class Daemon:
         self._sockets: list[socket.socket] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._firewall_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="firewall")
-        self._backends: dict[tuple[str, str | None], Any] = {}
+        self._backends: dict[tuple[str, str | None], FirewallBackend] = {}
         self._stop = asyncio.Event()
         self._claimed: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._nflog: Any = None
+        self._nflog: NflogReader | None = None
         self._nflog_rules = False
         self._follower: asyncio.Task[None] | None = None
         self._control: ControlServer | None = None
@@ -286,7 +289,7 @@ class Daemon:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def backend_for(self, door: Door) -> Any:
+    def backend_for(self, door: Door) -> FirewallBackend:
         """The firewall backend a door names, made once and kept for the daemon's life."""
         key = (door.firewall, door.set)
         backend = self._backends.get(key)
@@ -371,10 +374,10 @@ class Daemon:
 
     # -- control ---------------------------------------------------------------------------
 
-    async def _open_entries(self) -> list[Any]:
+    async def _open_entries(self) -> list[OpenEntry]:
         loop = asyncio.get_running_loop()
         now = time.time()
-        entries: list[Any] = []
+        entries: list[OpenEntry] = []
         for backend in list(self._backends.values()):
             entries += await loop.run_in_executor(self._firewall_pool, backend.list_open, now)
         return sorted(entries)
@@ -403,7 +406,7 @@ class Daemon:
             except ValueError:
                 return {"ok": False, "error": f"not an IP address: {address!r}"}
             loop = asyncio.get_running_loop()
-            closed: list[Any] = []
+            closed: list[OpenEntry] = []
             for backend in list(self._backends.values()):
                 closed += await loop.run_in_executor(self._firewall_pool, backend.close, address)
             for entry in closed:

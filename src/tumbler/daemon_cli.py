@@ -160,9 +160,11 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
         logging.getLogger("tumblerd").warning("warning: %s", warning)
     try:
         daemon = Daemon(config, port=args.port)
-        daemon.on_ready = lambda: sdnotify.ready(
-            f"{len(config.doors)} doors on udp port {daemon.port}"
-        )
+
+        def ready() -> None:
+            sdnotify.ready(f"{len(config.doors)} doors on udp port {daemon.port}")
+
+        daemon.on_ready = ready
         asyncio.run(daemon.serve())
     except OSError as exc:
         logging.getLogger("tumblerd").error("cannot start: %s", exc)

@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import cast
 
 from tumbler import protocol
 from tumbler.errors import TumblerError
@@ -240,14 +241,16 @@ def resolve(
     try:
         infos = socket.getaddrinfo(host, port, family, socktype)
     except socket.gaierror as exc:
-        which = {socket.AF_INET: " as IPv4", socket.AF_INET6: " as IPv6"}.get(family, "")
+        which = {int(socket.AF_INET): " as IPv4", int(socket.AF_INET6): " as IPv6"}.get(family, "")
         raise KnockError(f"cannot resolve {host}{which}: {exc.strerror}") from None
     except UnicodeError:
         raise KnockUsageError(f"{host!r} is not a host name") from None
     found: list[tuple[int, SockAddr]] = []
     for fam, _type, _proto, _name, sockaddr in infos:
-        entry = (int(fam), sockaddr)
-        if fam in (socket.AF_INET, socket.AF_INET6) and entry not in found:
+        if fam not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        entry = (int(fam), cast(SockAddr, sockaddr))  # an IP family's address, never bytes
+        if entry not in found:
             found.append(entry)
     if not found:
         raise KnockError(f"cannot resolve {host}: no IPv4 or IPv6 address")

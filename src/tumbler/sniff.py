@@ -397,8 +397,8 @@ def iter_text_packets(
                     header, quoted = None, True
                     stats.skipped += 1
                     continue
-                hint = _PROTO_HINT.search(rest)
-                header = (moment, ts_text, hint.group(1).lower() if hint else "other")
+                found = _PROTO_HINT.search(rest)
+                header = (moment, ts_text, found.group(1).lower() if found else "other")
                 continue
             if ts_text is not None or _OTHER_PACKET.match(rest):
                 # A packet we do not read (ICMP, ARP...) begins: its -X dump, which may
@@ -644,10 +644,10 @@ def analyze(
                 t.check = Check("no-payload", window=window)
                 continue
             minute = t.time.replace(second=0, microsecond=0) if t.time else None
-            key = (t.digest, t.src, minute)
-            if key not in cache:
-                cache[key] = check_digest(t.digest, t.src, t.time, secrets, window, candidates)
-            t.check = cache[key]
+            seen = (t.digest, t.src, minute)
+            if seen not in cache:
+                cache[seen] = check_digest(t.digest, t.src, t.time, secrets, window, candidates)
+            t.check = cache[seen]
     return report
 
 

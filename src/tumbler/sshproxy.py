@@ -161,8 +161,9 @@ class Dialer:
             if now >= end:
                 return None
             for key, _ in self._selector.select(max(0.0, min(end, self._next) - now)):
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
+                fileobj = key.fileobj
+                assert isinstance(fileobj, socket.socket)
+                sock = fileobj
                 code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if code == 0:
                     self._selector.unregister(sock)
