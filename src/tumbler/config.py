@@ -291,6 +291,23 @@ def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door,
     return door, secret_files
 
 
+def _one_iptables_variant(doors: list[Door], path: str) -> None:
+    """Refuse doors that mix iptables variants: they would share one chain and its closes."""
+    first: Door | None = None
+    for door in doors:
+        if not door.open or not door.firewall.startswith("iptables"):
+            continue
+        if first is None:
+            first = door
+        elif door.firewall != first.firewall:
+            raise ConfigError(
+                f"door {door.name} uses firewall {door.firewall} but door {first.name} uses "
+                f"{first.firewall}: both would manage the one TUMBLER chain; pick one variant",
+                path,
+                door.line,
+            )
+
+
 def _permission_warnings(path: str, holds_secret: bool, secret_files: list[Path]) -> list[str]:
     files = ([Path(path)] if holds_secret and path != "<config>" else []) + secret_files
     return [
@@ -325,6 +342,7 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         doors.append(door)
     if not doors:
         raise ConfigError("no [door-NAME] section: the daemon would have nothing to open", path)
+    _one_iptables_variant(doors, path)
     replay = common.get("replay", "sqlite")
     if "replay_fallback" in common.values and replay in ("sqlite", "memory"):
         raise ConfigError(

@@ -499,3 +499,23 @@ def test_numbers_are_ascii_digits_of_sane_length(tmp_path, value):
 def test_a_huge_duration_is_refused():
     with pytest.raises(ValueError):
         parse_duration("9" * 400)
+
+
+def test_doors_mixing_iptables_variants_are_refused(tmp_path):
+    err, path = load_error(
+        tmp_path,
+        "[door-a]\n   secret = a\n   open = tcp/22\n   firewall = iptables-nft\n"
+        "[door-b]\n   secret = b\n   open = tcp/80\n   firewall = iptables-legacy\n",
+    )
+    assert str(err).startswith(f"{path}:5:")
+    assert "iptables-legacy" in str(err) and "iptables-nft" in str(err)
+
+
+def test_doors_may_mix_nftables_and_one_iptables_variant(tmp_path):
+    config = load(
+        tmp_path,
+        "[door-a]\n   secret = a\n   open = tcp/22\n   firewall = iptables\n"
+        "[door-b]\n   secret = b\n   open = tcp/80\n   firewall = nftables\n"
+        "[door-c]\n   secret = c\n   open = tcp/81\n   firewall = iptables\n",
+    )
+    assert [d.firewall for d in config.doors] == ["iptables", "nftables", "iptables"]
