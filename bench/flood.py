@@ -54,11 +54,16 @@ def tumbler_discards(system: Tumblerd) -> int:
     return sum(counters.get(k, 0) for k in ("malformed", "no-door", "replay"))
 
 
+def junk_target(system: System) -> tuple[bool, int, str, int]:
+    """(is tumblerd, port, junk kind, junk size) of the system a flood is aimed at."""
+    if isinstance(system, Tumblerd):
+        return True, TUMBLER_PORT, "tumbler", 0
+    return False, FWKNOP_PORT, "fwknop", SPA_SIZE
+
+
 def junk_rate(rig: Rig, system: System, count: int, sources: int) -> dict:
     """Flood `count` junk datagrams; return discards per CPU-second of the daemon."""
-    is_tumbler = isinstance(system, Tumblerd)
-    port = TUMBLER_PORT if is_tumbler else FWKNOP_PORT
-    kind, size = ("tumbler", 0) if is_tumbler else ("fwknop", SPA_SIZE)
+    is_tumbler, port, kind, size = junk_target(system)
     # Warm up (caches, allocator), then measure.
     rig.flood_agent.call(
         op="flood",
@@ -90,9 +95,7 @@ def junk_rate(rig: Rig, system: System, count: int, sources: int) -> dict:
 
 def valid_under_flood(rig: Rig, system: System, sources, knocks: int, sources_n: int) -> dict:
     """Knock `knocks` times (fresh addresses) while an unpaced flood runs; latency of each."""
-    is_tumbler = isinstance(system, Tumblerd)
-    port = TUMBLER_PORT if is_tumbler else FWKNOP_PORT
-    kind, size = ("tumbler", 0) if is_tumbler else ("fwknop", SPA_SIZE)
+    _, port, kind, size = junk_target(system)
     rig.flood_agent.send(
         op="flood",
         kind=kind,
