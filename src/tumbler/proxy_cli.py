@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -184,6 +184,16 @@ def _open_parser() -> _Parser:
     return parser
 
 
+def _narrator(prog: str, enabled: bool) -> Callable[[str], None]:
+    """A `log(message)` that narrates on stderr with -v, and is silent otherwise."""
+
+    def log(message: str) -> None:
+        if enabled:
+            print(f"{prog}: {message}", file=sys.stderr, flush=True)
+
+    return log
+
+
 def open_main(argv: Sequence[str]) -> int:
     """`tumbler open NAME`: knock with a profile, then wait for its port."""
     parsed = _parse(_open_parser(), argv)
@@ -191,9 +201,7 @@ def open_main(argv: Sequence[str]) -> int:
         return parsed
     args = parsed
 
-    def log(message: str) -> None:
-        if args.verbose:
-            print(f"tumbler open: {message}", file=sys.stderr, flush=True)
+    log = _narrator("tumbler open", args.verbose)
 
     def run() -> int:
         loaded = _load_profiles(args.profiles, required=True)
@@ -304,9 +312,7 @@ def ssh_proxy_main(argv: Sequence[str]) -> int:
         return parsed
     args = parsed
 
-    def log(message: str) -> None:
-        if args.verbose:
-            print(f"tumbler ssh-proxy: {message}", file=sys.stderr, flush=True)
+    log = _narrator("tumbler ssh-proxy", args.verbose)
 
     def run() -> int:
         loaded = _load_profiles(args.profiles, required=False)
