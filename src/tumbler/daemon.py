@@ -245,8 +245,8 @@ class Daemon:
 
     def _start_sequence_source(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start watching connection attempts, if the config has sequence doors."""
-        config = self.runtime.config
-        if not config.sequence_doors:
+        config, matcher = self.runtime.config, self.runtime.matcher
+        if matcher is None:  # no sequence doors
             return
         source = config.sequence_source
         if source.startswith("file:"):
@@ -259,11 +259,16 @@ class Daemon:
         from tumbler.sources import nflog
 
         ports = [step for door in config.sequence_doors for step in door.sequence]
-        nflog.install_rules(config.nflog_group, ports)
+        track = nflog.track_timeout_for(matcher.longest_timeout)
+        nflog.install_rules(config.nflog_group, ports, track_timeout=track)
         self._nflog_rules = True
         self._nflog = nflog.NflogReader(config.nflog_group)
         loop.add_reader(self._nflog.fileno(), self._on_nflog)
-        log.info("sequence doors: reading nflog group %d", config.nflog_group)
+        log.info(
+            "sequence doors: reading nflog group %d, a knocking source tracked for %d s",
+            config.nflog_group,
+            track,
+        )
 
     def _stop_sequence_source(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._follower is not None:
@@ -445,8 +450,8 @@ class Daemon:
         log.info("reloaded %s: %d doors", config.path, len(config.doors))
         self._restore_firewalls()
         if self._loop is not None and (
-            [(d.name, d.sequence) for d in config.sequence_doors]
-            != [(d.name, d.sequence) for d in old.sequence_doors]
+            [(d.name, d.sequence, d.sequence_timeout) for d in config.sequence_doors]
+            != [(d.name, d.sequence, d.sequence_timeout) for d in old.sequence_doors]
         ):
             self._stop_sequence_source(self._loop)
             try:

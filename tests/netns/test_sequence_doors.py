@@ -22,14 +22,17 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -290,6 +293,58 @@ def test_port_scans_open_nothing(seq_server: SeqServer) -> None:
     knock(topo.a, host, "7000", "8000", "9000")  # the daemon still opens for a real knock
     seq_server.wait_completed("seq", a)
     assert reach(topo, 4) == {"a": True, "b": False}
+
+
+SLOW_DOOR = """\
+[door-slow]
+   sequence = 7000, 8000, 9000
+   sequence_timeout = {minutes}m
+   command = echo "%NAME% %IP%" >> {out}
+"""
+
+
+def tracked(ns: Namespace) -> dict[str, list[dict[str, Any]]]:
+    """The `knocking4`/`knocking6` sets of tumblerd's logging table, as `nft -j` lists them:
+    the set, then its elements; {} while the table is not there (a reload replaces it)."""
+    sets: dict[str, list[dict[str, Any]]] = {}
+    for name in ("knocking4", "knocking6"):
+        argv = ["nft", "-j", "list", "set", "inet", "tumbler_seq", name]
+        listed = ns.run(argv, check=False)
+        if listed.returncode != 0:
+            return {}
+        (found,) = [item["set"] for item in json.loads(listed.stdout)["nftables"] if "set" in item]
+        sets[name] = [found, *(e["elem"] for e in found.get("elem", []) if isinstance(e, dict))]
+    return sets
+
+
+def test_a_long_sequence_timeout_tracks_knocking_sources_as_long(
+    topology: Topology, tmp_path: Path
+) -> None:
+    """With a 5 min sequence, the kernel logs a knocking source's other attempts for longer
+    than 5 min (not a fixed 120 s), so a scan paced slower than that is still seen resetting
+    the sequence; a reload to a longer timeout tracks longer still."""
+    topo = topology
+    config = write_config(tmp_path, topo, SLOW_DOOR.replace("{minutes}", "5"))
+    proc = start_tumblerd(topo.server, config, tmp_path / "tumblerd.log")
+    sets = tracked(topo.server)
+    assert sets["knocking4"][0]["timeout"] > 5 * 60
+    assert sets["knocking6"][0]["timeout"] > 5 * 60
+
+    # A's first knock puts A in the set, to expire after the set's timeout, not 120 s.
+    knock(topo.a, topo.server4, "7000")
+    (element,) = wait_until(lambda: tracked(topo.server)["knocking4"][1:], "A to be tracked")
+    assert element["val"] == topo.a4
+    assert element["expires"] > 5 * 60 - 30
+
+    config.write_text(config.read_text().replace("sequence_timeout = 5m", "sequence_timeout = 20m"))
+    proc.send_signal(signal.SIGHUP)
+
+    def reloaded() -> bool:
+        sets = tracked(topo.server)
+        return bool(sets) and all(sets[name][0]["timeout"] > 20 * 60 for name in sets)
+
+    wait_until(reloaded, "the reload to track sources past the new 20 min timeout")
+    assert stop(proc) == 0
 
 
 # ---------------------------------------------------------------------- firewall log file

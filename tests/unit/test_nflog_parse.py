@@ -294,6 +294,24 @@ def test_rules_with_loopback_and_ports_hint() -> None:
     assert ports["elem"] == [{"concat": ["tcp", 42]}, {"concat": ["udp", 500]}]
 
 
+@pytest.mark.parametrize("longest", [1.0, 10.0, 119.5, 300.0, 3600.5])
+def test_knocking_sources_are_tracked_past_the_longest_sequence(longest: float) -> None:
+    track = nflog.track_timeout_for(longest)
+    assert track >= nflog.TRACK_MINIMUM and track > longest
+    document = render_rules(7, [("tcp", 42)], track_timeout=track)
+    timeouts = {
+        c["add"]["set"]["name"]: c["add"]["set"].get("timeout")
+        for c in document["nftables"]
+        if "set" in c.get("add", {})
+    }
+    assert timeouts["knocking4"] == timeouts["knocking6"] == track
+
+
+def test_bad_track_timeout() -> None:
+    with pytest.raises(ValueError):
+        render_rules(7, [("tcp", 42)], track_timeout=0)
+
+
 def test_bad_hint_port() -> None:
     with pytest.raises(ValueError):
         render_rules(7, [("tcp", 0)])
