@@ -63,8 +63,10 @@ class Runtime:
 
 
 @functools.lru_cache(maxsize=65536)
-def _canonical_ipv6(text: str) -> str:
-    return normalize_address(text)
+def _canonical_ipv6(text: str) -> str | None:
+    # None for `::ffff:a.b.c.d`: on this IPv6-only socket it is an IPv6 sender, never a.b.c.d.
+    address = normalize_address(text)
+    return None if ":" not in address else address
 
 
 def bind_sockets(addresses: tuple[str, ...], port: int) -> list[socket.socket]:
@@ -161,6 +163,9 @@ class Daemon:
                 return
             try:
                 address = source[0] if canonical else _canonical_ipv6(source[0])
+                if address is None:
+                    self.stats.count("malformed")
+                    continue
                 self.handle(data, address, time.time())
             except Exception:  # a bug must cost one datagram, never the daemon
                 log.exception("internal error on a datagram; dropped")

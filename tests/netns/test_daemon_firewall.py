@@ -25,16 +25,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.netns.capture import Capture
+from tests.netns.forged import send_udp6
 from tests.netns.netns import Namespace, Topology, can_connect, reach
 from tests.waiting import wait_until
 from tumbler.firewall import BACKENDS as BACKEND_CLASSES
 from tumbler.firewall import IptablesLegacyBackend
+from tumbler.protocol import encode_datagram, knock_digest, minute_stamp
 
 PORT = 2222
 KNOCK = 8675
@@ -355,6 +358,26 @@ def test_server_answers_no_knock(backend: str, topology: Topology, tmp_path: Pat
     assert answers == []
     from_knock_port = [p for p in packets if p.src in server and p.sport in (KNOCK, KNOCK + 1)]
     assert from_knock_port == []
+
+
+def test_ipv4_mapped_source_on_the_ipv6_socket_is_dropped(
+    topology: Topology, tmp_path: Path
+) -> None:
+    """A knock valid for A's IPv4 address, sent over IPv6 from `::ffff:<A's IPv4>`: an IPv6
+    sender is not the IPv4 host, so it is dropped and opens nothing for A."""
+    topo = topology
+    daemon = serve(topo, tmp_path, "nftables", [door("ssh", SECRET)])
+    stamp = minute_stamp(datetime.now(UTC))
+    datagram = encode_datagram(knock_digest(stamp, topo.a4, SECRET))
+    send_udp6(topo.b, topo.server, f"::ffff:{topo.a4}", topo.server6, KNOCK, datagram)
+    wait_until(lambda: daemon.counters(), "the forged knock to be judged")
+    assert daemon.counters() == {"malformed": 1}
+    assert openings(topo, "nftables") == []
+
+    # The same datagram from A's own IPv4 address opens: it was a valid knock for A.
+    send(topo.a, topo.server4, datagram)
+    daemon.wait_opened(topo.a4)
+    assert addresses(openings(topo, "nftables")) == [topo.a4]
 
 
 def test_replayed_datagram_opens_nothing(backend: str, topology: Topology, tmp_path: Path) -> None:

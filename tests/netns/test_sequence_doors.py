@@ -36,6 +36,7 @@ from typing import Any
 
 import pytest
 
+from tests.netns.forged import send_udp6
 from tests.netns.netns import (
     TUMBLERD,
     Namespace,
@@ -233,6 +234,19 @@ def test_sequence_with_a_udp_step(seq_server: SeqServer, family: int) -> None:
     seq_server.wait_completed("udp", a)
     assert reach(topo, family) == {"a": True, "b": False}
     assert seq_server.completions() == [("udp", a)]
+
+
+def test_ipv4_mapped_source_completes_nothing(seq_server: SeqServer) -> None:
+    """B knocks door `udponly` over IPv6 from `::ffff:<A's IPv4>`: the events are dropped,
+    not taken for A's IPv4 address; from B's own IPv6 address the same packets open."""
+    topo = seq_server.topo
+    a4, b6 = topo.a4, topo.b6
+    for source in (f"::ffff:{a4}", b6):
+        for port in (7201, 7203, 7205):
+            send_udp6(topo.b, topo.server, source, topo.server6, port, b"knock")
+    seq_server.wait_completed("udponly", b6)
+    seq_server.sentinel(topo.a, topo.server4, a4)
+    assert seq_server.completions() == [("udponly", b6), ("sentinel", a4)]
 
 
 # A client that knocks with blocking connects: the kernel resends the first SYN after about

@@ -55,6 +55,17 @@ def test_ipv6_syn_is_normalized() -> None:
     assert event == ConnectionAttempt("fd00::5", "fd00::3", "tcp", 196, 0.0, 51234)
 
 
+def test_ipv4_mapped_source_of_an_ipv6_packet_is_dropped() -> None:
+    """An IPv6 sender using ::ffff:a.b.c.d is not the IPv4 host a.b.c.d."""
+    mapped = "0000:0000:0000:0000:0000:ffff:c0a8:0005"
+    assert (
+        parse_log_line(
+            "kernel: " + V6_SYN.replace("fd00:0000:0000:0000:0000:0000:0000:0005", mapped)
+        )
+        is None
+    )
+
+
 @pytest.mark.parametrize("flags", ["ACK", "ACK SYN", "ACK PSH", "RST", "FIN ACK", "ACK FIN"])
 def test_tcp_without_syn_or_with_ack_ignored(flags: str) -> None:
     assert parse_log_line(V4_SYN.replace("RES=0x00 SYN", f"RES=0x00 {flags}")) is None

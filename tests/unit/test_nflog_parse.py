@@ -137,10 +137,16 @@ def test_ipv6_extension_headers() -> None:
     assert parse_ip_packet(ipv6("2001:db8::1", "2001:db8::2", 44, later + b"\0" * 8), 0) is None
 
 
-def test_ipv4_mapped_source_is_ipv4_text() -> None:
-    packet = ipv6("::ffff:192.0.2.7", "::ffff:192.0.2.1", 6, tcp(1, 42))
-    event = parse_ip_packet(packet, 0)
-    assert event is not None and (event.source, event.dest) == ("192.0.2.7", "192.0.2.1")
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [("::ffff:192.0.2.7", "2001:db8::1"), ("2001:db8::7", "::ffff:192.0.2.1")],
+)
+def test_ipv4_mapped_address_in_an_ipv6_packet_is_dropped(src: str, dst: str) -> None:
+    """An IPv6 sender using ::ffff:a.b.c.d is not the IPv4 host a.b.c.d."""
+    for l4, proto in ((tcp(1, 42), 6), (udp(1, 500), 17)):
+        assert parse_ip_packet(ipv6(src, dst, proto, l4), 0) is None
+    assert parse_nflog_message(nflog_packet(ipv6(src, dst, 6, tcp(1, 42)))) == []
+    assert parse_ip_packet(ipv6("2001:db8::7", "2001:db8::1", 6, tcp(1, 42)), 0) is not None
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,11 @@ PORT_UNSEEN = 0
 class ConnectionAttempt:
     """A new inbound connection attempt: a TCP SYN without ACK, or a UDP datagram.
 
-    `source` and `dest` are addresses as text (IPv4 dotted, IPv6 RFC 5952, an IPv4-mapped
-    IPv6 address in its IPv4 form). `when` is the time the source saw it, on the clock the
-    daemon gave the source. `port` is `PORT_UNSEEN` (0) for attempts that were counted
-    but not logged in detail: no door has port 0, so such an event resets progress.
+    `source` and `dest` are addresses as text (IPv4 dotted, IPv6 RFC 5952; never an
+    IPv4-mapped IPv6 address, see `canonical_address`). `when` is the time the source saw
+    it, on the clock the daemon gave the source. `port` is `PORT_UNSEEN` (0) for attempts
+    that were counted but not logged in detail: no door has port 0, so such an event resets
+    progress.
     """
 
     source: str
@@ -28,14 +29,17 @@ class ConnectionAttempt:
 
 
 def canonical_address(address: str | bytes) -> str | None:
-    """An address as the protocol writes it (RFC 5952; IPv4-mapped as IPv4), None if invalid.
+    """An address as the protocol writes it (RFC 5952), None if invalid or IPv4-mapped.
 
-    Takes text, or 4 or 16 packed bytes from a packet header.
+    Takes text, or 4 or 16 packed bytes from a packet header. The kernel reports an IPv4
+    packet with IPv4 addresses, so `::ffff:a.b.c.d` in an event is an IPv6 packet whose
+    sender chose that source: taking it for a.b.c.d would let an IPv6 host knock, or
+    reset a sequence, as an IPv4 address it does not have.
     """
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:
         return None
     if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
-        return str(parsed.ipv4_mapped)
+        return None
     return str(parsed)
