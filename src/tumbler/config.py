@@ -68,6 +68,7 @@ class Config:
     command_timeout: float = 30.0
     firewall: str = "auto"
     sequence_source: str = "nflog"
+    sequence_log_prefix: str | None = None
     nflog_group: int = 8675
     control: str = ""
     doors: tuple[Door, ...] = ()
@@ -157,6 +158,14 @@ def _sequence_source(text: str) -> str:
     raise ValueError(f"sequence_source must be nflog or file:PATH, got {text!r}")
 
 
+def _log_prefix(text: str) -> str:
+    if not 0 < len(text) <= 127 or not text.isprintable() or "=" in text:
+        raise ValueError(
+            f"sequence_log_prefix must be 1-127 printable characters, no '=': {text!r}"
+        )
+    return text
+
+
 def _set_name(text: str) -> str:
     parts = text.split()
     if (
@@ -187,6 +196,7 @@ _COMMON: dict[str, Callable[[str], object]] = {
     "command_timeout": parse_duration,
     "firewall": _choice(*FIREWALLS),
     "sequence_source": _sequence_source,
+    "sequence_log_prefix": _log_prefix,
     "nflog_group": _int_in(1, 65535),
     "control": _text,
 }
@@ -350,6 +360,13 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
             path,
             common.line_of("replay_fallback"),
         )
+    sequence_source = common.get("sequence_source", "nflog")
+    if "sequence_log_prefix" in common.values and not sequence_source.startswith("file:"):
+        raise ConfigError(
+            "sequence_log_prefix only applies to sequence_source = file:PATH",
+            path,
+            common.line_of("sequence_log_prefix"),
+        )
     holds_secret = any("secret" in s.values for s in sections)
     return Config(
         path=path,
@@ -362,7 +379,8 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         replay_fallback=common.get("replay_fallback", cast(str | None, None)),
         command_timeout=common.get("command_timeout", 30.0),
         firewall=firewall,
-        sequence_source=common.get("sequence_source", "nflog"),
+        sequence_source=sequence_source,
+        sequence_log_prefix=common.get("sequence_log_prefix", cast(str | None, None)),
         nflog_group=common.get("nflog_group", 8675),
         control=common.get("control", default_control_path()),
         doors=tuple(doors),

@@ -258,8 +258,20 @@ class Daemon:
             from tumbler.sources.logfile import follow
 
             path = source[len("file:") :]
-            self._follower = loop.create_task(self._follow_log(follow(path)))
-            log.info("sequence doors: following firewall log %s", path)
+            prefix = config.sequence_log_prefix
+
+            def mixed(tag: str) -> None:
+                log.warning(
+                    "firewall log %s also holds lines from %r: anyone who can write to syslog "
+                    "can forge knocks there; give kernel messages a file of their own",
+                    path,
+                    tag,
+                )
+
+            events = follow(path, prefix=prefix, on_foreign=mixed)
+            self._follower = loop.create_task(self._follow_log(events))
+            trusted = f"prefix {prefix!r}" if prefix is not None else "tag 'kernel:'"
+            log.info("sequence doors: following firewall log %s, lines with %s", path, trusted)
             return
         from tumbler.sources import nflog
 
@@ -443,7 +455,15 @@ class Daemon:
             return
         for warning in config.warnings:
             log.warning("%s", warning)
-        for key in ("port", "listen", "state", "replay", "sequence_source", "nflog_group"):
+        for key in (
+            "port",
+            "listen",
+            "state",
+            "replay",
+            "sequence_source",
+            "sequence_log_prefix",
+            "nflog_group",
+        ):
             if getattr(config, key) != getattr(old, key):
                 log.warning("reload: %s changed; it takes effect at the next restart", key)
         try:

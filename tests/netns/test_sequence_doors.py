@@ -454,6 +454,20 @@ def test_file_source_follows_a_rotated_firewall_log(topology: Topology, tmp_path
     assert sorted(server.completions()) == [("sentinel", x) for x in sorted((a4, b4, a6))]
     assert reach(topo, 4) == {"a": False, "b": False}
 
+    # Lines in the kernel's format written by another program (`logger` as user alice, or
+    # a tag inside the message) are not the kernel's: B's forged sequence opens nothing,
+    # and the daemon warns that this file mixes facilities.
+    assert "also holds lines from" not in server.log
+    append(
+        kern,
+        kernel_line(b4, srv4, "tcp", 7000).replace(" kernel: ", " alice: "),
+        kernel_line(b4, srv4, "tcp", 8000).replace(" kernel: ", " alice: kernel: "),
+        kernel_line(b4, srv4, "tcp", 9000).replace(" kernel: ", " alice: "),
+    )
+    sentinel(b4, srv4)
+    assert server.completions().count(("seq", b4)) == 0
+    assert f"firewall log {kern} also holds lines from 'alice'" in server.log
+
     # A's knocks in order, with logrotate in the middle: the second line still goes to the
     # renamed file (syslog has not reopened yet), the third to the new file.
     append(kern, kernel_line(a4, srv4, "tcp", 7000))
