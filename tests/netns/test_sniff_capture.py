@@ -34,7 +34,16 @@ from typing import Any
 
 import pytest
 
-from tests.netns.netns import TUMBLERD, Lab, Namespace, Topology, can_connect, stop, wait_until
+from tests.netns.netns import (
+    OPEN_WAIT,
+    TUMBLERD,
+    Lab,
+    Namespace,
+    Topology,
+    can_connect,
+    stop,
+    wait_until,
+)
 from tumbler.protocol import make_knock, parse_datagram
 
 pytestmark = pytest.mark.netns
@@ -132,7 +141,7 @@ def record(topo: Topology, folder: Path) -> Capture:
     topo.b.run([*TUMBLER, "knock", "--delay", "1000", topo.server6, "4000", "5000", "6000"])
     assert knock_a.wait(10) == 0
 
-    assert can_connect(topo.a, topo.server4, SERVICE)  # an ordinary, answered connection
+    assert can_connect(topo.a, topo.server4, SERVICE, OPEN_WAIT)  # an ordinary connection
 
     at = datetime.now(UTC).replace(second=30, microsecond=0).isoformat()
     url = f"tumbler://{SECRET}@{topo.server4}/"
