@@ -1,0 +1,1 @@
+"""Replay caches: each accepted digest is claimed once, locally or across a fleet."""
