@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tumbler.firewall.runner import Runner
-from tumbler.sources.events import ConnectionAttempt
+from tumbler.actions.firewall.runner import Runner
+from tumbler.events import ConnectionAttempt
 from tumbler.sources.nflog import NflogReader, install_rules, remove_rules
 
 pytestmark = pytest.mark.netns

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tumbler.actions.firewall.runner import Runner
 from tumbler.errors import FirewallError
-from tumbler.firewall.runner import Runner
+from tumbler.events import ConnectionAttempt
 from tumbler.ports import PortSpec
 from tumbler.sources import nflog
-from tumbler.sources.events import ConnectionAttempt
 from tumbler.sources.nflog import (
     build_config_messages,
     install_rules,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tumbler.decisions.replay.local import MemoryReplayCache, SqliteReplayCache, open_replay_cache
 from tumbler.errors import ReplayStoreError, TumblerError
-from tumbler.replay import MemoryReplayCache, SqliteReplayCache, open_replay_cache
 
 D1 = "a" * 64
 D2 = "b" * 64

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tumbler.sequence import SequenceDoor, SequenceMatcher
-from tumbler.sources.events import ConnectionAttempt
+from tumbler.decisions.sequence import SequenceDoor, SequenceMatcher
+from tumbler.events import ConnectionAttempt
 
 PROTOS = ("tcp", "udp")
 PORTS = st.integers(min_value=1, max_value=12)  # a small alphabet, so steps recur often

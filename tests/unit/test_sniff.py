@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tumbler import sniff
-from tumbler.protocol import knock_digest, make_knock
+from tumbler.audit import sniff
+from tumbler.protocols.tumbler1 import knock_digest, make_knock
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SECRET = "open-pAsSwOrD"

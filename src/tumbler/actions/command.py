@@ -12,8 +12,8 @@ import logging
 import os
 import signal
 
-from tumbler.config import DOOR_NAME
-from tumbler.protocol import normalize_address
+from tumbler.config.daemon import DOOR_NAME
+from tumbler.protocols.tumbler1 import normalize_address
 
 OUTPUT_LIMIT = 4096
 

@@ -45,8 +45,8 @@ from struct import error as struct_error
 from typing import IO, Any, BinaryIO
 
 from tumbler.errors import MalformedDatagram, TumblerError
-from tumbler.protocol import DEFAULT_PORT, knock_digest, minute_stamp, normalize_address
-from tumbler.protocol import parse_datagram as _parse_datagram
+from tumbler.protocols.tumbler1 import DEFAULT_PORT, knock_digest, minute_stamp, normalize_address
+from tumbler.protocols.tumbler1 import parse_datagram as _parse_datagram
 
 JSON_VERSION = 1
 DEFAULT_WINDOW = 10

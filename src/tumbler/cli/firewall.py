@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TextIO
 
+from tumbler.actions.firewall.base import FirewallBackend, OpenEntry
 from tumbler.errors import FirewallError
-from tumbler.firewall.base import FirewallBackend, OpenEntry
 
 ACTIONS = ("init", "list", "flush")
 

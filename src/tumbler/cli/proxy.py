@@ -1,8 +1,8 @@
 """`tumbler open NAME` and `tumbler ssh-proxy HOST PORT`: the argparse front-ends.
 
 Both knock, then wait for a TCP port to answer, knocking again with a neighbouring
-minute when it does not (see `tumbler.sshproxy`). They live apart from `client.py`
-so that the plain knock stays small; `client.py` loads this module only when asked.
+minute when it does not (see `tumbler.client.sshproxy`). They live apart from `cli.tumbler`
+so that the plain knock stays small; `cli.tumbler` loads this module only when asked.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from tumbler import knock, profiles, protocol, sshproxy
-from tumbler.client import (
+from tumbler.cli.tumbler import (
     EXIT_OK,
     _add_family,
     _guard,
@@ -26,8 +25,10 @@ from tumbler.client import (
     _Parser,
     _warn,
 )
-from tumbler.config import parse_duration
+from tumbler.client import knock, profiles, sshproxy
+from tumbler.config.daemon import parse_duration
 from tumbler.errors import ConfigError
+from tumbler.protocols import tumbler1 as protocol
 
 
 def _seconds(text: str) -> float:

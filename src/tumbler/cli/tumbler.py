@@ -1,8 +1,8 @@
-"""The `tumbler` command: a thin argparse front-end over `tumbler.knock`.
+"""The `tumbler` command: a thin argparse front-end over `tumbler.client.knock`.
 
 `tumbler --open URL` is the article's client. Subcommands (`tumbler knock`,
 `tumbler sniff`, `tumbler open NAME` and `tumbler ssh-proxy`, the last two in
-`proxy_cli`) are dispatched on the first argument through COMMANDS, so the legacy
+`cli.proxy`) are dispatched on the first argument through COMMANDS, so the legacy
 form keeps working unchanged.
 Errors are one line on stderr, `tumbler: error: ...`, with exit status 2 for bad
 input and 1 for failures at run time; a secret is never printed.
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NoReturn
 
-from tumbler import __version__, knock
+from tumbler import __version__
+from tumbler.client import knock
 from tumbler.errors import ConfigError, TumblerError
 
 EXIT_OK = 0
@@ -333,13 +334,13 @@ def _load_knock() -> Handler | None:
 
 
 def _load_open() -> Handler | None:
-    from tumbler import proxy_cli
+    from tumbler.cli import proxy as proxy_cli
 
     return proxy_cli.open_main
 
 
 def _load_ssh_proxy() -> Handler | None:
-    from tumbler import proxy_cli
+    from tumbler.cli import proxy as proxy_cli
 
     return proxy_cli.ssh_proxy_main
 
@@ -347,9 +348,9 @@ def _load_ssh_proxy() -> Handler | None:
 def _load_sniff() -> Handler | None:
     """Imported only when asked for: it is another module's, with optional extras."""
     try:
-        sniff = importlib.import_module("tumbler.sniff")
+        sniff = importlib.import_module("tumbler.audit.sniff")
     except ModuleNotFoundError as exc:
-        if exc.name != "tumbler.sniff":
+        if exc.name != "tumbler.audit.sniff":
             raise
         return None
     main: Handler = sniff.main

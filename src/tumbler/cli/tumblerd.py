@@ -12,16 +12,17 @@ import sys
 import time
 from collections.abc import Sequence
 
-from tumbler import __version__, sdnotify
-from tumbler.config import (
+from tumbler import __version__
+from tumbler.cli.logfmt import JournalFormatter, stderr_is_journal
+from tumbler.config.daemon import (
     FIREWALLS,
     Config,
     default_control_path,
     default_state_dir,
     load_config,
 )
+from tumbler.daemon import sdnotify
 from tumbler.errors import ConfigError, TumblerError
-from tumbler.logfmt import JournalFormatter, stderr_is_journal
 
 DEFAULT_CONFIG = "/etc/tumbler/tumblerd.conf"
 
@@ -149,7 +150,7 @@ def _config_for(args: argparse.Namespace) -> Config:
 
 
 def _serve(args: argparse.Namespace, config: Config) -> int:
-    from tumbler.daemon import Daemon
+    from tumbler.daemon.wiring import Daemon
 
     try:
         setup_logging(config.log, args.verbose)
@@ -176,8 +177,8 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def _firewall(args: argparse.Namespace, config: Config) -> int:
-    from tumbler.firewall import get_backend, resolve_name
-    from tumbler.firewall.cli import firewall_command
+    from tumbler.actions.firewall import get_backend, resolve_name
+    from tumbler.cli.firewall import firewall_command
 
     name = resolve_name(args.backend or config.firewall)
     # Doors that fill an administrator's nftables set (`set = ...`): list and flush
@@ -192,7 +193,7 @@ def _when(epoch: float) -> str:
 
 
 def _status(args: argparse.Namespace, config: Config) -> int:
-    from tumbler.control import request
+    from tumbler.daemon.control import request
 
     answer = request(config.control, {"command": "status"})
     if args.json:
@@ -218,7 +219,7 @@ def _status(args: argparse.Namespace, config: Config) -> int:
 
 
 def _close(args: argparse.Namespace, config: Config) -> int:
-    from tumbler.control import request
+    from tumbler.daemon.control import request
 
     answer = request(config.control, {"command": "close", "address": args.address})
     closed = answer["closed"]
@@ -232,7 +233,7 @@ def _close(args: argparse.Namespace, config: Config) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
-        from tumbler.demo import main as demo
+        from tumbler.lab.demo import main as demo
 
         return demo()
     if args.port is not None and not 1 <= args.port <= 65535:

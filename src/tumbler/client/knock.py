@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
 
-from tumbler import protocol
 from tumbler.errors import TumblerError
 from tumbler.ports import PortSpec, parse_port_spec
+from tumbler.protocols import tumbler1 as protocol
 
 SCHEME = "tumbler"
 SECRET_ENV = "TUMBLER_SECRET"  # noqa: S105 (a variable name, not a secret)

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from tumbler import knock
-from tumbler.config import parse_duration
+from tumbler.client import knock
+from tumbler.config.daemon import parse_duration
+from tumbler.config.inifile import NAME, NAME_RULE, Section, read_sections
 from tumbler.errors import ConfigError
-from tumbler.inifile import NAME, NAME_RULE, Section, read_sections
 
 PROFILES_ENV = "TUMBLER_PROFILES"
 DEFAULT_WAIT_TIMEOUT = 10.0

@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from tumbler import protocol
-from tumbler.knock import SockAddr
+from tumbler.client.knock import SockAddr
+from tumbler.protocols import tumbler1 as protocol
 
 # The minutes a retry may use, in order. The daemon's default window is 1 (previous,
 # current and next minute); the next minute comes first because it stays valid longest.

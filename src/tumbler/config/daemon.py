@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
+from tumbler.config.inifile import NAME, NAME_RULE, Section, read_sections
+from tumbler.decisions.sequence import SequenceDoor
 from tumbler.errors import ConfigError
-from tumbler.inifile import NAME, NAME_RULE, Section, read_sections
 from tumbler.ports import PortSpec, parse_port_list
-from tumbler.protocol import DEFAULT_PORT, normalize_address
-from tumbler.sequence import SequenceDoor
+from tumbler.protocols.tumbler1 import DEFAULT_PORT, normalize_address
 
 DOOR_NAME = NAME
 FIREWALLS = ("auto", "nftables", "iptables", "iptables-nft", "iptables-legacy")

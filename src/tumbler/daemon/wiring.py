@@ -21,10 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tumbler import command as door_command
-from tumbler import sdnotify
-from tumbler.config import Config, Door, load_config
-from tumbler.control import ControlServer
+from tumbler.actions import command as door_command
+from tumbler.config.daemon import Config, Door, load_config
+from tumbler.daemon import sdnotify
+from tumbler.daemon.control import ControlServer
+from tumbler.daemon.stats import Stats
+from tumbler.decisions.replay.local import ReplayCache, open_replay_cache
+from tumbler.decisions.sequence import SequenceDoor, SequenceMatcher
+from tumbler.decisions.verifier import Verifier
 from tumbler.errors import (
     ConfigError,
     FirewallError,
@@ -32,15 +36,11 @@ from tumbler.errors import (
     ReplayStoreError,
     TumblerError,
 )
-from tumbler.protocol import MAX_DATAGRAM, normalize_address, parse_datagram
-from tumbler.replay import ReplayCache, open_replay_cache
-from tumbler.sequence import SequenceDoor, SequenceMatcher
-from tumbler.sources.events import ConnectionAttempt
-from tumbler.stats import Stats
-from tumbler.verifier import Verifier
+from tumbler.events import ConnectionAttempt
+from tumbler.protocols.tumbler1 import MAX_DATAGRAM, normalize_address, parse_datagram
 
 if TYPE_CHECKING:  # imported when used: a daemon without firewall doors never loads them
-    from tumbler.firewall import FirewallBackend, OpenEntry
+    from tumbler.actions.firewall import FirewallBackend, OpenEntry
     from tumbler.sources.nflog import NflogReader
 
 log = logging.getLogger("tumblerd")
@@ -294,7 +294,7 @@ class Daemon:
         key = (door.firewall, door.set)
         backend = self._backends.get(key)
         if backend is None:
-            from tumbler.firewall import get_backend
+            from tumbler.actions.firewall import get_backend
 
             backend = get_backend(
                 door.firewall, state_path=self.runtime.config.state, set_name=door.set

@@ -1,1 +1,1 @@
-"""Deciding what a knock means: which door (verifier), claimed once (replay), in order (sequence)."""
+"""Deciding what a knock means: which door (verifier), claimed once (replay), in sequence."""

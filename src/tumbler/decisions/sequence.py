@@ -18,8 +18,8 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from tumbler.events import ConnectionAttempt
 from tumbler.ports import PROTOCOLS, PortSpec
-from tumbler.sources.events import ConnectionAttempt
 
 Step = tuple[str, int]
 

@@ -18,8 +18,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tumbler.config import Door
-from tumbler.protocol import stamp_for_minute
+from tumbler.config.daemon import Door
+from tumbler.protocols.tumbler1 import stamp_for_minute
 
 # Total expected digests kept across all cached sources; bounds memory whatever the door count.
 # A cached digest costs about 85 bytes (an 8-byte blinded key and a shared index in a dict);

@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from tumbler.lab import Lab, Namespace, Topology, can_connect, unavailable_reason
-from tumbler.protocol import DEFAULT_PORT, make_knock
+from tumbler.lab.netns import Lab, Namespace, Topology, can_connect, unavailable_reason
+from tumbler.protocols.tumbler1 import DEFAULT_PORT, make_knock
 
 PYTHON = sys.executable
 SERVICE_PORT = 22
@@ -77,7 +77,7 @@ def run_lab(demo: Demo, folder: Path) -> None:
     """The real thing: namespaces, a default-closed server, a knock, a connection."""
     secret = secrets.token_urlsafe(12)
     config = _config(folder, secret, f"[door-ssh]\n   open = tcp/{SERVICE_PORT}\n   timeout = 30\n")
-    tumblerd = [PYTHON, "-m", "tumbler.daemon_cli", "--config", str(config)]
+    tumblerd = [PYTHON, "-m", "tumbler.cli.tumblerd", "--config", str(config)]
     lab = Lab("tmbdemo")
     try:
         topo: Topology = lab.topology()
@@ -150,7 +150,7 @@ def run_loopback(demo: Demo, folder: Path) -> None:
     )
     config.write_text(text)
     daemon = subprocess.Popen(
-        [PYTHON, "-m", "tumbler.daemon_cli", "--config", str(config)],
+        [PYTHON, "-m", "tumbler.cli.tumblerd", "--config", str(config)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tumbler.firewall.runner import Runner
+from tumbler.actions.firewall.runner import Runner
 
 SUBNET4 = "10.213.0"
 SUBNET6 = "fd00:213::"

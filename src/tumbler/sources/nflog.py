@@ -25,10 +25,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from tumbler.actions.firewall.runner import Runner
 from tumbler.errors import TumblerError
-from tumbler.firewall.runner import Runner
+from tumbler.events import PORT_UNSEEN, ConnectionAttempt, canonical_address
 from tumbler.ports import PortSpec
-from tumbler.sources.events import PORT_UNSEEN, ConnectionAttempt, canonical_address
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_ULOG = 4

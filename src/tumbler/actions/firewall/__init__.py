@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from tumbler.actions.firewall.base import FirewallBackend, OpenEntry
+from tumbler.actions.firewall.iptables import (
+    IptablesBackend,
+    IptablesLegacyBackend,
+    IptablesNftBackend,
+)
+from tumbler.actions.firewall.nftables import NftablesBackend
+from tumbler.actions.firewall.runner import CommandError, CommandResult, Runner
 from tumbler.errors import FirewallError
-from tumbler.firewall.base import FirewallBackend, OpenEntry
-from tumbler.firewall.iptables import IptablesBackend, IptablesLegacyBackend, IptablesNftBackend
-from tumbler.firewall.nftables import NftablesBackend
-from tumbler.firewall.runner import CommandError, CommandResult, Runner
 
 __all__ = [
     "BACKENDS",

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+from tumbler.actions.firewall.runner import Runner
 from tumbler.errors import FirewallError
-from tumbler.firewall.runner import Runner
 from tumbler.ports import PortSpec
 
 # A door name ends up inside rule comments (`tumbler:<door>:<expiry>`) and nft

@@ -32,8 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tumbler.errors import FirewallError
-from tumbler.firewall.base import (
+from tumbler.actions.firewall.base import (
     COMMENT_PREFIX,
     KNOCK_BURST,
     KNOCK_RATE,
@@ -43,7 +42,8 @@ from tumbler.firewall.base import (
     normalise_address,
     timeout_seconds,
 )
-from tumbler.firewall.runner import Runner
+from tumbler.actions.firewall.runner import Runner
+from tumbler.errors import FirewallError
 from tumbler.ports import PortSpec
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import os
 import threading
 from collections.abc import Sequence
 
-from tumbler.firewall.runner import CommandError, CommandResult, Runner, describe_failure
+from tumbler.actions.firewall.runner import CommandError, CommandResult, Runner, describe_failure
 
 LIBRARY = "libnftables.so.1"
 NFT_CTX_DEFAULT = 0

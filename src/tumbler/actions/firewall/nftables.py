@@ -43,8 +43,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tumbler.errors import FirewallError
-from tumbler.firewall.base import (
+from tumbler.actions.firewall.base import (
     COMMENT_PREFIX,
     KNOCK_BURST,
     KNOCK_RATE,
@@ -54,8 +53,9 @@ from tumbler.firewall.base import (
     normalise_address,
     timeout_seconds,
 )
-from tumbler.firewall.libnft import default_runner
-from tumbler.firewall.runner import CommandError, Runner
+from tumbler.actions.firewall.libnft import default_runner
+from tumbler.actions.firewall.runner import CommandError, Runner
+from tumbler.errors import FirewallError
 from tumbler.ports import PortSpec
 
 NFT = "nft"
@@ -235,7 +235,7 @@ class NftablesBackend(FirewallBackend):
         """`set_name` sends every door to an administrator's set, `door_sets` some doors.
 
         Without a runner, changes go through libnftables in-process when it loads (see
-        `tumbler.firewall.libnft`), else through the `nft` program.
+        `tumbler.actions.firewall.libnft`), else through the `nft` program.
         """
         super().__init__(runner if runner is not None else default_runner())
         self.default_set = SetRef.parse(set_name) if set_name else None

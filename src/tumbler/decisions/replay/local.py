@@ -121,7 +121,7 @@ def open_replay_cache(spec: str, state_path: str, fallback: str | None = None) -
     if spec == "sqlite":
         return SqliteReplayCache(state_path)
     if spec.startswith(("redis://", "rediss://", "unix://")):
-        from tumbler.replay_redis import RedisReplayCache  # optional extra
+        from tumbler.decisions.replay.redis import RedisReplayCache  # optional extra
 
         local = open_replay_cache(fallback, state_path) if fallback else None
         return RedisReplayCache(spec, fallback=local)
