@@ -39,3 +39,12 @@ def canonical_address(address: str | bytes) -> str | None:
     if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
         return str(parsed.ipv4_mapped)
     return str(parsed)
+
+
+# How the firewall's logging rules mark the attempts they send to an NFLOG group, so that
+# the rules (an action) and the reader (a source) agree without importing each other.
+NFLOG_GROUP = 8675
+NFLOG_PREFIX = "tumbler"
+NFLOG_PREFIX_OVER = "tumbler-over"
+NFLOG_COPY_RANGE = 96
+"""Enough for an IPv6 header, a few extension headers and the TCP flags."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tumbler.decisions.sequence import SequenceDoor, SequenceMatcher
+from tumbler.decisions.sequence import SequenceMatcher
+from tumbler.doors import SequenceDoor
 from tumbler.events import PORT_UNSEEN, ConnectionAttempt
 from tumbler.ports import PortSpec, parse_port_list
 

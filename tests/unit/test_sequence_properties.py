@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tumbler.decisions.sequence import SequenceDoor, SequenceMatcher
+from tumbler.decisions.sequence import SequenceMatcher
+from tumbler.doors import SequenceDoor
 from tumbler.events import ConnectionAttempt
 
 PROTOS = ("tcp", "udp")

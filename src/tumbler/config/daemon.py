@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import cast
 
 from tumbler.config.inifile import NAME, NAME_RULE, Section, read_sections
-from tumbler.decisions.sequence import SequenceDoor
+from tumbler.doors import SequenceDoor
 from tumbler.errors import ConfigError
 from tumbler.ports import PortSpec, parse_port_list
 from tumbler.protocols.tumbler1 import DEFAULT_PORT, normalize_address

@@ -27,8 +27,9 @@ from tumbler.daemon import sdnotify
 from tumbler.daemon.control import ControlServer
 from tumbler.daemon.stats import Stats
 from tumbler.decisions.replay.local import ReplayCache, open_replay_cache
-from tumbler.decisions.sequence import SequenceDoor, SequenceMatcher
+from tumbler.decisions.sequence import SequenceMatcher
 from tumbler.decisions.verifier import Verifier
+from tumbler.doors import SequenceDoor
 from tumbler.errors import (
     ConfigError,
     FirewallError,
@@ -256,10 +257,11 @@ class Daemon:
             self._follower = loop.create_task(self._follow_log(follow(path)))
             log.info("sequence doors: following firewall log %s", path)
             return
+        from tumbler.actions.firewall import seqlog
         from tumbler.sources import nflog
 
         ports = [step for door in config.sequence_doors for step in door.sequence]
-        nflog.install_rules(config.nflog_group, ports)
+        seqlog.install_rules(config.nflog_group, ports)
         self._nflog_rules = True
         self._nflog = nflog.NflogReader(config.nflog_group)
         loop.add_reader(self._nflog.fileno(), self._on_nflog)
@@ -274,10 +276,10 @@ class Daemon:
             self._nflog.close()
             self._nflog = None
         if self._nflog_rules:
-            from tumbler.sources import nflog
+            from tumbler.actions.firewall import seqlog
 
             try:
-                nflog.remove_rules()
+                seqlog.remove_rules()
             except FirewallError as exc:
                 log.error("could not remove the nflog rules: %s", exc)
             self._nflog_rules = False
