@@ -325,17 +325,15 @@ def test_sniff_is_dispatched_lazily(capsys, monkeypatch):
         calls.append(argv)
         return 7
 
-    module = types.ModuleType("tumbler.audit.sniff")
+    module = types.ModuleType("tumbler.cli.sniff")
     module.main = fake_main  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tumbler.audit.sniff", module)
+    monkeypatch.setitem(sys.modules, "tumbler.cli.sniff", module)
     assert client.main(["sniff", "--json", "capture.pcap"]) == 7
     assert calls == [["--json", "capture.pcap"]]
 
 
 def test_sniff_missing_is_one_line(capsys, monkeypatch):
-    monkeypatch.setitem(
-        sys.modules, "tumbler.audit.sniff", None
-    )  # import raises ModuleNotFoundError
+    monkeypatch.setitem(sys.modules, "tumbler.cli.sniff", None)  # import raises ModuleNotFoundError
     status, _, err = run(capsys, "sniff")
     assert status == 1
     assert_one_line_error(err)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tumbler.decisions.replay.local import MemoryReplayCache, SqliteReplayCache, open_replay_cache
+from tumbler.decisions.replay import open_replay_cache
+from tumbler.decisions.replay.local import MemoryReplayCache, SqliteReplayCache
 from tumbler.errors import ReplayStoreError, TumblerError
 
 D1 = "a" * 64

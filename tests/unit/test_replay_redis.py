@@ -10,7 +10,8 @@ import time
 import pytest
 import redis
 
-from tumbler.decisions.replay.local import MemoryReplayCache, open_replay_cache
+from tumbler.decisions.replay import open_replay_cache
+from tumbler.decisions.replay.local import MemoryReplayCache
 from tumbler.decisions.replay.redis import RedisReplayCache, redact_url
 from tumbler.errors import ReplayStoreError
 

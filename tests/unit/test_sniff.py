@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tumbler.audit import sniff
+from tumbler.cli import sniff as sniff_cli
 from tumbler.protocols.tumbler1 import knock_digest, make_knock
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -53,7 +54,7 @@ def ports(report: sniff.Report) -> list[tuple[str, str, int]]:
 
 
 def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = sniff.main(argv)
+    code = sniff_cli.main(argv)
     out, err = capsys.readouterr()
     return code, out, err
 

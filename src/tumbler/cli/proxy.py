@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from tumbler.cli.tumbler import (
+from tumbler.cli.common import (
     EXIT_OK,
-    _add_family,
-    _guard,
-    _parse,
-    _Parser,
-    _warn,
+    Parser,
+    add_family,
+    guard,
+    parse,
+    warn,
 )
 from tumbler.client import knock, profiles, sshproxy
 from tumbler.config.daemon import parse_duration
@@ -58,7 +58,7 @@ def _load_profiles(given: str | None, *, required: bool) -> profiles.Profiles | 
         raise ConfigError("no profile file here; create it (see tumbler open --help)", str(path))
     loaded = profiles.load_profiles(path)
     for warning in loaded.warnings:
-        _warn(warning)
+        warn(warning)
     return loaded
 
 
@@ -75,7 +75,7 @@ def _secret(
     environ = os.environ if environ is None else environ
     if secret_file is None and knock.SECRET_ENV not in environ and profile is not None:
         secret_file = profile.secret_file
-    return knock.resolve_secret(url, secret_file=secret_file, environ=environ, warn=_warn)
+    return knock.resolve_secret(url, secret_file=secret_file, environ=environ, warn=warn)
 
 
 def _host_url(host: str) -> knock.KnockURL:
@@ -172,8 +172,8 @@ exit status: 0 knocked (and the port answers), 1 it never answered or a failure,
 2 bad usage or profile file."""
 
 
-def _open_parser() -> _Parser:
-    parser = _Parser(
+def _open_parser() -> Parser:
+    parser = Parser(
         prog="tumbler open",
         description=OPEN_DESCRIPTION,
         epilog=OPEN_EPILOG,
@@ -197,7 +197,7 @@ def _narrator(prog: str, enabled: bool) -> Callable[[str], None]:
 
 def open_main(argv: Sequence[str]) -> int:
     """`tumbler open NAME`: knock with a profile, then wait for its port."""
-    parsed = _parse(_open_parser(), argv)
+    parsed = parse(_open_parser(), argv)
     if isinstance(parsed, int):
         return parsed
     args = parsed
@@ -245,7 +245,7 @@ def open_main(argv: Sequence[str]) -> int:
         )
         return EXIT_OK
 
-    return _guard(run)
+    return guard(run)
 
 
 # --- tumbler ssh-proxy HOST PORT ----------------------------------------------------------
@@ -275,8 +275,8 @@ exit status: 0 the connection ended, 1 the port never answered or a failure,
 2 bad usage or profile file."""
 
 
-def _proxy_parser() -> _Parser:
-    parser = _Parser(
+def _proxy_parser() -> Parser:
+    parser = Parser(
         prog="tumbler ssh-proxy",
         description=PROXY_DESCRIPTION,
         epilog=PROXY_EPILOG,
@@ -288,7 +288,7 @@ def _proxy_parser() -> _Parser:
     parser.add_argument("--url", metavar="URL", help="knock on this door instead")
     parser.add_argument("--secret-file", metavar="FILE", help="the secret's file")
     parser.add_argument("--from", dest="source", metavar="ADDR", help="the address to knock as")
-    _add_family(parser)
+    add_family(parser)
     parser.add_argument(
         "--wait-timeout",
         type=_seconds,
@@ -308,7 +308,7 @@ def _proxy_parser() -> _Parser:
 
 def ssh_proxy_main(argv: Sequence[str]) -> int:
     """`tumbler ssh-proxy HOST PORT`: knock, connect, relay."""
-    parsed = _parse(_proxy_parser(), argv)
+    parsed = parse(_proxy_parser(), argv)
     if isinstance(parsed, int):
         return parsed
     args = parsed
@@ -365,4 +365,4 @@ def ssh_proxy_main(argv: Sequence[str]) -> int:
         log("connection closed")
         return EXIT_OK
 
-    return _guard(run)
+    return guard(run)

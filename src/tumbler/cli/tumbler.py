@@ -12,74 +12,24 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import re
-import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NoReturn
 
 from tumbler import __version__
+from tumbler.cli.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    Handler,
+    Parser,
+    add_family,
+    error,
+    guard,
+    parse,
+    warn,
+)
 from tumbler.client import knock
-from tumbler.errors import ConfigError, TumblerError
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-Handler = Callable[[list[str]], int]
-
-# A secret typed into a URL where an option was expected must not come back in an error.
-_URL_SECRET = re.compile(r"(tumbler://)[^/?#\s]*@", re.IGNORECASE)
-
-
-def _redact(text: str) -> str:
-    return _URL_SECRET.sub(r"\1***@", text)
-
-
-def _error(message: str) -> None:
-    print(f"tumbler: error: {message}", file=sys.stderr)
-
-
-def _warn(message: str) -> None:
-    print(f"tumbler: warning: {message}", file=sys.stderr)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error (no usage dump) that never echoes a URL secret."""
-
-    def error(self, message: str) -> NoReturn:
-        # argparse quotes the user's arguments back; the library's messages never do.
-        _error(f"{_redact(message)} (see {self.prog} --help)")
-        raise SystemExit(EXIT_USAGE)
-
-
-def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace | int:
-    """Parse, turning --help/--version/usage exits into a status instead of SystemExit."""
-    try:
-        return parser.parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-
-
-def _guard(body: Callable[[], int]) -> int:
-    """Run a command, mapping the library's errors to one line and an exit status."""
-    try:
-        return body()
-    except (knock.KnockUsageError, ConfigError) as exc:
-        _error(str(exc))
-        return EXIT_USAGE
-    except TumblerError as exc:
-        _error(str(exc))
-        return EXIT_FAILURE
-    except OSError as exc:
-        _error(exc.strerror or str(exc))
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        print(file=sys.stderr)
-        return EXIT_INTERRUPTED
 
 
 def _time(text: str) -> datetime:
@@ -99,21 +49,6 @@ def _delay(text: str) -> float:
     if not 0 <= value <= 60_000:
         raise argparse.ArgumentTypeError(f"{text!r} is not a delay from 0 to 60000 ms")
     return value / 1000
-
-
-def _add_family(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument(
-        "-4",
-        dest="family",
-        action="store_const",
-        const=socket.AF_INET,
-        default=0,
-        help="use IPv4 only",
-    )
-    group.add_argument(
-        "-6", dest="family", action="store_const", const=socket.AF_INET6, help="use IPv6 only"
-    )
 
 
 # --- tumbler --open URL ------------------------------------------------------------------
@@ -156,8 +91,8 @@ examples:
 exit status: 0 knock sent, 1 failure (name, network, file), 2 bad usage (URL, secret)."""
 
 
-def _open_parser() -> _Parser:
-    parser = _Parser(
+def _open_parser() -> Parser:
+    parser = Parser(
         prog="tumbler",
         usage=OPEN_USAGE,
         description=OPEN_DESCRIPTION,
@@ -175,7 +110,7 @@ def _open_parser() -> _Parser:
         metavar="ADDR",
         help="put ADDR into the knock instead of the local address (client behind NAT)",
     )
-    _add_family(parser)
+    add_family(parser)
     parser.add_argument(
         "--dry-run",
         action="store_true",
@@ -208,7 +143,7 @@ def describe(result: knock.KnockResult, secret_origin: str) -> str:
 
 def open_main(argv: Sequence[str]) -> int:
     """`tumbler [--open] URL ...`: send one Tumbler knock."""
-    parsed = _parse(_open_parser(), argv)
+    parsed = parse(_open_parser(), argv)
     if isinstance(parsed, int):
         return parsed
     args = parsed
@@ -225,7 +160,7 @@ def open_main(argv: Sequence[str]) -> int:
         url = knock.parse_url(text)
         source = knock.normalize_source(args.source) if args.source is not None else None
         knock.resolve(url.host, url.port, family=args.family)  # fail before asking
-        secret = knock.resolve_secret(url, secret_file=args.secret_file, warn=_warn)
+        secret = knock.resolve_secret(url, secret_file=args.secret_file, warn=warn)
         result = knock.knock_url(
             url,
             secret.value,
@@ -241,7 +176,7 @@ def open_main(argv: Sequence[str]) -> int:
             print(describe(result, secret.origin), file=sys.stderr)
         return EXIT_OK
 
-    return _guard(run)
+    return guard(run)
 
 
 # --- tumbler knock HOST PORT ... ---------------------------------------------------------
@@ -264,8 +199,8 @@ examples:
   tumbler knock -6 fd00::1 42 196 69"""
 
 
-def _knock_parser() -> _Parser:
-    parser = _Parser(
+def _knock_parser() -> Parser:
+    parser = Parser(
         prog="tumbler knock",
         description=KNOCK_DESCRIPTION,
         epilog=KNOCK_EPILOG,
@@ -273,7 +208,7 @@ def _knock_parser() -> _Parser:
     )
     parser.add_argument("host", metavar="HOST", help="name or address to knock on")
     parser.add_argument("ports", nargs="+", metavar="PORT", help="the sequence, in order")
-    _add_family(parser)
+    add_family(parser)
     parser.add_argument(
         "-u", "--udp", action="store_true", help="bare port numbers mean UDP, not TCP"
     )
@@ -293,7 +228,7 @@ def _knock_parser() -> _Parser:
 
 def knock_main(argv: Sequence[str]) -> int:
     """`tumbler knock HOST PORT [PORT ...]`: send a classic sequence."""
-    parsed = _parse(_knock_parser(), argv)
+    parsed = parse(_knock_parser(), argv)
     if isinstance(parsed, int):
         return parsed
     args = parsed
@@ -323,7 +258,7 @@ def knock_main(argv: Sequence[str]) -> int:
         )
         return EXIT_OK
 
-    return _guard(run)
+    return guard(run)
 
 
 # --- dispatch ----------------------------------------------------------------------------
@@ -348,9 +283,9 @@ def _load_ssh_proxy() -> Handler | None:
 def _load_sniff() -> Handler | None:
     """Imported only when asked for: it is another module's, with optional extras."""
     try:
-        sniff = importlib.import_module("tumbler.audit.sniff")
+        sniff = importlib.import_module("tumbler.cli.sniff")
     except ModuleNotFoundError as exc:
-        if exc.name != "tumbler.audit.sniff":
+        if exc.name not in ("tumbler.cli.sniff", "tumbler.audit.sniff"):
             raise
         return None
     main: Handler = sniff.main
@@ -379,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] in COMMANDS:
         handler = COMMANDS[args[0]].load()
         if handler is None:
-            _error(f"'{args[0]}' is not available in this installation")
+            error(f"'{args[0]}' is not available in this installation")
             return EXIT_FAILURE
         return handler(args[1:])
     return open_main(args)

@@ -26,7 +26,7 @@ from tumbler.config.daemon import Config, Door, load_config
 from tumbler.daemon import sdnotify
 from tumbler.daemon.control import ControlServer
 from tumbler.daemon.stats import Stats
-from tumbler.decisions.replay.local import ReplayCache, open_replay_cache
+from tumbler.decisions.replay import ReplayCache, open_replay_cache
 from tumbler.decisions.sequence import SequenceMatcher
 from tumbler.decisions.verifier import Verifier
 from tumbler.doors import SequenceDoor

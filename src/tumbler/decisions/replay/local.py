@@ -1,8 +1,4 @@
-"""Replay caches: an accepted digest is claimed once and refused while it could still be valid.
-
-Stores are chosen by name (`sqlite`, `memory`, `redis://...`). `claim` must be atomic: two
-daemons, or two datagrams racing, can never both win the same digest.
-"""
+"""The replay stores of one host: in memory, or in SQLite so that a restart remembers."""
 
 from __future__ import annotations
 
@@ -10,25 +6,8 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Protocol
 
 from tumbler.errors import ReplayStoreError
-
-
-class ReplayCache(Protocol):
-    """What the daemon needs of a replay store."""
-
-    name: str
-
-    def claim(self, digest: str, expires: float) -> bool:
-        """Record `digest` until epoch `expires`; False if it was already claimed."""
-        ...
-
-    def prune(self, now: float) -> int:
-        """Forget claims that expired before `now`; return how many."""
-        ...
-
-    def close(self) -> None: ...
 
 
 class MemoryReplayCache:
@@ -112,17 +91,3 @@ class SqliteReplayCache:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-
-def open_replay_cache(spec: str, state_path: str, fallback: str | None = None) -> ReplayCache:
-    """The store a config's `replay` key names."""
-    if spec == "memory":
-        return MemoryReplayCache()
-    if spec == "sqlite":
-        return SqliteReplayCache(state_path)
-    if spec.startswith(("redis://", "rediss://", "unix://")):
-        from tumbler.decisions.replay.redis import RedisReplayCache  # optional extra
-
-        local = open_replay_cache(fallback, state_path) if fallback else None
-        return RedisReplayCache(spec, fallback=local)
-    raise ReplayStoreError(f"unknown replay store {spec!r}")

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 from tumbler.errors import ReplayStoreError
 
 if TYPE_CHECKING:
-    from tumbler.decisions.replay.local import ReplayCache
+    from tumbler.decisions.replay.base import ReplayCache
 
 log = logging.getLogger("tumblerd")
 
