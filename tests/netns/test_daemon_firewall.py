@@ -47,9 +47,9 @@ from tests.netns.netns import (
     can_connect,
 )
 from tests.waiting import wait_until
-from tumbler.firewall import BACKENDS as BACKEND_CLASSES
-from tumbler.firewall import IptablesLegacyBackend
-from tumbler.protocol import encode_datagram, knock_digest, minute_stamp
+from tumbler.actions.firewall import BACKENDS as BACKEND_CLASSES
+from tumbler.actions.firewall import IptablesLegacyBackend
+from tumbler.protocols.tumbler1 import encode_datagram, knock_digest, minute_stamp
 
 PORT = 2222
 KNOCK = 8675
@@ -67,7 +67,7 @@ def _script(name: str, module: str) -> list[str]:
 
 
 TUMBLER = _script("tumbler", "tumbler")
-TUMBLERD = _script("tumblerd", "tumbler.daemon_cli")
+TUMBLERD = _script("tumblerd", "tumbler.cli.tumblerd")
 
 
 def _env(**extra: str) -> dict[str, str]:

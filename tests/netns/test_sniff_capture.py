@@ -44,7 +44,7 @@ from tests.netns.netns import (
     stop,
     wait_until,
 )
-from tumbler.protocol import make_knock, parse_datagram
+from tumbler.protocols.tumbler1 import make_knock, parse_datagram
 
 pytestmark = pytest.mark.netns
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tumbler.sources.events import ConnectionAttempt
+from tumbler.events import ConnectionAttempt
 from tumbler.sources.logfile import (
     follow,
     follow_lines,
