@@ -28,6 +28,7 @@ from tumbler.protocol import DEFAULT_PORT, normalize_address
 from tumbler.sequence import SequenceDoor
 
 DOOR_NAME = NAME
+ROOT_CONTROL = "/run/tumbler/control.sock"
 FIREWALLS = ("auto", "nftables", "iptables", "iptables-nft", "iptables-legacy")
 _DURATION = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,6})?)\s*([smh]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
@@ -93,7 +94,7 @@ def default_state_dir() -> Path:
 def default_control_path() -> str:
     """Root's socket lives in /run; anyone else's beside the state."""
     if os.geteuid() == 0:
-        return "/run/tumbler/control.sock"
+        return ROOT_CONTROL
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
         return str(Path(runtime) / "tumbler.sock")
