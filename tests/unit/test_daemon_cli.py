@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tumbler import daemon_cli
-from tumbler.config import Config, default_control_path
+from tumbler.cli import tumblerd as daemon_cli
+from tumbler.config.daemon import Config, default_control_path
 from tumbler.errors import TumblerError
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tumbler.config import parse_config
-from tumbler.profiles import parse_profiles
+from tumbler.client.profiles import parse_profiles
+from tumbler.config.daemon import parse_config
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 _FILLER_DOOR = "[door-readme-filler]\n   secret = filler-only-for-the-test\n   command = true\n"
