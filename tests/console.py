@@ -79,3 +79,15 @@ def firewall_actions() -> list[str]:
     found = re.match(r"\s+\{([a-z,-]+)\}", block[0])
     assert found, f"tumblerd firewall --help shows no {{actions}}: {block}"
     return found.group(1).split(",")
+
+
+def declared_options(text: str) -> set[str]:
+    """The long options a --help declares (its options: block), not those its prose names."""
+    return long_options("\n".join(_block(text, "options:")))
+
+
+def choices_of(text: str, option: str) -> list[str]:
+    """The {a,b,c} choices that a --help's usage gives for `option`."""
+    found = re.search(rf"{re.escape(option)} \{{([a-z0-9,-]+)\}}", text)
+    assert found, f"no choices for {option}"
+    return found.group(1).split(",")
