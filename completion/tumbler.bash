@@ -46,6 +46,8 @@ _tumbler_profiles() {
     if ! file=$(_tumbler_option_value --profiles); then
         file=${TUMBLER_PROFILES:-${XDG_CONFIG_HOME:-$HOME/.config}/tumbler/hosts.conf}
     fi
+    # A literal ~/ typed on the line (bash does not expand it inside a word being completed).
+    # shellcheck disable=SC2088
     [[ $file == "~/"* ]] && file=$HOME/${file#"~/"}
     [[ -r $file ]] || return 0
     sed -n 's/^[[:space:]]*\[host-\([A-Za-z0-9][A-Za-z0-9_.-]*\)\][[:space:]]*$/\1/p' -- "$file"

@@ -24,8 +24,8 @@ sys.exit(point.load()())
 _LONG = re.compile(r"(?:^|[\s,\[|])(--[a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
 
 
-def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """`NAME ARGS` through this interpreter's entry point; it must exit 0."""
+def run_script(name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`NAME ARGS` through this interpreter's entry point; with `check`, it must exit 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUMBLER_")}
     env["COLUMNS"] = "100"
     proc = subprocess.run(
@@ -35,7 +35,7 @@ def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         env=env,
     )
-    assert proc.returncode == 0, (name, args, proc.stderr)
+    assert not check or proc.returncode == 0, (name, args, proc.stderr)
     return proc
 
 

@@ -19,12 +19,13 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.netns.netns import Topology, reach, stop
+from tests.packaging import uncomment_door
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,9 +52,9 @@ def _env() -> dict[str, str]:
 
 
 @contextmanager
-def dpkg_lock() -> Iterator[None]:
-    """Hold dpkg's front-end lock (waiting for apt or dpkg elsewhere to finish)."""
-    with open("/var/lib/dpkg/lock-frontend", "w") as lock:
+def locked(path: str, what: str, timeout: float) -> Iterator[None]:
+    """Hold an fcntl lock on `path`, waiting for whoever holds it now."""
+    with open(path, "a") as lock:
 
         def taken() -> bool:
             try:
@@ -62,11 +63,16 @@ def dpkg_lock() -> Iterator[None]:
                 return False
             return True
 
-        wait_until(taken, "dpkg's front-end lock", 900)
+        wait_until(taken, what, timeout)
         try:
             yield
         finally:
             fcntl.lockf(lock, fcntl.LOCK_UN)
+
+
+def dpkg_lock() -> AbstractContextManager[None]:
+    """dpkg's front-end lock, taken the way apt takes it (apt or dpkg elsewhere is waited for)."""
+    return locked("/var/lib/dpkg/lock-frontend", "dpkg's front-end lock", 900)
 
 
 def dpkg(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -138,30 +144,20 @@ def ruleset() -> str:
     return subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
 
 
-def uncomment_door(example: str, name: str) -> str:
-    """The example config with the commented-out `[door-NAME]` block enabled."""
-    lines = example.splitlines()
-    start = lines.index(f"# [door-{name}]")
-    for i in range(start, len(lines)):
-        if not lines[i].startswith("#"):
-            break
-        lines[i] = lines[i][1:].removeprefix(" ") if i == start else lines[i][1:]
-    return "\n".join(lines) + "\n"
-
-
 def test_install_use_and_purge(deb: Path, topology: Topology, tmp_path: Path) -> None:
     paths = contents(deb)
-    before = existing(paths + MADE)
-    firewall_before = ruleset()
-    with install(deb):
-        check_installed(paths)
-        check_example_config(tmp_path)
-        knock_through_installed_binaries(topology, tmp_path)
-        assert ruleset() == firewall_before, "installing or using the package changed the firewall"
-    assert not installed()
-    left = existing(paths + MADE) - before
-    assert not left, f"left after purge: {sorted(left)}"
-    assert ruleset() == firewall_before, "purging the package changed the firewall"
+    with one_at_a_time():
+        before = existing(paths + MADE)
+        firewall_before = ruleset()
+        with install(deb):
+            check_installed(paths)
+            check_example_config(tmp_path)
+            knock_through_installed_binaries(topology, tmp_path)
+            assert ruleset() == firewall_before, "installing or using the package changed it"
+        assert not installed()
+        left = existing(paths + MADE) - before
+        assert not left, f"left after purge: {sorted(left)}"
+        assert ruleset() == firewall_before, "purging the package changed the firewall"
 
 
 @contextmanager
@@ -180,6 +176,13 @@ def install(deb: Path) -> Iterator[None]:
         purge = dpkg("--purge", PACKAGE, check=False)
     assert purge.returncode == 0, purge.stderr
     assert "warning" not in purge.stderr.lower(), purge.stderr
+
+
+@contextmanager
+def one_at_a_time() -> Iterator[None]:
+    """Another run of this test on the machine (another checkout) is waited for, not broken."""
+    with locked("/run/lock/tumbler-deb-package-test", "another run of the package test", 900):
+        yield
 
 
 def check_installed(paths: list[str]) -> None:

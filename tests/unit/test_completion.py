@@ -147,3 +147,13 @@ def test_files_after_file_options(tmp_path: Path) -> None:
     assert complete("tumbler", "--secret-file", f"{tmp_path}/do") == [f"{tmp_path}/door.secret"]
     assert complete("tumblerd", "--config", f"{tmp_path}/tu") == [f"{tmp_path}/tumblerd.conf"]
     assert complete("tumbler", "--open", "") == []  # a URL: nothing to guess
+
+
+def test_shellcheck_clean() -> None:
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed; ./dev test installs it as root")
+    proc = subprocess.run(
+        [shellcheck, "--shell=bash", str(SCRIPT)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout
