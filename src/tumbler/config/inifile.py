@@ -1,0 +1,105 @@
+"""The article's config format (Listing Two), read the same way for tumblerd and the client.
+
+    [section-name]
+       key = value        # indentation allowed; '#' and ';' start whole-line comments
+
+Each line is checked on its own and each value parsed by its key's parser, so an error
+names the file and line. No message quotes a value, nor a key that does not look like
+one: a line of a config may be a secret with a typo in it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar, cast
+
+from tumbler.doors import DOOR_NAME, DOOR_NAME_RULE
+from tumbler.errors import ConfigError
+
+# A section's name after its kind, e.g. `ssh` in [door-ssh] or `web1` in [host-web1],
+# follows the door-name rule.
+NAME = DOOR_NAME
+NAME_RULE = DOOR_NAME_RULE
+# Line breaks as an editor counts them (str.splitlines also breaks at \f, \x85, \u2028...).
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_KEY_SHAPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+T = TypeVar("T")
+Parser = Callable[[str], object]
+
+
+@dataclass
+class Section:
+    """One `[header]` and its parsed values, each with the line it came from."""
+
+    name: str
+    line: int
+    values: dict[str, tuple[object, int]] = field(default_factory=dict)
+
+    def get(self, key: str, default: T) -> T:
+        """A parsed value; its type is the one its key's parser returns."""
+        return cast(T, self.values[key][0]) if key in self.values else default
+
+    def line_of(self, key: str) -> int:
+        return self.values[key][1]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.values
+
+
+def read_sections(
+    text: str,
+    path: str,
+    schema: Callable[[str], Mapping[str, Parser] | None],
+    expected: str,
+    strip: Callable[[str], str] = str.strip,
+) -> list[Section]:
+    """Cut `text` into sections of parsed values; raise ConfigError at the first bad line.
+
+    `schema(header)` gives the parsers of a section's keys, or None for a header that is
+    not allowed; `expected` names the allowed headers in errors; `strip` cleans a line
+    (the client's profiles also cut trailing comments).
+    """
+    sections: list[Section] = []
+    seen: set[str] = set()
+    for number, raw in enumerate(_LINE_BREAK.split(text), start=1):
+        line = strip(raw)
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            if not line.endswith("]"):
+                raise ConfigError(f"bad section header {line!r}", path, number)
+            name = line[1:-1].strip()
+            if schema(name) is None:
+                raise ConfigError(f"unknown section [{name}] (expected {expected})", path, number)
+            if name in seen:
+                raise ConfigError(f"section [{name}] appears twice", path, number)
+            seen.add(name)
+            sections.append(Section(name, number))
+            continue
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise ConfigError("expected 'key = value' or a [section] header", path, number)
+        # A key that does not look like one may be a secret lacking its '=' ('secret aGVs=').
+        shown = repr(key) if _KEY_SHAPE.fullmatch(key) else "(not shown)"
+        if not sections:
+            raise ConfigError(f"key {shown} outside any section", path, number)
+        section = sections[-1]
+        known = schema(section.name) or {}
+        if key not in known:
+            raise ConfigError(
+                f"unknown key {shown} in [{section.name}] (known: {', '.join(sorted(known))})",
+                path,
+                number,
+            )
+        if key in section.values:
+            raise ConfigError(f"key {key!r} given twice in [{section.name}]", path, number)
+        try:
+            section.values[key] = (known[key](value), number)
+        except ValueError as exc:
+            # Parsers never quote a secret: secrets and commands are only checked for emptiness.
+            raise ConfigError(f"{key}: {exc}", path, number) from None
+    return sections
