@@ -17,9 +17,9 @@ import pytest
 
 from tests.integration.daemon import TUMBLERD, Tumblerd, wait_until
 from tests.loopback import HAVE_IPV6
-from tumbler.control import request
-from tumbler.protocol import make_knock
+from tumbler.daemon.control import request
 from tumbler.protocols import tumbler2
+from tumbler.protocols.tumbler1 import make_knock
 
 KEY = bytes(range(32))
 KEY_TEXT = tumbler2.encode_key(KEY)

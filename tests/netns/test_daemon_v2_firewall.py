@@ -11,14 +11,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from tests.netns import test_daemon_firewall as base
 from tests.netns.netns import Namespace, Topology, reach
-from tests.netns.test_daemon_firewall import (  # noqa: F401 - `backend` is a fixture
+from tests.netns.test_daemon_firewall import (
     KNOCK,
     PORT,
     TIMEOUT,
     TUMBLER,
     addresses,
-    backend,
     openings,
     send,
     serve,
@@ -29,6 +29,8 @@ from tumbler.protocols import tumbler2
 KEY = bytes(range(1, 33))
 KEY_TEXT = tumbler2.encode_key(KEY)
 REALM = "lab.example"
+
+backend = base.backend  # each firewall backend in turn, as for v1 doors
 
 
 def door2(name: str, key_text: str = KEY_TEXT, timeout: float = TIMEOUT) -> str:

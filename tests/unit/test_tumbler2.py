@@ -17,8 +17,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tumbler.errors import MalformedDatagram, TumblerError
-from tumbler.protocols.tumbler1 import knock_digest, make_knock, parse_datagram
 from tumbler.protocols import tumbler2
+from tumbler.protocols.tumbler1 import knock_digest, make_knock, parse_datagram
 from tumbler.protocols.tumbler2 import (
     DATAGRAM_LEN,
     MAGIC,
