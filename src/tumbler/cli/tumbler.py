@@ -294,6 +294,12 @@ def _load_ssh_proxy() -> Handler | None:
     return proxy_cli.ssh_proxy_main
 
 
+def _load_keygen() -> Handler | None:
+    from tumbler.cli import keygen
+
+    return keygen.keygen_main
+
+
 def _load_sniff() -> Handler | None:
     """Imported only when asked for: it is another module's, with optional extras."""
     try:
@@ -319,6 +325,9 @@ COMMANDS: dict[str, Command] = {
     "ssh-proxy": Command("ssh ProxyCommand: knock, wait for the port, relay", _load_ssh_proxy),
     "knock": Command("send a classic port-knock sequence (TCP SYNs, UDP)", _load_knock),
     "sniff": Command("audit tcpdump output or a capture: knocks anyone could replay", _load_sniff),
+    "keygen": Command(
+        "make a v2 key: a door stanza for the server, a URL for the client", _load_keygen
+    ),
 }
 
 

@@ -21,13 +21,14 @@ def new_key() -> bytes:
     return secrets.token_bytes(tumbler2.KEY_LEN)
 
 
-def client_url(key: bytes, host: str, port: int | None = None, realm: str = "") -> str:
-    """`tumbler2://KEY@HOST[:PORT]/[?realm=REALM]`; an IPv6 host goes in brackets."""
+def client_url(key: bytes | None, host: str, port: int | None = None, realm: str = "") -> str:
+    """`tumbler2://[KEY@]HOST[:PORT]/[?realm=REALM]`; an IPv6 host goes in brackets."""
     shown = f"[{host}]" if ":" in host else host
     if port is not None:
         shown += f":{port}"
     query = f"?realm={urllib.parse.quote(realm, safe='')}" if realm else ""
-    return f"{SCHEME2}://{tumbler2.encode_key(key)}@{shown}/{query}"
+    userinfo = f"{tumbler2.encode_key(key)}@" if key is not None else ""
+    return f"{SCHEME2}://{userinfo}{shown}/{query}"
 
 
 def door_stanza(key: bytes, door: str, open_spec: str, realm: str = "") -> str:
