@@ -16,6 +16,7 @@ from tumbler.audit.sniff import (
     read_packets,
     report_to_json,
 )
+from tumbler.protocols import tumbler2
 from tumbler.protocols.tumbler1 import DEFAULT_PORT
 
 
@@ -31,13 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Audit a capture for knocks: TCP connection attempts that never got a "
             "SYN-ACK (classic port knocks, which anyone watching can replay) and Tumbler "
-            "datagrams (replays flagged). Reads `tcpdump -n` text or a pcap/pcapng file."
+            "datagrams, v1 and v2 (replays flagged; --secret or --key checks them). Reads "
+            "`tcpdump -n` text or a pcap/pcapng file."
         ),
     )
     p.add_argument("input", nargs="?", default="-", help="capture or tcpdump text (default stdin)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="Tumbler UDP port (8675)")
     p.add_argument("--secret", action="append", default=[], help="a door secret (repeatable)")
     p.add_argument("--secret-file", action="append", default=[], help="file holding a secret")
+    p.add_argument("--key", action="append", default=[], help="a v2 door key (repeatable)")
+    p.add_argument("--key-file", action="append", default=[], help="file holding a v2 key")
+    p.add_argument("--realm", default="", help="the realm v2 knocks were made for")
     p.add_argument(
         "--window", type=int, default=DEFAULT_WINDOW, help="minutes searched either side (10)"
     )
@@ -61,13 +66,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         secrets = [*args.secret, *(_read_secret_file(f) for f in args.secret_file)]
+        keys = [
+            tumbler2.decode_key(k)
+            for k in [*args.key, *(_read_secret_file(f) for f in args.key_file)]
+        ]
+        tumbler2.realm_bytes(args.realm)
         stats = Stats()
         if args.input == "-":
             packets = list(read_packets(sys.stdin.buffer, stats, args.date))
         else:
             with open(args.input, "rb") as f:
                 packets = list(read_packets(f, stats, args.date))
-    except (OSError, SniffError) as exc:
+    except (OSError, SniffError, ValueError) as exc:  # BadKey is a ValueError; never quotes
         print(f"tumbler sniff: {exc}", file=sys.stderr)
         return 2
     report = analyze(
@@ -78,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         window=args.window,
         include_refused=not args.no_refused,
         udp_knocks=args.udp,
+        keys=keys,
+        realm=args.realm,
     )
     try:
         if args.json:
