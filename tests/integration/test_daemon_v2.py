@@ -152,6 +152,12 @@ def test_clock_skew_is_refused_logged_with_the_offset_and_counted(daemon: Tumble
     assert c["clock-skew"] == 3
     assert len([x for x in daemon.log_text().splitlines() if "clock off by" in x]) == 1
     assert daemon.lines() == []
+    last = status(daemon)["last_clock_skew"]
+    assert (last["door"], last["address"]) == ("v2", "127.0.0.1") and last["offset"] < -490
+    text = subprocess.run(
+        [*TUMBLERD, "status", "--config", str(daemon.config)], capture_output=True, text=True
+    ).stdout
+    assert "clock-skew 3" in text and "clock skew: last v2 knock refused for door v2" in text
 
 
 def test_a_door_may_take_both_versions_during_a_migration(daemon: Tumblerd) -> None:
