@@ -17,7 +17,7 @@ import pytest
 
 from tests.integration.daemon import TUMBLERD, Tumblerd, wait_until
 from tests.loopback import HAVE_IPV6
-from tumbler.daemon.control import request
+from tumbler.daemon.control import ControlError, request
 from tumbler.protocols import tumbler2
 from tumbler.protocols.tumbler1 import make_knock
 
@@ -50,7 +50,15 @@ def daemon(tmp_path: Path) -> Iterator[Tumblerd]:
 
 
 def status(daemon: Tumblerd) -> dict:
-    return request(str(daemon.folder / "control.sock"), {"command": "status"})
+    """The daemon's status; its control socket may start listening just after its UDP one."""
+
+    def ask() -> dict | None:
+        try:
+            return request(str(daemon.folder / "control.sock"), {"command": "status"})
+        except ControlError:
+            return None
+
+    return wait_until(ask, what="the control socket to answer")
 
 
 def counters(daemon: Tumblerd) -> dict[str, int]:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemon import Tumblerd, wait_until
+from tests.integration.test_daemon_v2 import status
 from tests.integration.test_fleet_redis import RedisServer, redis_server  # noqa: F401
-from tumbler.daemon.control import request
 from tumbler.protocols import tumbler2
 
 KEY = bytes(range(50, 82))
@@ -44,7 +44,7 @@ def fleet(tmp_path: Path, redis_server: RedisServer) -> Iterator[list[Tumblerd]]
 
 
 def counters(daemon: Tumblerd) -> dict[str, int]:
-    return request(str(daemon.folder / "control.sock"), {"command": "status"})["counters"]
+    return status(daemon)["counters"]
 
 
 def test_a_v2_knock_accepted_by_one_server_is_a_replay_to_the_other(

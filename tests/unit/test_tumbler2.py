@@ -447,3 +447,8 @@ def test_build_parse_verify_round_trip(key, when, nonce, address, realm):
     assert (knock.key_id, knock.time, knock.nonce) == (key_id(key), when, nonce)
     assert verify(knock, key, address, realm)
     assert not verify(knock, key, address, realm + "x")
+
+
+def test_key_id_slice_is_the_key_id_field():
+    datagram = bytes.fromhex(VECTORS["v2-a"]["datagram"])
+    assert datagram[tumbler2.KEY_ID_SLICE].hex() == VECTORS["v2-a"]["key id"]

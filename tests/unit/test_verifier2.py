@@ -155,3 +155,10 @@ def test_cost_per_knock_does_not_grow_with_the_doors(monkeypatch, n):
 def test_module_default_window_is_a_minute():
     assert verifier2.DEFAULT_WINDOW_SECONDS == 60
     assert Verifier2(doors(1)).window == 60
+
+
+def test_membership_by_key_id_is_what_the_datagram_carries():
+    v = Verifier2(doors(3))
+    data = tumbler2.build(key(2), NOW, bytes(16), ADDR)
+    assert data[tumbler2.KEY_ID_SLICE] == tumbler2.key_id(key(2)) in v
+    assert tumbler2.key_id(key(7)) not in v

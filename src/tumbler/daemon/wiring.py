@@ -27,7 +27,7 @@ from tumbler.daemon.stats import Stats
 from tumbler.decisions.replay import ReplayCache, open_replay_cache
 from tumbler.decisions.sequence import SequenceMatcher
 from tumbler.decisions.verifier import Verifier
-from tumbler.decisions.verifier2 import ACCEPTED, CLOCK_SKEW, Verifier2
+from tumbler.decisions.verifier2 import ACCEPTED, CLOCK_SKEW, UNKNOWN_KEY, Verifier2
 from tumbler.doors import SequenceDoor
 from tumbler.errors import (
     ConfigError,
@@ -114,6 +114,9 @@ class Daemon:
         Never replies.
         """
         if tumbler2.is_v2(data):
+            if data[tumbler2.KEY_ID_SLICE] not in self.runtime.verifier2:
+                self.stats.count(UNKNOWN_KEY)  # before parsing: a flood's cheapest path
+                return None
             return self._handle_v2(tumbler2.parse(data), address, now)
         try:
             digest = parse_datagram(data)

@@ -87,6 +87,10 @@ class Verifier2(Generic[D]):
     def __len__(self) -> int:
         return len(self._by_id)
 
+    def __contains__(self, key_id: bytes) -> bool:
+        """Whether some door has a key with this id: a dict lookup, no hashing."""
+        return key_id in self._by_id
+
     def door_for(self, key_id: bytes) -> D | None:
         """The door whose key has this id, if any (a key id is public: this is no secret)."""
         found = self._by_id.get(key_id)

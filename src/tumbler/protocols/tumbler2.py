@@ -34,6 +34,7 @@ NONCE_LEN = 16
 MAC_LEN = 32
 _HEADER = struct.Struct(">4s8sQ16s")  # magic, key id, time, nonce: all the MAC signs of the wire
 HEADER_LEN = _HEADER.size
+KEY_ID_SLICE = slice(4, 4 + KEY_ID_LEN)  # where the key id sits in a datagram
 DATAGRAM_LEN = HEADER_LEN + MAC_LEN
 MAX_REALM_BYTES = 255
 MAX_TIME = 2**64 - 1
