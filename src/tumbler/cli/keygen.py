@@ -12,7 +12,7 @@ from pathlib import Path
 from tumbler.cli.common import EXIT_OK, Parser, guard, parse
 from tumbler.client import keygen
 from tumbler.client.knock import KnockError, KnockUsageError
-from tumbler.config.daemon import DOOR_NAME
+from tumbler.doors import is_door_name
 from tumbler.ports import parse_port_list
 from tumbler.protocols import tumbler1, tumbler2
 
@@ -34,7 +34,7 @@ the URL holds the key: anyone who sees it can knock. Keep it like a password."""
 
 
 def _door(text: str) -> str:
-    if not DOOR_NAME.fullmatch(text):
+    if not is_door_name(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a door name")
     return text
 

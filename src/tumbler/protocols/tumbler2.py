@@ -22,8 +22,8 @@ import struct
 import unicodedata
 from dataclasses import dataclass
 
+from tumbler.addresses import Address, normalize_address
 from tumbler.errors import MalformedDatagram, TumblerError
-from tumbler.protocols.tumbler1 import Address, normalize_address
 
 # 0x89 has the high bit set, so no ASCII text (v1's "TUMBLER1:" starts with "T") begins
 # with it; "TM" names the protocol and the last byte is the version.
