@@ -37,6 +37,11 @@ from tumbler.secretfile import SecretFileError, read_secret_file
 
 ROOT_CONTROL = "/run/tumbler/control.sock"
 DEFAULT_WINDOW_SECONDS = 60  # a v2 knock's time may be this many seconds either side of ours
+# The largest windows a config may set. A claim is held as long as a receiver with the
+# largest window could still accept the knock: after a reload to a larger window, or in a
+# fleet whose servers differ, a shorter claim would let the same knock in a second time.
+MAX_WINDOW_MINUTES = 60
+MAX_WINDOW_SECONDS = 3600
 FIREWALLS = ("auto", "nftables", "iptables", "iptables-nft", "iptables-legacy")
 
 
@@ -212,8 +217,8 @@ _COMMON: dict[str, Callable[[str], object]] = {
     "port": parse_port,
     "log": _text,
     "listen": _listen,
-    "window": _int_in(0, 60),
-    "window_seconds": _int_in(0, 3600),
+    "window": _int_in(0, MAX_WINDOW_MINUTES),
+    "window_seconds": _int_in(0, MAX_WINDOW_SECONDS),
     "realm": _realm,
     "state": _text,
     "replay": _replay,
