@@ -31,6 +31,7 @@ examples:
   tumblerd --check-config --config tumblerd.conf      check a config and exit
   tumblerd firewall init --print                      show the default-closed policy
   tumblerd firewall list                              what is open, for whom, until when
+  tumblerd firewall remove                            take the policy away (opens the host)
 
 signals: SIGHUP reloads the config (a broken one is refused, the old one keeps
 serving); SIGTERM and SIGINT stop cleanly.  exit status: 0 ok, 1 runtime failure,
@@ -104,9 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     fw.add_argument(
         "action",
-        choices=("init", "list", "flush"),
-        help="init: apply the default-closed policy; list: what is open now; "
-        "flush: close all that tumblerd opened",
+        choices=("init", "list", "flush", "remove"),
+        help="init: apply the default-closed policy (again: converge, e.g. on a new knock "
+        "port); list: what is open now; flush: close all that tumblerd opened; "
+        "remove: take the policy away, which opens every port it kept closed",
     )
     fw.add_argument(
         "--print",

@@ -588,3 +588,47 @@ def test_failed_firewall_change(backend: str, topology: Topology, tmp_path: Path
     assert reach(topo, PORT) == {"a4": True, "b4": False, "a6": False, "b6": False}
     assert addresses(openings(topo, backend)) == [topo.a4]
     assert daemon.alive()
+
+
+def policy_text(topo: Topology, backend: str) -> str:
+    """The default-closed policy as the kernel holds it now (both families for iptables)."""
+    if backend == "nftables":
+        return topo.server.run(["nft", "list", "ruleset"]).stdout
+    variant = backend.removeprefix("iptables")
+    return "".join(
+        topo.server.run([f"{tool}{variant}-save", "-t", "filter"]).stdout
+        for tool in ("iptables", "ip6tables")
+    )
+
+
+def test_init_again_converges_and_remove_opens(
+    backend: str, topology: Topology, tmp_path: Path
+) -> None:
+    """`firewall init` twice, then on a new knock port, is one policy; `remove` takes it away."""
+    topo = topology
+    daemon = Tumblerd(topo, tmp_path, backend, [door("ssh", SECRET)]).init()
+    first = policy_text(topo, backend)
+    daemon.init()  # was: "Could not process rule: File exists" (nftables)
+    assert policy_text(topo, backend).count(f"dport {KNOCK}") == first.count(f"dport {KNOCK}")
+
+    moved = KNOCK + 100
+    daemon.config.write_text(
+        daemon.config.read_text().replace(f"port = {KNOCK}", f"port = {moved}")
+    )
+    daemon.init()
+    text = policy_text(topo, backend)
+    assert f"dport {moved}" in text and f"dport {KNOCK}" not in text, text
+    topo.server.listen(PORT)
+    daemon.start()
+    where = f"tumbler://{SECRET}@{topo.server4}:{moved}/"
+    topo.a.run([*TUMBLER, "--open", where], timeout=30)
+    daemon.wait_opened(topo.a4)
+    assert reach(topo, PORT, "a4", "b4") == {"a4": True, "b4": False}
+    assert daemon.stop() == 0
+
+    removed = topo.server.run([*TUMBLERD, "firewall", "remove", "--config", str(daemon.config)])
+    assert "warning:" in removed.stderr and "reachable again" in removed.stderr, removed.stderr
+    assert reach(topo, PORT) == {"a4": True, "b4": True, "a6": True, "b6": True}
+    assert "tumbler" not in policy_text(topo, backend).lower()
+    daemon.init()  # and back again
+    assert reach(topo, PORT, "b4", "b6") == {"b4": False, "b6": False}

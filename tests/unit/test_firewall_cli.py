@@ -54,6 +54,9 @@ class Stub(FirewallBackend):
     def apply_policy(self, knock_port: int) -> None:
         self.applied.append(knock_port)
 
+    def remove_policy(self) -> list[OpenEntry]:
+        return self.flush()
+
 
 def run(action: str, backend: FirewallBackend, print_only: bool = False) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()

@@ -56,7 +56,8 @@ class FakeXtables:
         if op == "-S":
             if chain not in chains:
                 return self._done(full, 1, err="No chain/target/match by that name.", check=check)
-            lines = [f"-N {chain}"] + [f"-A {chain} {render(rule)}" for rule in chains[chain]]
+            head = f"-P {chain} {self.policy[version]}" if chain == "INPUT" else f"-N {chain}"
+            lines = [head] + [f"-A {chain} {render(rule)}" for rule in chains[chain]]
             return self._done(full, 0, "\n".join(lines) + "\n")
         if op == "-N":
             if chain in chains:
@@ -86,9 +87,18 @@ class FakeXtables:
             if line.startswith(":INPUT "):
                 policy = line.split()[1]
                 continue
+            if line.startswith(":"):
+                chains.setdefault(line[1:].split()[0], [])
+                continue
             op, chain, *spec = shlex.split(line)
             if op == "-A":
                 chains[chain].append(spec)
+            elif op == "-I":
+                chains[chain].insert(int(spec[0]) - 1, spec[1:])
+            elif op == "-F":
+                chains[chain].clear()
+            elif op == "-X" and not chains[chain]:
+                del chains[chain]
             elif op == "-D" and spec in chains[chain]:
                 chains[chain].remove(spec)
             else:
@@ -324,39 +334,58 @@ def test_list_groups_ports_per_address_and_door(xt: FakeXtables, db: str) -> Non
 def test_policy_render_and_idempotent_apply(xt: FakeXtables, db: str) -> None:
     b = backend(xt, db)
     lines = b.init_policy(8675, apply=False)
+    tag = "-m comment --comment tumbler:policy"
     assert lines[:8] == [
         "iptables -N TUMBLER",
         "iptables -I INPUT 1 -j TUMBLER",
-        "iptables -A INPUT -i lo -j ACCEPT",
-        "iptables -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        f"iptables -A INPUT -i lo {tag} -j ACCEPT",
+        f"iptables -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED {tag} -j ACCEPT",
         "iptables -A INPUT -p udp -m udp --dport 8675 "
         "-m hashlimit --hashlimit-above 25/sec --hashlimit-burst 100 "
-        "--hashlimit-mode srcip --hashlimit-name tumbler_knock -j DROP",
-        "iptables -A INPUT -p udp -m udp --dport 8675 -j ACCEPT",
-        "iptables -A INPUT -p udp -j DROP",
+        f"--hashlimit-mode srcip --hashlimit-name tumbler_knock {tag} -j DROP",
+        f"iptables -A INPUT -p udp -m udp --dport 8675 {tag} -j ACCEPT",
+        f"iptables -A INPUT -p udp {tag} -j DROP",
         "iptables -P INPUT DROP",
     ]
-    assert "ip6tables -A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j ACCEPT" in lines
+    assert f"ip6tables -A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 {tag} -j ACCEPT" in lines
     assert xt.calls == []  # rendering changes nothing
+    xt.chains[4]["INPUT"].append(["-p", "tcp", "--dport", "80", "-j", "ACCEPT"])  # his own
     b.init_policy(8675)
     assert xt.policy == {4: "DROP", 6: "DROP"}
+    tags = [*tag.split()]
     assert xt.chains[4]["INPUT"] == [
         ["-j", "TUMBLER"],
-        ["-i", "lo", "-j", "ACCEPT"],
-        ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+        ["-p", "tcp", "--dport", "80", "-j", "ACCEPT"],
+        ["-i", "lo", *tags, "-j", "ACCEPT"],
+        ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", *tags, "-j", "ACCEPT"],
         [
             *("-p", "udp", "-m", "udp", "--dport", "8675", "-m", "hashlimit"),
             *("--hashlimit-above", "25/sec", "--hashlimit-burst", "100"),
-            *("--hashlimit-mode", "srcip", "--hashlimit-name", "tumbler_knock", "-j", "DROP"),
+            *(
+                "--hashlimit-mode",
+                "srcip",
+                "--hashlimit-name",
+                "tumbler_knock",
+                *tags,
+                "-j",
+                "DROP",
+            ),
         ],
-        ["-p", "udp", "-m", "udp", "--dport", "8675", "-j", "ACCEPT"],
-        ["-p", "udp", "-j", "DROP"],
+        ["-p", "udp", "-m", "udp", "--dport", "8675", *tags, "-j", "ACCEPT"],
+        ["-p", "udp", *tags, "-j", "DROP"],
     ]
     policy_batch = next(text for argv, text in xt.calls if argv[0] == "iptables-restore")
-    assert policy_batch.startswith("*filter\n:INPUT DROP [0:0]\n-A INPUT -i lo -j ACCEPT\n")
+    assert policy_batch.startswith("*filter\n:TUMBLER - [0:0]\n-I INPUT 1 -j TUMBLER\n")
     before = {v: list(c["INPUT"]) for v, c in xt.chains.items()}
     b.init_policy(8675)
     assert {v: c["INPUT"] for v, c in xt.chains.items()} == before
+    b.init_policy(9000)  # a new knock port replaces the old one
+    text = "\n".join(render(rule) for rule in xt.chains[4]["INPUT"])
+    assert "--dport 9000" in text and "--dport 8675" not in text
+    assert len(xt.chains[4]["INPUT"]) == len(before[4])
+    b.remove_policy()
+    assert xt.chains[4] == {"INPUT": [["-p", "tcp", "--dport", "80", "-j", "ACCEPT"]]}
+    assert xt.policy == {4: "ACCEPT", 6: "ACCEPT"}
 
 
 def test_parse_rule_ignores_foreign_rules() -> None:

@@ -141,7 +141,18 @@ class FirewallBackend(ABC):
 
     @abstractmethod
     def apply_policy(self, knock_port: int) -> None:
-        """Apply the default-closed policy; running it again changes nothing."""
+        """Apply the default-closed policy; running it again converges on the same rules.
+
+        A changed knock port replaces the old one.
+        """
+
+    @abstractmethod
+    def remove_policy(self) -> list[OpenEntry]:
+        """Take the default-closed policy away again, closing the doors it held open."""
+
+    def policy_warnings(self) -> list[str]:
+        """What in the firewall keeps open what the policy claims to close."""
+        return []
 
     def init_policy(self, knock_port: int, apply: bool = True) -> list[str]:
         """Render the default-closed policy and, with `apply`, put it in place."""

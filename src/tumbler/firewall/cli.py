@@ -1,4 +1,4 @@
-"""`tumblerd firewall init|list|flush`: library functions the argparse front-end calls."""
+"""`tumblerd firewall init|list|flush|remove`: library functions the argparse front-end calls."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ from typing import TextIO
 from tumbler.errors import FirewallError
 from tumbler.firewall.base import FirewallBackend, OpenEntry
 
-ACTIONS = ("init", "list", "flush")
+ACTIONS = ("init", "list", "flush", "remove")
+
+REMOVE_WARNING = (
+    "tumbler's default-closed policy is removed: every port it kept closed is reachable "
+    "again, unless another firewall blocks it"
+)
 
 
 def format_table(entries: Sequence[OpenEntry], now: float) -> list[str]:
@@ -70,6 +75,10 @@ def firewall_command(
             out.write(f"closed {len(closed)} opening(s)\n")
             for e in closed:
                 out.write(f"  {e.address}  {e.door}  {e.ports}\n")
+        elif action == "remove":
+            closed = backend.remove_policy()
+            err.write(f"warning: {REMOVE_WARNING} ({backend.name})\n")
+            out.write(f"policy removed; closed {len(closed)} opening(s)\n")
         else:
             err.write(f"tumblerd firewall: unknown action {action!r} (use {', '.join(ACTIONS)})\n")
             return 2

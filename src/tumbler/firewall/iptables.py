@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 CHAIN = "TUMBLER"
 WAIT = ["-w", "5"]
 ND_TYPES = ("133", "134", "135", "136")  # router/neighbour solicitation and advertisement
+POLICY_COMMENT = f"{COMMENT_PREFIX}policy"
+POLICY_TAG = ("-m", "comment", "--comment", POLICY_COMMENT)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS firewall_iptables (
@@ -465,28 +467,28 @@ class IptablesBackend(FirewallBackend):
 
     @staticmethod
     def policy_rules(version: int, knock_port: int) -> list[list[str]]:
-        """INPUT rules of the default-closed policy, after the jump to TUMBLER."""
+        """INPUT rules of the default-closed policy, after the jump to TUMBLER.
+
+        Each is tagged `tumbler:policy`, so that `init` run again, or `remove`, finds
+        exactly these and leaves the administrator's own rules alone.
+        """
         rules = [
-            ["-i", "lo", "-j", "ACCEPT"],
-            ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+            ["-i", "lo"],
+            ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"],
         ]
         if version == 6:
-            rules.extend(
-                ["-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", t, "-j", "ACCEPT"]
-                for t in ND_TYPES
-            )
+            rules.extend(["-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", t] for t in ND_TYPES)
         knock = ["-p", "udp", "-m", "udp", "--dport", str(knock_port)]
-        rules.append(
-            [
-                *knock,
-                *("-m", "hashlimit", "--hashlimit-above", f"{KNOCK_RATE}/sec"),
-                *("--hashlimit-burst", str(KNOCK_BURST), "--hashlimit-mode", "srcip"),
-                *("--hashlimit-name", "tumbler_knock", "-j", "DROP"),
-            ]
-        )
-        rules.append([*knock, "-j", "ACCEPT"])
-        rules.append(["-p", "udp", "-j", "DROP"])
-        return rules
+        limit = [
+            *("-m", "hashlimit", "--hashlimit-above", f"{KNOCK_RATE}/sec"),
+            *("--hashlimit-burst", str(KNOCK_BURST), "--hashlimit-mode", "srcip"),
+            *("--hashlimit-name", "tumbler_knock"),
+        ]
+        targets = ["ACCEPT"] * len(rules) + ["DROP", "ACCEPT", "DROP"]
+        rules += [[*knock, *limit], knock, ["-p", "udp"]]
+        return [
+            [*rule, *POLICY_TAG, "-j", target] for rule, target in zip(rules, targets, strict=True)
+        ]
 
     def render_policy(self, knock_port: int) -> list[str]:
         lines: list[str] = []
@@ -501,20 +503,83 @@ class IptablesBackend(FirewallBackend):
             lines.append(shlex.join([tool, "-P", "INPUT", "DROP"]))
         return lines
 
+    def _chain_rules(self, version: int, chain: str) -> tuple[str, list[list[str]]]:
+        """(policy, rules) of a built-in chain as `iptables -S` shows them, tokenised."""
+        _, out = self._ipt(version, "-S", chain)
+        policy, rules = "ACCEPT", []
+        for line in out.splitlines():
+            tokens = shlex.split(line)
+            if tokens[:2] == ["-P", chain] and len(tokens) == 3:
+                policy = tokens[2]
+            elif tokens[:2] == ["-A", chain]:
+                rules.append(tokens[2:])
+        return policy, rules
+
+    def _policy_plan(self, version: int, knock_port: int | None) -> tuple[list[str], list[str]]:
+        """(batch, undo) that bring one family's policy to `knock_port`, or remove it (None).
+
+        Only reads the kernel; the batch replaces every rule tagged `tumbler:policy`, so a
+        changed knock port leaves no trace of the old one.
+        """
+        policy, rules = self._chain_rules(version, "INPUT")
+        has_chain = self._ipt(version, "-S", CHAIN, check=False)[0] == 0
+        has_jump = ["-j", CHAIN] in rules
+        old = [rule for rule in rules if _is_policy(rule)]
+        new = self.policy_rules(version, knock_port) if knock_port is not None else []
+        batch: list[str] = []
+        undo: list[str] = []
+        if knock_port is not None:
+            if not has_chain:
+                batch.append(f":{CHAIN} - [0:0]")
+                undo.append(f"-X {CHAIN}")
+            if not has_jump:
+                batch.append(shlex.join(["-I", "INPUT", "1", "-j", CHAIN]))
+                undo.insert(0, shlex.join(["-D", "INPUT", "-j", CHAIN]))
+            batch.append(":INPUT DROP [0:0]")
+        else:
+            if has_jump:
+                batch.append(shlex.join(["-D", "INPUT", "-j", CHAIN]))
+                undo.append(shlex.join(["-I", "INPUT", "1", "-j", CHAIN]))
+            if has_chain:
+                batch.extend([f"-F {CHAIN}", f"-X {CHAIN}"])
+            batch.append(":INPUT ACCEPT [0:0]")
+        undo.insert(0, f":INPUT {policy} [0:0]")
+        batch.extend(shlex.join(["-D", "INPUT", *rule]) for rule in old)
+        batch.extend(shlex.join(["-A", "INPUT", *rule]) for rule in new)
+        undo[:0] = [shlex.join(["-A", "INPUT", *rule]) for rule in old]
+        undo[:0] = [shlex.join(["-D", "INPUT", *rule]) for rule in reversed(new)]
+        return batch, undo
+
     def apply_policy(self, knock_port: int) -> None:
-        """Add the missing policy rules and set INPUT's policy to DROP, one batch per family.
+        """Put the policy in place, one atomic batch per family.
 
         The policy change rides in the same batch as the accepts, so an
         administrator on SSH is never cut off half-way.
         """
         for version in (4, 6):
-            self._ensure_chain(version)
-            lines = [":INPUT DROP [0:0]"]
-            for rule in self.policy_rules(version, knock_port):
-                code, _ = self._ipt(version, "-C", "INPUT", *rule, check=False)
-                if code != 0:
-                    lines.append(shlex.join(["-A", "INPUT", *rule]))
-            self._restore(version, lines)
+            batch, _ = self._policy_plan(version, knock_port)
+            self._restore(version, batch)
+        self._ready.clear()
+
+    def remove_policy(self) -> list[OpenEntry]:
+        """Delete the policy rules and chain TUMBLER, set INPUT's policy to ACCEPT."""
+        with self._lock:
+            rows = self.state.rows()
+            stray = [r for version in (4, 6) for r in self._safe_rules(version)]
+            for version in (4, 6):
+                batch, _ = self._policy_plan(version, None)
+                self._restore(version, batch)
+            self._ready.clear()
+            with self.state.transaction() as db:
+                self.state.delete(db, [key for key, _ in rows])
+        return _closed(rows, stray)
+
+
+def _is_policy(rule: Sequence[str]) -> bool:
+    """True for a rule tumbler's policy added (tagged `tumbler:policy`)."""
+    return any(
+        flag == "--comment" and value == POLICY_COMMENT for flag, value in itertools.pairwise(rule)
+    )
 
 
 class IptablesNftBackend(IptablesBackend):

@@ -170,6 +170,8 @@ def _limit_set_specs() -> list[Json]:
             "name": name,
             "type": SET_TYPES[version],
             "size": LIMIT_SET_SIZE,
+            # The kernel marks these sets `dynamic` once a rule adds to them, so adding
+            # them again differs ("File exists"): `apply_policy` deletes and remakes them.
             "flags": ["timeout"],
             "timeout": LIMIT_SET_TIMEOUT,
         }
@@ -457,21 +459,45 @@ class NftablesBackend(FirewallBackend):
         lines.append("}")
         return lines
 
-    def policy_commands(self, knock_port: int) -> list[Json]:
-        """The JSON transaction `apply_policy` sends: idempotent, keeps open elements."""
+    def policy_commands(self, knock_port: int, existing: Sequence[str] = ()) -> list[Json]:
+        """The JSON transaction `apply_policy` sends: converges, keeps open elements.
+
+        `existing` names the rate-limit sets already in the kernel: they are deleted and
+        made again (after the chain is flushed, so no rule refers to them), so a set
+        made by an older version with other flags or size cannot make `add` fail.
+        """
         chain = {"family": FAMILY, "table": TABLE, "name": CHAIN}
         base = {**chain, "type": "filter", "hook": "input", "prio": 0, "policy": "drop"}
         commands = self._ensure_own()
         commands.append({"add": {"chain": base}})
         commands.append({"flush": {"chain": chain}})
+        for name in existing:
+            commands.append({"delete": {"set": {"family": FAMILY, "table": TABLE, "name": name}}})
         commands.extend({"add": {"set": spec}} for spec in _limit_set_specs())
         for _, expr in policy_rules(knock_port):
             rule = {"family": FAMILY, "table": TABLE, "chain": CHAIN, "expr": expr}
             commands.append({"add": {"rule": rule}})
         return commands
 
+    def _own_limit_sets(self) -> list[str]:
+        """The rate-limit sets now in tumbler's table (none if the table does not exist)."""
+        found = []
+        for name in LIMIT_SETS.values():
+            items = self._list("set", FAMILY, TABLE, name)
+            if items and any("set" in item for item in items):
+                found.append(name)
+        return found
+
     def apply_policy(self, knock_port: int) -> None:
-        self._apply(self.policy_commands(knock_port))
+        self._apply(self.policy_commands(knock_port, self._own_limit_sets()))
+
+    def remove_policy(self) -> list[OpenEntry]:
+        """Delete tumbler's table: the policy, its sets, and every door open in them."""
+        with self._lock:
+            closed = [e for e in self._elements(time.time()) if e[0] in OWN_SETS.values()]
+            if self._list("table", FAMILY, TABLE) is not None:
+                self._apply([{"delete": {"table": {"family": FAMILY, "name": TABLE}}}])
+        return _group(closed)
 
 
 def _port_keys(address: str, ports: Sequence[PortSpec]) -> list[Json]:
