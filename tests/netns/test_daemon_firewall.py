@@ -632,3 +632,22 @@ def test_init_again_converges_and_remove_opens(
     assert "tumbler" not in policy_text(topo, backend).lower()
     daemon.init()  # and back again
     assert reach(topo, PORT, "b4", "b6") == {"b4": False, "b6": False}
+
+
+def test_iptables_init_reports_accept_rules_of_the_administrator(
+    backend: str, topology: Topology, tmp_path: Path
+) -> None:
+    """An ACCEPT for tcp/PORT already in INPUT stays open: init says so, never "closed"."""
+    if backend == "nftables":
+        pytest.skip("an accept in another nftables table cannot undo tumbler's drop")
+    topo = topology
+    variant = backend.removeprefix("iptables")
+    accept = ["-A", "INPUT", "-p", "tcp", "-m", "tcp", "--dport", str(PORT), "-j", "ACCEPT"]
+    topo.server.run([f"iptables{variant}", *accept])
+    topo.server.listen(PORT)
+    daemon = Tumblerd(topo, tmp_path, backend, [door("ssh", SECRET)])
+    init = topo.server.run([*TUMBLERD, "firewall", "init", "--config", str(daemon.config)])
+    assert "default-closed policy applied" not in init.stdout, init.stdout
+    assert "not default-closed" in init.stdout
+    assert f"--dport {PORT} -j ACCEPT" in init.stderr and "stays open" in init.stderr, init.stderr
+    assert reach(topo, PORT, "b4", "b6") == {"b4": True, "b6": False}  # what the warning says

@@ -367,3 +367,25 @@ def test_policy_limits_knock_datagrams_per_source(closed: tuple[FirewallBackend,
     # The burst allowance (100) and a little refill get through; the rest is dropped.
     assert 90 <= seen.get(topo.a4, 0) <= 200, seen
     assert seen.get(topo.b4) == 5, seen
+
+
+@pytest.mark.parametrize("name", ["iptables-nft", "iptables-legacy"])
+def test_iptables_policy_is_both_families_or_neither(
+    name: str, topology: Topology, tmp_path: Path
+) -> None:
+    """ip6tables failing after iptables succeeded: IPv4 is put back, not left closed alone."""
+    topology.server.listen(PORT)
+    v6 = f"ip6{name[2:]}-restore"
+    runner = Tamper(topology.server.runner(), rename={v6: f"{v6}-not-installed"})
+    broken = make(name, topology, tmp_path, runner)
+    with pytest.raises(FirewallError, match="both or neither"):
+        broken.init_policy(KNOCK)
+    assert reach(topology, PORT) == {"a4": True, "b4": True, "a6": True, "b6": True}
+    for tool in (name, f"ip6{name[2:]}"):
+        rules = topology.server.run([tool, "-S"]).stdout
+        assert "-P INPUT ACCEPT" in rules and "tumbler" not in rules.lower(), rules
+    # Removing fails the same way, and leaves the working policy in place.
+    make(name, topology, tmp_path).init_policy(KNOCK)
+    with pytest.raises(FirewallError, match="both or neither"):
+        broken.remove_policy()
+    assert reach(topology, PORT) == {"a4": False, "b4": False, "a6": False, "b6": False}

@@ -60,10 +60,16 @@ def firewall_command(
             if print_only:
                 out.write("\n".join(lines) + "\n")
             else:
+                warnings = backend.policy_warnings()
                 out.write(
                     f"default-closed policy applied ({backend.name}); "
                     f"knock port udp/{knock_port} stays reachable\n"
+                    if not warnings
+                    else f"policy applied ({backend.name}), but {len(warnings)} rule(s) not "
+                    "tumbler's still accept traffic: not default-closed\n"
                 )
+                for warning in warnings:
+                    err.write(f"warning: {warning}\n")
         elif action == "list":
             entries = backend.list_open(now)
             if entries:

@@ -519,60 +519,100 @@ class IptablesBackend(FirewallBackend):
         """(batch, undo) that bring one family's policy to `knock_port`, or remove it (None).
 
         Only reads the kernel; the batch replaces every rule tagged `tumbler:policy`, so a
-        changed knock port leaves no trace of the old one.
+        changed knock port leaves no trace of the old one. `undo` puts back what was there.
         """
         policy, rules = self._chain_rules(version, "INPUT")
         has_chain = self._ipt(version, "-S", CHAIN, check=False)[0] == 0
         has_jump = ["-j", CHAIN] in rules
         old = [rule for rule in rules if _is_policy(rule)]
         new = self.policy_rules(version, knock_port) if knock_port is not None else []
+        jump = ["INPUT", "1", "-j", CHAIN]
         batch: list[str] = []
         undo: list[str] = []
         if knock_port is not None:
             if not has_chain:
                 batch.append(f":{CHAIN} - [0:0]")
-                undo.append(f"-X {CHAIN}")
             if not has_jump:
-                batch.append(shlex.join(["-I", "INPUT", "1", "-j", CHAIN]))
-                undo.insert(0, shlex.join(["-D", "INPUT", "-j", CHAIN]))
+                batch.append(shlex.join(["-I", *jump]))
             batch.append(":INPUT DROP [0:0]")
         else:
+            if has_chain:
+                undo.append(f":{CHAIN} - [0:0]")
             if has_jump:
                 batch.append(shlex.join(["-D", "INPUT", "-j", CHAIN]))
-                undo.append(shlex.join(["-I", "INPUT", "1", "-j", CHAIN]))
             if has_chain:
                 batch.extend([f"-F {CHAIN}", f"-X {CHAIN}"])
             batch.append(":INPUT ACCEPT [0:0]")
-        undo.insert(0, f":INPUT {policy} [0:0]")
         batch.extend(shlex.join(["-D", "INPUT", *rule]) for rule in old)
         batch.extend(shlex.join(["-A", "INPUT", *rule]) for rule in new)
-        undo[:0] = [shlex.join(["-A", "INPUT", *rule]) for rule in old]
-        undo[:0] = [shlex.join(["-D", "INPUT", *rule]) for rule in reversed(new)]
+        undo.extend(shlex.join(["-D", "INPUT", *rule]) for rule in reversed(new))
+        undo.extend(shlex.join(["-A", "INPUT", *rule]) for rule in old)
+        undo.append(f":INPUT {policy} [0:0]")
+        if knock_port is not None:
+            if not has_jump:
+                undo.append(shlex.join(["-D", "INPUT", "-j", CHAIN]))
+            if not has_chain:
+                undo.append(f"-X {CHAIN}")
+        elif has_jump:
+            undo.append(shlex.join(["-I", *jump]))
         return batch, undo
 
+    def _apply_both(self, knock_port: int | None) -> None:
+        """Apply one family's plan, then the other's; if the second fails, undo the first.
+
+        Both families are read (and so known to work) before either changes, and a policy
+        that closed IPv4 while IPv6 stayed wide open is never left behind.
+        """
+        plans = {version: self._policy_plan(version, knock_port) for version in (4, 6)}
+        applied: list[int] = []
+        for version, (batch, _) in plans.items():
+            try:
+                self._restore(version, batch)
+            except FirewallError as exc:
+                for done in applied:
+                    try:
+                        self._restore(done, plans[done][1])
+                    except FirewallError:
+                        log.exception("could not undo the IPv%d policy change", done)
+                kept = " and ".join(f"IPv{v}" for v in applied) or "nothing"
+                raise FirewallError(
+                    f"IPv{version}: {exc} (so {kept} was put back as it was: both or neither)"
+                ) from exc
+            applied.append(version)
+        self._ready.clear()
+
     def apply_policy(self, knock_port: int) -> None:
-        """Put the policy in place, one atomic batch per family.
+        """Put the policy in place for both families or for neither, one batch each.
 
         The policy change rides in the same batch as the accepts, so an
         administrator on SSH is never cut off half-way.
         """
-        for version in (4, 6):
-            batch, _ = self._policy_plan(version, knock_port)
-            self._restore(version, batch)
-        self._ready.clear()
+        self._apply_both(knock_port)
 
     def remove_policy(self) -> list[OpenEntry]:
         """Delete the policy rules and chain TUMBLER, set INPUT's policy to ACCEPT."""
         with self._lock:
             rows = self.state.rows()
             stray = [r for version in (4, 6) for r in self._safe_rules(version)]
-            for version in (4, 6):
-                batch, _ = self._policy_plan(version, None)
-                self._restore(version, batch)
-            self._ready.clear()
+            self._apply_both(None)
             with self.state.transaction() as db:
                 self.state.delete(db, [key for key, _ in rows])
         return _closed(rows, stray)
+
+    def policy_warnings(self) -> list[str]:
+        """ACCEPT rules of the administrator's own in INPUT: what they match stays open."""
+        warnings = []
+        for version in (4, 6):
+            tool = self.tool(version)
+            _, rules = self._chain_rules(version, "INPUT")
+            for rule in rules:
+                if rule[-2:] == ["-j", "ACCEPT"] and not _is_policy(rule):
+                    spec = shlex.join(rule)
+                    warnings.append(
+                        f"INPUT also accepts '{spec}', not tumbler's rule, so that stays open; "
+                        f"to close it: {tool} -D INPUT {spec}"
+                    )
+        return warnings
 
 
 def _is_policy(rule: Sequence[str]) -> bool:
