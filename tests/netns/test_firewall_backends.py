@@ -12,6 +12,7 @@ import json
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns.netns import Lab, Namespace, Topology, reach
+from tests.netns.capture import Capture
+from tests.netns.netns import Lab, Namespace, Topology, can_connect, reach
+from tests.waiting import wait_until
 from tumbler.errors import FirewallError
 from tumbler.firewall import FirewallBackend, IptablesBackend, IptablesLegacyBackend, get_backend
 from tumbler.firewall.runner import CommandResult, Runner
@@ -389,3 +392,31 @@ def test_iptables_policy_is_both_families_or_neither(
     with pytest.raises(FirewallError, match="both or neither"):
         broken.remove_policy()
     assert reach(topology, PORT) == {"a4": False, "b4": False, "a6": False, "b6": False}
+
+
+def test_knock_port_is_silent_with_the_daemon_stopped(
+    closed: tuple[FirewallBackend, Topology], tmp_path: Path
+) -> None:
+    """Nothing listens on the knock port: still no ICMP port unreachable gives it away."""
+    backend, topo = closed
+    cap = Capture(topo.server, tmp_path / "server.pcap").start()
+    try:
+        for host in (topo.server4, topo.server6):
+            for port in (KNOCK, KNOCK + 1):  # the knock port, and one the policy drops
+                send = "import socket, sys; socket.socket(int(sys.argv[1]), socket.SOCK_DGRAM)"
+                send += ".sendto(b'x', (sys.argv[2], int(sys.argv[3])))"
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                topo.a.run([sys.executable, "-c", send, str(int(family)), host, str(port)])
+        # A control, sent last: the capture does see what the server sends (a SYN-ACK).
+        backend.open("ssh", topo.a4, OPEN, 30, time.time())
+        assert can_connect(topo.a, topo.server4, PORT)
+        wait_until(
+            lambda: any(p.proto == "tcp" and p.src == topo.server4 for p in cap.packets()),
+            "the capture to see the server's SYN-ACK",
+        )
+    finally:
+        cap.stop()
+    packets = cap.packets()
+    server = {topo.server4, topo.server6}
+    assert len([p for p in packets if p.proto == "udp" and p.dst in server]) == 4, packets
+    assert [p for p in packets if p.src in server and p.is_icmp_error] == []

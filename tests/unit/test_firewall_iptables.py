@@ -29,7 +29,9 @@ class FakeXtables:
     """Just enough of iptables/ip6tables(-restore) to check what the backend asks for."""
 
     def __init__(self) -> None:
-        self.chains: dict[int, dict[str, list[list[str]]]] = {4: {"INPUT": []}, 6: {"INPUT": []}}
+        self.chains: dict[int, dict[str, list[list[str]]]] = {
+            v: {"INPUT": [], "OUTPUT": []} for v in (4, 6)
+        }
         self.policy = {4: "ACCEPT", 6: "ACCEPT"}
         self.calls: list[tuple[tuple[str, ...], str | None]] = []
         self.fail: Callable[[tuple[str, ...], str | None], bool] = lambda argv, text: False
@@ -57,6 +59,7 @@ class FakeXtables:
             if chain not in chains:
                 return self._done(full, 1, err="No chain/target/match by that name.", check=check)
             head = f"-P {chain} {self.policy[version]}" if chain == "INPUT" else f"-N {chain}"
+            head = "-P OUTPUT ACCEPT" if chain == "OUTPUT" else head
             lines = [head] + [f"-A {chain} {render(rule)}" for rule in chains[chain]]
             return self._done(full, 0, "\n".join(lines) + "\n")
         if op == "-N":
@@ -345,8 +348,9 @@ def test_policy_render_and_idempotent_apply(xt: FakeXtables, db: str) -> None:
         f"--hashlimit-mode srcip --hashlimit-name tumbler_knock {tag} -j DROP",
         f"iptables -A INPUT -p udp -m udp --dport 8675 {tag} -j ACCEPT",
         f"iptables -A INPUT -p udp {tag} -j DROP",
-        "iptables -P INPUT DROP",
+        f"iptables -A OUTPUT '!' -o lo -p icmp -m icmp --icmp-type 3/3 {tag} -j DROP",
     ]
+    assert lines[8] == "iptables -P INPUT DROP"
     assert f"ip6tables -A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 {tag} -j ACCEPT" in lines
     assert xt.calls == []  # rendering changes nothing
     xt.chains[4]["INPUT"].append(["-p", "tcp", "--dport", "80", "-j", "ACCEPT"])  # his own
@@ -376,6 +380,7 @@ def test_policy_render_and_idempotent_apply(xt: FakeXtables, db: str) -> None:
     ]
     policy_batch = next(text for argv, text in xt.calls if argv[0] == "iptables-restore")
     assert policy_batch.startswith("*filter\n:TUMBLER - [0:0]\n-I INPUT 1 -j TUMBLER\n")
+    assert "\n-A OUTPUT ! -o lo -p icmp" in policy_batch  # iptables-restore has no shell quotes
     before = {v: list(c["INPUT"]) for v, c in xt.chains.items()}
     b.init_policy(8675)
     assert {v: c["INPUT"] for v, c in xt.chains.items()} == before
@@ -384,7 +389,7 @@ def test_policy_render_and_idempotent_apply(xt: FakeXtables, db: str) -> None:
     assert "--dport 9000" in text and "--dport 8675" not in text
     assert len(xt.chains[4]["INPUT"]) == len(before[4])
     b.remove_policy()
-    assert xt.chains[4] == {"INPUT": [["-p", "tcp", "--dport", "80", "-j", "ACCEPT"]]}
+    assert xt.chains[4] == {"INPUT": [["-p", "tcp", "--dport", "80", "-j", "ACCEPT"]], "OUTPUT": []}
     assert xt.policy == {4: "ACCEPT", 6: "ACCEPT"}
 
 

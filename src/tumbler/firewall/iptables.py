@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import re
 import shlex
 import sqlite3
 import threading
@@ -125,6 +126,23 @@ def parse_rule(line: str) -> Rule | None:
         return Rule(address, door, opts["-p"], int(first), int(last or first), int(expiry))
     except (ValueError, FirewallError):
         return None
+
+
+# iptables-restore splits a line on whitespace and knows double quotes only, not the
+# shell's quoting rules; every value tumbler writes is plain, so anything else is refused.
+_UNSAFE = re.compile(r"[^\x21-\x7e]|[\"'\\]")
+
+
+def restore_line(tokens: Sequence[str]) -> str:
+    """One iptables-restore line; raise FirewallError on a token it would misread.
+
+    Whitespace, a quote, a backslash, a control or non-ASCII character in any value
+    could split it or start a new command, so it is refused rather than quoted.
+    """
+    for token in tokens:
+        if not token or _UNSAFE.search(token):
+            raise FirewallError(f"refusing {token!r} in an iptables-restore line")
+    return " ".join(tokens)
 
 
 class StateStore:
@@ -284,7 +302,7 @@ class IptablesBackend(FirewallBackend):
 
     @staticmethod
     def _line(op: str, rule: Rule, chain: str = CHAIN) -> str:
-        return shlex.join([op, chain, *rule.spec()])
+        return restore_line([op, chain, *rule.spec()])
 
     @staticmethod
     def _undo(lines: list[str]) -> list[str]:
@@ -490,6 +508,20 @@ class IptablesBackend(FirewallBackend):
             [*rule, *POLICY_TAG, "-j", target] for rule, target in zip(rules, targets, strict=True)
         ]
 
+    @staticmethod
+    def output_rules(version: int) -> list[list[str]]:
+        """OUTPUT rules: no ICMP port unreachable leaves for another host.
+
+        Without them, UDP to the knock port while tumblerd is stopped (or on an address it
+        does not listen on) draws a port unreachable, while every other UDP port is silent.
+        """
+        match = (
+            ["-p", "icmp", "-m", "icmp", "--icmp-type", "3/3"]
+            if version == 4
+            else ["-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", "1/4"]
+        )
+        return [["!", "-o", "lo", *match, *POLICY_TAG, "-j", "DROP"]]
+
     def render_policy(self, knock_port: int) -> list[str]:
         lines: list[str] = []
         for version in (4, 6):
@@ -499,6 +531,9 @@ class IptablesBackend(FirewallBackend):
             lines.extend(
                 shlex.join([tool, "-A", "INPUT", *rule])
                 for rule in self.policy_rules(version, knock_port)
+            )
+            lines.extend(
+                shlex.join([tool, "-A", "OUTPUT", *rule]) for rule in self.output_rules(version)
             )
             lines.append(shlex.join([tool, "-P", "INPUT", "DROP"]))
         return lines
@@ -524,8 +559,13 @@ class IptablesBackend(FirewallBackend):
         policy, rules = self._chain_rules(version, "INPUT")
         has_chain = self._ipt(version, "-S", CHAIN, check=False)[0] == 0
         has_jump = ["-j", CHAIN] in rules
-        old = [rule for rule in rules if _is_policy(rule)]
-        new = self.policy_rules(version, knock_port) if knock_port is not None else []
+        _, output = self._chain_rules(version, "OUTPUT")
+        old = [["INPUT", *rule] for rule in rules if _is_policy(rule)]
+        old += [["OUTPUT", *rule] for rule in output if _is_policy(rule)]
+        new = []
+        if knock_port is not None:
+            new = [["INPUT", *rule] for rule in self.policy_rules(version, knock_port)]
+            new += [["OUTPUT", *rule] for rule in self.output_rules(version)]
         jump = ["INPUT", "1", "-j", CHAIN]
         batch: list[str] = []
         undo: list[str] = []
@@ -533,28 +573,28 @@ class IptablesBackend(FirewallBackend):
             if not has_chain:
                 batch.append(f":{CHAIN} - [0:0]")
             if not has_jump:
-                batch.append(shlex.join(["-I", *jump]))
+                batch.append(restore_line(["-I", *jump]))
             batch.append(":INPUT DROP [0:0]")
         else:
             if has_chain:
                 undo.append(f":{CHAIN} - [0:0]")
             if has_jump:
-                batch.append(shlex.join(["-D", "INPUT", "-j", CHAIN]))
+                batch.append(restore_line(["-D", "INPUT", "-j", CHAIN]))
             if has_chain:
                 batch.extend([f"-F {CHAIN}", f"-X {CHAIN}"])
             batch.append(":INPUT ACCEPT [0:0]")
-        batch.extend(shlex.join(["-D", "INPUT", *rule]) for rule in old)
-        batch.extend(shlex.join(["-A", "INPUT", *rule]) for rule in new)
-        undo.extend(shlex.join(["-D", "INPUT", *rule]) for rule in reversed(new))
-        undo.extend(shlex.join(["-A", "INPUT", *rule]) for rule in old)
+        batch.extend(restore_line(["-D", *rule]) for rule in old)
+        batch.extend(restore_line(["-A", *rule]) for rule in new)
+        undo.extend(restore_line(["-D", *rule]) for rule in reversed(new))
+        undo.extend(restore_line(["-A", *rule]) for rule in old)
         undo.append(f":INPUT {policy} [0:0]")
         if knock_port is not None:
             if not has_jump:
-                undo.append(shlex.join(["-D", "INPUT", "-j", CHAIN]))
+                undo.append(restore_line(["-D", "INPUT", "-j", CHAIN]))
             if not has_chain:
                 undo.append(f"-X {CHAIN}")
         elif has_jump:
-            undo.append(shlex.join(["-I", *jump]))
+            undo.append(restore_line(["-I", *jump]))
         return batch, undo
 
     def _apply_both(self, knock_port: int | None) -> None:

@@ -13,7 +13,9 @@ Two set-ups are supported:
     init` adds a base chain `input` (hook input, policy drop) that accepts
     loopback, established/related traffic, IPv6 neighbour discovery, the knock
     port, and whatever the two sets hold; other UDP is dropped without an ICMP
-    reply. Use this when tumbler's chain is the host's input policy.
+    reply, and a chain `output` drops the ICMP port unreachable the kernel would send
+    for the knock port when nothing listens there. Use this when tumbler's chain is
+    the host's input policy.
 
 (b) an administrator's own ruleset. In nftables an `accept` in one table does
     not undo a `drop` in another table hooked at input, so tumbler's table
@@ -220,6 +222,30 @@ def policy_rules(knock_port: int) -> list[tuple[str, list[Json]]]:
             [_match(_meta("l4proto"), "udp"), {"drop": None}],
         ),
     ]
+
+
+OUTPUT_CHAIN = "output"
+
+
+def output_rules() -> list[tuple[str, list[Json]]]:
+    """The output chain's rules: no ICMP port unreachable leaves for another host.
+
+    Without them, UDP to the knock port while tumblerd is stopped (or on an address it
+    does not listen on) draws a port unreachable, while every other UDP port is silent.
+    """
+    rules = []
+    for proto in ("icmp", "icmpv6"):
+        text = (
+            f'oif != "lo" {proto} type destination-unreachable {proto} code port-unreachable drop'
+        )
+        expr = [
+            _match(_meta("oif"), "lo", "!="),
+            _match(_payload(proto, "type"), "destination-unreachable"),
+            _match(_payload(proto, "code"), "port-unreachable"),
+            {"drop": None},
+        ]
+        rules.append((text, expr))
+    return rules
 
 
 class NftablesBackend(FirewallBackend):
@@ -456,6 +482,10 @@ class NftablesBackend(FirewallBackend):
         lines.append("\t\ttype filter hook input priority filter; policy drop;")
         lines.extend(f"\t\t{text}" for text, _ in policy_rules(knock_port))
         lines.append("\t}")
+        lines.append(f"\tchain {OUTPUT_CHAIN} {{")
+        lines.append("\t\ttype filter hook output priority filter; policy accept;")
+        lines.extend(f"\t\t{text}" for text, _ in output_rules())
+        lines.append("\t}")
         lines.append("}")
         return lines
 
@@ -476,6 +506,13 @@ class NftablesBackend(FirewallBackend):
         commands.extend({"add": {"set": spec}} for spec in _limit_set_specs())
         for _, expr in policy_rules(knock_port):
             rule = {"family": FAMILY, "table": TABLE, "chain": CHAIN, "expr": expr}
+            commands.append({"add": {"rule": rule}})
+        output = {"family": FAMILY, "table": TABLE, "name": OUTPUT_CHAIN}
+        hook = {**output, "type": "filter", "hook": "output", "prio": 0, "policy": "accept"}
+        commands.append({"add": {"chain": hook}})
+        commands.append({"flush": {"chain": output}})
+        for _, expr in output_rules():
+            rule = {"family": FAMILY, "table": TABLE, "chain": OUTPUT_CHAIN, "expr": expr}
             commands.append({"add": {"rule": rule}})
         return commands
 
