@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from tumbler import __version__, sdnotify
 from tumbler.config import (
@@ -178,10 +179,26 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def _firewall(args: argparse.Namespace, config: Config) -> int:
+    from tumbler.errors import FirewallError
     from tumbler.firewall import get_backend, resolve_name
-    from tumbler.firewall.cli import firewall_command
+    from tumbler.firewall.cli import NEEDS_ROOT, can_change_firewall, firewall_command
 
-    name = resolve_name(args.backend or config.firewall)
+    wanted = args.backend or config.firewall
+    if not (args.print_only and args.action == "init"):
+        if not can_change_firewall():
+            print(f"tumblerd: error: firewall {args.action} {NEEDS_ROOT}", file=sys.stderr)
+            return 1
+        name = resolve_name(wanted)
+    elif wanted == "auto":
+        # Printing changes nothing and needs no root; probing does, so without it
+        # show what auto tries first.
+        try:
+            name = resolve_name(wanted)
+        except FirewallError:
+            name = "nftables"
+            print("tumblerd: auto could not probe (not root): showing nftables", file=sys.stderr)
+    else:
+        name = resolve_name(wanted)
     # Doors that fill an administrator's nftables set (`set = ...`): list and flush
     # must look there too, not only in tumbler's own table.
     sets = {d.name: d.set for d in config.doors if d.set} if name == "nftables" else None
@@ -193,10 +210,19 @@ def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
-def _status(args: argparse.Namespace, config: Config) -> int:
-    from tumbler.control import request
+def _request(command: str, config: Config, message: dict[str, object]) -> dict[str, Any]:
+    """Ask the daemon; without root and without a daemon of one's own, say root is needed."""
+    from tumbler.control import ControlError, request
 
-    answer = request(config.control, {"command": "status"})
+    if os.geteuid() != 0 and not os.path.exists(config.control):
+        raise ControlError(
+            f"tumblerd {command} needs root (no tumblerd of yours at {config.control})"
+        )
+    return request(config.control, message)
+
+
+def _status(args: argparse.Namespace, config: Config) -> int:
+    answer = _request("status", config, {"command": "status"})
     if args.json:
         print(json.dumps(answer, indent=2, sort_keys=True))
         return 0
@@ -220,9 +246,7 @@ def _status(args: argparse.Namespace, config: Config) -> int:
 
 
 def _close(args: argparse.Namespace, config: Config) -> int:
-    from tumbler.control import request
-
-    answer = request(config.control, {"command": "close", "address": args.address})
+    answer = _request("close", config, {"command": "close", "address": args.address})
     closed = answer["closed"]
     for e in closed:
         print(f"closed: {e['address']} door {e['door']} {e['ports']}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -17,6 +18,24 @@ REMOVE_WARNING = (
     "tumbler's default-closed policy is removed: every port it kept closed is reachable "
     "again, unless another firewall blocks it"
 )
+
+
+CAP_NET_ADMIN = 12
+NEEDS_ROOT = "needs root (or CAP_NET_ADMIN)"
+
+
+def can_change_firewall() -> bool:
+    """True for root, or for a process whose effective capabilities hold CAP_NET_ADMIN."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 def format_table(entries: Sequence[OpenEntry], now: float) -> list[str]:
