@@ -23,7 +23,7 @@ from typing import cast
 
 from tumbler.errors import ConfigError
 from tumbler.inifile import NAME, NAME_RULE, Section, read_sections
-from tumbler.ports import PortSpec, parse_port_list
+from tumbler.ports import MAX_PORTS_EACH, PortSpec, parse_port_list, port_count
 from tumbler.protocol import DEFAULT_PORT, normalize_address
 from tumbler.sequence import SequenceDoor
 
@@ -235,6 +235,25 @@ def _read_secret_file(ref: str, base: Path, path: str, line: int) -> tuple[str, 
     return secret, secret_path
 
 
+def _check_port_limit(section: Section, name: str, path: str, firewall: str) -> None:
+    """Refuse a door that opens more ports than nftables (which `auto` tries first) holds.
+
+    Without an administrator's `set`, nftables keeps every opened port as its own element;
+    checked here so that the first knock does not find out.
+    """
+    if firewall not in ("nftables", "auto") or "set" in section.values:
+        return
+    count = port_count(section.get("open", cast(tuple[PortSpec, ...], ())))
+    if count > MAX_PORTS_EACH:
+        chosen = "auto, which tries nftables first" if firewall == "auto" else "nftables"
+        raise ConfigError(
+            f"door {name} opens {count} ports, but with firewall = {chosen} a door opens at "
+            f"most {MAX_PORTS_EACH} (iptables has no such limit)",
+            path,
+            section.line_of("open"),
+        )
+
+
 def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door, list[Path]]:
     name = section.name[len("door-") :]
     has = section.values.__contains__
@@ -276,6 +295,7 @@ def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door,
     for key in ("timeout", "firewall", "set"):
         if has(key) and not has("open"):
             raise ConfigError(f"door {name}: {key} needs an open", path, section.line_of(key))
+    _check_port_limit(section, name, path, section.get("firewall", firewall))
     door = Door(
         name=name,
         line=section.line,

@@ -229,3 +229,14 @@ def test_firewall_init_print_works_before_any_config_exists() -> None:
         result = run_tumblerd("firewall", "init", "--print", "--backend", backend)
         assert result.returncode == 0, result.stderr
         assert expected in result.stdout
+
+
+def test_check_config_refuses_a_door_the_firewall_cannot_hold(tmp_path: Path) -> None:
+    config = tmp_path / "tumblerd.conf"
+    config.write_text(
+        "[common]\n   firewall = nftables\n[door-wide]\n   secret = s\n   open = tcp/1-2000\n"
+    )
+    config.chmod(0o600)
+    result = run_tumblerd("--check-config", "--config", str(config))
+    assert result.returncode == 2
+    assert f"{config}:5: door wide opens 2000 ports" in result.stderr

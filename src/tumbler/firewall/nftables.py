@@ -58,7 +58,7 @@ from tumbler.firewall.base import (
 )
 from tumbler.firewall.libnft import default_runner
 from tumbler.firewall.runner import CommandError, Runner
-from tumbler.ports import PortSpec
+from tumbler.ports import MAX_PORTS_EACH, PortSpec
 
 NFT = "nft"
 FAMILY = "inet"
@@ -68,8 +68,9 @@ SETS = {4: "open4", 6: "open6"}
 SET_TYPES = {4: "ipv4_addr", 6: "ipv6_addr"}
 ADDR_FAMILIES = {"ip", "ip6", "inet", "bridge", "netdev"}
 # Ranges are stored port by port (a plain hash set: no interval overlaps to
-# trip over when two doors open overlapping ranges); this bounds one knock.
-MAX_PORTS = 1024
+# trip over when two doors open overlapping ranges); this bounds one knock, and
+# the config refuses a door that opens more.
+MAX_PORTS = MAX_PORTS_EACH
 LIMIT_SETS = {4: "knock4", 6: "knock6"}
 LIMIT_SET_SIZE = 65535
 LIMIT_SET_TIMEOUT = 60
