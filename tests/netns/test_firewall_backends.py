@@ -13,6 +13,7 @@ import re
 import shlex
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -420,3 +421,56 @@ def test_knock_port_is_silent_with_the_daemon_stopped(
     server = {topo.server4, topo.server6}
     assert len([p for p in packets if p.proto == "udp" and p.dst in server]) == 4, packets
     assert [p for p in packets if p.src in server and p.is_icmp_error] == []
+
+
+class LockProbe(Runner):
+    """Runs the real programs; before each one, tries to take the state database's write lock.
+
+    A backend that held a transaction across a firewall program would make every other
+    writer of that file (the replay claims) wait for the program to finish.
+    """
+
+    def __init__(self, base: Runner, database: Path) -> None:
+        super().__init__(base.prefix, base.timeout)
+        self.database = database
+        self.locked: list[str] = []
+        self.programs = 0
+
+    def run(
+        self, argv: Sequence[str], input: str | None = None, check: bool = True
+    ) -> CommandResult:
+        if self.database.exists():
+            self.programs += 1
+            other = sqlite3.connect(self.database, timeout=0, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                other.execute("ROLLBACK")
+            except sqlite3.OperationalError as exc:
+                self.locked.append(f"{shlex.join(argv)}: {exc}")
+            finally:
+                other.close()
+        return super().run(argv, input, check)
+
+
+@pytest.mark.parametrize("name", ["iptables-nft", "iptables-legacy"])
+def test_no_transaction_is_held_across_a_firewall_program(
+    name: str, topology: Topology, tmp_path: Path
+) -> None:
+    database = tmp_path / "state.sqlite"
+    probe = LockProbe(topology.server.runner(), database)
+    backend = make(name, topology, tmp_path, probe)
+    backend.init_policy(KNOCK)
+    topology.server.listen(PORT)
+    now = time.time()
+    for address in (topology.a4, topology.a6, topology.b4):
+        backend.open("ssh", address, OPEN, 60, now)
+        backend.open("ssh", address, OPEN, 60, now + 1)  # a refresh
+    assert reach(topology, PORT, "a4", "b4") == {"a4": True, "b4": True}
+    backend.close(topology.b4)
+    assert [e.address for e in backend.expire(now + 62)] == [topology.a4, topology.a6]
+    backend.open("ssh", topology.a4, OPEN, 60, now)
+    again = make(name, topology, tmp_path, probe)  # a restart
+    assert again.restore(now + 1) == []
+    assert len(again.flush()) == 1
+    assert probe.programs >= 10
+    assert probe.locked == []

@@ -465,20 +465,11 @@ def test_failed_commit_undoes_the_firewall_change(
     b = backend(xt, db)
     real = StateStore.transaction
 
-    class NoCommit:
-        def __init__(self, conn: sqlite3.Connection) -> None:
-            self.conn = conn
-
-        def execute(self, *args: object) -> sqlite3.Cursor:
-            return self.conn.execute(*args)  # type: ignore[arg-type]
-
-        def commit(self) -> None:
-            raise sqlite3.OperationalError("disk I/O error")
-
     @contextmanager
-    def transaction(self: StateStore) -> Iterator[NoCommit]:
+    def transaction(self: StateStore) -> Iterator[sqlite3.Connection]:
         with real(self) as conn:
-            yield NoCommit(conn)
+            yield conn
+            raise sqlite3.OperationalError("disk I/O error")  # as the commit would
 
     monkeypatch.setattr(StateStore, "transaction", transaction)
     with pytest.raises(FirewallError, match="disk I/O error"):

@@ -14,9 +14,11 @@ no daemon to close it (`kernel_timeouts` is False).
 
 All rule changes of one call go through a single `iptables-restore --noflush`
 batch per address family, which the kernel applies atomically: a rejected rule
-leaves the chain as it was. The database row is written in the same SQLite
-transaction and rolled back if the firewall refuses; if the commit itself fails
-the firewall change is undone.
+leaves the chain as it was. The database rows are written after the batch, in a
+short transaction of their own (never one held across a firewall program, which
+would make every other writer of the file wait); if that write fails the firewall
+change is undone, and a crash in between leaves a rule whose comment says when
+it is due.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import re
 import shlex
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,11 +311,19 @@ class IptablesBackend(FirewallBackend):
         flip = {"-A": "-D", "-D": "-A"}
         return [flip[line[:2]] + line[2:] for line in reversed(lines) if line[:2] in flip]
 
-    def _commit_or_undo(self, version: int, lines: list[str], db: sqlite3.Connection) -> None:
-        """Commit the caller's transaction for an applied batch, or undo the batch."""
+    def _record(
+        self, version: int, lines: list[str], write: Callable[[sqlite3.Connection], None]
+    ) -> None:
+        """Write the rows for a batch already applied, in a transaction of its own; undo
+        the batch if that fails.
+
+        No transaction is ever open while a firewall program runs: every other writer
+        of the state database (replay claims among them) would wait for the program.
+        """
         try:
-            db.commit()
-        except sqlite3.Error as exc:
+            with self.state.transaction() as db:
+                write(db)
+        except (sqlite3.Error, FirewallError) as exc:
             try:
                 self._restore(version, self._undo(lines))
             except FirewallError:
@@ -334,29 +344,24 @@ class IptablesBackend(FirewallBackend):
         ]
         if not wanted:
             raise FirewallError("a door with no ports to open")
+
+        def write(db: sqlite3.Connection) -> None:
+            for rule in wanted:
+                self.state.upsert(db, rule.key, expires)
+
         with self._lock:
             try:
-                with self.state.transaction() as db:
-                    known = self._recorded(db, addr, door) if version in self._ready else None
-                    for rule in wanted:
-                        self.state.upsert(db, rule.key, expires)
-                    lines = self._open_lines(version, wanted, known)
-                    self._commit_or_undo(version, lines, db)
+                known = self._recorded(addr, door) if version in self._ready else None
             except sqlite3.Error as exc:
                 raise FirewallError(f"state database {self.state.path}: {exc}") from exc
+            lines = self._open_lines(version, wanted, known)
+            self._record(version, lines, write)
         return expires
 
-    def _recorded(self, db: sqlite3.Connection, address: str, door: str) -> list[Rule]:
+    def _recorded(self, address: str, door: str) -> list[Rule]:
         """The rules the state database says are in the chain for this address and door."""
-        cur = db.execute(
-            "SELECT proto, first, last, expires FROM firewall_iptables "
-            "WHERE address = ? AND door = ?",
-            (address, door),
-        )
-        return [
-            Rule(address, door, proto, first, last, _comment_expiry(expires))
-            for proto, first, last, expires in cur.fetchall()
-        ]
+        rows = self.state.rows("address = ? AND door = ?", [address, door])
+        return [Rule(*key, _comment_expiry(expires)) for key, expires in rows]
 
     def _open_lines(self, version: int, wanted: list[Rule], known: list[Rule] | None) -> list[str]:
         """Apply the rules a knock wants; return the lines applied.
@@ -396,12 +401,13 @@ class IptablesBackend(FirewallBackend):
         versions = {6 if ":" in key[0] else 4 for key in keys}
         versions |= {r.version for r in extra}
         extra = list(extra)
+        for version in sorted(versions):
+            doomed = [r for r in self._kernel_rules(version) if r.key in keys or r in extra]
+            lines = [self._line("-D", r) for r in dict.fromkeys(doomed)]
+            self._restore(version, lines)
+        # Only once the rules are gone: a row left by a failure here closes again later.
         with self.state.transaction() as db:
             self.state.delete(db, keys)
-            for version in sorted(versions):
-                doomed = [r for r in self._kernel_rules(version) if r.key in keys or r in extra]
-                lines = [self._line("-D", r) for r in dict.fromkeys(doomed)]
-                self._restore(version, lines)
 
     def expire(self, now: float) -> list[OpenEntry]:
         with self._lock:
@@ -424,26 +430,33 @@ class IptablesBackend(FirewallBackend):
                         raise
                     log.warning("IPv%d firewall unavailable; nothing to restore there", version)
                     continue
-                lines: list[str] = []
-                with self.state.transaction() as db:
-                    for key, expires in mine.items():
-                        if expires <= now:
-                            closed.append((key, expires))
-                            self.state.delete(db, [key])
-                    wanted = [Rule(*key, _comment_expiry(e)) for key, e in mine.items() if e > now]
-                    for rule in existing:
-                        if rule.key in rows:
-                            continue
-                        if rule.expires <= now:  # no row: the comment says when it was due
-                            closed.append((rule.key, float(rule.expires)))
-                        else:
-                            self.state.upsert(db, rule.key, float(rule.expires))
-                            wanted.append(rule)
-                    wanted_keys = {r.key for r in wanted}
-                    lines = self._converge(wanted, [r for r in existing if r.key in wanted_keys])
-                    lines.extend(self._line("-D", r) for r in existing if r.key not in wanted_keys)
-                    self._restore(version, lines)
-                    self._commit_or_undo(version, lines, db)
+                due = [(key, e) for key, e in mine.items() if e <= now]
+                closed.extend(due)
+                wanted = [Rule(*key, _comment_expiry(e)) for key, e in mine.items() if e > now]
+                adopted: list[Rule] = []
+                for rule in existing:
+                    if rule.key in rows:
+                        continue
+                    if rule.expires <= now:  # no row: the comment says when it was due
+                        closed.append((rule.key, float(rule.expires)))
+                    else:
+                        adopted.append(rule)
+                wanted += adopted
+                wanted_keys = {r.key for r in wanted}
+                lines = self._converge(wanted, [r for r in existing if r.key in wanted_keys])
+                lines.extend(self._line("-D", r) for r in existing if r.key not in wanted_keys)
+                self._restore(version, lines)
+
+                def write(
+                    db: sqlite3.Connection,
+                    due: list[tuple[Key, float]] = due,
+                    adopted: list[Rule] = adopted,
+                ) -> None:
+                    self.state.delete(db, [key for key, _ in due])
+                    for rule in adopted:
+                        self.state.upsert(db, rule.key, float(rule.expires))
+
+                self._record(version, lines, write)
                 self._ready.add(version)
         return _group(closed)
 
