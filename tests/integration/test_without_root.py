@@ -24,7 +24,7 @@ def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
     drop = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent"}
     return subprocess.run(
-        [*drop, sys.executable, "-m", "tumbler.daemon_cli", *args],
+        [*drop, sys.executable, "-m", "tumbler.cli.tumblerd", *args],
         capture_output=True,
         text=True,
         cwd="/",
