@@ -18,9 +18,11 @@ rule) even when a test fails.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -651,3 +653,58 @@ def test_iptables_init_reports_accept_rules_of_the_administrator(
     assert "not default-closed" in init.stdout
     assert f"--dport {PORT} -j ACCEPT" in init.stderr and "stays open" in init.stderr, init.stderr
     assert reach(topo, PORT, "b4", "b6") == {"b4": True, "b6": False}  # what the warning says
+
+
+def test_iptables_state_rows_are_checked_against_the_config(
+    backend: str, topology: Topology, tmp_path: Path
+) -> None:
+    """A tampered state database re-arms nothing but what the config's doors could open."""
+    if backend == "nftables":
+        pytest.skip("nftables keeps no state database: the kernel times its elements")
+    topo = topology
+    daemon = serve(topo, tmp_path, backend, [door("ssh", SECRET, 60)])
+    assert daemon.stop() == 0
+    now = time.time()
+    b, a, port = topo.b4, topo.a4, PORT
+    hostile = [
+        (
+            b,
+            "ssh -j ACCEPT\n-I INPUT 1 -j ACCEPT\n-A TUMBLER -j ACCEPT",
+            "tcp",
+            port,
+            port,
+            now + 30,
+        ),
+        (b, "ssh", "tcp", 1, 65535, 2100000000.0),  # every port, until 2036
+        (b, "ssh", "tcp", port, port, 2100000000.0),  # far beyond the door's timeout
+        (b, "gone", "tcp", port, port, now + 30),  # no such door
+        (b, "ssh", "icmp", port, port, now + 30),
+        ("10.213.0.0/24", "ssh", "tcp", port, port, now + 30),
+        ("::ffff:10.213.0.3", "ssh", "tcp", port, port, now + 30),
+        (b, "ssh", "tcp", "22 -j ACCEPT", port, now + 30),
+        (topo.b6, 'ssh"', "tcp", port, port, now + 30),
+        (a, "ssh", "tcp", port, port, now + 30),  # the one genuine row
+    ]
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.executemany("INSERT INTO firewall_iptables VALUES (?, ?, ?, ?, ?, ?)", hostile)
+    db.close()
+    daemon.start()
+    assert reach(topo, PORT) == {"a4": True, "b4": False, "a6": False, "b6": False}
+    assert reach(topo, 5999, "b4") == {"b4": False}
+    assert openings(topo, backend) == [(a, "ssh", float(math.ceil(now + 30)))]
+    variant = backend.removeprefix("iptables")
+    for tool in (f"iptables{variant}", f"ip6tables{variant}"):
+        rules = topo.server.run([tool, "-S"]).stdout.splitlines()
+        assert not [r for r in rules if r.endswith("-j ACCEPT") and "tumbler:" not in r], rules
+    log = daemon.log_text()
+    assert log.count("state database: dropped") == len(hostile) - 1, log
+    assert "'ssh -j ACCEPT\\n-I INPUT 1 -j ACCEPT\\n-A TUMBLER -j ACCEPT'" in log
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("SELECT address, door FROM firewall_iptables").fetchall() == [(a, "ssh")]
+        db.execute("INSERT INTO firewall_iptables VALUES (?, ?, ?, ?, ?, ?)", hostile[1])
+    db.close()
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)  # a reload checks the rows again
+    daemon.wait_log("reloaded")
+    assert daemon.log_text().count("state database: dropped") == len(hostile)
+    assert reach(topo, 5999, "b4") == {"b4": False}

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tumbler.actions.firewall import get_backend
+from tumbler.actions.firewall import DoorGrant, get_backend
 from tumbler.actions.firewall.iptables import (
     IptablesBackend,
     IptablesLegacyBackend,
     StateStore,
     parse_rule,
+    restore_line,
+    row_problem,
 )
 from tumbler.actions.firewall.runner import CommandError, CommandResult
 from tumbler.errors import FirewallError
@@ -507,3 +509,38 @@ def test_a_chain_flushed_by_hand_is_read_again_and_the_knock_still_opens(
         "--noflush",
     ]
     assert [(e.address, e.expires) for e in b.list_open(1010.0)] == [("10.213.0.2", 1040.0)]
+
+
+@pytest.mark.parametrize(
+    "token", ["", "a b", "a\tb", "x\n-I", 'say"hi', "it's", "back\\slash", "\x00", "é"]
+)
+def test_restore_line_refuses_what_iptables_restore_would_misread(token: str) -> None:
+    with pytest.raises(FirewallError, match="refusing"):
+        restore_line(["-A", "TUMBLER", "--comment", token])
+    assert restore_line(["-A", "OUTPUT", "!", "-o", "lo"]) == "-A OUTPUT ! -o lo"
+
+
+def test_row_problem_checks_form_and_the_config() -> None:
+    doors = {"ssh": DoorGrant((PortSpec("tcp", 22, 22), PortSpec("udp", 6000, 6010)), 30.0)}
+    now = 1000.0
+    good = ("10.0.0.1", "ssh", "udp", 6001, 6002)
+    assert row_problem(good, now + 30, doors, now) is None
+    assert row_problem(("fd00::1", "ssh", "tcp", 22, 22), now, doors, now) is None
+    bad = {
+        ("10.0.0.1 ", "ssh", "tcp", 22, 22): "normal form",
+        ("::ffff:10.0.0.1", "ssh", "tcp", 22, 22): "normal form",
+        ("10.0.0.0/8", "ssh", "tcp", 22, 22): "not an IP address",
+        ("10.0.0.1", "ssh\n-I INPUT", "tcp", 22, 22): "door name",
+        ("10.0.0.1", "web", "tcp", 22, 22): "no such door",
+        ("10.0.0.1", "ssh", "icmp", 22, 22): "neither tcp nor udp",
+        ("10.0.0.1", "ssh", "tcp", 1, 65535): "does not open these ports",
+        ("10.0.0.1", "ssh", "tcp", "22", 22): "not a port range",
+        ("10.0.0.1", "ssh", "tcp", 23, 22): "not a port range",
+        ("10.0.0.1", "ssh", "tcp", 0, 22): "not a port range",
+        (b"10.0.0.1", "ssh", "tcp", 22, 22): "not text",
+    }
+    for key, why in bad.items():
+        assert why in (row_problem(key, now + 10, doors, now) or ""), key
+    assert "timeout" in (row_problem(good, 2100000000.0, doors, now) or "")
+    assert "expiry" in (row_problem(good, float("nan"), doors, now) or "")
+    assert row_problem(("10.0.0.1", "web", "tcp", 1, 9), 2e9, None, now) is None  # form only

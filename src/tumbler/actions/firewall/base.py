@@ -12,7 +12,7 @@ import math
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -45,6 +45,21 @@ class OpenEntry:
     def remaining(self, now: float) -> float:
         """Seconds left before it closes (0 when due)."""
         return max(0.0, self.expires - now)
+
+
+@dataclass(frozen=True)
+class DoorGrant:
+    """What the config lets one door open: these ports, for at most `timeout` seconds."""
+
+    ports: tuple[PortSpec, ...]
+    timeout: float
+
+    def allows(self, spec: PortSpec) -> bool:
+        """True if one of the door's port specs covers all of `spec`."""
+        return any(
+            p.proto == spec.proto and p.first <= spec.first and spec.last <= p.last
+            for p in self.ports
+        )
 
 
 def check_door(door: str) -> str:
@@ -117,10 +132,12 @@ class FirewallBackend(ABC):
         """Close what is due at `now`; return what was closed."""
 
     @abstractmethod
-    def restore(self, now: float) -> list[OpenEntry]:
-        """At daemon start: close what expired while it was down, re-arm the rest.
+    def restore(self, now: float, doors: Mapping[str, DoorGrant] | None = None) -> list[OpenEntry]:
+        """At daemon start and reload: close what expired while it was down, re-arm the rest.
 
-        Returns what was closed.
+        `doors` is what the current config lets each door open; whatever a backend kept
+        that no door could have opened is dropped (None checks the form only). Returns
+        what was closed.
         """
 
     @abstractmethod

@@ -30,7 +30,7 @@ import re
 import shlex
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,7 @@ from tumbler.actions.firewall.base import (
     COMMENT_PREFIX,
     KNOCK_BURST,
     KNOCK_RATE,
+    DoorGrant,
     FirewallBackend,
     OpenEntry,
     check_door,
@@ -47,9 +48,9 @@ from tumbler.actions.firewall.base import (
 )
 from tumbler.actions.firewall.runner import Runner
 from tumbler.errors import FirewallError
-from tumbler.ports import PortSpec
+from tumbler.ports import PROTOCOLS, PortSpec
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tumblerd.firewall")
 
 CHAIN = "TUMBLER"
 WAIT = ["-w", "5"]
@@ -214,6 +215,41 @@ class StateStore:
             "WHERE address = ? AND door = ? AND proto = ? AND first = ? AND last = ?",
             list(keys),
         )
+
+
+def row_problem(
+    key: Sequence[object], expires: object, doors: Mapping[str, DoorGrant] | None, now: float
+) -> str | None:
+    """Why a state row (or a rule's tag) must not be used, or None if it may.
+
+    The state database is input like any other: a row is used only in the form tumbler
+    writes it, and, with `doors`, only if a door of the current config opens those ports
+    for at most that long.
+    """
+    address, door, proto, first, last = key
+    if not (isinstance(address, str) and isinstance(door, str) and isinstance(proto, str)):
+        return "not text"
+    try:
+        if normalise_address(address)[0] != address:
+            return "address not in normal form"
+        check_door(door)
+    except FirewallError as exc:
+        return str(exc)
+    if proto not in PROTOCOLS:
+        return "protocol neither tcp nor udp"
+    if type(first) is not int or type(last) is not int or not 1 <= first <= last <= 65535:
+        return "not a port range"
+    if type(expires) not in (int, float) or not math.isfinite(expires):  # type: ignore[arg-type]
+        return "not an expiry time"
+    if doors is not None:
+        grant = doors.get(door)
+        if grant is None:
+            return "no such door in the config"
+        if not grant.allows(PortSpec(proto, first, last)):
+            return "the door does not open these ports"
+        if expires > now + timeout_seconds(grant.timeout) + 1:  # type: ignore[operator]
+            return "expires later than the door's timeout allows"
+    return None
 
 
 def _comment_expiry(expires: float) -> int:
@@ -409,18 +445,41 @@ class IptablesBackend(FirewallBackend):
         with self.state.transaction() as db:
             self.state.delete(db, keys)
 
+    def _checked(
+        self, rows: list[tuple[Key, float]], doors: Mapping[str, DoorGrant] | None, now: float
+    ) -> list[tuple[Key, float]]:
+        """The rows that pass `row_problem`; the rest are deleted and logged, never used."""
+        good, bad = [], []
+        for key, expires in rows:
+            problem = row_problem(key, expires, doors, now)
+            if problem is None:
+                good.append((key, expires))
+            else:
+                bad.append(key)
+                log.warning(
+                    "state database: dropped a row (%s): address %r door %r ports %r %r-%r "
+                    "expires %r",
+                    problem,
+                    *key,
+                    expires,
+                )
+        if bad:
+            with self.state.transaction() as db:
+                self.state.delete(db, bad)
+        return good
+
     def expire(self, now: float) -> list[OpenEntry]:
         with self._lock:
-            due = self.state.rows("expires <= ?", [now])
+            due = self._checked(self.state.rows("expires <= ?", [now]), None, now)
             if not due:
                 return []
             self._close_keys({key for key, _ in due})
         return _group(due)
 
-    def restore(self, now: float) -> list[OpenEntry]:
+    def restore(self, now: float, doors: Mapping[str, DoorGrant] | None = None) -> list[OpenEntry]:
         closed: list[tuple[Key, float]] = []
         with self._lock:
-            rows = dict(self.state.rows())
+            rows = dict(self._checked(self.state.rows(), doors, now))
             for version in (4, 6):
                 mine = {k: e for k, e in rows.items() if (6 if ":" in k[0] else 4) == version}
                 try:
@@ -437,7 +496,10 @@ class IptablesBackend(FirewallBackend):
                 for rule in existing:
                     if rule.key in rows:
                         continue
-                    if rule.expires <= now:  # no row: the comment says when it was due
+                    problem = row_problem(rule.key, rule.expires, doors, now)
+                    if problem is not None:  # closed below, and not reported as a door
+                        log.warning("iptables: removing %r from %s (%s)", rule, CHAIN, problem)
+                    elif rule.expires <= now:  # no row: the comment says when it was due
                         closed.append((rule.key, float(rule.expires)))
                     else:
                         adopted.append(rule)
@@ -462,7 +524,8 @@ class IptablesBackend(FirewallBackend):
 
     def list_open(self, now: float) -> list[OpenEntry]:
         with self._lock:
-            return _group(self.state.rows("expires > ?", [now]))
+            rows = self.state.rows("expires > ?", [now])
+            return _group([row for row in rows if row_problem(*row, None, now) is None])
 
     def close(self, address: str, door: str | None = None) -> list[OpenEntry]:
         addr, version = normalise_address(address)

@@ -49,6 +49,7 @@ from tumbler.actions.firewall.base import (
     COMMENT_PREFIX,
     KNOCK_BURST,
     KNOCK_RATE,
+    DoorGrant,
     FirewallBackend,
     OpenEntry,
     check_door,
@@ -402,7 +403,7 @@ class NftablesBackend(FirewallBackend):
         """Nothing to do: the kernel removes elements whose timeout ran out."""
         return []
 
-    def restore(self, now: float) -> list[OpenEntry]:
+    def restore(self, now: float, doors: Mapping[str, DoorGrant] | None = None) -> list[OpenEntry]:
         """Nothing to do: elements kept timing out in the kernel while the daemon was down."""
         return []
 
