@@ -646,12 +646,15 @@ def test_iptables_init_reports_accept_rules_of_the_administrator(
     variant = backend.removeprefix("iptables")
     accept = ["-A", "INPUT", "-p", "tcp", "-m", "tcp", "--dport", str(PORT), "-j", "ACCEPT"]
     topo.server.run([f"iptables{variant}", *accept])
+    loopback = ["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"]  # lets in nothing from outside
+    topo.server.run([f"iptables{variant}", *loopback])
     topo.server.listen(PORT)
     daemon = Tumblerd(topo, tmp_path, backend, [door("ssh", SECRET)])
     init = topo.server.run([*TUMBLERD, "firewall", "init", "--config", str(daemon.config)])
     assert "default-closed policy applied" not in init.stdout, init.stdout
     assert "not default-closed" in init.stdout
     assert f"--dport {PORT} -j ACCEPT" in init.stderr and "stays open" in init.stderr, init.stderr
+    assert len(init.stderr.splitlines()) == 1, init.stderr  # not the loopback rule
     assert reach(topo, PORT, "b4", "b6") == {"b4": True, "b6": False}  # what the warning says
 
 

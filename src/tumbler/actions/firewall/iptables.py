@@ -717,13 +717,29 @@ class IptablesBackend(FirewallBackend):
             tool = self.tool(version)
             _, rules = self._chain_rules(version, "INPUT")
             for rule in rules:
-                if rule[-2:] == ["-j", "ACCEPT"] and not _is_policy(rule):
+                if rule[-2:] == ["-j", "ACCEPT"] and not _is_policy(rule) and not _harmless(rule):
                     spec = shlex.join(rule)
                     warnings.append(
                         f"INPUT also accepts '{spec}', not tumbler's rule, so that stays open; "
                         f"to close it: {tool} -D INPUT {spec}"
                     )
         return warnings
+
+
+def _harmless(rule: Sequence[str]) -> bool:
+    """An ACCEPT that lets in nothing the policy does not: loopback, replies, IPv6 ND.
+
+    These are what the policy itself accepts (an older `init` left them untagged), so
+    reporting them would only bury the rules that do keep a port open.
+    """
+    core = list(rule[:-2])  # without the final -j ACCEPT
+    if core == ["-i", "lo"]:
+        return True
+    states = {"RELATED,ESTABLISHED", "ESTABLISHED,RELATED", "ESTABLISHED"}
+    if len(core) == 4 and core[:3] == ["-m", "conntrack", "--ctstate"] and core[3] in states:
+        return True
+    nd = ["-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type"]
+    return len(core) == 6 and core[:5] == nd and core[5] in ND_TYPES
 
 
 def _is_policy(rule: Sequence[str]) -> bool:
