@@ -691,11 +691,15 @@ def test_iptables_state_rows_are_checked_against_the_config(
     with sqlite3.connect(tmp_path / "state.db") as db:
         db.executemany("INSERT INTO firewall_iptables VALUES (?, ?, ?, ?, ?, ?)", hostile)
     db.close()
+    variant = backend.removeprefix("iptables")
+    for tag in ("tumbler:bad door:2100000000", "tumbler:ssh:2100000000"):  # rules, no rows
+        rule = ["-s", f"{b}/32", "-p", "tcp", "-m", "tcp", "--dport", str(port)]
+        rule += ["-m", "comment", "--comment", tag, "-j", "ACCEPT"]
+        topo.server.run([f"iptables{variant}", "-A", "TUMBLER", *rule])
     daemon.start()
     assert reach(topo, PORT) == {"a4": True, "b4": False, "a6": False, "b6": False}
     assert reach(topo, 5999, "b4") == {"b4": False}
     assert openings(topo, backend) == [(a, "ssh", float(math.ceil(now + 30)))]
-    variant = backend.removeprefix("iptables")
     for tool in (f"iptables{variant}", f"ip6tables{variant}"):
         rules = topo.server.run([tool, "-S"]).stdout.splitlines()
         assert not [r for r in rules if r.endswith("-j ACCEPT") and "tumbler:" not in r], rules

@@ -501,8 +501,16 @@ class IptablesBackend(FirewallBackend):
                 wanted += adopted
                 wanted_keys = {r.key for r in wanted}
                 lines = self._converge(wanted, [r for r in existing if r.key in wanted_keys])
-                lines.extend(self._line("-D", r) for r in existing if r.key not in wanted_keys)
+                unnamed: list[Rule] = []
+                for rule in existing:
+                    if rule.key not in wanted_keys:
+                        try:
+                            lines.append(self._line("-D", rule))
+                        except FirewallError:  # a tag no batch line can name
+                            unnamed.append(rule)
                 self._restore(version, lines)
+                for rule in unnamed:  # an argv needs no quoting: delete it on its own
+                    self._ipt(version, "-D", CHAIN, *rule.spec())
 
                 def write(
                     db: sqlite3.Connection,
