@@ -19,12 +19,20 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
-    """`tumblerd ARGS` as user nobody, with no config of its own (the built-in defaults)."""
+def as_nobody(*args: str, root_daemon: bool = False) -> subprocess.CompletedProcess[str]:
+    """`tumblerd ARGS` as user nobody, with no config of its own (the built-in defaults).
+
+    With `root_daemon`, a private /run (a tmpfs in a mount namespace of its own, so the
+    host's /run is untouched) holds root's /run/tumbler, as a running root daemon leaves it.
+    """
     drop = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent"}
+    argv = [*drop, sys.executable, "-m", "tumbler.cli.tumblerd", *args]
+    if root_daemon:
+        setup = 'mount -t tmpfs tmpfs /run && mkdir -m 700 /run/tumbler && exec "$@"'
+        argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", setup, "sh", *argv]
     return subprocess.run(
-        [*drop, sys.executable, "-m", "tumbler.cli.tumblerd", *args],
+        argv,
         capture_output=True,
         text=True,
         cwd="/",
@@ -52,7 +60,9 @@ def test_firewall_change_says_root_in_one_line(action: str) -> None:
 
 @pytest.mark.parametrize("command", [["status"], ["close", "192.0.2.7"]])
 def test_status_says_root_not_is_it_running(command: list[str]) -> None:
-    done = as_nobody(*command)
+    if shutil.which("unshare") is None:
+        pytest.skip("a private /run needs unshare")
+    done = as_nobody(*command, root_daemon=True)
     assert done.returncode == 1
     [line] = done.stderr.splitlines()
     assert f"{command[0]} needs root" in line and "is tumblerd running" not in line, line

@@ -18,6 +18,7 @@ from tumbler.cli.common import exit_status
 from tumbler.cli.logfmt import JournalFormatter, stderr_is_journal
 from tumbler.config.daemon import (
     FIREWALLS,
+    ROOT_CONTROL,
     Config,
     default_control_path,
     default_state_dir,
@@ -25,6 +26,7 @@ from tumbler.config.daemon import (
 )
 from tumbler.daemon import sdnotify
 from tumbler.errors import ConfigError, TumblerError
+from tumbler.protocols.tumbler1 import normalize_address
 
 DEFAULT_CONFIG = "/etc/tumbler/tumblerd.conf"
 
@@ -37,8 +39,9 @@ examples:
   tumblerd firewall remove                            take the policy away (opens the host)
 
 signals: SIGHUP reloads the config (a broken one is refused, the old one keeps
-serving); SIGTERM and SIGINT stop cleanly.  exit status: 0 ok, 1 runtime failure,
-2 bad config or usage.
+serving); SIGTERM and SIGINT stop cleanly.
+
+exit status (every command): 0 done, 1 failed at run time, 2 bad usage or config.
 """
 
 
@@ -209,17 +212,23 @@ def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
-def _request(command: str, config: Config, message: dict[str, object]) -> dict[str, Any]:
-    """Ask the daemon; without root and without a daemon of one's own, say root is needed."""
-    from tumbler.daemon.control import ControlError, request
+def _ask(config: Config, message: dict[str, str]) -> dict[str, Any]:
+    """Ask the running daemon; a user who is not root is told so, not that it is down."""
+    from tumbler.daemon.control import request
 
-    if os.geteuid() != 0 and not os.path.exists(config.control):
-        raise ControlError(f"{command} needs root (no tumblerd of yours at {config.control})")
+    if os.geteuid() != 0 and config.control == default_control_path():
+        # os.path, not Path.exists: root's directory is 0700, and on Python 3.11
+        # Path.exists raises PermissionError for what is inside it.
+        if os.path.exists(ROOT_CONTROL) or os.path.isdir(os.path.dirname(ROOT_CONTROL)):
+            raise TumblerError(
+                f"tumblerd {message['command']} needs root (the control socket "
+                f"{ROOT_CONTROL} is root's); run it with sudo"
+            )
     return request(config.control, message)
 
 
 def _status(args: argparse.Namespace, config: Config) -> int:
-    answer = _request("status", config, {"command": "status"})
+    answer = _ask(config, {"command": "status"})
     if args.json:
         print(json.dumps(answer, indent=2, sort_keys=True))
         return 0
@@ -243,7 +252,7 @@ def _status(args: argparse.Namespace, config: Config) -> int:
 
 
 def _close(args: argparse.Namespace, config: Config) -> int:
-    answer = _request("close", config, {"command": "close", "address": args.address})
+    answer = _ask(config, {"command": "close", "address": args.address})
     closed = answer["closed"]
     for e in closed:
         print(f"closed: {e['address']} door {e['door']} {e['ports']}")
@@ -253,7 +262,26 @@ def _close(args: argparse.Namespace, config: Config) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the try: a closed pipe is found here, not at exit
+        return code
+    except BrokenPipeError:
+        # `tumblerd status | head -1`: the reader left; say nothing more, and let the
+        # interpreter's own flush at exit find stdout pointing nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "close":
+        try:
+            args.address = normalize_address(args.address)
+        except ValueError:
+            parser.error(f"close: not an IPv4 or IPv6 address: {args.address!r}")
     if args.command == "demo":
         from tumbler.lab.demo import main as demo
 

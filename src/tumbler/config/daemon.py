@@ -30,6 +30,7 @@ from tumbler.ports import MAX_PORTS_EACH, PortSpec, parse_port, parse_port_list,
 from tumbler.protocols.tumbler1 import DEFAULT_PORT
 from tumbler.secretfile import SecretFileError, read_secret_file
 
+ROOT_CONTROL = "/run/tumbler/control.sock"
 FIREWALLS = ("auto", "nftables", "iptables", "iptables-nft", "iptables-legacy")
 
 
@@ -93,7 +94,7 @@ def default_state_dir() -> Path:
 def default_control_path() -> str:
     """Root's socket lives in /run; anyone else's beside the state."""
     if os.geteuid() == 0:
-        return "/run/tumbler/control.sock"
+        return ROOT_CONTROL
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
         return str(Path(runtime) / "tumbler.sock")
