@@ -30,7 +30,7 @@ from tumbler.doors import SequenceDoor, is_door_name
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
 from tumbler.filemodes import readable_by_others
-from tumbler.ports import PortSpec, parse_port, parse_port_list
+from tumbler.ports import MAX_PORTS_EACH, PortSpec, parse_port, parse_port_list, port_count
 from tumbler.protocols import tumbler2
 from tumbler.protocols.tumbler1 import DEFAULT_PORT
 from tumbler.secretfile import SecretFileError, read_secret_file
@@ -275,6 +275,25 @@ def _read_secret_file(ref: str, base: Path, path: str, line: int) -> tuple[str, 
     return found.secret, (secret_path if found.exposed else None)
 
 
+def _check_port_limit(section: Section, name: str, path: str, firewall: str) -> None:
+    """Refuse a door that opens more ports than nftables (which `auto` tries first) holds.
+
+    Without an administrator's `set`, nftables keeps every opened port as its own element;
+    checked here so that the first knock does not find out.
+    """
+    if firewall not in ("nftables", "auto") or "set" in section.values:
+        return
+    count = port_count(section.get("open", cast(tuple[PortSpec, ...], ())))
+    if count > MAX_PORTS_EACH:
+        chosen = "auto, which tries nftables first" if firewall == "auto" else "nftables"
+        raise ConfigError(
+            f"door {name} opens {count} ports, but with firewall = {chosen} a door opens at "
+            f"most {MAX_PORTS_EACH} (iptables has no such limit)",
+            path,
+            section.line_of("open"),
+        )
+
+
 def _door_key(
     section: Section, name: str, base: Path, path: str, secret_files: list[Path]
 ) -> bytes | None:
@@ -357,6 +376,7 @@ def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door,
     for option in ("timeout", "firewall", "set"):
         if has(option) and not has("open"):
             raise ConfigError(f"door {name}: {option} needs an open", path, section.line_of(option))
+    _check_port_limit(section, name, path, section.get("firewall", firewall))
     door = Door(
         name=name,
         line=section.line,

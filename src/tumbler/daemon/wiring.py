@@ -347,13 +347,21 @@ class Daemon:
 
     def _restore_firewalls(self) -> None:
         """Re-arm what a previous run opened and close what expired while we were down."""
+        from tumbler.actions.firewall import DoorGrant
+
         now = time.time()
-        for door in self.runtime.doors.values():
-            if door.open:
-                try:
-                    self.backend_for(door).restore(now)
-                except FirewallError as exc:
-                    log.error("door %s: could not restore firewall state: %s", door.name, exc)
+        doors = [door for door in self.runtime.doors.values() if door.open]
+        # What each door may open now: a kept row that no door could open is dropped.
+        grants = {d.name: DoorGrant(d.open, d.timeout) for d in doors if not d.set}
+        restored: set[int] = set()
+        for door in doors:
+            try:
+                backend = self.backend_for(door)
+                if id(backend) not in restored:
+                    restored.add(id(backend))
+                    backend.restore(now, grants)
+            except FirewallError as exc:
+                log.error("door %s: could not restore firewall state: %s", door.name, exc)
 
     # -- control ---------------------------------------------------------------------------
 
