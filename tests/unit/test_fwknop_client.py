@@ -1,0 +1,108 @@
+"""The fwknop side of the client: fwknop:// URLs, .fwknoprc stanzas, packets on loopback."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tumbler.fwknop_client import (
+    FwknopURL,
+    parse_fwknop_url,
+    read_rc,
+    send_spa,
+    target_from_rc,
+)
+from tumbler.knock import KnockUsageError
+from tumbler.ports import PortSpec
+from tumbler.protocols import fwknop as spa
+
+KEY = base64.b64encode(b"k" * 32).decode()
+HMAC_KEY = base64.b64encode(b"h" * 64).decode()
+RC = f"""\
+[default]
+USE_HMAC            Y
+
+[web]
+SPA_SERVER          127.0.0.1
+ACCESS              tcp/22
+KEY_BASE64          {KEY}
+HMAC_KEY_BASE64     {HMAC_KEY}
+HMAC_DIGEST_TYPE    sha512
+ENCRYPTION_MODE     ofb
+DIGEST_TYPE         sha384
+FW_TIMEOUT          60
+SPOOF_USER          carol
+
+[gpg]
+SPA_SERVER          192.0.2.9
+USE_GPG             Y
+"""
+
+
+def test_parse_fwknop_url() -> None:
+    assert parse_fwknop_url("fwknop://web@host.example/") == FwknopURL("host.example", None, "web")
+    got = parse_fwknop_url("fwknop://[fd00::1]:62202/tcp/22,udp/53")
+    assert got == FwknopURL(
+        "fd00::1", 62202, None, (PortSpec("tcp", 22, 22), PortSpec("udp", 53, 53))
+    )
+    assert str(got) == "fwknop://[fd00::1]:62202/tcp/22,udp/53"
+    for bad in (
+        "tumbler://h/",
+        "fwknop://@h/",
+        "fwknop://fd00::1/",
+        "fwknop://[nope]/",
+        "fwknop://h:0/",
+        "fwknop://h/tcp/0",
+        "fwknop:///",
+    ):
+        with pytest.raises(KnockUsageError, match="bad URL"):
+            parse_fwknop_url(bad)
+
+
+def test_target_from_rc(tmp_path: Path) -> None:
+    rc = tmp_path / "rc"
+    rc.write_text(RC)
+    rc.chmod(0o644)
+    warned: list[str] = []
+    stanzas = read_rc(rc, warned.append)
+    assert warned and "chmod 600" in warned[0]
+    target = target_from_rc(parse_fwknop_url("fwknop://127.0.0.1/"), stanzas, rc)
+    assert target.stanza == "web" and target.port == spa.DEFAULT_PORT
+    assert (target.keys.mode, target.keys.hmac_digest, target.digest_type) == (
+        "ofb",
+        "sha512",
+        "sha384",
+    )
+    assert target.client_timeout == 60 and target.user == "carol"
+    assert target.ports == (PortSpec("tcp", 22, 22),)
+    assert KEY not in repr(target)
+    with pytest.raises(KnockUsageError, match="GPG"):
+        target_from_rc(parse_fwknop_url("fwknop://192.0.2.9/"), stanzas, rc)
+    with pytest.raises(KnockUsageError, match="no stanza has SPA_SERVER"):
+        target_from_rc(parse_fwknop_url("fwknop://192.0.2.77/"), stanzas, rc)
+    with pytest.raises(KnockUsageError, match="no \\[nope\\] stanza"):
+        target_from_rc(parse_fwknop_url("fwknop://nope@x/"), stanzas, rc)
+
+
+def test_send_spa_on_loopback(tmp_path: Path) -> None:
+    rc = tmp_path / "rc"
+    rc.write_text(RC)
+    stanzas = read_rc(rc)
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    port = receiver.getsockname()[1]
+    with receiver:
+        url = parse_fwknop_url(f"fwknop://web@127.0.0.1:{port}/udp/53")
+        target = target_from_rc(url, stanzas, rc)
+        result = send_spa(target, now=1_800_000_000)
+        data = receiver.recv(2048)
+    assert data == result.datagram and result.allow_ip == "127.0.0.1"
+    msg = spa.open_packet(data, target.keys)
+    assert (msg.message, msg.user, msg.timestamp) == ("127.0.0.1,udp/53", "carol", 1_800_000_000)
+    assert (msg.client_timeout, msg.digest_type) == (60, "sha384")
+    dry = send_spa(target, source="0.0.0.0", now=time.time(), dry_run=True)
+    assert not dry.sent and spa.open_packet(dry.datagram, target.keys).allow_ip == "0.0.0.0"
