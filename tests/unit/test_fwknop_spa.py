@@ -307,3 +307,21 @@ def test_module_imports_and_says_what_is_missing_without_cryptography() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install 'tumbler[fwknop]'" in out.stdout
     assert "raised fwknop SPA needs the 'cryptography' package" in out.stdout
+
+
+def test_first_grant_tries_doors_in_order() -> None:
+    import ipaddress
+
+    other = door(name="other", keys=SpaKeys(b"o" * 32, b"p" * 64))
+    no_hmac = door(name="plain", keys=SpaKeys(b"q" * 32))
+    narrow = door(name="narrow", sources=(ipaddress.ip_network("192.0.2.0/24"),))
+    k = keys()
+    data = spa.build_packet(k, allow_ip="10.0.0.2", ports=["tcp/22"], user="u", timestamp=100)
+    assert spa.first_grant(data, [other, no_hmac, narrow, door()], "10.0.0.9", 100).door == "ssh"
+    assert spa.first_grant(data, [narrow, door()], "192.0.2.1", 100).door == "narrow"
+    with pytest.raises(SpaRejected, match="no-door"):
+        spa.first_grant(data, [other, no_hmac, narrow], "10.0.0.9", 100)
+    with pytest.raises(SpaRejected, match="age"):  # the door whose keys fit decides
+        spa.first_grant(data, [other, door()], "10.0.0.9", 1000)
+    with pytest.raises(MalformedDatagram):
+        spa.first_grant(b"TUMBLER1: " + b"0" * 64, [door()], "10.0.0.9", 100)

@@ -25,7 +25,7 @@ import hmac
 import ipaddress
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -578,6 +578,28 @@ def authorize(message: SpaMessage, door: FwknopDoor, source: str, now: float) ->
 def decide(data: bytes, door: FwknopDoor, source: str, now: float) -> Grant:
     """Open, verify and authorize one datagram for one door; raise if it is not a grant."""
     return authorize(open_packet(data, door.keys), door, source, now)
+
+
+def first_grant(data: bytes, doors: Sequence[FwknopDoor], source: str, now: float) -> Grant:
+    """fwknopd's stanza loop: the first door (in order) whose keys open the packet decides it.
+
+    A door that does not admit the source costs nothing; one whose HMAC (or, without an
+    HMAC, whose decryption or digest) fails is skipped. Raises SpaRejected("no-door") when
+    no door's keys open it, or the deciding door's reason.
+    """
+    if not classify(data):
+        raise MalformedDatagram("not shaped like an fwknop SPA packet")
+    for door in doors:
+        if not door.admits(source):
+            continue
+        try:
+            message = open_packet(data, door.keys)
+        except SpaRejected as exc:
+            if exc.reason in ("hmac", "decrypt", "digest"):
+                continue
+            raise
+        return authorize(message, door, source, now)
+    raise SpaRejected("no-door")
 
 
 # --- the client side --------------------------------------------------------------------
