@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tumbler.fwknop_client import (
+from tumbler.client.fwknop import (
     FwknopURL,
     parse_fwknop_url,
     read_rc,
     send_spa,
     target_from_rc,
 )
-from tumbler.knock import KnockUsageError
+from tumbler.client.knock import KnockUsageError
 from tumbler.ports import PortSpec
 from tumbler.protocols import fwknop as spa
 
