@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TextIO
 
-from tumbler.actions.firewall.base import FirewallBackend, OpenEntry
+from tumbler.actions.firewall.base import FirewallBackend, KnockPorts, OpenEntry, knock_ports
 from tumbler.errors import FirewallError
 
 ACTIONS = ("init", "list", "flush")
@@ -37,7 +37,7 @@ def format_table(entries: Sequence[OpenEntry], now: float) -> list[str]:
 def firewall_command(
     action: str,
     backend: FirewallBackend,
-    knock_port: int,
+    knock_port: KnockPorts,
     print_only: bool,
     out: TextIO,
     err: TextIO | None = None,
@@ -55,9 +55,10 @@ def firewall_command(
             if print_only:
                 out.write("\n".join(lines) + "\n")
             else:
+                ports = ", ".join(f"udp/{p}" for p in knock_ports(knock_port))
                 out.write(
                     f"default-closed policy applied ({backend.name}); "
-                    f"knock port udp/{knock_port} stays reachable\n"
+                    f"knock port {ports} stays reachable\n"
                 )
         elif action == "list":
             entries = backend.list_open(now)

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tumbler.errors import ConfigError
 from tumbler.client.knock import KnockError, KnockUsageError, resolve
+from tumbler.errors import ConfigError
 from tumbler.ports import PortSpec
 from tumbler.protocols import fwknop as spa
 from tumbler.protocols.fwknop_access import (

@@ -113,8 +113,9 @@ class CryptoUnavailable(TumblerError):
 class SpaRejected(TumblerError):
     """A well-shaped packet that fails a check; `reason` is a short word for counters and logs."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", door: str | None = None) -> None:
         self.reason = reason
+        self.door = door  # the door whose keys opened the packet, once one has
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
@@ -528,6 +529,7 @@ class Grant:
     timeout: int
     user: str
     replay_key: str
+    replay_until: float  # after this no receiver's age check could accept the packet again
 
 
 def _source_address(source: str) -> str:
@@ -547,6 +549,14 @@ def authorize(message: SpaMessage, door: FwknopDoor, source: str, now: float) ->
     Stricter than fwknopd where it is weak: every requested port must lie within the
     door's ports before anything happens, and command and NAT messages are refused.
     """
+    try:
+        return _authorize(message, door, source, now)
+    except SpaRejected as exc:
+        exc.door = door.name
+        raise
+
+
+def _authorize(message: SpaMessage, door: FwknopDoor, source: str, now: float) -> Grant:
     if not door.admits(source):
         raise SpaRejected("source", "the packet's source is not among the door's sources")
     if abs(now - message.timestamp) > door.max_age:
@@ -572,7 +582,10 @@ def authorize(message: SpaMessage, door: FwknopDoor, source: str, now: float) ->
         timeout = min(message.client_timeout, door.max_timeout)
     else:
         timeout = door.timeout
-    return Grant(door.name, address, tuple(ports), timeout, message.user, message.replay_key())
+    until = message.timestamp + door.max_age + 1.0
+    return Grant(
+        door.name, address, tuple(ports), timeout, message.user, message.replay_key(), until
+    )
 
 
 def decide(data: bytes, door: FwknopDoor, source: str, now: float) -> Grant:
@@ -597,6 +610,7 @@ def first_grant(data: bytes, doors: Sequence[FwknopDoor], source: str, now: floa
         except SpaRejected as exc:
             if exc.reason in ("hmac", "decrypt", "digest"):
                 continue
+            exc.door = door.name
             raise
         return authorize(message, door, source, now)
     raise SpaRejected("no-door")

@@ -37,8 +37,10 @@ from tumbler.actions.firewall.base import (
     KNOCK_BURST,
     KNOCK_RATE,
     FirewallBackend,
+    KnockPorts,
     OpenEntry,
     check_door,
+    knock_ports,
     normalise_address,
     timeout_seconds,
 )
@@ -464,7 +466,7 @@ class IptablesBackend(FirewallBackend):
     # -- policy -------------------------------------------------------------
 
     @staticmethod
-    def policy_rules(version: int, knock_port: int) -> list[list[str]]:
+    def policy_rules(version: int, knock_port: KnockPorts) -> list[list[str]]:
         """INPUT rules of the default-closed policy, after the jump to TUMBLER."""
         rules = [
             ["-i", "lo", "-j", "ACCEPT"],
@@ -475,20 +477,21 @@ class IptablesBackend(FirewallBackend):
                 ["-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", t, "-j", "ACCEPT"]
                 for t in ND_TYPES
             )
-        knock = ["-p", "udp", "-m", "udp", "--dport", str(knock_port)]
-        rules.append(
-            [
-                *knock,
-                *("-m", "hashlimit", "--hashlimit-above", f"{KNOCK_RATE}/sec"),
-                *("--hashlimit-burst", str(KNOCK_BURST), "--hashlimit-mode", "srcip"),
-                *("--hashlimit-name", "tumbler_knock", "-j", "DROP"),
-            ]
-        )
-        rules.append([*knock, "-j", "ACCEPT"])
+        for port in knock_ports(knock_port):
+            knock = ["-p", "udp", "-m", "udp", "--dport", str(port)]
+            rules.append(
+                [
+                    *knock,
+                    *("-m", "hashlimit", "--hashlimit-above", f"{KNOCK_RATE}/sec"),
+                    *("--hashlimit-burst", str(KNOCK_BURST), "--hashlimit-mode", "srcip"),
+                    *("--hashlimit-name", "tumbler_knock", "-j", "DROP"),
+                ]
+            )
+            rules.append([*knock, "-j", "ACCEPT"])
         rules.append(["-p", "udp", "-j", "DROP"])
         return rules
 
-    def render_policy(self, knock_port: int) -> list[str]:
+    def render_policy(self, knock_port: KnockPorts) -> list[str]:
         lines: list[str] = []
         for version in (4, 6):
             tool = self.tool(version)
@@ -501,7 +504,7 @@ class IptablesBackend(FirewallBackend):
             lines.append(shlex.join([tool, "-P", "INPUT", "DROP"]))
         return lines
 
-    def apply_policy(self, knock_port: int) -> None:
+    def apply_policy(self, knock_port: KnockPorts) -> None:
         """Add the missing policy rules and set INPUT's policy to DROP, one batch per family.
 
         The policy change rides in the same batch as the accepts, so an
