@@ -1,4 +1,5 @@
-"""Packets built by `tumbler.protocols.fwknop` are accepted by a real fwknopd (Debian 2.6.10).
+"""Packets built by `tumbler.protocols.fwknop` and by `tumbler --open fwknop://` open a real
+fwknopd (Debian 2.6.10).
 
 fwknopd runs in the server namespace (10.213.0.1) in UDP-server mode, one access.conf
 stanza per mode and digest, each with its own keys and a CMD_CYCLE_OPEN that touches a
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -105,3 +107,35 @@ def test_fwknopd_refuses_a_wrong_hmac_key(
     wait_until(lambda: server.opened("cbc") == [f"open-cbc-{topology.a4}-6-22-0"], "the good one")
     assert [p.name for p in server.folder.glob("open-*")] == [f"open-cbc-{topology.a4}-6-22-0"]
     assert server.log_text().count("udp_server: Got UDP datagram") == 2
+
+
+def test_tumbler_cli_opens_fwknopd_with_a_stanza_the_fwknop_client_saved(
+    topology: Topology, fwknopd: tuple[Fwknopd, dict[str, spa.SpaKeys]], tmp_path: Path
+) -> None:
+    """`tumbler --open fwknop://STANZA@HOST/` with an .fwknoprc the real client wrote."""
+    server, keys = fwknopd
+    client = shutil.which("fwknop")
+    assert client is not None, "the fwknop client is not installed: ./dev installs it"
+    home = tmp_path / "home"
+    home.mkdir()
+    k = keys["ctr"]
+    assert k.hmac_key is not None
+    topology.a.run(
+        [
+            *("env", f"HOME={home}", client, "-n", "srv", "--save-rc-stanza", "-T"),
+            *("-A", "tcp/22", "-a", topology.a4, "-D", topology.server4, "-M", "ctr"),
+            *("--use-hmac", "--hmac-digest-type", "sha512", "-f", "40"),
+            *("--key-base64-rijndael", base64.b64encode(k.key).decode()),
+            *("--key-base64-hmac", base64.b64encode(k.hmac_key).decode()),
+        ]
+    )
+    rc = home / ".fwknoprc"
+    assert "[srv]" in rc.read_text()
+    tumbler = [sys.executable, "-m", "tumbler", "--fwknoprc", str(rc), "--open"]
+    topology.a.run([*tumbler, f"fwknop://srv@{topology.server4}/"])
+    want = [f"open-ctr-{topology.a4}-6-22-40"]
+    wait_until(lambda: server.opened("ctr") == want, "fwknopd to open for tumbler's packet")
+    # The stanza found by its SPA_SERVER, ports from the URL; 0.0.0.0 becomes A's address.
+    topology.a.run([*tumbler, f"fwknop://{topology.server4}/udp/53", "--from", "0.0.0.0"])
+    want = [f"open-ctr-{topology.a4}-17-53-40", *want]
+    wait_until(lambda: server.opened("ctr") == want, "fwknopd to open udp/53")

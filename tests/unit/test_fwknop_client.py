@@ -106,3 +106,22 @@ def test_send_spa_on_loopback(tmp_path: Path) -> None:
     assert (msg.client_timeout, msg.digest_type) == (60, "sha384")
     dry = send_spa(target, source="0.0.0.0", now=time.time(), dry_run=True)
     assert not dry.sent and spa.open_packet(dry.datagram, target.keys).allow_ip == "0.0.0.0"
+
+
+def test_tumbler_open_fwknop_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tumbler.cli.tumbler import main
+
+    rc = tmp_path / "rc"
+    rc.write_text(RC)
+    rc.chmod(0o600)
+    argv = ["--open", "fwknop://web@127.0.0.1/", "--fwknoprc", str(rc), "--dry-run"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "allow     127.0.0.1 tcp/22" in out and "[web] (mode ofb, HMAC sha512)" in out
+    assert "(dry run: nothing sent)" in out and KEY not in out and HMAC_KEY not in out
+    assert main([*argv, "--secret-file", str(rc)]) == 2
+    assert "keys from the .fwknoprc stanza" in capsys.readouterr().err
+    assert main(["--open", "tumbler://s@127.0.0.1/", "--fwknoprc", str(rc), "--dry-run"]) == 2
+    assert "--fwknoprc is for fwknop:// URLs" in capsys.readouterr().err
+    assert main(["--open", "fwknop://127.0.0.1/", "--fwknoprc", str(tmp_path / "no")]) == 1
+    assert "cannot read" in capsys.readouterr().err
