@@ -47,6 +47,8 @@ _SEND = (
 class Server:
     """tumblerd with one fwknop door in the server namespace, driven as an admin would."""
 
+    proc: subprocess.Popen[Any] | None = None
+
     def __init__(self, topo: Topology, folder: Path) -> None:
         self.topo, self.folder = topo, folder
         self.log = folder / "tumblerd.log"
@@ -70,15 +72,31 @@ class Server:
         assert "udp/8675, udp/62201 stays reachable" in out, out
         topo.server.listen(PORT)
         topo.server.listen(OTHER)
+        self.start()
+
+    def start(self) -> None:
+        """Start tumblerd; return once it says it takes SPA packets on 62201."""
+        before = self.log_text().count("SPA packets taken on udp port 62201")
         env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
-        with open(folder / "tumblerd.stderr", "wb") as err:
-            self.proc = topo.server.popen(
+        with open(self.folder / "tumblerd.stderr", "ab") as err:
+            self.proc = self.topo.server.popen(
                 [*TUMBLERD, "--config", str(self.config)],
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 env=env,
             )
-        wait_until(lambda: "SPA packets taken on udp port 62201" in self.log_text(), "tumblerd")
+        wait_until(
+            lambda: self.log_text().count("SPA packets taken on udp port 62201") > before,
+            "tumblerd to listen",
+        )
+
+    def restart(self) -> None:
+        """SIGTERM, as systemd stops it, then start again."""
+        assert self.proc is not None
+        self.proc.terminate()
+        assert self.proc.wait(15) == 0
+        self.proc = None
+        self.start()
 
     def cli(self, *args: str) -> str:
         return self.topo.server.run([*TUMBLERD, *args, "--config", str(self.config)]).stdout
@@ -89,8 +107,6 @@ class Server:
                 f"tumblerd exited: {(self.folder / 'tumblerd.stderr').read_text()}"
             )
         return self.log.read_text() if self.log.exists() else ""
-
-    proc: subprocess.Popen[Any] | None = None
 
     def counters(self) -> dict[str, int]:
         counters: dict[str, int] = json.loads(self.cli("status", "--json"))["counters"]
@@ -120,6 +136,11 @@ def fwknop(ns: Namespace, home: Path, *args: str, hmac_key: str = HMAC_KEY) -> P
 
 def send(ns: Namespace, host: str, data: bytes, port: int = spa.DEFAULT_PORT) -> None:
     ns.run([sys.executable, "-c", _SEND, host, str(port)], input=data.decode("ascii"))
+
+
+def spa_plaintext(message: spa.SpaMessage) -> str:
+    """The plaintext a message was decrypted from (its digest recomputed)."""
+    return f"{message.encoded}:{spa._digest(message.digest_type, message.encoded)}"
 
 
 @pytest.fixture
@@ -199,8 +220,13 @@ def test_replays_refused_by_content(topology: Topology, server: Server, tmp_path
     # The same plaintext under a new salt: different bytes, the same request.
     keys = spa.SpaKeys.from_text(key_base64=KEY, hmac_key_base64=HMAC_KEY)
     message = spa.open_packet(data, keys)
-    again = spa.wrap(f"{message.encoded}:{spa._digest(message.digest_type, message.encoded)}", keys)
+    again = spa.wrap(spa_plaintext(message), keys)
     assert again != data
     send(topology.b, topology.server4, again, port=8675)  # and on tumblerd's own port
     wait_until(lambda: server.counters().get("replay", 0) == 2, "two replays counted")
     assert server.counters()["accepted"] == 1
+    # The claims are on disk: after a restart the same request is still a replay.
+    server.restart()
+    send(topology.b, topology.server4, spa.wrap(spa_plaintext(message), keys))
+    wait_until(lambda: server.counters().get("replay", 0) == 1, "a replay after the restart")
+    assert server.counters().get("accepted", 0) == 0
