@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.netns.netns import Namespace, Topology, reach, wait_until
+from tests.netns.netns import BANNER, Namespace, Topology, reach, wait_until
 from tumbler.protocols import fwknop as spa
 
 PORT = 2222
@@ -230,3 +230,49 @@ def test_replays_refused_by_content(topology: Topology, server: Server, tmp_path
     send(topology.b, topology.server4, spa.wrap(spa_plaintext(message), keys))
     wait_until(lambda: server.counters().get("replay", 0) == 1, "a replay after the restart")
     assert server.counters().get("accepted", 0) == 0
+
+
+def _rc(folder: Path, server: str) -> Path:
+    """An .fwknoprc with the door's keys, as a user of the fwknop client keeps it."""
+    rc = folder / "fwknoprc"
+    rc.write_text(
+        "[default]\nUSE_HMAC Y\n\n[srv]\n"
+        f"SPA_SERVER {server}\nACCESS tcp/{PORT}\n"
+        f"KEY_BASE64 {KEY}\nHMAC_KEY_BASE64 {HMAC_KEY}\n"
+    )
+    rc.chmod(0o600)
+    return rc
+
+
+@pytest.mark.parametrize("family", ["4", "6"])
+def test_tumbler_open_profile_of_fwknop_kind(
+    topology: Topology, server: Server, tmp_path: Path, family: str
+) -> None:
+    host = topology.server4 if family == "4" else f"[{topology.server6}]"
+    rc = _rc(tmp_path, topology.server4)
+    hosts = tmp_path / "hosts.conf"
+    hosts.write_text(
+        f"[host-srv]\n   url = fwknop://srv@{host}/\n   fwknoprc = {rc}\n   wait = {PORT}\n"
+    )
+    hosts.chmod(0o600)
+    out = topology.a.run([sys.executable, "-m", "tumbler", "open", "srv", "--profiles", str(hosts)])
+    assert f"srv: tcp/{PORT} on" in out.stdout and "answers after" in out.stdout
+    me = topology.a4 if family == "4" else topology.a6
+    server.wait_opened(me)
+    assert reach(topology, PORT, f"a{family}", f"b{family}") == {
+        f"a{family}": True,
+        f"b{family}": False,
+    }
+
+
+def test_ssh_proxy_through_a_tumblerd_fwknop_door(
+    topology: Topology, server: Server, tmp_path: Path
+) -> None:
+    rc = _rc(tmp_path, topology.server4)
+    argv = [
+        *(sys.executable, "-m", "tumbler", "ssh-proxy", topology.server4, str(PORT)),
+        *("--url", f"fwknop://srv@{topology.server4}/"),
+    ]
+    done = topology.a.run(["env", f"FWKNOPRC={rc}", *argv], input="")
+    assert done.stdout.encode() == BANNER  # the listener's greeting, relayed
+    server.wait_opened(topology.a4)

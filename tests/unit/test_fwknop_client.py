@@ -125,3 +125,23 @@ def test_tumbler_open_fwknop_dry_run(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "--fwknoprc is for fwknop:// URLs" in capsys.readouterr().err
     assert main(["--open", "fwknop://127.0.0.1/", "--fwknoprc", str(tmp_path / "no")]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_profiles_of_fwknop_kind(tmp_path: Path) -> None:
+    from tumbler.client.profiles import parse_profiles
+    from tumbler.errors import ConfigError
+
+    loaded = parse_profiles(
+        "[host-web]\n   url = fwknop://web@[fd00::1]/tcp/22\n   fwknoprc = keys/rc\n   wait = 22\n"
+        "[host-plain]\n   url = tumbler://h/\n",
+        str(tmp_path / "hosts.conf"),
+    )
+    web = loaded.profiles["web"]
+    assert web.fwknop == FwknopURL("fd00::1", None, "web", (PortSpec("tcp", 22, 22),))
+    assert (web.url.host, web.url.port) == ("fd00::1", spa.DEFAULT_PORT)
+    assert web.fwknoprc == str(tmp_path / "keys" / "rc")
+    assert loaded.for_host("fd00::1") is web and loaded.profiles["plain"].fwknop is None
+    with pytest.raises(ConfigError, match="keys from fwknoprc, not secret_file"):
+        parse_profiles("[host-w]\n   url = fwknop://h/\n   secret_file = s\n")
+    with pytest.raises(ConfigError, match="fwknoprc needs an fwknop:// url"):
+        parse_profiles("[host-w]\n   url = tumbler://h/\n   fwknoprc = rc\n")
