@@ -171,9 +171,17 @@ class Daemon:
             if exc.door is None:  # no door's keys open it: junk, as far as anyone can tell
                 self.stats.count("no-door")
                 return None
+            if exc.replay_key is not None:
+                # A refused packet repeated is counted as a replay, and logged only once.
+                key = f"fwknop:{exc.replay_key}"
+                held = self._claimed.get(key)
+                if held is not None and held > now:
+                    self.stats.count("replay")
+                    return None
+                self._claimed[key] = exc.replay_until
             self.stats.count("refused")
             self.stats.count(f"fwknop-{exc.reason}")
-            if exc.reason != "age":  # an old packet may be a replay flood: counted, not logged
+            if exc.reason != "age":  # old packets are counted, not logged: a flood could replay one
                 log.info("fwknop packet for door %s from %s refused: %s", exc.door, address, exc)
             return None
         # Content, not bytes: the same request encrypted again under a new salt is a replay.

@@ -116,6 +116,9 @@ class SpaRejected(TumblerError):
     def __init__(self, reason: str, detail: str = "", door: str | None = None) -> None:
         self.reason = reason
         self.door = door  # the door whose keys opened the packet, once one has
+        # Set once the packet is decrypted, so a receiver can treat a repeat as a replay.
+        self.replay_key: str | None = None
+        self.replay_until = 0.0
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
@@ -553,6 +556,8 @@ def authorize(message: SpaMessage, door: FwknopDoor, source: str, now: float) ->
         return _authorize(message, door, source, now)
     except SpaRejected as exc:
         exc.door = door.name
+        exc.replay_key = message.replay_key()
+        exc.replay_until = message.timestamp + door.max_age + 1.0
         raise
 
 
