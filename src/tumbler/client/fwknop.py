@@ -16,7 +16,6 @@ import getpass
 import ipaddress
 import os
 import socket
-import stat
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -25,7 +24,8 @@ from pathlib import Path
 
 from tumbler.client.knock import KnockError, KnockUsageError, resolve
 from tumbler.errors import ConfigError
-from tumbler.ports import PortSpec
+from tumbler.filemodes import readable_by_others
+from tumbler.ports import PortSpec, parse_port
 from tumbler.protocols import fwknop as spa
 from tumbler.protocols.fwknop_access import (
     Stanza,
@@ -88,9 +88,10 @@ def parse_fwknop_url(text: str) -> FwknopURL:
         raise _bad("no host")
     port: int | None = None
     if port_text:
-        if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
-            raise _bad(f"port {port_text!r} is not a number from 1 to 65535")
-        port = int(port_text)
+        try:
+            port = parse_port(port_text)
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
     ports: tuple[PortSpec, ...] = ()
     path = urllib.parse.unquote(path.rstrip("/"))
     if path:
@@ -118,7 +119,7 @@ def read_rc(path: Path, warn: Warn | None = None) -> dict[str, Stanza]:
             text = handle.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise KnockError(f"cannot read {path}: {exc}") from None
-    if warn is not None and stat.S_ISREG(mode) and mode & 0o044:
+    if warn is not None and readable_by_others(mode):
         warn(f"{path} holds keys and is readable by group or others; chmod 600 it")
     try:
         return parse_fwknoprc(text, str(path))
@@ -165,13 +166,14 @@ def target_from_rc(url: FwknopURL, stanzas: dict[str, Stanza], path: Path) -> Fw
     proto = (stanza.get("SPA_SERVER_PROTO") or "udp").lower()
     if proto != "udp":
         raise KnockUsageError(f"{where}: SPA_SERVER_PROTO {proto} is not supported, only udp")
+    access = stanza.get("ACCESS")
+    if not url.ports and not access:
+        raise KnockUsageError(f"{where}: no ports: give them in the URL or as ACCESS")
     try:
         keys = stanza_keys(stanza, client=True)
-        ports = url.ports or parse_fwknop_ports(stanza.get("ACCESS") or "")
+        ports = url.ports or parse_fwknop_ports(access or "")
     except ValueError as exc:
         raise KnockUsageError(f"{where}: {exc}") from None
-    if not ports:
-        raise KnockUsageError(f"{where}: no ports: give them in the URL or as ACCESS")
     allow = stanza.get("ALLOW_IP")
     if allow is not None and allow.lower() == "source":
         allow = spa.ANY_ADDRESS

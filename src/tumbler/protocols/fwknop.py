@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from tumbler.addresses import normalize_address
 from tumbler.errors import MalformedDatagram, TumblerError
 from tumbler.ports import PortSpec, parse_port_spec
 
@@ -512,7 +513,7 @@ class FwknopDoor:
         """Whether a packet from `source` may be tried at all (access.conf's SOURCE)."""
         if not self.sources:
             return True
-        ip = ipaddress.ip_address(_source_address(source))
+        ip = ipaddress.ip_address(normalize_address(source))
         return any(ip in net for net in self.sources)
 
     def __post_init__(self) -> None:
@@ -533,13 +534,6 @@ class Grant:
     user: str
     replay_key: str
     replay_until: float  # after this no receiver's age check could accept the packet again
-
-
-def _source_address(source: str) -> str:
-    ip = ipaddress.ip_address(source.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.compressed
 
 
 def _within(proto: str, port: int, allowed: Iterable[PortSpec]) -> bool:
@@ -575,7 +569,7 @@ def _authorize(message: SpaMessage, door: FwknopDoor, source: str, now: float) -
     if message.allow_ip == ANY_ADDRESS:
         if door.require_source_address:
             raise SpaRejected("source", "0.0.0.0 refused: the door requires a source address")
-        address = _source_address(source)
+        address = normalize_address(source)
     else:
         address = message.allow_ip
     ports: list[PortSpec] = []

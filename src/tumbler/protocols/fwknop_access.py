@@ -14,12 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tumbler.errors import ConfigError
-from tumbler.ports import PortSpec
+from tumbler.ports import PortSpec, parse_port_list
 from tumbler.protocols.fwknop import SpaKeys
 
 _LINE = re.compile(r"(\S+)\s+([^;\r\n]*)")
 _HEADER = re.compile(r"\[([^\]]+)\]")
-_PORT_ITEM = re.compile(r"(tcp|udp)/(\d{1,5})")
 
 # access.conf keys a tumblerd fwknop door carries over (the rest are reported).
 _CARRIED = frozenset(
@@ -159,14 +158,7 @@ def stanza_keys(stanza: Stanza, client: bool = False) -> SpaKeys:
 
 def parse_fwknop_ports(text: str) -> tuple[PortSpec, ...]:
     """`tcp/22, udp/53` as OPEN_PORTS and ACCESS write them (single ports only)."""
-    specs = []
-    for item in (part.strip().lower() for part in text.split(",")):
-        match = _PORT_ITEM.fullmatch(item)
-        if not match or not 1 <= int(match.group(2)) <= 65535:
-            raise ValueError(f"bad port {item!r} (use tcp/N or udp/N)")
-        port = int(match.group(2))
-        specs.append(PortSpec(match.group(1), port, port))
-    return tuple(specs)
+    return parse_port_list(text, allow_range=False)
 
 
 def parse_sources(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
