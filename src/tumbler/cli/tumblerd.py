@@ -284,6 +284,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check_config:
         for warning in config.warnings:
             print(f"tumblerd: warning: {warning}", file=sys.stderr)
+        if config.fwknop_doors:
+            from tumbler.protocols.fwknop import crypto_missing
+
+            missing = crypto_missing()
+            if missing is not None:
+                names = ", ".join(d.name for d in config.fwknop_doors)
+                print(
+                    f"tumblerd: warning: fwknop doors {names} will be off: {missing}",
+                    file=sys.stderr,
+                )
         print(f"{args.config}: ok, {len(config.doors)} doors")
         return 0
     try:
