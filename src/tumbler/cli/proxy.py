@@ -27,6 +27,7 @@ from tumbler.cli.common import (
     warn,
 )
 from tumbler.client import fwknop, knock, profiles, sshproxy
+from tumbler.client.sentknocks import SentKnocks
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
 from tumbler.ports import parse_port
@@ -118,8 +119,16 @@ def knock_and_connect(
     knock.resolve(url.host, url.port, family=family)  # fail on a bad name before knocking
     probe = knock.build_knock(url.host, url.port, secret, source=source, family=family)
 
-    def send(when: datetime) -> None:
-        knock.knock_url(url, secret, source=source, when=when, family=family)
+    sent = SentKnocks()
+
+    def send(when: datetime) -> bool:
+        try:
+            knock.knock_url(
+                url, secret, source=source, when=when, family=family, sent=sent, offsets=(0,)
+            )
+        except knock.NoFreshMinute:
+            return False
+        return True
 
     return _knock_and_dial(
         send,
@@ -168,7 +177,7 @@ def spa_and_connect(
 
 
 def _knock_and_dial(
-    send: Callable[[datetime], None],
+    send: Callable[[datetime], object],
     knocked: str,
     knock_host: str,
     connect_host: str,
@@ -294,7 +303,7 @@ def open_main(argv: Sequence[str]) -> int:
         secret = _secret(url, None, profile)
         if profile.wait is None:
             result = knock.knock_url(
-                url, secret.value, source=profile.source, family=profile.family
+                url, secret.value, source=profile.source, family=profile.family, sent=SentKnocks()
             )
             print(f"{profile.name}: knocked on {result.target} udp/{result.port}")
             return EXIT_OK

@@ -479,15 +479,25 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self._loop = loop
         config = self.runtime.config
-        self._sockets = udp.bind_sockets(config.listen, self.port)
+        # The control socket first: a second daemon on the same socket refuses to start
+        # before it touches a port or a firewall.
+        self._control = ControlServer(config.control, self.control)
+        try:
+            await self._control.start()
+        except OSError as exc:
+            log.error("control socket %s unavailable: %s", config.control, exc)
+            self._control = None
         spa_port = bool(self.runtime.fwknop) and config.fwknop_port != self.port
-        if spa_port:
-            try:
+        try:
+            self._sockets = udp.bind_sockets(config.listen, self.port)
+            if spa_port:
                 self._sockets += udp.bind_sockets(config.listen, config.fwknop_port)
-            except OSError:
-                for sock in self._sockets:
-                    sock.close()
-                raise
+        except BaseException:
+            for sock in self._sockets:
+                sock.close()
+            if self._control is not None:
+                await self._control.close()
+            raise
         for sock in self._sockets:
             loop.add_reader(sock.fileno(), self._on_readable, sock)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -516,12 +526,6 @@ class Daemon:
                 config.fwknop_port,
                 f" and {self.port}" if spa_port else "",
             )
-        self._control = ControlServer(config.control, self.control)
-        try:
-            await self._control.start()
-        except OSError as exc:
-            log.error("control socket %s unavailable: %s", config.control, exc)
-            self._control = None
         if self.on_ready is not None:
             self.on_ready()
         try:
