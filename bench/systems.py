@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from bench.rig import PYTHON, SERVER_C, Rig
+from tumbler.protocols import tumbler2
 
 TARGET = 2222  # the TCP port every door opens
 TUMBLER_PORT = 8675
@@ -95,6 +96,7 @@ class Tumblerd(System):
         replay: str = "sqlite",
         tag: str = "",
         limit: bool = True,
+        version: int = 1,
         kind: str = "tumbler",
     ) -> None:
         super().__init__(rig)
@@ -111,6 +113,8 @@ class Tumblerd(System):
         self.control = self.dir / "control.sock"
         # The door the client knocks on is the last one, so a lookup cannot stop early.
         self.secret = f"bench-secret-{pysecrets.token_hex(8)}"
+        self.version = version
+        self.key_text = tumbler2.encode_key(pysecrets.token_bytes(32))
         lines = [
             "[common]",
             f"port = {TUMBLER_PORT}",
@@ -122,7 +126,6 @@ class Tumblerd(System):
             f"replay = {replay}",
         ]
         for i in range(doors):
-            secret = self.secret if i == doors - 1 else f"other-{i}-{pysecrets.token_hex(8)}"
             if kind == "fwknop":  # keys per door; the client uses the last door's
                 self.key = base64.b64encode(pysecrets.token_bytes(32)).decode()
                 self.hmac = base64.b64encode(pysecrets.token_bytes(64)).decode()
@@ -130,7 +133,14 @@ class Tumblerd(System):
                 lines += [f"fwknop_hmac_key_base64 = {self.hmac}"]
                 lines += [f"open = tcp/{TARGET}", "timeout = 1h"]
                 continue
-            lines += [f"[door-d{i}]", f"secret = {secret}", f"open = tcp/{TARGET}", "timeout = 1h"]
+            if version == 2:
+                last = i == doors - 1
+                key = self.key_text if last else tumbler2.encode_key(pysecrets.token_bytes(32))
+                proof = ["protocol = 2", f"key = {key}"]
+            else:
+                secret = self.secret if i == doors - 1 else f"other-{i}-{pysecrets.token_hex(8)}"
+                proof = [f"secret = {secret}"]
+            lines += [f"[door-d{i}]", *proof, f"open = tcp/{TARGET}", "timeout = 1h"]
         self.config.write_text("\n".join(lines) + "\n")
         self.config.chmod(0o600)
 
@@ -160,6 +170,8 @@ class Tumblerd(System):
         if self.kind == "fwknop":  # an SPA packet the fwknop client built for `src`
             data = base64.b64encode(spa_packet(self.dir, self.key, self.hmac, src)).decode()
             return {"kind": "raw", "datagrams": [[FWKNOP_PORT, data]]}
+        if self.version == 2:
+            return {"kind": "tumbler2", "key": self.key_text, "knock_port": TUMBLER_PORT}
         return {"kind": "tumbler", "secret": self.secret, "knock_port": TUMBLER_PORT}
 
     def status(self) -> dict:

@@ -1,8 +1,9 @@
 """`tumbler open NAME` and `tumbler ssh-proxy HOST PORT`: the argparse front-ends.
 
-Both knock, then wait for a TCP port to answer, knocking again with a neighbouring
-minute when it does not (see `tumbler.client.sshproxy`). They live apart from `cli.tumbler`
-so that the plain knock stays small; `cli.tumbler` loads this module only when asked.
+Both knock, then wait for a TCP port to answer, knocking again (v1: with a neighbouring
+minute; v2: just again) when it does not (see `tumbler.client.sshproxy`). They live apart
+from `cli.tumbler` so that the plain knock stays small; `cli.tumbler` loads this module
+only when asked.
 """
 
 from __future__ import annotations
@@ -130,8 +131,13 @@ def knock_and_connect(
             return False
         return True
 
+    knocker: sshproxy.MinuteKnocker | sshproxy.FreshKnocker
+    if url.version == 2:
+        knocker = sshproxy.FreshKnocker(send=send)  # each knock is fresh: no minute juggling
+    else:
+        knocker = sshproxy.MinuteKnocker(send=send)
     return _knock_and_dial(
-        send,
+        knocker,
         probe.target,
         url.host,
         connect_host,
@@ -163,7 +169,7 @@ def spa_and_connect(
         fwknop.send_spa(target, source=source, family=family)
 
     return _knock_and_dial(
-        send,
+        sshproxy.FreshKnocker(send=send),
         probe.target,
         target.host,
         connect_host,
@@ -177,7 +183,7 @@ def spa_and_connect(
 
 
 def _knock_and_dial(
-    send: Callable[[datetime], object],
+    knocker: sshproxy.MinuteKnocker | sshproxy.FreshKnocker,
     knocked: str,
     knock_host: str,
     connect_host: str,
@@ -195,7 +201,6 @@ def _knock_and_dial(
         knocked if same else connect_host, port, family=fam, socktype=socket.SOCK_STREAM
     )[0]
     target = normalize_address(sockaddr[0])
-    knocker = sshproxy.MinuteKnocker(send=send)
     dialer = sshproxy.Dialer(dial_fam, sockaddr)
     try:
         sock = sshproxy.knock_until_open(
@@ -221,8 +226,9 @@ def _where(host: str, target: str, port: int) -> str:
 
 OPEN_DESCRIPTION = """\
 Knock on a host named in your profile file, then (when the profile has `wait`) wait
-until that TCP port answers, knocking again with a neighbouring minute every
-`retry_after` seconds, for at most `wait_timeout` seconds."""
+until that TCP port answers, knocking again every `retry_after` seconds (a tumbler://
+door with a neighbouring minute, a tumbler2:// door with a fresh nonce), for at most
+`wait_timeout` seconds."""
 
 OPEN_EPILOG = f"""\
 profile file: --profiles FILE, else ${profiles.PROFILES_ENV}, else
@@ -351,8 +357,9 @@ def _report(profile: profiles.Profile, attempt: Attempt) -> int:
 # --- tumbler ssh-proxy HOST PORT ----------------------------------------------------------
 
 PROXY_DESCRIPTION = """\
-Be ssh's ProxyCommand: knock, connect to HOST:PORT (knocking again with a
-neighbouring minute every --retry-after seconds while the port does not answer), then
+Be ssh's ProxyCommand: knock, connect to HOST:PORT (knocking again every
+--retry-after seconds while the port does not answer: a tumbler:// door with a
+neighbouring minute, a tumbler2:// door with a fresh nonce), then
 relay stdin and stdout to the connection. Nothing but the connection's bytes goes to
 stdout; errors (and, with -v, a narrative) go to stderr.
 

@@ -107,7 +107,15 @@ def check_not_fwknop(section: Section, name: str, path: str) -> None:
 def fwknop_door(section: Section, name: str, path: str) -> tuple[FwknopDoor, list[str]]:
     """The checked fwknop door of a `kind = fwknop` section, and warnings worth logging."""
     has = section.values.__contains__
-    for key in ("secret", "secret_file", "sequence", "sequence_timeout"):
+    for key in (
+        "secret",
+        "secret_file",
+        "key",
+        "key_file",
+        "protocol",
+        "sequence",
+        "sequence_timeout",
+    ):
         if has(key):
             raise ConfigError(
                 f"door {name}: an fwknop door has keys, not a {key}", path, section.line_of(key)
