@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import cast
 
 from tumbler.addresses import normalize_address
+from tumbler.config import fwknop as fwknop_config
 from tumbler.config.inifile import NAME_RULE, Section, read_sections
 from tumbler.doors import SequenceDoor, is_door_name
 from tumbler.durations import parse_duration
@@ -32,6 +33,7 @@ from tumbler.errors import ConfigError
 from tumbler.filemodes import readable_by_others
 from tumbler.ports import MAX_PORTS_EACH, PortSpec, parse_port, parse_port_list, port_count
 from tumbler.protocols import tumbler2
+from tumbler.protocols.fwknop import FwknopDoor
 from tumbler.protocols.tumbler1 import DEFAULT_PORT
 from tumbler.secretfile import SecretFileError, read_secret_file
 
@@ -64,6 +66,8 @@ class Door:
     sequence: tuple[PortSpec, ...] = ()
     sequence_timeout: float = 10.0
     secret_file: Path | None = None  # where `secret` was read from, for the start-up checks
+    kind: str = "tumbler"
+    fwknop: FwknopDoor | None = field(default=None, repr=False)  # for kind = fwknop
 
     @property
     def is_sequence(self) -> bool:
@@ -94,6 +98,7 @@ class Config:
     sequence_source: str = "nflog"
     nflog_group: int = 8675
     control: str = ""
+    fwknop_port: int = fwknop_config.DEFAULT_PORT
     doors: tuple[Door, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -108,6 +113,11 @@ class Config:
     @property
     def sequence_doors(self) -> tuple[Door, ...]:
         return tuple(d for d in self.doors if d.is_sequence)
+
+    @property
+    def fwknop_doors(self) -> tuple[FwknopDoor, ...]:
+        """The fwknop doors in file order, which is the order packets are tried in."""
+        return tuple(d.fwknop for d in self.doors if d.fwknop is not None)
 
 
 def default_state_dir() -> Path:
@@ -228,6 +238,7 @@ _COMMON: dict[str, Callable[[str], object]] = {
     "sequence_source": _sequence_source,
     "nflog_group": _int_in(1, 65535),
     "control": _text,
+    "fwknop_port": _int_in(1, 65535),
 }
 
 _DOOR: dict[str, Callable[[str], object]] = {
@@ -243,6 +254,7 @@ _DOOR: dict[str, Callable[[str], object]] = {
     "set": _set_name,
     "sequence": lambda t: parse_port_list(t, allow_range=False),
     "sequence_timeout": parse_duration,
+    **fwknop_config.DOOR_KEYS,
 }
 
 
@@ -329,9 +341,27 @@ def _check_protocols(section: Section, name: str, secret: bool, key: bool, path:
         raise ConfigError(f"door {name}: a key is for protocol 2, not listed here", path, line)
 
 
-def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door, list[Path]]:
+def _door(
+    section: Section, base: Path, path: str, firewall: str, warnings: list[str]
+) -> tuple[Door, list[Path]]:
     name = section.name[len("door-") :]
     has = section.values.__contains__
+    if section.get("kind", "tumbler") == "fwknop":
+        spa_door, notes = fwknop_config.fwknop_door(section, name, path)
+        warnings += notes
+        door = Door(
+            name=name,
+            line=section.line,
+            command=section.get("command", cast(str | None, None)),
+            open=spa_door.open_ports,
+            timeout=section.get("timeout", 30.0),
+            firewall=section.get("firewall", firewall),
+            set=section.get("set", cast(str | None, None)),
+            kind="fwknop",
+            fwknop=spa_door,
+        )
+        return door, []
+    fwknop_config.check_not_fwknop(section, name, path)
     secret_files: list[Path] = []
     if has("secret") and has("secret_file"):
         raise ConfigError(
@@ -428,13 +458,14 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
     common = next((s for s in sections if s.name == "common"), Section("common", 0))
     firewall = common.get("firewall", "auto")
     doors: list[Door] = []
+    warnings: list[str] = []
     secret_files: list[Path] = []
     secrets: dict[str, str] = {}
     key_ids: dict[bytes, str] = {}
     for section in sections:
         if section.name == "common":
             continue
-        door, files = _door(section, base, path, firewall)
+        door, files = _door(section, base, path, firewall, warnings)
         secret_files += files
         if door.secret is not None:
             if door.secret in secrets:
@@ -464,7 +495,9 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
             path,
             common.line_of("replay_fallback"),
         )
-    holds_secret = any("secret" in s.values or "key" in s.values for s in sections)
+    holds_secret = any(
+        key in s.values for s in sections for key in ("secret", "key", *fwknop_config.SECRET_KEYS)
+    )
     return Config(
         path=path,
         port=common.get("port", DEFAULT_PORT),
@@ -481,8 +514,9 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         sequence_source=common.get("sequence_source", "nflog"),
         nflog_group=common.get("nflog_group", 8675),
         control=common.get("control", default_control_path()),
+        fwknop_port=common.get("fwknop_port", fwknop_config.DEFAULT_PORT),
         doors=tuple(doors),
-        warnings=tuple(_permission_warnings(path, holds_secret, secret_files)),
+        warnings=tuple(_permission_warnings(path, holds_secret, secret_files) + warnings),
     )
 
 
