@@ -57,6 +57,7 @@ def section_latency(r, table: Table, knocks: int) -> None:
     systems = [
         Tumblerd(r, "nftables"),
         Tumblerd(r, "iptables"),
+        Tumblerd(r, "nftables", kind="fwknop", tag="fwknop door, SPA from the fwknop client"),
         Fwknopd(r),
         Fwknopd(r, exec_client=True),
         Knockd(r),
@@ -81,6 +82,14 @@ def section_flood(r, table: Table, count: int, sources: int) -> None:
             f"{res['rate']:,.0f} /CPU-s  ({res['handled']:,} of {res['sent']:,} sent at "
             f"{res['send_rate']:,.0f}/s; {res['cpu']:.2f} CPU-s)",
         )
+    with Tumblerd(r, "nftables", kind="fwknop", policy=False, tag="fwknop door") as t:
+        res = floodmod.junk_rate(r, t, count, sources)
+    table.add(
+        "flood",
+        f"tumblerd fwknop door, SPA-shaped junk ({floodmod.SPA_SIZE} chars), {sources} sources",
+        f"{res['rate']:,.0f} /CPU-s  ({res['handled']:,} of {res['sent']:,} sent at "
+        f"{res['send_rate']:,.0f}/s; {res['cpu']:.2f} CPU-s)",
+    )
     with Fwknopd(r) as f:
         res = floodmod.junk_rate(r, f, count, sources)
     table.add(
@@ -102,6 +111,7 @@ def section_valid(r, table: Table, knocks: int, sources: int) -> None:
     for system in (
         Tumblerd(r, "nftables", tag="kernel per-source limit"),
         Tumblerd(r, "nftables", limit=False, tag="policy without the per-source limit"),
+        Tumblerd(r, "nftables", kind="fwknop", tag="fwknop door, SPA junk"),
         Fwknopd(r),
     ):
         with system:

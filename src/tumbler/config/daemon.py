@@ -25,18 +25,25 @@ from pathlib import Path
 from typing import cast
 
 from tumbler.addresses import normalize_address
+from tumbler.config import fwknop as fwknop_config
 from tumbler.config.inifile import NAME_RULE, Section, read_sections
 from tumbler.doors import SequenceDoor, is_door_name
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
 from tumbler.filemodes import readable_by_others
-from tumbler.ports import PortSpec, parse_port, parse_port_list
+from tumbler.ports import MAX_PORTS_EACH, PortSpec, parse_port, parse_port_list, port_count
 from tumbler.protocols import tumbler2
+from tumbler.protocols.fwknop import FwknopDoor
 from tumbler.protocols.tumbler1 import DEFAULT_PORT
 from tumbler.secretfile import SecretFileError, read_secret_file
 
 ROOT_CONTROL = "/run/tumbler/control.sock"
 DEFAULT_WINDOW_SECONDS = 60  # a v2 knock's time may be this many seconds either side of ours
+# The largest windows a config may set. A claim is held as long as a receiver with the
+# largest window could still accept the knock: after a reload to a larger window, or in a
+# fleet whose servers differ, a shorter claim would let the same knock in a second time.
+MAX_WINDOW_MINUTES = 60
+MAX_WINDOW_SECONDS = 3600
 FIREWALLS = ("auto", "nftables", "iptables", "iptables-nft", "iptables-legacy")
 
 
@@ -59,6 +66,8 @@ class Door:
     sequence: tuple[PortSpec, ...] = ()
     sequence_timeout: float = 10.0
     secret_file: Path | None = None  # where `secret` was read from, for the start-up checks
+    kind: str = "tumbler"
+    fwknop: FwknopDoor | None = field(default=None, repr=False)  # for kind = fwknop
 
     @property
     def is_sequence(self) -> bool:
@@ -90,6 +99,7 @@ class Config:
     sequence_log_prefix: str | None = None
     nflog_group: int = 8675
     control: str = ""
+    fwknop_port: int = fwknop_config.DEFAULT_PORT
     doors: tuple[Door, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -104,6 +114,11 @@ class Config:
     @property
     def sequence_doors(self) -> tuple[Door, ...]:
         return tuple(d for d in self.doors if d.is_sequence)
+
+    @property
+    def fwknop_doors(self) -> tuple[FwknopDoor, ...]:
+        """The fwknop doors in file order, which is the order packets are tried in."""
+        return tuple(d.fwknop for d in self.doors if d.fwknop is not None)
 
 
 def default_state_dir() -> Path:
@@ -221,8 +236,8 @@ _COMMON: dict[str, Callable[[str], object]] = {
     "port": parse_port,
     "log": _text,
     "listen": _listen,
-    "window": _int_in(0, 60),
-    "window_seconds": _int_in(0, 3600),
+    "window": _int_in(0, MAX_WINDOW_MINUTES),
+    "window_seconds": _int_in(0, MAX_WINDOW_SECONDS),
     "realm": _realm,
     "state": _text,
     "replay": _replay,
@@ -233,6 +248,7 @@ _COMMON: dict[str, Callable[[str], object]] = {
     "sequence_log_prefix": _log_prefix,
     "nflog_group": _int_in(1, 65535),
     "control": _text,
+    "fwknop_port": _int_in(1, 65535),
 }
 
 _DOOR: dict[str, Callable[[str], object]] = {
@@ -248,6 +264,7 @@ _DOOR: dict[str, Callable[[str], object]] = {
     "set": _set_name,
     "sequence": lambda t: parse_port_list(t, allow_range=False),
     "sequence_timeout": parse_duration,
+    **fwknop_config.DOOR_KEYS,
 }
 
 
@@ -278,6 +295,25 @@ def _read_secret_file(ref: str, base: Path, path: str, line: int) -> tuple[str, 
     except SecretFileError as exc:
         raise ConfigError(f"secret_file {str(secret_path)!r}: {exc.reason}", path, line) from None
     return found.secret, (secret_path if found.exposed else None)
+
+
+def _check_port_limit(section: Section, name: str, path: str, firewall: str) -> None:
+    """Refuse a door that opens more ports than nftables (which `auto` tries first) holds.
+
+    Without an administrator's `set`, nftables keeps every opened port as its own element;
+    checked here so that the first knock does not find out.
+    """
+    if firewall not in ("nftables", "auto") or "set" in section.values:
+        return
+    count = port_count(section.get("open", cast(tuple[PortSpec, ...], ())))
+    if count > MAX_PORTS_EACH:
+        chosen = "auto, which tries nftables first" if firewall == "auto" else "nftables"
+        raise ConfigError(
+            f"door {name} opens {count} ports, but with firewall = {chosen} a door opens at "
+            f"most {MAX_PORTS_EACH} (iptables has no such limit)",
+            path,
+            section.line_of("open"),
+        )
 
 
 def _door_key(
@@ -315,9 +351,27 @@ def _check_protocols(section: Section, name: str, secret: bool, key: bool, path:
         raise ConfigError(f"door {name}: a key is for protocol 2, not listed here", path, line)
 
 
-def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door, list[Path]]:
+def _door(
+    section: Section, base: Path, path: str, firewall: str, warnings: list[str]
+) -> tuple[Door, list[Path]]:
     name = section.name[len("door-") :]
     has = section.values.__contains__
+    if section.get("kind", "tumbler") == "fwknop":
+        spa_door, notes = fwknop_config.fwknop_door(section, name, path)
+        warnings += notes
+        door = Door(
+            name=name,
+            line=section.line,
+            command=section.get("command", cast(str | None, None)),
+            open=spa_door.open_ports,
+            timeout=section.get("timeout", 30.0),
+            firewall=section.get("firewall", firewall),
+            set=section.get("set", cast(str | None, None)),
+            kind="fwknop",
+            fwknop=spa_door,
+        )
+        return door, []
+    fwknop_config.check_not_fwknop(section, name, path)
     secret_files: list[Path] = []
     if has("secret") and has("secret_file"):
         raise ConfigError(
@@ -362,6 +416,7 @@ def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door,
     for option in ("timeout", "firewall", "set"):
         if has(option) and not has("open"):
             raise ConfigError(f"door {name}: {option} needs an open", path, section.line_of(option))
+    _check_port_limit(section, name, path, section.get("firewall", firewall))
     door = Door(
         name=name,
         line=section.line,
@@ -413,13 +468,14 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
     common = next((s for s in sections if s.name == "common"), Section("common", 0))
     firewall = common.get("firewall", "auto")
     doors: list[Door] = []
+    warnings: list[str] = []
     secret_files: list[Path] = []
     secrets: dict[str, str] = {}
     key_ids: dict[bytes, str] = {}
     for section in sections:
         if section.name == "common":
             continue
-        door, files = _door(section, base, path, firewall)
+        door, files = _door(section, base, path, firewall, warnings)
         secret_files += files
         if door.secret is not None:
             if door.secret in secrets:
@@ -456,7 +512,9 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
             path,
             common.line_of("sequence_log_prefix"),
         )
-    holds_secret = any("secret" in s.values or "key" in s.values for s in sections)
+    holds_secret = any(
+        key in s.values for s in sections for key in ("secret", "key", *fwknop_config.SECRET_KEYS)
+    )
     return Config(
         path=path,
         port=common.get("port", DEFAULT_PORT),
@@ -474,8 +532,9 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         sequence_log_prefix=common.get("sequence_log_prefix", cast(str | None, None)),
         nflog_group=common.get("nflog_group", 8675),
         control=common.get("control", default_control_path()),
+        fwknop_port=common.get("fwknop_port", fwknop_config.DEFAULT_PORT),
         doors=tuple(doors),
-        warnings=tuple(_permission_warnings(path, holds_secret, secret_files)),
+        warnings=tuple(_permission_warnings(path, holds_secret, secret_files) + warnings),
     )
 
 

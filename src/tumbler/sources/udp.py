@@ -78,9 +78,12 @@ def _grow_receive_buffer(sock: socket.socket) -> None:
 
 
 def read_batch(
-    sock: socket.socket, handle: Handler, dropped: Callable[[str], object] | None = None
+    sock: socket.socket,
+    handle: Handler,
+    size: int = RECV_SIZE,
+    dropped: Callable[[str], object] | None = None,
 ) -> None:
-    """Read up to BATCH datagrams and hand each to `handle` with its source and time.
+    """Read up to BATCH datagrams of at most `size` bytes; hand each on with source and time.
 
     A datagram from a source no knock can come from (IPv4-mapped) is not handed on;
     `dropped` is told "malformed" for it.
@@ -90,7 +93,7 @@ def read_batch(
     canonical = sock.family == socket.AF_INET
     for _ in range(BATCH):
         try:
-            data, source = sock.recvfrom(RECV_SIZE)
+            data, source = sock.recvfrom(size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:  # e.g. a queued ICMP error; never fatal
