@@ -117,7 +117,7 @@ class Daemon:
         self.port = port if port is not None else config.port
         self.stats = Stats(log)
         self.replay: ReplayCache = open_replay_cache(
-            config.replay, config.state, config.replay_fallback
+            config.replay, config.state, config.replay_fallback, config.replay_access
         )
         self.started = time.time()
         self._sockets: list[socket.socket] = []
@@ -126,6 +126,7 @@ class Daemon:
         self._backends: dict[tuple[str, str | None], FirewallBackend] = {}
         self._stop = asyncio.Event()
         self._claimed: dict[str, float] = {}
+        self._store_failing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nflog: NflogReader | None = None
         self._nflog_rules = False
@@ -188,13 +189,17 @@ class Daemon:
             fresh = self.replay.claim(digest, match.expires)
         except ReplayStoreError as exc:
             self.stats.count("store-down")
-            log.error(
-                "knock for door %s from %s refused, replay store failing: %s",
-                match.door.name,
-                address,
-                exc,
-            )
+            if not self._store_failing:  # one line per outage: a flood must not fill the log
+                self._store_failing = True
+                log.error(
+                    "knock for door %s from %s refused, replay store failing: %s "
+                    "(further refusals are counted as store-down until it answers)",
+                    match.door.name,
+                    address,
+                    exc,
+                )
             return None
+        self._store_failing = False
         self._claimed[digest] = match.expires
         if not fresh:
             self.stats.count("replay")
@@ -353,6 +358,10 @@ class Daemon:
                     log.info("door %s: closed for %s", entry.door, entry.address)
             if self.runtime.matcher is not None:
                 self.runtime.matcher.prune(now)
+            try:
+                await loop.run_in_executor(None, self.replay.probe)
+            except ReplayStoreError as exc:
+                log.error("replay store probe failed: %s", exc)
             if now - last_prune >= PRUNE_EVERY:
                 last_prune = now
                 self._claimed = {d: e for d, e in self._claimed.items() if e > now}
@@ -433,7 +442,16 @@ class Daemon:
             return
         for warning in config.warnings:
             log.warning("%s", warning)
-        for key in ("port", "listen", "state", "replay", "sequence_source", "nflog_group"):
+        for key in (
+            "port",
+            "listen",
+            "state",
+            "replay",
+            "replay_fallback",
+            "replay_access",
+            "sequence_source",
+            "nflog_group",
+        ):
             if getattr(config, key) != getattr(old, key):
                 log.warning("reload: %s changed; it takes effect at the next restart", key)
         try:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tumbler.errors import ReplayStoreError
+from tumbler.redisurl import RedisAccess, is_redis_url
 
 
 class ReplayCache(Protocol):
@@ -26,6 +27,10 @@ class ReplayCache(Protocol):
 
     def prune(self, now: float) -> int:
         """Forget claims that expired before `now`; return how many."""
+        ...
+
+    def probe(self) -> None:
+        """Ask a failing remote store whether it is back (the daemon calls this every tick)."""
         ...
 
     def close(self) -> None: ...
@@ -58,6 +63,9 @@ class MemoryReplayCache:
 
     def __len__(self) -> int:
         return len(self._claims)
+
+    def probe(self) -> None:
+        """A local store has nothing to probe."""
 
     def close(self) -> None:
         self._claims.clear()
@@ -109,20 +117,28 @@ class SqliteReplayCache:
         except sqlite3.Error as exc:
             raise ReplayStoreError(f"replay database {self.path}: {exc}") from exc
 
+    def probe(self) -> None:
+        """A local store has nothing to probe."""
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
 
-def open_replay_cache(spec: str, state_path: str, fallback: str | None = None) -> ReplayCache:
+def open_replay_cache(
+    spec: str,
+    state_path: str,
+    fallback: str | None = None,
+    access: RedisAccess | None = None,
+) -> ReplayCache:
     """The store a config's `replay` key names."""
     if spec == "memory":
         return MemoryReplayCache()
     if spec == "sqlite":
         return SqliteReplayCache(state_path)
-    if spec.startswith(("redis://", "rediss://", "unix://")):
+    if is_redis_url(spec):
         from tumbler.replay_redis import RedisReplayCache  # optional extra
 
         local = open_replay_cache(fallback, state_path) if fallback else None
-        return RedisReplayCache(spec, fallback=local)
+        return RedisReplayCache(spec, fallback=local, access=access)
     raise ReplayStoreError(f"unknown replay store {spec!r}")

@@ -1,0 +1,161 @@
+"""A fleet on a real Redis Cluster: three primaries, each with a replica, on loopback.
+
+Each claim is one key, so claims shard over the primaries; with the default `replay_acks`
+(1 for a Cluster) each is also held by its primary's replica before it counts.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import DOORS
+from tests.integration.daemon import Tumblerd
+from tests.integration.redislab import (
+    RedisServer,
+    cluster_ok,
+    free_tcp_port,
+    info,
+    redis_binary,
+    redis_cli,
+    replicas_online,
+)
+from tests.waiting import wait_until
+from tumbler.control import request
+from tumbler.replay_redis import RedisReplayCache
+
+SECRET = "open-pAsSwOrD"
+KEY = "tumbler:replay:"
+BUS_OFFSET = 10000  # Redis Cluster talks to its peers on port + 10000
+
+
+class ClusterSet:
+    """Six cluster-enabled servers joined by `redis-cli --cluster create --cluster-replicas 1`."""
+
+    def __init__(self, folder: Path) -> None:
+        binary = redis_binary()
+        self.cli = redis_cli()
+        self.nodes = [
+            RedisServer(
+                binary,
+                folder / f"node{n}",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+                port=free_tcp_port(BUS_OFFSET),
+            )
+            for n in range(6)
+        ]
+        self.primaries: list[RedisServer] = []
+        self.replicas: list[RedisServer] = []
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+
+    def start(self) -> ClusterSet:
+        for node in self.nodes:
+            node.start()
+        argv = [self.cli, "--cluster", "create"]
+        argv += [f"127.0.0.1:{n.port}" for n in self.nodes]
+        argv += ["--cluster-replicas", "1", "--cluster-yes"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        for node in self.nodes:
+            wait_until(lambda n=node: cluster_ok(n), what=f"node {node.port} to see the cluster ok")
+        roles = {n.port: info(n.client(), "replication").get("role") for n in self.nodes}
+        self.primaries = [n for n in self.nodes if roles[n.port] == "master"]
+        self.replicas = [n for n in self.nodes if roles[n.port] == "slave"]
+        assert len(self.primaries) == 3 and len(self.replicas) == 3, roles
+        for primary in self.primaries:
+            wait_until(lambda p=primary: replicas_online(p, 1), what="each primary's replica")
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[ClusterSet]:
+    deployment = ClusterSet(tmp_path / "redis")
+    try:
+        yield deployment.start()
+    finally:
+        deployment.stop()
+
+
+def test_claims_shard_over_the_primaries_with_one_winner_each(cluster):
+    caches = [RedisReplayCache(cluster.url) for _ in range(2)]
+    assert all(c.acks == 1 and c.up for c in caches)
+    digests = [f"{i:064x}" for i in range(300)]
+    wins: list[list[str]] = [[], []]
+    expires = time.time() + 120
+
+    def run(n: int) -> None:
+        for digest in digests:
+            if caches[n].claim(digest, expires):
+                wins[n].append(digest)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for cache in caches:
+        cache.close()
+    assert sorted(wins[0] + wins[1]) == sorted(digests)
+    assert not set(wins[0]) & set(wins[1])
+    on_primaries = [p.client().dbsize() for p in cluster.primaries]
+    assert all(n > 0 for n in on_primaries), on_primaries  # sharded, not all on one node
+    assert sum(on_primaries) == len(digests)
+    # Each claim counted only once its primary's replica held it (WAIT 1).
+    assert sum(r.client().dbsize() for r in cluster.replicas) == len(digests)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, cluster: ClusterSet) -> Iterator[list[Tumblerd]]:
+    daemons = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        daemons.append(Tumblerd(folder, DOORS, common=f"   replay = {cluster.url}\n"))
+    try:
+        for daemon in daemons:
+            daemon.start()
+        yield daemons
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+
+
+def counters(daemon: Tumblerd) -> dict[str, int]:
+    answer = request(str(daemon.folder / "control.sock"), {"command": "status"})
+    return dict(answer["counters"])
+
+
+def test_a_fleet_on_a_cluster_accepts_each_knock_once(fleet, cluster):
+    a, b = fleet
+    now = datetime.now(UTC)
+    knocks = []
+    for n, (first, second) in enumerate([(a, b), (b, a), (a, b)]):
+        data = first.knock(SECRET, when=now + timedelta(minutes=n - 1))
+        knocks.append(data)
+        wait_until(lambda f=first, n=n: len(f.lines()) == (2 if n == 2 else 1), what="a knock")
+        second.send(data).close()
+        wait_until(
+            lambda s=second, n=n: counters(s).get("replay", 0) == (2 if n == 2 else 1),
+            what="the other server to refuse the same datagram as a replay",
+        )
+    assert len(a.lines()) == 2 and len(b.lines()) == 1
+    assert sum(p.client().dbsize() for p in cluster.primaries) == 3
+    assert all(counters(d).get("store-down", 0) == 0 for d in fleet)
