@@ -67,17 +67,33 @@ def info(client: redis.Redis, section: str) -> dict[str, Any]:
 class RedisServer:
     """A throwaway redis-server on loopback: no persistence, its files in its own folder."""
 
-    def __init__(self, binary: str, folder: Path, *extra: str, port: int | None = None) -> None:
+    def __init__(
+        self,
+        binary: str,
+        folder: Path,
+        *extra: str,
+        port: int | None = None,
+        tls: dict[str, str] | None = None,
+        login: dict[str, str] | None = None,
+    ) -> None:
         self.binary = binary
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = port or free_tcp_port()
         self.extra = list(extra)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.tls = tls  # server files: cert, key, ca; clients then need ssl_ca_certs
+        self.login = login or {}  # username and password for the test's own client
+        self.url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def argv(self) -> list[str]:
-        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv = [self.binary, "--bind", "127.0.0.1"]
+        if self.tls:
+            argv += ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            argv += ["--tls-cert-file", self.tls["cert"], "--tls-key-file", self.tls["key"]]
+            argv += ["--tls-ca-cert-file", self.tls["ca"]]
+        else:
+            argv += ["--port", str(self.port)]
         argv += ["--save", "", "--appendonly", "no", "--dir", str(self.folder)]
         argv += ["--repl-diskless-sync-delay", "0"]  # a replica syncs at once, not after 5 s
         return argv + self.extra
@@ -85,7 +101,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         with open(self.folder / "redis.log", "ab") as out:
             self.proc = subprocess.Popen(self.argv(), stdout=out, stderr=subprocess.STDOUT)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=1)
+        client = self.client()
 
         def answers() -> bool:
             assert self.proc is not None and self.proc.poll() is None, self.log()
@@ -118,7 +134,15 @@ class RedisServer:
             self.proc = None
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=1)
+        tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": self.tls["ca"]} if self.tls else {}
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_connect_timeout=0.2,
+            socket_timeout=1,
+            **self.login,
+            **tls,
+        )
 
     def log(self) -> str:
         path = self.folder / "redis.log"
@@ -161,3 +185,54 @@ def cluster_ok(node: RedisServer) -> bool:
         return bool(node.client().cluster("info")["cluster_state"] == "ok")
     except (redis.exceptions.RedisError, KeyError):
         return False
+
+
+def make_tls_files(folder: Path) -> dict[str, str]:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def cert(
+        subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name | None, signer: Any
+    ) -> x509.Certificate:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer or name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+        )
+        if issuer is None:
+            builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+        else:
+            san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+            builder = builder.add_extension(san, False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = cert("tumbler test CA", ca_key, None, ca_key)
+    key = ec.generate_private_key(ec.SECP256R1())
+    server = cert("127.0.0.1", key, ca.subject, ca_key)
+    files = {"ca": folder / "ca.pem", "cert": folder / "server.pem", "key": folder / "server.key"}
+    files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files["cert"].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    files["key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    files["key"].chmod(0o600)
+    return {k: str(v) for k, v in files.items()}

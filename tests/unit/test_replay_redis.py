@@ -373,3 +373,27 @@ def test_sentinel_primary_is_logged_and_a_change_warned(fake, clock, caplog):
         "replay store redis+sentinel://10.0.0.9:26379/tumbler: primary changed from "
         "10.0.0.1:6379 to 10.0.0.2:6379 (failover)"
     ]
+
+
+def test_sentinel_over_tls_trusts_the_ca_for_sentinels_and_primary_alike():
+    from tumbler.redisurl import parse_redis_url
+    from tumbler.replay_redis import connect
+
+    target = parse_redis_url("rediss+sentinel://127.0.0.1:1,127.0.0.1:2/tumbler/2")
+    access = RedisAccess(user="u", password="pw", tls_ca="/etc/ca.pem")
+    client = connect(redis, target, access, 0.5)
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    assert pool.service_name == "tumbler"
+    assert issubclass(pool.connection_class, redis.SSLConnection)
+    assert (kwargs["username"], kwargs["password"], kwargs["db"]) == ("u", "pw", 2)
+    assert kwargs["ssl_ca_certs"] == "/etc/ca.pem"
+    assert kwargs["ssl_cert_reqs"] == "required"
+    to_sentinels = pool.sentinel_manager.sentinel_kwargs
+    assert to_sentinels["ssl"] is True and to_sentinels["ssl_ca_certs"] == "/etc/ca.pem"
+    assert "password" not in to_sentinels  # sentinels often have no password, or another one
+
+
+def test_tls_files_without_a_tls_url_are_refused():
+    with pytest.raises(ReplayStoreError, match="rediss"):
+        RedisReplayCache("redis://127.0.0.1:1/0", access=RedisAccess(tls_ca="/etc/ca.pem"))
