@@ -32,9 +32,9 @@ from tests.integration.redislab import RedisServer, Sentinel, replicas_online
 from tests.waiting import wait_until
 
 from bench.latency import percentile
-from tumbler.redisurl import RedisAccess
-from tumbler.replay import ReplayCache, SqliteReplayCache
-from tumbler.replay_redis import RedisReplayCache
+from tumbler.config.redisurl import RedisAccess
+from tumbler.decisions.replay import ReplayCache, SqliteReplayCache
+from tumbler.decisions.replay.redis import RedisReplayCache
 
 SERVICE = "tumbler"
 

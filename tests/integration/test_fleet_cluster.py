@@ -27,8 +27,8 @@ from tests.integration.redislab import (
     replicas_online,
 )
 from tests.waiting import wait_until
-from tumbler.control import request
-from tumbler.replay_redis import RedisReplayCache
+from tumbler.daemon.control import request
+from tumbler.decisions.replay.redis import RedisReplayCache
 
 SECRET = "open-pAsSwOrD"
 KEY = "tumbler:replay:"

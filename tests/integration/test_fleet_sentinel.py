@@ -25,8 +25,8 @@ from tests.integration.redislab import (
     replicas_online,
 )
 from tests.waiting import wait_until
-from tumbler.control import request
-from tumbler.protocol import make_knock, parse_datagram
+from tumbler.daemon.control import request
+from tumbler.protocols.tumbler1 import make_knock, parse_datagram
 
 SECRET = "open-pAsSwOrD"
 SERVICE = "tumbler"

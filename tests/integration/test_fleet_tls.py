@@ -13,9 +13,9 @@ from tests.integration.conftest import DOORS
 from tests.integration.daemon import Tumblerd
 from tests.integration.redislab import RedisServer, make_tls_files, redis_binary
 from tests.waiting import wait_until
+from tumbler.config.redisurl import RedisAccess
+from tumbler.decisions.replay.redis import RedisReplayCache
 from tumbler.errors import ReplayStoreError
-from tumbler.redisurl import RedisAccess
-from tumbler.replay_redis import RedisReplayCache
 
 SECRET = "open-pAsSwOrD"
 PASSWORD = "fleet-Pa55-w0rd"

@@ -10,10 +10,11 @@ import time
 import pytest
 import redis
 
+from tumbler.config.redisurl import RedisAccess, redact_url
+from tumbler.decisions.replay import open_replay_cache
+from tumbler.decisions.replay.local import MemoryReplayCache
+from tumbler.decisions.replay.redis import RedisReplayCache
 from tumbler.errors import ReplayStoreError
-from tumbler.redisurl import RedisAccess, redact_url
-from tumbler.replay import MemoryReplayCache, open_replay_cache
-from tumbler.replay_redis import RedisReplayCache
 
 D1 = "a" * 64
 D2 = "b" * 64
@@ -376,8 +377,8 @@ def test_sentinel_primary_is_logged_and_a_change_warned(fake, clock, caplog):
 
 
 def test_sentinel_over_tls_trusts_the_ca_for_sentinels_and_primary_alike():
-    from tumbler.redisurl import parse_redis_url
-    from tumbler.replay_redis import connect
+    from tumbler.config.redisurl import parse_redis_url
+    from tumbler.decisions.replay.redis import connect
 
     target = parse_redis_url("rediss+sentinel://127.0.0.1:1,127.0.0.1:2/tumbler/2")
     access = RedisAccess(user="u", password="pw", tls_ca="/etc/ca.pem")
