@@ -21,7 +21,7 @@ from bench.rig import SERVER_F, leftover_namespaces, proc_rss_kib, rig
 from bench.systems import TARGET, Fwknopd, Knockd, Tumblerd
 
 SECTIONS = ("latency", "flood", "valid", "memory", "long", "fuzz", "fleet")
-RIG_SECTIONS = {"latency", "flood", "valid", "memory", "long"}
+RIG_SECTIONS = {"latency", "flood", "valid", "memory", "long", "fleet"}
 
 
 def ms(x: float) -> str:
@@ -242,7 +242,7 @@ def main(argv=None) -> int:
     print(f"machine: {machine()}")
     print(f"command: ./dev bench {' '.join(argv if argv is not None else sys.argv[1:])}")
     table = Table()
-    clients = 5 * (args.knocks + 4) + args.valid * 3 + 50
+    clients = 8 * (args.knocks + 4) + args.valid * 3 + 50
     started = time.time()
     try:
         if set(only) & RIG_SECTIONS:
@@ -258,6 +258,13 @@ def main(argv=None) -> int:
                     section_memory(r, table, args.knocks, args.memory_junk, 65536)
                 if "long" in only:
                     section_long(r, table, args.long, 65536)
+                if "fleet" in only:
+                    fleetmod.knock_to_open(
+                        r,
+                        lambda what, result: table.add("fleet", what, result),
+                        args.knocks,
+                        lat_text,
+                    )
     except KeyboardInterrupt:
         print("\nbench: interrupted; rig removed", file=sys.stderr)
         return 130

@@ -10,7 +10,9 @@ and three sentinels), measures, and stops them. Rows:
 - claims per second through the store from `--clients` processes, for one Redis and for
   Sentinel with replay_acks 1 (this is the client side's limit as much as Redis's);
 - `redis-benchmark` of the claim command itself (SET key 1 NX PX) against one primary: the
-  ceiling of one primary, whatever the number of servers making the claims.
+  ceiling of one primary, whatever the number of servers making the claims;
+- in `./dev bench` (which has the namespace rig): knock-to-open of tumblerd with each store,
+  Redis running beside it in the server namespace.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.integration.redislab import RedisServer, Sentinel, replicas_online
 from tests.waiting import wait_until
@@ -198,3 +201,88 @@ def _version(binary: str) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class NamespaceRedis:
+    """redis-server processes inside the rig's server namespace, beside the daemon.
+
+    The rig's namespaces are new, so fixed ports are free there; readiness is asked with
+    redis-cli inside the namespace. The rig kills whatever is left in it at exit.
+    """
+
+    def __init__(self, rig: Any, folder: Path) -> None:
+        self.rig = rig
+        self.folder = folder
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._port = 16379
+
+    def cli(self, port: int, *args: str) -> str:
+        return str(self.rig.server.run(["redis-cli", "-p", str(port), *args], check=False).stdout)
+
+    def _start(self, argv: list[str], port: int) -> int:
+        self.procs.append(
+            self.rig.server.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+        wait_until(lambda: self.cli(port, "ping").strip() == "PONG", what=f"redis on {port}")
+        return port
+
+    def server(self, *extra: str) -> int:
+        self._port += 1
+        folder = self.folder / f"redis-{self._port}"
+        folder.mkdir(parents=True)
+        argv = ["redis-server", "--port", str(self._port), "--bind", "127.0.0.1"]
+        argv += ["--save", "", "--appendonly", "no", "--dir", str(folder)]
+        argv += ["--repl-diskless-sync-delay", "0", *extra]
+        return self._start(argv, self._port)
+
+    def sentinel(self, primary: int) -> int:
+        self._port += 1
+        folder = self.folder / f"sentinel-{self._port}"
+        folder.mkdir(parents=True)
+        config = folder / "sentinel.conf"
+        config.write_text(
+            f"port {self._port}\nbind 127.0.0.1\ndir {folder}\n"
+            f"sentinel monitor {SERVICE} 127.0.0.1 {primary} 2\n"
+            f"sentinel down-after-milliseconds {SERVICE} 5000\n"
+        )
+        return self._start(["redis-server", str(config), "--sentinel"], self._port)
+
+    def replicas_online(self, primary: int, count: int) -> bool:
+        text = self.cli(primary, "info", "replication")
+        return f"connected_slaves:{count}" in text and text.count("state=online") == count
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def knock_to_open(
+    rig: Any, row: Callable[[str, str], None], knocks: int, text: Callable[[dict], str]
+) -> None:
+    """Knock-to-open with tumblerd (nftables) on SQLite, one Redis, Sentinel with acks 1."""
+    from bench.latency import Sources, measure
+    from bench.systems import Tumblerd
+
+    redis = NamespaceRedis(rig, rig.tmp / "fleet")
+    try:
+        single = redis.server()
+        primary = redis.server()
+        for _ in range(2):
+            redis.server("--replicaof", "127.0.0.1", str(primary))
+        wait_until(lambda: redis.replicas_online(primary, 2), what="replicas in sync")
+        hosts = ",".join(f"127.0.0.1:{redis.sentinel(primary)}" for _ in range(3))
+        for what, replay in (
+            ("local SQLite", "sqlite"),
+            ("one Redis", f"redis://127.0.0.1:{single}/0"),
+            ("Sentinel, replay_acks 1, 2 replicas", f"redis+sentinel://{hosts}/{SERVICE}"),
+        ):
+            with Tumblerd(rig, "nftables", replay=replay, tag=what) as daemon:
+                row(f"knock-to-open, {what}", text(measure(rig, daemon, Sources(rig), knocks)))
+    finally:
+        redis.stop()

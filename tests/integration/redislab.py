@@ -112,6 +112,9 @@ class RedisServer:
 
         try:
             wait_until(answers, what=f"redis-server on {self.port} to answer")
+        except BaseException:
+            self.stop()  # a server that never answered is still a process to end
+            raise
         finally:
             client.close()
         return self
