@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from redis.cluster import RedisCluster
 
 from tests.integration.conftest import DOORS
 from tests.integration.daemon import Tumblerd
@@ -27,8 +28,10 @@ from tests.integration.redislab import (
     replicas_online,
 )
 from tests.waiting import wait_until
+from tumbler.config.redisurl import RedisAccess
 from tumbler.daemon.control import request
 from tumbler.decisions.replay.redis import RedisReplayCache
+from tumbler.protocols.tumbler1 import parse_datagram
 
 SECRET = "open-pAsSwOrD"
 KEY = "tumbler:replay:"
@@ -95,7 +98,8 @@ def cluster(tmp_path: Path) -> Iterator[ClusterSet]:
 
 
 def test_claims_shard_over_the_primaries_with_one_winner_each(cluster):
-    caches = [RedisReplayCache(cluster.url) for _ in range(2)]
+    # A second for the replicas, not 250 ms: the test machine is shared and often loaded.
+    caches = [RedisReplayCache(cluster.url, access=RedisAccess(ack_timeout=1.0)) for _ in range(2)]
     assert all(c.acks == 1 and c.up for c in caches)
     digests = [f"{i:064x}" for i in range(300)]
     wins: list[list[str]] = [[], []]
@@ -128,7 +132,8 @@ def fleet(tmp_path: Path, cluster: ClusterSet) -> Iterator[list[Tumblerd]]:
     for name in ("a", "b"):
         folder = tmp_path / name
         folder.mkdir()
-        daemons.append(Tumblerd(folder, DOORS, common=f"   replay = {cluster.url}\n"))
+        common = f"   replay = {cluster.url}\n   replay_ack_timeout = 1\n"  # a loaded machine
+        daemons.append(Tumblerd(folder, DOORS, common=common))
     try:
         for daemon in daemons:
             daemon.start()
@@ -159,3 +164,70 @@ def test_a_fleet_on_a_cluster_accepts_each_knock_once(fleet, cluster):
     assert len(a.lines()) == 2 and len(b.lines()) == 1
     assert sum(p.client().dbsize() for p in cluster.primaries) == 3
     assert all(counters(d).get("store-down", 0) == 0 for d in fleet)
+
+
+def replica_holds(replica: RedisServer, key: str) -> bool:
+    """EXISTS on a cluster replica, which answers MOVED unless the connection says READONLY."""
+    pipe = replica.client().pipeline(transaction=False)
+    pipe.execute_command("READONLY")
+    pipe.exists(key)
+    return bool(pipe.execute()[1])
+
+
+def acknowledged(primary: RedisServer, key: str) -> bool:
+    """A write to `key` (unchanged: XX KEEPTTL) that a replica confirms within a second."""
+    pipe = primary.client().pipeline(transaction=False)
+    pipe.set(key, b"1", xx=True, keepttl=True)
+    pipe.wait(1, 1000)
+    return bool(pipe.execute()[1] >= 1)
+
+
+def test_a_claim_survives_the_failover_of_its_primary(fleet, cluster):
+    a, b = fleet
+    now = datetime.now(UTC)
+    before = a.knock(SECRET, when=now)
+    wait_until(a.lines, what="a to accept the knock")
+    key = KEY + parse_datagram(before)
+    finder = RedisCluster(host="127.0.0.1", port=cluster.primaries[0].port)
+    port = finder.get_node_from_key(key).port
+    finder.close()
+    owner = next(p for p in cluster.primaries if p.port == port)
+    assert owner.client().exists(key)
+    replica = next(
+        r
+        for r in cluster.replicas
+        if info(r.client(), "replication").get("master_port") == owner.port
+    )
+    assert replica_holds(replica, key), "WAIT 1 returned before the replica held the claim"
+
+    owner.kill()
+    b.send(before).close()  # b never saw it: its claim goes to the dead primary
+    wait_until(lambda: counters(b).get("store-down", 0) == 1, what="b to refuse it, store down")
+    assert info(replica.client(), "replication").get("role") == "slave", "failover too early"
+    wait_until(
+        lambda: info(replica.client(), "replication").get("role") == "master",
+        what="the cluster to promote the dead primary's replica",
+        timeout=30,
+    )
+    for node in cluster.nodes:
+        if node is not owner:
+            wait_until(lambda n=node: cluster_ok(n), what=f"node {node.port} to see the cluster ok")
+
+    # b finds the new topology by itself, without a knock or a restart.
+    wait_until(lambda: "is back after" in b.log_text(), what="b to find the store back")
+    assert replica.client().exists(key)  # a primary now: no READONLY needed
+
+    # The knock accepted before the kill is still a replay, for the server that never took it.
+    b.send(before).close()
+    wait_until(lambda: counters(b).get("replay", 0) == 1, what="b to refuse the old knock")
+
+    # The promoted replica has no replica of its own, so with replay_acks 1 the claims of
+    # its slots are refused until the dead primary comes back, as its replica.
+    owner.start()
+    wait_until(lambda: replicas_online(replica, 1), what="the old primary to rejoin as replica")
+    wait_until(lambda: acknowledged(replica, key), what="the rejoined replica to acknowledge")
+    after = b.knock(SECRET, when=now - timedelta(minutes=1))
+    wait_until(b.lines, what="b to accept a new knock after the failover")
+    a.send(after).close()
+    wait_until(lambda: counters(a).get("replay", 0) == 1, what="a to refuse b's knock")
+    assert a.lines() == b.lines() == ["open-ssh 127.0.0.1 open-ssh 127.0.0.1"]

@@ -97,7 +97,8 @@ def fleet(tmp_path: Path, sentinels: SentinelSet) -> Iterator[list[Tumblerd]]:
     for name in ("a", "b"):
         folder = tmp_path / name
         folder.mkdir()
-        daemons.append(Tumblerd(folder, DOORS, common=f"   replay = {sentinels.url}\n"))
+        common = f"   replay = {sentinels.url}\n   replay_ack_timeout = 1\n"  # a loaded machine
+        daemons.append(Tumblerd(folder, DOORS, common=common))
     try:
         for daemon in daemons:
             daemon.start()

@@ -142,9 +142,10 @@ def test_sentinel_with_login_tls_and_acks(tmp_path):
         tmp_path,
         "[common]\n replay = rediss+sentinel://10.0.0.1:26379,10.0.0.2:26379/tumbler/1\n"
         " replay_acks = 2\n replay_user = tumbler\n replay_password_file = redis.pass\n"
-        " replay_tls_ca = ca.pem\n" + DOOR,
+        " replay_tls_ca = ca.pem\n replay_ack_timeout = 0.5\n" + DOOR,
     )
     access = config.replay_access
+    assert access.ack_timeout == 0.5
     assert (access.user, access.password, access.acks) == ("tumbler", "hunter2", 2)
     assert access.tls_ca == str(tmp_path / "ca.pem")
     assert "hunter2" not in repr(config)
@@ -413,6 +414,12 @@ ERRORS = [
         3,
         "out of range",
         id="acks-too-many",
+    ),
+    pytest.param(
+        "[common]\n replay = redis://h\n replay_ack_timeout = 6s\n" + DOOR,
+        3,
+        "more than 5 s",
+        id="ack-timeout-too-long",
     ),
     pytest.param(
         "[common]\n replay = redis://h\n replay_password = a\n replay_password_file = empty\n"

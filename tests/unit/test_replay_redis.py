@@ -398,3 +398,21 @@ def test_sentinel_over_tls_trusts_the_ca_for_sentinels_and_primary_alike():
 def test_tls_files_without_a_tls_url_are_refused():
     with pytest.raises(ReplayStoreError, match="rediss"):
         RedisReplayCache("redis://127.0.0.1:1/0", access=RedisAccess(tls_ca="/etc/ca.pem"))
+
+
+def test_a_pipeline_error_is_logged_without_its_command_or_digest(fake, clock, caplog):
+    cache = make(fake, clock, acks=1)
+
+    def failing(*args, **kwargs):
+        raise redis.exceptions.ResponseError(
+            f"Command # 1 (SET tumbler:replay:{D1} 1 NX PX 150000) of pipeline caused error: "
+            f"READONLY You can't write against a read only replica. {D2}"
+        )
+
+    fake.set = failing  # type: ignore[method-assign]
+    with caplog.at_level(logging.INFO, logger="tumblerd"):
+        with pytest.raises(ReplayStoreError) as info:
+            cache.claim(D1, time.time() + 60)
+    assert "READONLY You can't write against a read only replica. <digest>" in str(info.value)
+    for text in (caplog.text, str(info.value)):
+        assert D1[:16] not in text and D2[:16] not in text and "SET" not in text

@@ -125,6 +125,12 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
+def _at_most(value: float, limit: float) -> float:
+    if value > limit:
+        raise ValueError(f"{value:g} s is more than {limit:g} s")
+    return value
+
+
 def _choice(*options: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in options:
@@ -193,6 +199,7 @@ _COMMON: dict[str, Callable[[str], object]] = {
     "replay": _replay,
     "replay_fallback": _fallback,
     "replay_acks": _int_in(0, 16),
+    "replay_ack_timeout": lambda t: _at_most(parse_duration(t), 5.0),
     "replay_user": _text,
     "replay_password": _text,
     "replay_password_file": _text,
@@ -260,6 +267,7 @@ def _beside(ref: str, base: Path) -> Path:
 _REDIS_KEYS = (
     "replay_fallback",
     "replay_acks",
+    "replay_ack_timeout",
     "replay_user",
     "replay_password",
     "replay_password_file",
@@ -324,6 +332,7 @@ def _replay_access(common: Section, base: Path, path: str) -> tuple[RedisAccess,
         tls_cert=tls_files["replay_tls_cert"],
         tls_key=tls_files["replay_tls_key"],
         acks=common.get("replay_acks", cast(int | None, None)),
+        ack_timeout=common.get("replay_ack_timeout", RedisAccess.ack_timeout),
     )
     return access, files
 

@@ -65,6 +65,7 @@ class RedisAccess:
     tls_cert: str | None = None
     tls_key: str | None = None
     acks: int | None = None  # None: DEFAULT_ACKS for the kind of deployment
+    ack_timeout: float = 0.25  # seconds WAIT may block the receive loop for the replicas
 
 
 def is_redis_url(text: str) -> bool:

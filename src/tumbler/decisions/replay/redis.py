@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -77,9 +78,19 @@ class Unacknowledged(Exception):
     """Fewer replicas than `replay_acks` confirmed a claim in time: it may not survive."""
 
 
+_PIPELINE_PREFIX = re.compile(r"Command # \d+ \(.*?\) of pipeline caused error: ", re.S)
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{32,}")
+
+
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]
+    """The error's first line for a log, without the command that caused it.
+
+    A pipeline's error quotes its command, which holds the claimed digest: logs name
+    neither digests nor anything else a command may carry.
+    """
+    text = _PIPELINE_PREFIX.sub("", str(exc)).strip()
+    text = text.splitlines()[0] if text else type(exc).__name__
+    return _HEX_DIGEST.sub("<digest>", text)[:200]
 
 
 def _tls_kwargs(access: RedisAccess) -> dict[str, Any]:
@@ -155,7 +166,6 @@ class RedisReplayCache:
         *,
         access: RedisAccess | None = None,
         timeout: float = 0.5,
-        ack_timeout: float = 0.25,
         retry_interval: float = 2.0,
         slack: float = 30.0,
         client: Any | None = None,
@@ -168,6 +178,12 @@ class RedisReplayCache:
             OSError,
             Unacknowledged,
         )
+        # What a node answers when it no longer serves a slot, or is gone.
+        self._moved: tuple[type[BaseException], ...] = (
+            redis.exceptions.AskError,  # MovedError is one
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+        )
         access = access or RedisAccess()
         try:
             self.target = parse_redis_url(url)
@@ -175,7 +191,7 @@ class RedisReplayCache:
             raise ReplayStoreError(str(exc)) from exc
         self.where = self.target.where
         self.acks = access.acks if access.acks is not None else DEFAULT_ACKS[self.target.kind]
-        self.ack_timeout = ack_timeout
+        self.ack_timeout = access.ack_timeout
         self.fallback = fallback
         self.key_prefix = key_prefix
         self.retry_interval = retry_interval
@@ -188,7 +204,7 @@ class RedisReplayCache:
         self._pending: dict[str, float] = {}  # claimed locally during an outage
         self._primary: Any = None
         # WAIT blocks up to ack_timeout: the socket must outlast it.
-        wait = ack_timeout if self.acks else 0.0
+        wait = self.ack_timeout if self.acks else 0.0
         self._connect = lambda: connect(redis, self.target, access, timeout + wait)
         self._client: Any = client
         if client is None:
@@ -239,14 +255,20 @@ class RedisReplayCache:
         client = self._ready()
         if self.acks == 0:
             return bool(client.set(key, b"1", nx=True, px=px))
-        # WAIT counts the replicas holding this connection's writes: SET and WAIT must
-        # share one connection, which a pipeline (on the key's own node in a cluster) does.
-        if self.target.kind == "cluster":
-            client = client.get_redis_connection(client.get_node_from_key(key))
-        pipe = client.pipeline(transaction=False)
-        pipe.set(key, b"1", nx=True, px=px)
-        pipe.wait(self.acks, max(1, round(self.ack_timeout * 1000)))
-        fresh, acked = pipe.execute()
+        if self.target.kind != "cluster":
+            fresh, acked = self._set_and_wait(client, key, px)
+        else:
+            try:
+                fresh, acked = self._set_and_wait(
+                    client.get_redis_connection(client.get_node_from_key(key)), key, px
+                )
+            except self._moved:
+                # Straight to the key's node, so no cluster client to follow a moved slot
+                # (after a failover, a resharding): ask for the slots again, try once more.
+                client.nodes_manager.initialize()
+                fresh, acked = self._set_and_wait(
+                    client.get_redis_connection(client.get_node_from_key(key)), key, px
+                )
         if fresh and acked < self.acks:
             raise Unacknowledged(
                 f"{acked} of {self.acks} replicas acknowledged the claim within "
@@ -254,11 +276,32 @@ class RedisReplayCache:
             )
         return bool(fresh)
 
+    def _set_and_wait(self, client: Any, key: str, px: int) -> tuple[Any, int]:
+        """SET NX then WAIT on one connection: WAIT counts replicas holding its writes."""
+        pipe = client.pipeline(transaction=False)
+        pipe.set(key, b"1", nx=True, px=px)
+        pipe.wait(self.acks, max(1, round(self.ack_timeout * 1000)))
+        fresh, acked = pipe.execute()
+        return fresh, int(acked)
+
     def _ready(self) -> Any:
         """The client, made now if a cluster was unreachable when the daemon started."""
         if self._client is None:
             self._client = self._connect()
         return self._client
+
+    def _healthy(self) -> None:
+        """Raise unless the store answers: one server or primary, or every cluster primary.
+
+        A cluster is asked for its slots again first: after a failover they live elsewhere,
+        and a primary that died without one is still in the map, so it fails the probe.
+        """
+        client = self._ready()
+        if self.target.kind != "cluster":
+            client.ping()
+            return
+        client.nodes_manager.initialize()
+        client.ping(target_nodes=client.PRIMARIES)
 
     def _note_primary(self) -> None:
         """Say which server Sentinel named primary, and when it names another."""
@@ -353,7 +396,7 @@ class RedisReplayCache:
         if self._down_since is None or self._clock() < self._next_try:
             return
         try:
-            self._ready().ping()  # outside the lock: a slow probe must not hold up claims
+            self._healthy()  # outside the lock: a slow probe must not hold up claims
         except self._errors as exc:
             with self._lock:
                 self._outage(exc)
