@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from tumbler.addresses import normalize_address
 from tumbler.cli.common import (
     EXIT_OK,
     Parser,
@@ -26,9 +27,9 @@ from tumbler.cli.common import (
     warn,
 )
 from tumbler.client import knock, profiles, sshproxy
-from tumbler.config.daemon import parse_duration
+from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
-from tumbler.protocols import tumbler1 as protocol
+from tumbler.ports import parse_port
 
 
 def _seconds(text: str) -> float:
@@ -39,9 +40,10 @@ def _seconds(text: str) -> float:
 
 
 def _tcp_port(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port from 1 to 65535")
-    return int(text)
+    try:
+        return parse_port(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port from 1 to 65535") from None
 
 
 def _load_profiles(given: str | None, *, required: bool) -> profiles.Profiles | None:
@@ -120,7 +122,7 @@ def knock_and_connect(
     dial_fam, sockaddr = knock.resolve(
         probe.target if same else connect_host, port, family=fam, socktype=socket.SOCK_STREAM
     )[0]
-    target = protocol.normalize_address(sockaddr[0])
+    target = normalize_address(sockaddr[0])
 
     def send(when: datetime) -> None:
         knock.knock_url(url, secret, source=source, when=when, family=family)

@@ -16,12 +16,9 @@ from tumbler.audit.sniff import (
     read_packets,
     report_to_json,
 )
+from tumbler.cli.common import EXIT_USAGE, exit_status
 from tumbler.protocols.tumbler1 import DEFAULT_PORT
-
-
-def _read_secret_file(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read().rstrip("\r\n")
+from tumbler.secretfile import SecretFileError, read_secret_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,22 +51,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `tumbler sniff`: 0 on success, 2 on an unusable input or option."""
+    """Entry point of `tumbler sniff`: 0 on success, 2 on an unusable input or option.
+
+    A secret file follows the table of `cli.common`: 1 when it cannot be read.
+    """
     args = build_parser().parse_args(argv)
     if args.window < 0 or not 0 < args.port < 65536:
         print("tumbler sniff: --window must be >= 0 and --port 1-65535", file=sys.stderr)
         return 2
     try:
-        secrets = [*args.secret, *(_read_secret_file(f) for f in args.secret_file)]
+        secrets = [*args.secret, *(read_secret_file(f).secret for f in args.secret_file)]
+    except SecretFileError as exc:
+        print(f"tumbler sniff: {exc}", file=sys.stderr)
+        return exit_status(exc)
+    try:
         stats = Stats()
         if args.input == "-":
             packets = list(read_packets(sys.stdin.buffer, stats, args.date))
         else:
             with open(args.input, "rb") as f:
                 packets = list(read_packets(f, stats, args.date))
-    except (OSError, SniffError) as exc:
+    except (OSError, SniffError) as exc:  # the capture named on the command line is unusable
         print(f"tumbler sniff: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     report = analyze(
         packets,
         stats=stats,

@@ -12,7 +12,8 @@ import socket
 import time
 from collections.abc import Callable
 
-from tumbler.protocols.tumbler1 import MAX_DATAGRAM, normalize_address
+from tumbler.addresses import normalize_address
+from tumbler.protocols.tumbler1 import MAX_DATAGRAM
 
 log = logging.getLogger("tumblerd")
 
