@@ -61,13 +61,16 @@ class SentinelSet:
     def start(self) -> SentinelSet:
         for server in self.servers:
             server.start()
-        wait_until(lambda: replicas_online(self.primary, 2), what="both replicas in sync")
+        wait_until(
+            lambda: replicas_online(self.primary, 2), what="both replicas in sync", timeout=30
+        )
         for sentinel in self.sentinels:
             sentinel.start()
         for sentinel in self.sentinels:  # quorum needs the others; a failover needs replicas
             wait_until(
                 lambda s=sentinel: self._sees_everyone(s),
                 what=f"sentinel {sentinel.port} to see the other sentinels and both replicas",
+                timeout=30,  # sentinels announce themselves every 2 s; a loaded machine is slow
             )
         return self
 

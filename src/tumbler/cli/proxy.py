@@ -27,6 +27,7 @@ from tumbler.cli.common import (
     warn,
 )
 from tumbler.client import knock, profiles, sshproxy
+from tumbler.client.sentknocks import SentKnocks
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
 from tumbler.ports import parse_port
@@ -124,8 +125,16 @@ def knock_and_connect(
     )[0]
     target = normalize_address(sockaddr[0])
 
-    def send(when: datetime) -> None:
-        knock.knock_url(url, secret, source=source, when=when, family=family)
+    sent = SentKnocks()
+
+    def send(when: datetime) -> bool:
+        try:
+            knock.knock_url(
+                url, secret, source=source, when=when, family=family, sent=sent, offsets=(0,)
+            )
+        except knock.NoFreshMinute:
+            return False
+        return True
 
     knocker = sshproxy.MinuteKnocker(send=send)
     dialer = sshproxy.Dialer(dial_fam, sockaddr)
@@ -218,7 +227,7 @@ def open_main(argv: Sequence[str]) -> int:
         secret = _secret(url, None, profile)
         if profile.wait is None:
             result = knock.knock_url(
-                url, secret.value, source=profile.source, family=profile.family
+                url, secret.value, source=profile.source, family=profile.family, sent=SentKnocks()
             )
             print(f"{profile.name}: knocked on {result.target} udp/{result.port}")
             return EXIT_OK

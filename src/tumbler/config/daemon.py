@@ -31,6 +31,7 @@ from tumbler.ports import PortSpec, parse_port, parse_port_list
 from tumbler.protocols.tumbler1 import DEFAULT_PORT
 from tumbler.secretfile import SecretFileError, read_secret_file
 
+ROOT_CONTROL = "/run/tumbler/control.sock"
 FIREWALLS = ("auto", "nftables", "iptables", "iptables-nft", "iptables-legacy")
 
 
@@ -48,6 +49,7 @@ class Door:
     set: str | None = None
     sequence: tuple[PortSpec, ...] = ()
     sequence_timeout: float = 10.0
+    secret_file: Path | None = None  # where `secret` was read from, for the start-up checks
 
     @property
     def is_sequence(self) -> bool:
@@ -95,7 +97,7 @@ def default_state_dir() -> Path:
 def default_control_path() -> str:
     """Root's socket lives in /run; anyone else's beside the state."""
     if os.geteuid() == 0:
-        return "/run/tumbler/control.sock"
+        return ROOT_CONTROL
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
         return str(Path(runtime) / "tumbler.sock")
@@ -336,8 +338,10 @@ def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door,
             section.line_of("secret_file"),
         )
     secret = section.get("secret", cast(str | None, None))
+    secret_path: Path | None = None
     if has("secret_file"):
         ref = section.get("secret_file", "")
+        secret_path = (base / ref) if not os.path.isabs(ref) else Path(ref)
         secret, exposed = _read_secret_file(ref, base, path, section.line_of("secret_file"))
         if exposed is not None:
             secret_files.append(exposed)
@@ -378,6 +382,7 @@ def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door,
         set=section.get("set", cast(str | None, None)),
         sequence=section.get("sequence", cast(tuple[PortSpec, ...], ())),
         sequence_timeout=section.get("sequence_timeout", 10.0),
+        secret_file=secret_path,
     )
     return door, secret_files
 
