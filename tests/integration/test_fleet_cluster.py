@@ -76,9 +76,7 @@ class ClusterSet:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
         for node in self.nodes:
-            wait_until(
-                lambda n=node: cluster_ok(n), what=f"node {node.port} to see the cluster ok", timeout=30
-            )
+            wait_until(lambda n=node: cluster_ok(n), what=f"node {node.port} ok", timeout=30)
         roles = {n.port: info(n.client(), "replication").get("role") for n in self.nodes}
         self.primaries = [n for n in self.nodes if roles[n.port] == "master"]
         self.replicas = [n for n in self.nodes if roles[n.port] == "slave"]
