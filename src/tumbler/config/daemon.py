@@ -27,6 +27,7 @@ from typing import cast
 from tumbler.addresses import normalize_address
 from tumbler.config import fwknop as fwknop_config
 from tumbler.config.inifile import NAME_RULE, Section, read_sections
+from tumbler.config.redisurl import RedisAccess, is_redis_url, parse_redis_url
 from tumbler.doors import SequenceDoor, is_door_name
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
@@ -93,6 +94,7 @@ class Config:
     state: str = ""
     replay: str = "sqlite"
     replay_fallback: str | None = None
+    replay_access: RedisAccess = field(default_factory=RedisAccess)
     command_timeout: float = 30.0
     firewall: str = "auto"
     sequence_source: str = "nflog"
@@ -151,6 +153,12 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
+def _at_most(value: float, limit: float) -> float:
+    if value > limit:
+        raise ValueError(f"{value:g} s is more than {limit:g} s")
+    return value
+
+
 def _choice(*options: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in options:
@@ -170,9 +178,15 @@ def _listen(text: str) -> tuple[str, ...]:
 
 
 def _replay(text: str) -> str:
-    if text in ("sqlite", "memory") or text.startswith(("redis://", "rediss://", "unix://")):
+    if text in ("sqlite", "memory"):
         return text
-    raise ValueError(f"replay must be sqlite, memory or a redis:// URL, got {text!r}")
+    if is_redis_url(text):
+        parse_redis_url(text)  # raises ValueError naming what is wrong, never the password
+        return text
+    raise ValueError(
+        "replay must be sqlite, memory or a Redis URL (redis://, rediss://, unix://, "
+        f"redis+sentinel://, redis+cluster://), got {text.partition('://')[0]!r}"
+    )
 
 
 def _fallback(text: str) -> str:
@@ -242,6 +256,14 @@ _COMMON: dict[str, Callable[[str], object]] = {
     "state": _text,
     "replay": _replay,
     "replay_fallback": _fallback,
+    "replay_acks": _int_in(0, 16),
+    "replay_ack_timeout": lambda t: _at_most(parse_duration(t), 5.0),
+    "replay_user": _text,
+    "replay_password": _text,
+    "replay_password_file": _text,
+    "replay_tls_ca": _text,
+    "replay_tls_cert": _text,
+    "replay_tls_key": _text,
     "command_timeout": parse_duration,
     "firewall": _choice(*FIREWALLS),
     "sequence_source": _sequence_source,
@@ -287,13 +309,15 @@ def _others_can_read(path: Path) -> bool:
         return False
 
 
-def _read_secret_file(ref: str, base: Path, path: str, line: int) -> tuple[str, Path | None]:
-    """The door's secret, and its file's path when group or others can read that file."""
-    secret_path = (base / ref) if not os.path.isabs(ref) else Path(ref)
+def _read_secret_file(
+    ref: str, base: Path, path: str, line: int, key: str = "secret_file"
+) -> tuple[str, Path | None]:
+    """The secret (or password), and its file's path when group or others can read it."""
+    secret_path = _beside(ref, base)
     try:
         found = read_secret_file(secret_path)
     except SecretFileError as exc:
-        raise ConfigError(f"secret_file {str(secret_path)!r}: {exc.reason}", path, line) from None
+        raise ConfigError(f"{key} {str(secret_path)!r}: {exc.reason}", path, line) from None
     return found.secret, (secret_path if found.exposed else None)
 
 
@@ -314,6 +338,85 @@ def _check_port_limit(section: Section, name: str, path: str, firewall: str) -> 
             path,
             section.line_of("open"),
         )
+
+
+def _beside(ref: str, base: Path) -> Path:
+    """A path from the config, relative to the config's folder unless absolute."""
+    return (base / ref) if not os.path.isabs(ref) else Path(ref)
+
+
+_REDIS_KEYS = (
+    "replay_fallback",
+    "replay_acks",
+    "replay_ack_timeout",
+    "replay_user",
+    "replay_password",
+    "replay_password_file",
+    "replay_tls_ca",
+    "replay_tls_cert",
+    "replay_tls_key",
+)
+
+
+def _replay_access(common: Section, base: Path, path: str) -> tuple[RedisAccess, list[Path]]:
+    """The replay_* keys beside a Redis URL: login, TLS files, acknowledgements."""
+    replay = common.get("replay", "sqlite")
+    has = common.values.__contains__
+    for key in _REDIS_KEYS:
+        if has(key) and not is_redis_url(replay):
+            raise ConfigError(
+                f"{key} only applies to a redis replay store", path, common.line_of(key)
+            )
+    if not is_redis_url(replay):
+        return RedisAccess(), []
+    target = parse_redis_url(replay)
+    if has("replay_password") and has("replay_password_file"):
+        raise ConfigError(
+            "give replay_password or replay_password_file, not both",
+            path,
+            common.line_of("replay_password_file"),
+        )
+    password: str | None = common.get("replay_password", cast(str | None, None))
+    files: list[Path] = []
+    if has("replay_password_file"):
+        line = common.line_of("replay_password_file")
+        ref = common.get("replay_password_file", "")
+        password, exposed = _read_secret_file(ref, base, path, line, "replay_password_file")
+        if exposed is not None:
+            files.append(exposed)
+    tls_files: dict[str, str | None] = {}
+    for key in ("replay_tls_ca", "replay_tls_cert", "replay_tls_key"):
+        given = common.get(key, cast(str | None, None))
+        if given is None:
+            tls_files[key] = None
+            continue
+        if not target.tls:
+            raise ConfigError(
+                f"{key} needs TLS: use rediss:// (or rediss+sentinel://, rediss+cluster://)",
+                path,
+                common.line_of(key),
+            )
+        file = _beside(given, base)
+        if not file.is_file() or not os.access(file, os.R_OK):
+            raise ConfigError(
+                f"{key} {str(file)!r} is not a readable file", path, common.line_of(key)
+            )
+        tls_files[key] = str(file)
+    if (tls_files["replay_tls_cert"] is None) != (tls_files["replay_tls_key"] is None):
+        key = "replay_tls_cert" if has("replay_tls_cert") else "replay_tls_key"
+        raise ConfigError(
+            "replay_tls_cert and replay_tls_key go together", path, common.line_of(key)
+        )
+    access = RedisAccess(
+        user=common.get("replay_user", cast(str | None, None)),
+        password=password,
+        tls_ca=tls_files["replay_tls_ca"],
+        tls_cert=tls_files["replay_tls_cert"],
+        tls_key=tls_files["replay_tls_key"],
+        acks=common.get("replay_acks", cast(int | None, None)),
+        ack_timeout=common.get("replay_ack_timeout", RedisAccess.ack_timeout),
+    )
+    return access, files
 
 
 def _door_key(
@@ -456,7 +559,7 @@ def _permission_warnings(path: str, holds_secret: bool, exposed: list[Path]) -> 
     config = Path(path)
     files = [config] if holds_secret and path != "<config>" and _others_can_read(config) else []
     return [
-        f"{f} holds a secret and is readable by group or others; run: chmod 600 {f}"
+        f"{f} holds a secret or password and is readable by group or others; run: chmod 600 {f}"
         for f in files + exposed
     ]
 
@@ -499,12 +602,8 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         raise ConfigError("no [door-NAME] section: the daemon would have nothing to open", path)
     _one_iptables_variant(doors, path)
     replay = common.get("replay", "sqlite")
-    if "replay_fallback" in common.values and replay in ("sqlite", "memory"):
-        raise ConfigError(
-            "replay_fallback only applies to a redis:// replay store",
-            path,
-            common.line_of("replay_fallback"),
-        )
+    replay_access, password_files = _replay_access(common, base, path)
+    secret_files += password_files
     sequence_source = common.get("sequence_source", "nflog")
     if "sequence_log_prefix" in common.values and not sequence_source.startswith("file:"):
         raise ConfigError(
@@ -514,7 +613,7 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         )
     holds_secret = any(
         key in s.values for s in sections for key in ("secret", "key", *fwknop_config.SECRET_KEYS)
-    )
+    ) or ("replay_password" in common.values)
     return Config(
         path=path,
         port=common.get("port", DEFAULT_PORT),
@@ -526,6 +625,7 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         state=common.get("state", str(default_state_dir() / "state.db")),
         replay=replay,
         replay_fallback=common.get("replay_fallback", cast(str | None, None)),
+        replay_access=replay_access,
         command_timeout=common.get("command_timeout", 30.0),
         firewall=firewall,
         sequence_source=sequence_source,

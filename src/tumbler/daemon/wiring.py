@@ -75,7 +75,7 @@ class Daemon:
         self.port = port if port is not None else config.port
         self.stats = Stats(log)
         self.replay: ReplayCache = open_replay_cache(
-            config.replay, config.state, config.replay_fallback
+            config.replay, config.state, config.replay_fallback, config.replay_access
         )
         self.started = time.time()
         self._sockets: list[socket.socket] = []
@@ -84,6 +84,7 @@ class Daemon:
         self._backends: dict[tuple[str, str | None], FirewallBackend] = {}
         self._stop = asyncio.Event()
         self._claimed: dict[str, float] = {}
+        self._store_failing = False
         self._skew_logged = float("-inf")
         self._skew_quiet = 0
         self.last_skew: dict[str, Any] | None = None
@@ -201,10 +202,17 @@ class Daemon:
             fresh = self.replay.claim(key, expires)
         except ReplayStoreError as exc:
             self.stats.count("store-down")
-            log.error(
-                "knock for door %s from %s refused, replay store failing: %s", door, address, exc
-            )
+            if not self._store_failing:  # one line per outage: a flood must not fill the log
+                self._store_failing = True
+                log.error(
+                    "knock for door %s from %s refused, replay store failing: %s "
+                    "(further refusals are counted as store-down until it answers)",
+                    door,
+                    address,
+                    exc,
+                )
             return False
+        self._store_failing = False
         self._claimed[key] = expires
         if not fresh:
             self.stats.count("replay")
@@ -417,6 +425,10 @@ class Daemon:
                     log.info("door %s: closed for %s", entry.door, entry.address)
             if self.runtime.matcher is not None:
                 self.runtime.matcher.prune(now)
+            try:
+                await loop.run_in_executor(None, self.replay.probe)
+            except ReplayStoreError as exc:
+                log.error("replay store probe failed: %s", exc)
             if now - last_prune >= PRUNE_EVERY:
                 last_prune = now
                 self._claimed = {d: e for d, e in self._claimed.items() if e > now}
@@ -511,6 +523,8 @@ class Daemon:
             "listen",
             "state",
             "replay",
+            "replay_fallback",
+            "replay_access",
             "sequence_source",
             "sequence_log_prefix",
             "nflog_group",
