@@ -206,6 +206,8 @@ def _firewall(args: argparse.Namespace, config: Config) -> int:
     # must look there too, not only in tumbler's own table.
     sets = {d.name: d.set for d in config.doors if d.set} if name == "nftables" else None
     backend = get_backend(name, state_path=config.state, door_sets=sets)
+    # Forward doors' openings live in their own sets or chain: list and flush look there too.
+    backend.forward_doors = {d.name: d.open for d in config.doors if d.path == "forward"}
     return firewall_command(args.action, backend, config.port, args.print_only, sys.stdout)
 
 

@@ -38,6 +38,7 @@ from tumbler.secretfile import SecretFileError, read_secret_file
 ROOT_CONTROL = "/run/tumbler/control.sock"
 DEFAULT_WINDOW_SECONDS = 60  # a v2 knock's time may be this many seconds either side of ours
 FIREWALLS = ("auto", "nftables", "iptables", "iptables-nft", "iptables-legacy")
+PATHS = ("input", "forward")  # which hook a door's `open` guards: to this host, or through it
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Door:
     timeout: float = 30.0
     firewall: str = "auto"
     set: str | None = None
+    path: str = "input"
     sequence: tuple[PortSpec, ...] = ()
     sequence_timeout: float = 10.0
     secret_file: Path | None = None  # where `secret` was read from, for the start-up checks
@@ -236,6 +238,7 @@ _DOOR: dict[str, Callable[[str], object]] = {
     "timeout": parse_duration,
     "firewall": _choice(*FIREWALLS),
     "set": _set_name,
+    "path": _choice(*PATHS),
     "sequence": lambda t: parse_port_list(t, allow_range=False),
     "sequence_timeout": parse_duration,
 }
@@ -349,9 +352,15 @@ def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door,
             SequenceDoor(name, section.get("sequence", ()), section.get("sequence_timeout", 10.0))
         except ValueError as exc:
             raise ConfigError(f"door {name}: {exc}", path, section.line_of("sequence")) from None
-    for option in ("timeout", "firewall", "set"):
+    for option in ("timeout", "firewall", "set", "path"):
         if has(option) and not has("open"):
             raise ConfigError(f"door {name}: {option} needs an open", path, section.line_of(option))
+    if section.get("path", "input") == "forward" and has("set"):
+        raise ConfigError(
+            f"door {name}: a forward door fills tumbler's own forward chain, not a set",
+            path,
+            section.line_of("set"),
+        )
     door = Door(
         name=name,
         line=section.line,
@@ -362,6 +371,7 @@ def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door,
         timeout=section.get("timeout", 30.0),
         firewall=section.get("firewall", firewall),
         set=section.get("set", cast(str | None, None)),
+        path=section.get("path", "input"),
         sequence=section.get("sequence", cast(tuple[PortSpec, ...], ())),
         sequence_timeout=section.get("sequence_timeout", 10.0),
         secret_file=secret_path,

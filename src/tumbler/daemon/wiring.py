@@ -38,6 +38,7 @@ from tumbler.errors import (
     TumblerError,
 )
 from tumbler.events import ConnectionAttempt
+from tumbler.ports import PortSpec
 from tumbler.protocols import tumbler2
 from tumbler.protocols.tumbler1 import parse_datagram
 from tumbler.sources import udp
@@ -346,7 +347,8 @@ class Daemon:
                     log.error("replay cache prune failed: %s", exc)
 
     def _restore_firewalls(self) -> None:
-        """Re-arm what a previous run opened and close what expired while we were down."""
+        """Guard forward doors' ports, re-arm what a previous run opened, close what expired."""
+        self._guard_forward()
         now = time.time()
         for door in self.runtime.doors.values():
             if door.open:
@@ -354,6 +356,31 @@ class Daemon:
                     self.backend_for(door).restore(now)
                 except FirewallError as exc:
                     log.error("door %s: could not restore firewall state: %s", door.name, exc)
+
+    def _guard_forward(self) -> None:
+        """Put each backend's forward guards in place: closed before the first knock."""
+        guards: dict[int, tuple[FirewallBackend, dict[str, tuple[PortSpec, ...]]]] = {}
+        for door in self.runtime.doors.values():
+            if door.open and door.path == "forward":
+                try:
+                    backend = self.backend_for(door)
+                except FirewallError as exc:
+                    log.error(
+                        "door %s: no firewall to guard its forwarded ports: %s", door.name, exc
+                    )
+                    continue
+                guards.setdefault(id(backend), (backend, {}))[1][door.name] = door.open
+        for backend in self._backends.values():
+            doors = guards.get(id(backend), (backend, {}))[1]
+            if not doors and not backend.forward_doors:
+                continue
+            try:
+                backend.guard_forward(doors)
+            except FirewallError as exc:
+                log.error("could not guard forwarded ports (%s): %s", ", ".join(doors), exc)
+                continue
+            for name, ports in sorted(doors.items()):
+                log.info("door %s: guarding forwarded %s", name, ", ".join(str(p) for p in ports))
 
     # -- control ---------------------------------------------------------------------------
 
