@@ -9,6 +9,8 @@ is a new TCP connection through the router that must get the backend's banner.
 
 from __future__ import annotations
 
+import re
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +22,19 @@ from tests.netns.test_daemon_firewall import SECRET, Tumblerd, knock, sleep_unti
 PUBLISHED = 8080  # the router's port the clients address
 PORT = 80  # the backend's port behind the DNAT
 TIMEOUT = 3
+METRICS = "   metrics = 127.0.0.1:9675\n"  # a [common] key: the router's own loopback
+_SCRAPE = """
+import urllib.request
+print(urllib.request.urlopen("http://127.0.0.1:9675/metrics", timeout=10).read().decode())
+"""
+
+
+def doors_open(topo: Topology, backend: str) -> float:
+    """`tumbler_doors_open{backend=...}` scraped over HTTP inside the router's namespace."""
+    text = topo.server.run([sys.executable, "-c", _SCRAPE]).stdout
+    found = re.search(rf'^tumbler_doors_open{{backend="{backend}"}} (\S+)$', text, re.M)
+    assert found, text
+    return float(found[1])
 
 
 def forward_door(name: str = "web", secret: str = SECRET) -> str:
@@ -50,7 +65,7 @@ def test_forward_door_guards_a_published_port(
     # The path works without tumbler: what is closed below is closed by the door.
     assert reach(topo) == {"a": True, "b": True}
 
-    daemon = Tumblerd(topo, tmp_path, backend, [forward_door()]).start()
+    daemon = Tumblerd(topo, tmp_path, backend, [METRICS, forward_door()]).start()
     daemon.wait_log(f"door web: guarding forwarded tcp/{PUBLISHED}")
     assert reach(topo) == {"a": False, "b": False}
     # The guard matches the published port, not the backend's: the backend itself is untouched.
@@ -60,6 +75,7 @@ def test_forward_door_guards_a_published_port(
     opened = time.time()
     daemon.wait_log(f"opened tcp/{PUBLISHED} for {topo.a4} until")
     assert reach(topo) == {"a": True, "b": False}
+    assert doors_open(topo, backend) == 1
     listed = daemon.cli("firewall", "list")
     assert topo.a4 in listed and "web" in listed, listed
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 import logging.handlers
@@ -305,6 +306,10 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.check_config:
         for warning in config.warnings:
             print(f"tumblerd: warning: {warning}", file=sys.stderr)
+        if config.metrics is not None and importlib.util.find_spec("prometheus_client") is None:
+            from tumbler.daemon.metrics import MISSING
+
+            print(f"tumblerd: warning: {MISSING}", file=sys.stderr)
         if _refuse_untrusted(config):
             return EXIT_USAGE
         print(f"{args.config}: ok, {len(config.doors)} doors")

@@ -17,6 +17,7 @@ Reading is all-or-nothing: a config that fails to load changes nothing.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -91,6 +92,7 @@ class Config:
     sequence_source: str = "nflog"
     nflog_group: int = 8675
     control: str = ""
+    metrics: tuple[str, int] | None = None  # (address, port) of the Prometheus endpoint
     doors: tuple[Door, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -153,6 +155,28 @@ def _listen(text: str) -> tuple[str, ...]:
     for address in addresses:
         normalize_address(address)  # raises ValueError on a bad one
     return addresses
+
+
+def _metrics(text: str) -> tuple[str, int]:
+    """`127.0.0.1:9675` or `[::1]:9675`: where to serve metrics."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"metrics is ADDRESS:PORT, e.g. 127.0.0.1:9675, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"an IPv6 metrics address goes in brackets, e.g. [::1]:9675: {text!r}")
+    return normalize_address(host), parse_port(port)
+
+
+def metrics_warning(address: tuple[str, int] | None) -> str | None:
+    """What to say when metrics are served beyond loopback, else None."""
+    if address is None or ipaddress.ip_address(address[0]).is_loopback:
+        return None
+    return (
+        f"metrics served on {address[0]}:{address[1]}, not a loopback address: whoever "
+        "reaches it reads door names and knock counts; firewall it or use 127.0.0.1"
+    )
 
 
 def _replay(text: str) -> str:
@@ -225,6 +249,7 @@ _COMMON: dict[str, Callable[[str], object]] = {
     "sequence_source": _sequence_source,
     "nflog_group": _int_in(1, 65535),
     "control": _text,
+    "metrics": _metrics,
 }
 
 _DOOR: dict[str, Callable[[str], object]] = {
@@ -450,6 +475,10 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
             common.line_of("replay_fallback"),
         )
     holds_secret = any("secret" in s.values or "key" in s.values for s in sections)
+    metrics = common.get("metrics", cast(tuple[str, int] | None, None))
+    warnings = _permission_warnings(path, holds_secret, secret_files)
+    if (said := metrics_warning(metrics)) is not None:
+        warnings.append(said)
     return Config(
         path=path,
         port=common.get("port", DEFAULT_PORT),
@@ -466,8 +495,9 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         sequence_source=common.get("sequence_source", "nflog"),
         nflog_group=common.get("nflog_group", 8675),
         control=common.get("control", default_control_path()),
+        metrics=metrics,
         doors=tuple(doors),
-        warnings=tuple(_permission_warnings(path, holds_secret, secret_files)),
+        warnings=tuple(warnings),
     )
 
 

@@ -45,11 +45,13 @@ from tumbler.sources import udp
 
 if TYPE_CHECKING:  # imported when used: a daemon without firewall doors never loads them
     from tumbler.actions.firewall import FirewallBackend, OpenEntry
+    from tumbler.daemon.metrics import MetricsServer, Snapshot
     from tumbler.sources.nflog import NflogReader
 
 log = logging.getLogger("tumblerd")
 
 TICK = 1.0
+FIREWALL_WORKERS = 1  # one thread: firewall changes never interleave
 PRUNE_EVERY = 60.0
 SKEW_LOG_EVERY = 10.0  # seconds between two clock-skew lines; the rest are only counted
 
@@ -78,7 +80,7 @@ class Daemon:
         self.started = time.time()
         self._sockets: list[socket.socket] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._firewall_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="firewall")
+        self._firewall_pool = ThreadPoolExecutor(FIREWALL_WORKERS, thread_name_prefix="firewall")
         self._backends: dict[tuple[str, str | None], FirewallBackend] = {}
         self._stop = asyncio.Event()
         self._claimed: dict[str, float] = {}
@@ -90,6 +92,7 @@ class Daemon:
         self._nflog_rules = False
         self._follower: asyncio.Task[None] | None = None
         self._control: ControlServer | None = None
+        self._metrics: MetricsServer | None = None
         self.on_ready: Callable[[], None] | None = None
 
     @staticmethod
@@ -175,6 +178,7 @@ class Daemon:
         try:
             fresh = self.replay.claim(claim, expires)
         except ReplayStoreError as exc:
+            self.stats.replay_ok = False
             self.stats.count("store-down")
             log.error(
                 "knock for door %s from %s refused, replay store failing: %s",
@@ -183,11 +187,12 @@ class Daemon:
                 exc,
             )
             return None
+        self.stats.replay_ok = True
         self._claimed[claim] = expires
         if not fresh:
             self.stats.count("replay")
             return None
-        self.stats.count("accepted")
+        self.stats.count("accepted", door=door.name)
         log.info("knock accepted: door %s from %s (%s)", door.name, address, detail)
         self._spawn(self._act(door, address))
         return door
@@ -200,7 +205,7 @@ class Daemon:
         opened = []
         for name in runtime.matcher.feed(event):
             door = runtime.doors[name]
-            self.stats.count("sequence")
+            self.stats.count("sequence", door=name)
             log.info("knock sequence completed: door %s from %s", name, event.source)
             self._spawn(self._act(door, event.source))
             opened.append(door)
@@ -343,7 +348,9 @@ class Daemon:
                 try:
                     pruned = await loop.run_in_executor(None, self.replay.prune, now)
                     log.debug("replay cache: pruned %d expired digests", pruned)
+                    self.stats.replay_ok = True
                 except ReplayStoreError as exc:
+                    self.stats.replay_ok = False
                     log.error("replay cache prune failed: %s", exc)
 
     def _restore_firewalls(self) -> None:
@@ -381,6 +388,55 @@ class Daemon:
                 continue
             for name, ports in sorted(doors.items()):
                 log.info("door %s: guarding forwarded %s", name, ", ".join(str(p) for p in ports))
+
+    # -- metrics ----------------------------------------------------------------------------
+
+    def _start_metrics(self) -> None:
+        """Serve metrics if the config asks; a metrics failure never stops the knock service."""
+        address = self.runtime.config.metrics
+        if address is None:
+            return
+        from tumbler.daemon.metrics import serve_metrics
+
+        try:
+            self._metrics = serve_metrics(address, self._metrics_snapshot)
+        except OSError as exc:
+            log.error("metrics unavailable on %s port %d: %s", address[0], address[1], exc)
+
+    def _metrics_snapshot(self) -> Snapshot:
+        """A snapshot for a scrape (called from the metrics thread), taken on the event loop."""
+        if self._loop is None:
+            raise RuntimeError("the daemon is not running")
+        future = asyncio.run_coroutine_threadsafe(self._snapshot(), self._loop)
+        return future.result(timeout=10)
+
+    async def _snapshot(self) -> Snapshot:
+        from tumbler.daemon.metrics import Snapshot
+
+        loop = asyncio.get_running_loop()
+        now = time.time()
+        open_by_backend: dict[str, int] = {}
+        for backend in list(self._backends.values()):
+            open_by_backend.setdefault(backend.name, 0)
+            try:
+                entries = await loop.run_in_executor(self._firewall_pool, backend.list_open, now)
+            except FirewallError as exc:
+                log.error("metrics: cannot list what %s holds open: %s", backend.name, exc)
+                continue
+            open_by_backend[backend.name] += len(entries)
+        matcher = self.runtime.matcher
+        return Snapshot(
+            outcomes=dict(self.stats.total),
+            accepted_by_door=dict(self.stats.accepted_by_door),
+            open_by_backend=open_by_backend,
+            replay_store=self.replay.name,
+            replay_up=self.stats.replay_ok,
+            sequence_sources=len(matcher) if matcher is not None else 0,
+            workers={"firewall": FIREWALL_WORKERS, "actions": len(self._tasks)},
+            doors=tuple(sorted(self.runtime.doors)),
+            firewall_failures=self.stats.total["failed"],
+            sequences=self.stats.total["sequence"],
+        )
 
     # -- control ---------------------------------------------------------------------------
 
@@ -492,6 +548,7 @@ class Daemon:
             raise
         for sock in self._sockets:
             loop.add_reader(sock.fileno(), self._on_readable, sock)
+        self._start_metrics()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
@@ -543,6 +600,8 @@ class Daemon:
                 log.info("door %s: closed for %s (tumblerd stopping)", entry.door, entry.address)
 
     async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._metrics is not None:
+            await loop.run_in_executor(None, self._metrics.close)
         self._stop_sequence_source(loop)
         if self._control is not None:
             await self._control.close()
