@@ -68,6 +68,12 @@ def test_forward_door_guards_a_published_port(
     daemon = Tumblerd(topo, tmp_path, backend, [METRICS, forward_door()]).start()
     daemon.wait_log(f"door web: guarding forwarded tcp/{PUBLISHED}")
     assert reach(topo) == {"a": False, "b": False}
+    if backend == "nftables":
+        chain = topo.server.run(["nft", "list", "chain", "inet", "tumbler", "forward"]).stdout
+        assert "hook forward priority filter - 10" in chain, chain
+    else:  # the jump sits in Docker's DOCKER-USER, ahead of Docker's own rules
+        jumps = topo.server.run(["iptables-nft", "-w", "5", "-S", "DOCKER-USER"]).stdout
+        assert jumps.splitlines()[1].endswith("-j TUMBLER-FWD"), jumps
     # The guard matches the published port, not the backend's: the backend itself is untouched.
     assert can_connect(topo.server, "10.214.0.2", PORT)
 
