@@ -198,7 +198,7 @@ _tumblerd() {
         firewall)
             local before
             before=$(_tumbler_positionals $((i + 1)) "-c --config --backend")
-            [[ $before -eq 0 ]] && _tumbler_reply "init list flush" "$cur"
+            [[ $before -eq 0 ]] && _tumbler_reply "init list flush remove" "$cur"
             ;;
     esac
     return 0

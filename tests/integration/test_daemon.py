@@ -274,3 +274,14 @@ def test_missing_log_and_state_folders_are_made_private(tmp_path: Path) -> None:
         daemon.stop()
     assert stat.S_IMODE(log.parent.stat().st_mode) == 0o750
     assert stat.S_IMODE(state.parent.stat().st_mode) == 0o700
+
+
+def test_check_config_refuses_a_door_the_firewall_cannot_hold(tmp_path: Path) -> None:
+    config = tmp_path / "tumblerd.conf"
+    config.write_text(
+        "[common]\n   firewall = nftables\n[door-wide]\n   secret = s\n   open = tcp/1-2000\n"
+    )
+    config.chmod(0o600)
+    result = run_tumblerd("--check-config", "--config", str(config))
+    assert result.returncode == 2
+    assert f"{config}:5: door wide opens 2000 ports" in result.stderr

@@ -21,7 +21,7 @@ from tests.netns.test_daemon_firewall import SECRET, Tumblerd, knock, sleep_unti
 
 PUBLISHED = 8080  # the router's port the clients address
 PORT = 80  # the backend's port behind the DNAT
-TIMEOUT = 3
+TIMEOUT = 10  # long enough for the checks while open on a loaded machine
 METRICS = "   metrics = 127.0.0.1:9675\n"  # a [common] key: the router's own loopback
 _SCRAPE = """
 import urllib.request
@@ -80,10 +80,10 @@ def test_forward_door_guards_a_published_port(
     knock(topo.a, topo.server4)
     opened = time.time()
     daemon.wait_log(f"opened tcp/{PUBLISHED} for {topo.a4} until")
-    assert reach(topo) == {"a": True, "b": False}
     assert doors_open(topo, backend) == 1
     listed = daemon.cli("firewall", "list")
     assert topo.a4 in listed and "web" in listed, listed
+    assert reach(topo) == {"a": True, "b": False}
 
     sleep_until(opened + TIMEOUT - 0.5)
     wait_until(lambda: not can_connect(topo.a, topo.server4, PUBLISHED, 0.5), "A's door to close")

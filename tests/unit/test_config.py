@@ -552,3 +552,22 @@ def test_a_control_character_in_a_value_is_refused_at_parse_time(bad: str) -> No
     assert message.startswith("/etc/t.conf:2:")
     assert "control character" in message
     assert "abc" not in message
+
+
+@pytest.mark.parametrize("firewall", ["nftables", "auto"])
+def test_door_opening_more_ports_than_nftables_holds_is_refused(tmp_path, firewall):
+    text = (
+        f"[common]\n   firewall = {firewall}\n"
+        "[door-wide]\n   secret = s\n   timeout = 30\n   open = tcp/22, udp/60000-61023\n"
+    )
+    err, path = load_error(tmp_path, text)
+    assert str(err).startswith(f"{path}:6: door wide opens 1025 ports")
+    assert "at most 1024" in str(err)
+
+
+def test_port_limit_is_nftables_own(tmp_path):
+    ports = "tcp/22, udp/60000-61023"
+    assert load(tmp_path, f"[door-a]\n secret = s\n firewall = iptables\n open = {ports}\n")
+    with_set = f"[door-a]\n secret = s\n set = inet filter t\n open = {ports}\n"
+    assert load(tmp_path, f"[common]\n firewall = nftables\n{with_set}")  # his rule says the ports
+    assert load(tmp_path, "[door-a]\n secret = s\n open = tcp/1-1024\n")  # exactly the limit

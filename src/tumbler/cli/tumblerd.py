@@ -12,7 +12,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from tumbler import __version__
@@ -38,6 +37,7 @@ examples:
   tumblerd --check-config --config tumblerd.conf      check a config and exit
   tumblerd firewall init --print                      show the default-closed policy
   tumblerd firewall list                              what is open, for whom, until when
+  tumblerd firewall remove                            take the policy away (opens the host)
 
 signals: SIGHUP reloads the config (a broken one is refused, the old one keeps
 serving); SIGTERM and SIGINT stop cleanly.
@@ -112,9 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     fw.add_argument(
         "action",
-        choices=("init", "list", "flush"),
-        help="init: apply the default-closed policy; list: what is open now; "
-        "flush: close all that tumblerd opened",
+        choices=("init", "list", "flush", "remove"),
+        help="init: apply the default-closed policy (again: converge, e.g. on a new knock "
+        "port); list: what is open now; flush: close all that tumblerd opened; "
+        "remove: take the policy away, which opens every port it kept closed",
     )
     fw.add_argument(
         "--print",
@@ -200,9 +201,25 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
 
 def _firewall(args: argparse.Namespace, config: Config) -> int:
     from tumbler.actions.firewall import get_backend, resolve_name
-    from tumbler.cli.firewall import firewall_command
+    from tumbler.cli.firewall import NEEDS_ROOT, can_change_firewall, firewall_command
+    from tumbler.errors import FirewallError
 
-    name = resolve_name(args.backend or config.firewall)
+    wanted = args.backend or config.firewall
+    if not (args.print_only and args.action == "init"):
+        if not can_change_firewall():
+            print(f"tumblerd: error: firewall {args.action} {NEEDS_ROOT}", file=sys.stderr)
+            return 1
+        name = resolve_name(wanted)
+    elif wanted == "auto":
+        # Printing changes nothing and needs no root; probing does, so without it
+        # show what auto tries first.
+        try:
+            name = resolve_name(wanted)
+        except FirewallError:
+            name = "nftables"
+            print("tumblerd: auto could not probe (not root): showing nftables", file=sys.stderr)
+    else:
+        name = resolve_name(wanted)
     # Doors that fill an administrator's nftables set (`set = ...`): list and flush
     # must look there too, not only in tumbler's own table.
     sets = {d.name: d.set for d in config.doors if d.set} if name == "nftables" else None
@@ -221,8 +238,9 @@ def _ask(config: Config, message: dict[str, str]) -> dict[str, Any]:
     from tumbler.daemon.control import request
 
     if os.geteuid() != 0 and config.control == default_control_path():
-        root_socket = Path(ROOT_CONTROL)
-        if root_socket.exists() or root_socket.parent.exists():
+        # os.path, not Path.exists: root's directory is 0700, and on Python 3.11
+        # Path.exists raises PermissionError for what is inside it.
+        if os.path.exists(ROOT_CONTROL) or os.path.isdir(os.path.dirname(ROOT_CONTROL)):
             raise TumblerError(
                 f"tumblerd {message['command']} needs root (the control socket "
                 f"{ROOT_CONTROL} is root's); run it with sudo"

@@ -31,13 +31,18 @@ from tumbler.doors import SequenceDoor, is_door_name
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
 from tumbler.filemodes import readable_by_others
-from tumbler.ports import PortSpec, parse_port, parse_port_list
+from tumbler.ports import MAX_PORTS_EACH, PortSpec, parse_port, parse_port_list, port_count
 from tumbler.protocols import tumbler2
 from tumbler.protocols.tumbler1 import DEFAULT_PORT
 from tumbler.secretfile import SecretFileError, read_secret_file
 
 ROOT_CONTROL = "/run/tumbler/control.sock"
 DEFAULT_WINDOW_SECONDS = 60  # a v2 knock's time may be this many seconds either side of ours
+# The largest windows a config may set. A claim is held as long as a receiver with the
+# largest window could still accept the knock: after a reload to a larger window, or in a
+# fleet whose servers differ, a shorter claim would let the same knock in a second time.
+MAX_WINDOW_MINUTES = 60
+MAX_WINDOW_SECONDS = 3600
 FIREWALLS = ("auto", "nftables", "iptables", "iptables-nft", "iptables-legacy")
 PATHS = ("input", "forward")  # which hook a door's `open` guards: to this host, or through it
 
@@ -238,8 +243,8 @@ _COMMON: dict[str, Callable[[str], object]] = {
     "port": parse_port,
     "log": _text,
     "listen": _listen,
-    "window": _int_in(0, 60),
-    "window_seconds": _int_in(0, 3600),
+    "window": _int_in(0, MAX_WINDOW_MINUTES),
+    "window_seconds": _int_in(0, MAX_WINDOW_SECONDS),
     "realm": _realm,
     "state": _text,
     "replay": _replay,
@@ -296,6 +301,25 @@ def _read_secret_file(ref: str, base: Path, path: str, line: int) -> tuple[str, 
     except SecretFileError as exc:
         raise ConfigError(f"secret_file {str(secret_path)!r}: {exc.reason}", path, line) from None
     return found.secret, (secret_path if found.exposed else None)
+
+
+def _check_port_limit(section: Section, name: str, path: str, firewall: str) -> None:
+    """Refuse a door that opens more ports than nftables (which `auto` tries first) holds.
+
+    Without an administrator's `set`, nftables keeps every opened port as its own element;
+    checked here so that the first knock does not find out.
+    """
+    if firewall not in ("nftables", "auto") or "set" in section.values:
+        return
+    count = port_count(section.get("open", cast(tuple[PortSpec, ...], ())))
+    if count > MAX_PORTS_EACH:
+        chosen = "auto, which tries nftables first" if firewall == "auto" else "nftables"
+        raise ConfigError(
+            f"door {name} opens {count} ports, but with firewall = {chosen} a door opens at "
+            f"most {MAX_PORTS_EACH} (iptables has no such limit)",
+            path,
+            section.line_of("open"),
+        )
 
 
 def _door_key(
@@ -386,6 +410,7 @@ def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door,
             path,
             section.line_of("set"),
         )
+    _check_port_limit(section, name, path, section.get("firewall", firewall))
     door = Door(
         name=name,
         line=section.line,

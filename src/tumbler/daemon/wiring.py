@@ -355,14 +355,22 @@ class Daemon:
 
     def _restore_firewalls(self) -> None:
         """Guard forward doors' ports, re-arm what a previous run opened, close what expired."""
+        from tumbler.actions.firewall import DoorGrant
+
         self._guard_forward()
         now = time.time()
-        for door in self.runtime.doors.values():
-            if door.open:
-                try:
-                    self.backend_for(door).restore(now)
-                except FirewallError as exc:
-                    log.error("door %s: could not restore firewall state: %s", door.name, exc)
+        doors = [door for door in self.runtime.doors.values() if door.open]
+        # What each door may open now: a kept row that no door could open is dropped.
+        grants = {d.name: DoorGrant(d.open, d.timeout) for d in doors if not d.set}
+        restored: set[int] = set()
+        for door in doors:
+            try:
+                backend = self.backend_for(door)
+                if id(backend) not in restored:
+                    restored.add(id(backend))
+                    backend.restore(now, grants)
+            except FirewallError as exc:
+                log.error("door %s: could not restore firewall state: %s", door.name, exc)
 
     def _guard_forward(self) -> None:
         """Put each backend's forward guards in place: closed before the first knock."""

@@ -46,6 +46,21 @@ class OpenEntry:
         return max(0.0, self.expires - now)
 
 
+@dataclass(frozen=True)
+class DoorGrant:
+    """What the config lets one door open: these ports, for at most `timeout` seconds."""
+
+    ports: tuple[PortSpec, ...]
+    timeout: float
+
+    def allows(self, spec: PortSpec) -> bool:
+        """True if one of the door's port specs covers all of `spec`."""
+        return any(
+            p.proto == spec.proto and p.first <= spec.first and spec.last <= p.last
+            for p in self.ports
+        )
+
+
 def check_door(door: str) -> str:
     """Return the door name, or raise FirewallError if it could not be a rule tag."""
     if not is_door_name(door):
@@ -117,10 +132,12 @@ class FirewallBackend(ABC):
         """Close what is due at `now`; return what was closed."""
 
     @abstractmethod
-    def restore(self, now: float) -> list[OpenEntry]:
-        """At daemon start: close what expired while it was down, re-arm the rest.
+    def restore(self, now: float, doors: Mapping[str, DoorGrant] | None = None) -> list[OpenEntry]:
+        """At daemon start and reload: close what expired while it was down, re-arm the rest.
 
-        Returns what was closed.
+        `doors` is what the current config lets each door open; whatever a backend kept
+        that no door could have opened is dropped (None checks the form only). Returns
+        what was closed.
         """
 
     @abstractmethod
@@ -141,7 +158,18 @@ class FirewallBackend(ABC):
 
     @abstractmethod
     def apply_policy(self, knock_port: int) -> None:
-        """Apply the default-closed policy; running it again changes nothing."""
+        """Apply the default-closed policy; running it again converges on the same rules.
+
+        A changed knock port replaces the old one.
+        """
+
+    @abstractmethod
+    def remove_policy(self) -> list[OpenEntry]:
+        """Take the default-closed policy away again, closing the doors it held open."""
+
+    def policy_warnings(self) -> list[str]:
+        """What in the firewall keeps open what the policy claims to close."""
+        return []
 
     def guard_forward(self, doors: Mapping[str, Sequence[PortSpec]]) -> None:
         """Drop new forwarded connections to these doors' ports unless a knock opened them.
