@@ -26,13 +26,16 @@ from pathlib import Path
 from typing import cast
 
 from tumbler.addresses import normalize_address
+from tumbler.config import fwknop as fwknop_config
 from tumbler.config.inifile import NAME_RULE, Section, read_sections
+from tumbler.config.redisurl import RedisAccess, is_redis_url, parse_redis_url
 from tumbler.doors import SequenceDoor, is_door_name
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
 from tumbler.filemodes import readable_by_others
 from tumbler.ports import MAX_PORTS_EACH, PortSpec, parse_port, parse_port_list, port_count
 from tumbler.protocols import tumbler2
+from tumbler.protocols.fwknop import FwknopDoor
 from tumbler.protocols.tumbler1 import DEFAULT_PORT
 from tumbler.secretfile import SecretFileError, read_secret_file
 
@@ -67,6 +70,8 @@ class Door:
     sequence: tuple[PortSpec, ...] = ()
     sequence_timeout: float = 10.0
     secret_file: Path | None = None  # where `secret` was read from, for the start-up checks
+    kind: str = "tumbler"
+    fwknop: FwknopDoor | None = field(default=None, repr=False)  # for kind = fwknop
 
     @property
     def is_sequence(self) -> bool:
@@ -92,12 +97,14 @@ class Config:
     state: str = ""
     replay: str = "sqlite"
     replay_fallback: str | None = None
+    replay_access: RedisAccess = field(default_factory=RedisAccess)
     command_timeout: float = 30.0
     firewall: str = "auto"
     sequence_source: str = "nflog"
     nflog_group: int = 8675
     control: str = ""
     metrics: tuple[str, int] | None = None  # (address, port) of the Prometheus endpoint
+    fwknop_port: int = fwknop_config.DEFAULT_PORT
     doors: tuple[Door, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -112,6 +119,11 @@ class Config:
     @property
     def sequence_doors(self) -> tuple[Door, ...]:
         return tuple(d for d in self.doors if d.is_sequence)
+
+    @property
+    def fwknop_doors(self) -> tuple[FwknopDoor, ...]:
+        """The fwknop doors in file order, which is the order packets are tried in."""
+        return tuple(d.fwknop for d in self.doors if d.fwknop is not None)
 
 
 def default_state_dir() -> Path:
@@ -142,6 +154,12 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _at_most(value: float, limit: float) -> float:
+    if value > limit:
+        raise ValueError(f"{value:g} s is more than {limit:g} s")
+    return value
 
 
 def _choice(*options: str) -> Callable[[str], str]:
@@ -185,9 +203,15 @@ def metrics_warning(address: tuple[str, int] | None) -> str | None:
 
 
 def _replay(text: str) -> str:
-    if text in ("sqlite", "memory") or text.startswith(("redis://", "rediss://", "unix://")):
+    if text in ("sqlite", "memory"):
         return text
-    raise ValueError(f"replay must be sqlite, memory or a redis:// URL, got {text!r}")
+    if is_redis_url(text):
+        parse_redis_url(text)  # raises ValueError naming what is wrong, never the password
+        return text
+    raise ValueError(
+        "replay must be sqlite, memory or a Redis URL (redis://, rediss://, unix://, "
+        f"redis+sentinel://, redis+cluster://), got {text.partition('://')[0]!r}"
+    )
 
 
 def _fallback(text: str) -> str:
@@ -249,12 +273,21 @@ _COMMON: dict[str, Callable[[str], object]] = {
     "state": _text,
     "replay": _replay,
     "replay_fallback": _fallback,
+    "replay_acks": _int_in(0, 16),
+    "replay_ack_timeout": lambda t: _at_most(parse_duration(t), 5.0),
+    "replay_user": _text,
+    "replay_password": _text,
+    "replay_password_file": _text,
+    "replay_tls_ca": _text,
+    "replay_tls_cert": _text,
+    "replay_tls_key": _text,
     "command_timeout": parse_duration,
     "firewall": _choice(*FIREWALLS),
     "sequence_source": _sequence_source,
     "nflog_group": _int_in(1, 65535),
     "control": _text,
     "metrics": _metrics,
+    "fwknop_port": _int_in(1, 65535),
 }
 
 _DOOR: dict[str, Callable[[str], object]] = {
@@ -271,6 +304,7 @@ _DOOR: dict[str, Callable[[str], object]] = {
     "path": _choice(*PATHS),
     "sequence": lambda t: parse_port_list(t, allow_range=False),
     "sequence_timeout": parse_duration,
+    **fwknop_config.DOOR_KEYS,
 }
 
 
@@ -293,13 +327,15 @@ def _others_can_read(path: Path) -> bool:
         return False
 
 
-def _read_secret_file(ref: str, base: Path, path: str, line: int) -> tuple[str, Path | None]:
-    """The door's secret, and its file's path when group or others can read that file."""
-    secret_path = (base / ref) if not os.path.isabs(ref) else Path(ref)
+def _read_secret_file(
+    ref: str, base: Path, path: str, line: int, key: str = "secret_file"
+) -> tuple[str, Path | None]:
+    """The secret (or password), and its file's path when group or others can read it."""
+    secret_path = _beside(ref, base)
     try:
         found = read_secret_file(secret_path)
     except SecretFileError as exc:
-        raise ConfigError(f"secret_file {str(secret_path)!r}: {exc.reason}", path, line) from None
+        raise ConfigError(f"{key} {str(secret_path)!r}: {exc.reason}", path, line) from None
     return found.secret, (secret_path if found.exposed else None)
 
 
@@ -320,6 +356,85 @@ def _check_port_limit(section: Section, name: str, path: str, firewall: str) -> 
             path,
             section.line_of("open"),
         )
+
+
+def _beside(ref: str, base: Path) -> Path:
+    """A path from the config, relative to the config's folder unless absolute."""
+    return (base / ref) if not os.path.isabs(ref) else Path(ref)
+
+
+_REDIS_KEYS = (
+    "replay_fallback",
+    "replay_acks",
+    "replay_ack_timeout",
+    "replay_user",
+    "replay_password",
+    "replay_password_file",
+    "replay_tls_ca",
+    "replay_tls_cert",
+    "replay_tls_key",
+)
+
+
+def _replay_access(common: Section, base: Path, path: str) -> tuple[RedisAccess, list[Path]]:
+    """The replay_* keys beside a Redis URL: login, TLS files, acknowledgements."""
+    replay = common.get("replay", "sqlite")
+    has = common.values.__contains__
+    for key in _REDIS_KEYS:
+        if has(key) and not is_redis_url(replay):
+            raise ConfigError(
+                f"{key} only applies to a redis replay store", path, common.line_of(key)
+            )
+    if not is_redis_url(replay):
+        return RedisAccess(), []
+    target = parse_redis_url(replay)
+    if has("replay_password") and has("replay_password_file"):
+        raise ConfigError(
+            "give replay_password or replay_password_file, not both",
+            path,
+            common.line_of("replay_password_file"),
+        )
+    password: str | None = common.get("replay_password", cast(str | None, None))
+    files: list[Path] = []
+    if has("replay_password_file"):
+        line = common.line_of("replay_password_file")
+        ref = common.get("replay_password_file", "")
+        password, exposed = _read_secret_file(ref, base, path, line, "replay_password_file")
+        if exposed is not None:
+            files.append(exposed)
+    tls_files: dict[str, str | None] = {}
+    for key in ("replay_tls_ca", "replay_tls_cert", "replay_tls_key"):
+        given = common.get(key, cast(str | None, None))
+        if given is None:
+            tls_files[key] = None
+            continue
+        if not target.tls:
+            raise ConfigError(
+                f"{key} needs TLS: use rediss:// (or rediss+sentinel://, rediss+cluster://)",
+                path,
+                common.line_of(key),
+            )
+        file = _beside(given, base)
+        if not file.is_file() or not os.access(file, os.R_OK):
+            raise ConfigError(
+                f"{key} {str(file)!r} is not a readable file", path, common.line_of(key)
+            )
+        tls_files[key] = str(file)
+    if (tls_files["replay_tls_cert"] is None) != (tls_files["replay_tls_key"] is None):
+        key = "replay_tls_cert" if has("replay_tls_cert") else "replay_tls_key"
+        raise ConfigError(
+            "replay_tls_cert and replay_tls_key go together", path, common.line_of(key)
+        )
+    access = RedisAccess(
+        user=common.get("replay_user", cast(str | None, None)),
+        password=password,
+        tls_ca=tls_files["replay_tls_ca"],
+        tls_cert=tls_files["replay_tls_cert"],
+        tls_key=tls_files["replay_tls_key"],
+        acks=common.get("replay_acks", cast(int | None, None)),
+        ack_timeout=common.get("replay_ack_timeout", RedisAccess.ack_timeout),
+    )
+    return access, files
 
 
 def _door_key(
@@ -357,9 +472,27 @@ def _check_protocols(section: Section, name: str, secret: bool, key: bool, path:
         raise ConfigError(f"door {name}: a key is for protocol 2, not listed here", path, line)
 
 
-def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door, list[Path]]:
+def _door(
+    section: Section, base: Path, path: str, firewall: str, warnings: list[str]
+) -> tuple[Door, list[Path]]:
     name = section.name[len("door-") :]
     has = section.values.__contains__
+    if section.get("kind", "tumbler") == "fwknop":
+        spa_door, notes = fwknop_config.fwknop_door(section, name, path)
+        warnings += notes
+        door = Door(
+            name=name,
+            line=section.line,
+            command=section.get("command", cast(str | None, None)),
+            open=spa_door.open_ports,
+            timeout=section.get("timeout", 30.0),
+            firewall=section.get("firewall", firewall),
+            set=section.get("set", cast(str | None, None)),
+            kind="fwknop",
+            fwknop=spa_door,
+        )
+        return door, []
+    fwknop_config.check_not_fwknop(section, name, path)
     secret_files: list[Path] = []
     if has("secret") and has("secret_file"):
         raise ConfigError(
@@ -451,7 +584,7 @@ def _permission_warnings(path: str, holds_secret: bool, exposed: list[Path]) -> 
     config = Path(path)
     files = [config] if holds_secret and path != "<config>" and _others_can_read(config) else []
     return [
-        f"{f} holds a secret and is readable by group or others; run: chmod 600 {f}"
+        f"{f} holds a secret or password and is readable by group or others; run: chmod 600 {f}"
         for f in files + exposed
     ]
 
@@ -463,13 +596,14 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
     common = next((s for s in sections if s.name == "common"), Section("common", 0))
     firewall = common.get("firewall", "auto")
     doors: list[Door] = []
+    warnings: list[str] = []
     secret_files: list[Path] = []
     secrets: dict[str, str] = {}
     key_ids: dict[bytes, str] = {}
     for section in sections:
         if section.name == "common":
             continue
-        door, files = _door(section, base, path, firewall)
+        door, files = _door(section, base, path, firewall, warnings)
         secret_files += files
         if door.secret is not None:
             if door.secret in secrets:
@@ -493,15 +627,12 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         raise ConfigError("no [door-NAME] section: the daemon would have nothing to open", path)
     _one_iptables_variant(doors, path)
     replay = common.get("replay", "sqlite")
-    if "replay_fallback" in common.values and replay in ("sqlite", "memory"):
-        raise ConfigError(
-            "replay_fallback only applies to a redis:// replay store",
-            path,
-            common.line_of("replay_fallback"),
-        )
-    holds_secret = any("secret" in s.values or "key" in s.values for s in sections)
+    replay_access, password_files = _replay_access(common, base, path)
+    secret_files += password_files
+    holds_secret = any(
+        key in s.values for s in sections for key in ("secret", "key", *fwknop_config.SECRET_KEYS)
+    ) or ("replay_password" in common.values)
     metrics = common.get("metrics", cast(tuple[str, int] | None, None))
-    warnings = _permission_warnings(path, holds_secret, secret_files)
     if (said := metrics_warning(metrics)) is not None:
         warnings.append(said)
     return Config(
@@ -515,14 +646,16 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         state=common.get("state", str(default_state_dir() / "state.db")),
         replay=replay,
         replay_fallback=common.get("replay_fallback", cast(str | None, None)),
+        replay_access=replay_access,
         command_timeout=common.get("command_timeout", 30.0),
         firewall=firewall,
         sequence_source=common.get("sequence_source", "nflog"),
         nflog_group=common.get("nflog_group", 8675),
         control=common.get("control", default_control_path()),
+        fwknop_port=common.get("fwknop_port", fwknop_config.DEFAULT_PORT),
         metrics=metrics,
         doors=tuple(doors),
-        warnings=tuple(warnings),
+        warnings=tuple(_permission_warnings(path, holds_secret, secret_files) + warnings),
     )
 
 

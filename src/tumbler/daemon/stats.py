@@ -5,7 +5,15 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-REJECT_REASONS = ("malformed", "no-door", "bad-mac", "clock-skew", "replay", "store-down")
+REJECT_REASONS = (
+    "malformed",
+    "no-door",
+    "bad-mac",
+    "clock-skew",
+    "replay",
+    "refused",
+    "store-down",
+)
 # What can become of one datagram (clock-skew is the stale one: a right key, a wrong time).
 DATAGRAM_OUTCOMES = ("accepted", *REJECT_REASONS)
 
@@ -18,7 +26,7 @@ class Stats:
         self.interval = interval
         self.total: Counter[str] = Counter()
         self.accepted_by_door: Counter[str] = Counter()  # knocks and sequences that opened
-        self.replay_ok = True  # whether the replay store's last claim or prune worked
+        self.replay_ok = True  # whether the replay store's last prune worked (claims: the daemon)
         self._pending: Counter[str] = Counter()
         self._last_flush = 0.0
 

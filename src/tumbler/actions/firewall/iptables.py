@@ -53,8 +53,10 @@ from tumbler.actions.firewall.base import (
     KNOCK_RATE,
     DoorGrant,
     FirewallBackend,
+    KnockPorts,
     OpenEntry,
     check_door,
+    knock_ports,
     normalise_address,
     timeout_seconds,
 )
@@ -610,7 +612,7 @@ class IptablesBackend(FirewallBackend):
     # -- policy -------------------------------------------------------------
 
     @staticmethod
-    def policy_rules(version: int, knock_port: int) -> list[list[str]]:
+    def policy_rules(version: int, knock_port: KnockPorts) -> list[list[str]]:
         """INPUT rules of the default-closed policy, after the jump to TUMBLER.
 
         Each is tagged `tumbler:policy`, so that `init` run again, or `remove`, finds
@@ -622,14 +624,18 @@ class IptablesBackend(FirewallBackend):
         ]
         if version == 6:
             rules.extend(["-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", t] for t in ND_TYPES)
-        knock = ["-p", "udp", "-m", "udp", "--dport", str(knock_port)]
         limit = [
             *("-m", "hashlimit", "--hashlimit-above", f"{KNOCK_RATE}/sec"),
             *("--hashlimit-burst", str(KNOCK_BURST), "--hashlimit-mode", "srcip"),
             *("--hashlimit-name", "tumbler_knock"),
         ]
-        targets = ["ACCEPT"] * len(rules) + ["DROP", "ACCEPT", "DROP"]
-        rules += [[*knock, *limit], knock, ["-p", "udp"]]
+        targets = ["ACCEPT"] * len(rules)
+        for port in knock_ports(knock_port):
+            knock = ["-p", "udp", "-m", "udp", "--dport", str(port)]
+            rules += [[*knock, *limit], knock]
+            targets += ["DROP", "ACCEPT"]
+        rules.append(["-p", "udp"])
+        targets.append("DROP")
         return [
             [*rule, *POLICY_TAG, "-j", target] for rule, target in zip(rules, targets, strict=True)
         ]
@@ -648,7 +654,7 @@ class IptablesBackend(FirewallBackend):
         )
         return [["!", "-o", "lo", *match, *POLICY_TAG, "-j", "DROP"]]
 
-    def render_policy(self, knock_port: int) -> list[str]:
+    def render_policy(self, knock_port: KnockPorts) -> list[str]:
         lines: list[str] = []
         for version in (4, 6):
             tool = self.tool(version)
@@ -715,7 +721,9 @@ class IptablesBackend(FirewallBackend):
                 rules.append(tokens[2:])
         return policy, rules
 
-    def _policy_plan(self, version: int, knock_port: int | None) -> tuple[list[str], list[str]]:
+    def _policy_plan(
+        self, version: int, knock_port: KnockPorts | None
+    ) -> tuple[list[str], list[str]]:
         """(batch, undo) that bring one family's policy to `knock_port`, or remove it (None).
 
         Only reads the kernel; the batch replaces every rule tagged `tumbler:policy`, so a
@@ -762,7 +770,7 @@ class IptablesBackend(FirewallBackend):
             undo.append(restore_line(["-I", *jump]))
         return batch, undo
 
-    def _apply_both(self, knock_port: int | None) -> None:
+    def _apply_both(self, knock_port: KnockPorts | None) -> None:
         """Apply one family's plan, then the other's; if the second fails, undo the first.
 
         Both families are read (and so known to work) before either changes, and a policy
@@ -786,7 +794,7 @@ class IptablesBackend(FirewallBackend):
             applied.append(version)
         self._ready.clear()
 
-    def apply_policy(self, knock_port: int) -> None:
+    def apply_policy(self, knock_port: KnockPorts) -> None:
         """Put the policy in place for both families or for neither, one batch each.
 
         The policy change rides in the same batch as the accepts, so an

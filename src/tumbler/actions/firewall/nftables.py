@@ -62,8 +62,10 @@ from tumbler.actions.firewall.base import (
     KNOCK_RATE,
     DoorGrant,
     FirewallBackend,
+    KnockPorts,
     OpenEntry,
     check_door,
+    knock_ports,
     normalise_address,
     timeout_seconds,
 )
@@ -242,11 +244,12 @@ def _limit_set_specs() -> list[Json]:
     ]
 
 
-def policy_rules(knock_port: int) -> list[tuple[str, list[Json]]]:
+def policy_rules(knock_port: KnockPorts) -> list[tuple[str, list[Json]]]:
     """The default-closed chain's rules, each as (nft text, JSON expression).
 
     Kept side by side so that `--print` shows exactly what `init` applies.
     """
+    ports = knock_ports(knock_port)
     nd = ["nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert"]
     triple = [_meta("l4proto"), _payload("th", "dport")]
     return [
@@ -259,10 +262,10 @@ def policy_rules(knock_port: int) -> list[tuple[str, list[Json]]]:
             f"icmpv6 type {{ {', '.join(nd)} }} accept",
             [_match(_payload("icmpv6", "type"), {"set": nd}), {"accept": None}],
         ),
-        *(_knock_limit(knock_port, version) for version in (4, 6)),
-        (
-            f"udp dport {knock_port} accept",
-            [_match(_payload("udp", "dport"), knock_port), {"accept": None}],
+        *(_knock_limit(port, version) for port in ports for version in (4, 6)),
+        *(
+            (f"udp dport {port} accept", [_match(_payload("udp", "dport"), port), {"accept": None}])
+            for port in ports
         ),
         (
             f"ip saddr . meta l4proto . th dport @{SETS[4]} accept",
@@ -532,7 +535,7 @@ class NftablesBackend(FirewallBackend):
 
     # -- policy -------------------------------------------------------------
 
-    def render_policy(self, knock_port: int) -> list[str]:
+    def render_policy(self, knock_port: KnockPorts) -> list[str]:
         lines = [f"table {FAMILY} {TABLE} {{"]
         for version, name in SETS.items():
             lines.append(
@@ -555,7 +558,7 @@ class NftablesBackend(FirewallBackend):
         lines.append("}")
         return lines
 
-    def policy_commands(self, knock_port: int, existing: Sequence[str] = ()) -> list[Json]:
+    def policy_commands(self, knock_port: KnockPorts, existing: Sequence[str] = ()) -> list[Json]:
         """The JSON transaction `apply_policy` sends: converges, keeps open elements.
 
         `existing` names the rate-limit sets already in the kernel: they are deleted and
@@ -591,7 +594,7 @@ class NftablesBackend(FirewallBackend):
                 found.append(name)
         return found
 
-    def apply_policy(self, knock_port: int) -> None:
+    def apply_policy(self, knock_port: KnockPorts) -> None:
         self._apply(self.policy_commands(knock_port, self._own_limit_sets()))
 
     def remove_policy(self) -> list[OpenEntry]:
