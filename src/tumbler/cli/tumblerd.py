@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 import logging.handlers
@@ -231,6 +232,8 @@ def _firewall(args: argparse.Namespace, config: Config) -> int:
     # must look there too, not only in tumbler's own table.
     sets = {d.name: d.set for d in config.doors if d.set} if name == "nftables" else None
     backend = get_backend(name, state_path=config.state, door_sets=sets)
+    # Forward doors' openings live in their own sets or chain: list and flush look there too.
+    backend.forward_doors = {d.name: d.open for d in config.doors if d.path == "forward"}
     # fwknop doors take SPA packets on fwknop's port too: the policy keeps both reachable.
     ports = [config.port]
     if config.fwknop_doors and config.fwknop_port != config.port:
@@ -360,6 +363,10 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.check_config:
         for warning in config.warnings:
             print(f"tumblerd: warning: {warning}", file=sys.stderr)
+        if config.metrics is not None and importlib.util.find_spec("prometheus_client") is None:
+            from tumbler.daemon.metrics import MISSING
+
+            print(f"tumblerd: warning: {MISSING}", file=sys.stderr)
         if config.fwknop_doors:
             from tumbler.protocols.fwknop import crypto_missing
 

@@ -17,6 +17,7 @@ Reading is all-or-nothing: a config that fails to load changes nothing.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -46,6 +47,7 @@ DEFAULT_WINDOW_SECONDS = 60  # a v2 knock's time may be this many seconds either
 MAX_WINDOW_MINUTES = 60
 MAX_WINDOW_SECONDS = 3600
 FIREWALLS = ("auto", "nftables", "iptables", "iptables-nft", "iptables-legacy")
+PATHS = ("input", "forward")  # which hook a door's `open` guards: to this host, or through it
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Door:
     timeout: float = 30.0
     firewall: str = "auto"
     set: str | None = None
+    path: str = "input"
     sequence: tuple[PortSpec, ...] = ()
     sequence_timeout: float = 10.0
     secret_file: Path | None = None  # where `secret` was read from, for the start-up checks
@@ -101,6 +104,7 @@ class Config:
     sequence_log_prefix: str | None = None
     nflog_group: int = 8675
     control: str = ""
+    metrics: tuple[str, int] | None = None  # (address, port) of the Prometheus endpoint
     fwknop_port: int = fwknop_config.DEFAULT_PORT
     doors: tuple[Door, ...] = ()
     warnings: tuple[str, ...] = ()
@@ -175,6 +179,28 @@ def _listen(text: str) -> tuple[str, ...]:
     for address in addresses:
         normalize_address(address)  # raises ValueError on a bad one
     return addresses
+
+
+def _metrics(text: str) -> tuple[str, int]:
+    """`127.0.0.1:9675` or `[::1]:9675`: where to serve metrics."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"metrics is ADDRESS:PORT, e.g. 127.0.0.1:9675, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"an IPv6 metrics address goes in brackets, e.g. [::1]:9675: {text!r}")
+    return normalize_address(host), parse_port(port)
+
+
+def metrics_warning(address: tuple[str, int] | None) -> str | None:
+    """What to say when metrics are served beyond loopback, else None."""
+    if address is None or ipaddress.ip_address(address[0]).is_loopback:
+        return None
+    return (
+        f"metrics served on {address[0]}:{address[1]}, not a loopback address: whoever "
+        "reaches it reads door names and knock counts; firewall it or use 127.0.0.1"
+    )
 
 
 def _replay(text: str) -> str:
@@ -270,6 +296,7 @@ _COMMON: dict[str, Callable[[str], object]] = {
     "sequence_log_prefix": _log_prefix,
     "nflog_group": _int_in(1, 65535),
     "control": _text,
+    "metrics": _metrics,
     "fwknop_port": _int_in(1, 65535),
 }
 
@@ -284,6 +311,7 @@ _DOOR: dict[str, Callable[[str], object]] = {
     "timeout": parse_duration,
     "firewall": _choice(*FIREWALLS),
     "set": _set_name,
+    "path": _choice(*PATHS),
     "sequence": lambda t: parse_port_list(t, allow_range=False),
     "sequence_timeout": parse_duration,
     **fwknop_config.DOOR_KEYS,
@@ -516,9 +544,15 @@ def _door(
             SequenceDoor(name, section.get("sequence", ()), section.get("sequence_timeout", 10.0))
         except ValueError as exc:
             raise ConfigError(f"door {name}: {exc}", path, section.line_of("sequence")) from None
-    for option in ("timeout", "firewall", "set"):
+    for option in ("timeout", "firewall", "set", "path"):
         if has(option) and not has("open"):
             raise ConfigError(f"door {name}: {option} needs an open", path, section.line_of(option))
+    if section.get("path", "input") == "forward" and has("set"):
+        raise ConfigError(
+            f"door {name}: a forward door fills tumbler's own forward chain, not a set",
+            path,
+            section.line_of("set"),
+        )
     _check_port_limit(section, name, path, section.get("firewall", firewall))
     door = Door(
         name=name,
@@ -530,6 +564,7 @@ def _door(
         timeout=section.get("timeout", 30.0),
         firewall=section.get("firewall", firewall),
         set=section.get("set", cast(str | None, None)),
+        path=section.get("path", "input"),
         sequence=section.get("sequence", cast(tuple[PortSpec, ...], ())),
         sequence_timeout=section.get("sequence_timeout", 10.0),
         secret_file=secret_path,
@@ -614,6 +649,9 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
     holds_secret = any(
         key in s.values for s in sections for key in ("secret", "key", *fwknop_config.SECRET_KEYS)
     ) or ("replay_password" in common.values)
+    metrics = common.get("metrics", cast(tuple[str, int] | None, None))
+    if (said := metrics_warning(metrics)) is not None:
+        warnings.append(said)
     return Config(
         path=path,
         port=common.get("port", DEFAULT_PORT),
@@ -633,6 +671,7 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         nflog_group=common.get("nflog_group", 8675),
         control=common.get("control", default_control_path()),
         fwknop_port=common.get("fwknop_port", fwknop_config.DEFAULT_PORT),
+        metrics=metrics,
         doors=tuple(doors),
         warnings=tuple(_permission_warnings(path, holds_secret, secret_files) + warnings),
     )

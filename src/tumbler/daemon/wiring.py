@@ -45,12 +45,14 @@ from tumbler.sources import udp
 
 if TYPE_CHECKING:  # imported when used: a daemon without firewall doors never loads them
     from tumbler.actions.firewall import FirewallBackend, OpenEntry
+    from tumbler.daemon.metrics import MetricsServer, Snapshot
     from tumbler.ports import PortSpec
     from tumbler.sources.nflog import NflogReader
 
 log = logging.getLogger("tumblerd")
 
 TICK = 1.0
+FIREWALL_WORKERS = 1  # one thread: firewall changes never interleave
 PRUNE_EVERY = 60.0
 SKEW_LOG_EVERY = 10.0  # seconds between two clock-skew lines; the rest are only counted
 
@@ -80,7 +82,7 @@ class Daemon:
         self.started = time.time()
         self._sockets: list[socket.socket] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._firewall_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="firewall")
+        self._firewall_pool = ThreadPoolExecutor(FIREWALL_WORKERS, thread_name_prefix="firewall")
         self._backends: dict[tuple[str, str | None], FirewallBackend] = {}
         self._stop = asyncio.Event()
         self._claimed: dict[str, float] = {}
@@ -93,6 +95,7 @@ class Daemon:
         self._nflog_rules = False
         self._follower: asyncio.Task[None] | None = None
         self._control: ControlServer | None = None
+        self._metrics: MetricsServer | None = None
         self.on_ready: Callable[[], None] | None = None
 
     @staticmethod
@@ -187,7 +190,7 @@ class Daemon:
         """Claim a proved knock in the replay cache; if it is fresh, open the door."""
         if not self._claim(claim, expires, door.name, address, now):
             return None
-        self.stats.count("accepted")
+        self.stats.count("accepted", door=door.name)
         log.info("knock accepted: door %s from %s (%s)", door.name, address, detail)
         self._spawn(self._act(door, address))
         return door
@@ -245,7 +248,7 @@ class Daemon:
         ):
             return None
         door = self.runtime.doors[grant.door]
-        self.stats.count("accepted")
+        self.stats.count("accepted", door=door.name)
         log.info(
             "fwknop packet accepted: door %s from %s for %s (user %s)",
             door.name,
@@ -264,7 +267,7 @@ class Daemon:
         opened = []
         for name in runtime.matcher.feed(event):
             door = runtime.doors[name]
-            self.stats.count("sequence")
+            self.stats.count("sequence", door=name)
             log.info("knock sequence completed: door %s from %s", name, event.source)
             self._spawn(self._act(door, event.source))
             opened.append(door)
@@ -435,13 +438,16 @@ class Daemon:
                 try:
                     pruned = await loop.run_in_executor(None, self.replay.prune, now)
                     log.debug("replay cache: pruned %d expired digests", pruned)
+                    self.stats.replay_ok = True
                 except ReplayStoreError as exc:
+                    self.stats.replay_ok = False
                     log.error("replay cache prune failed: %s", exc)
 
     def _restore_firewalls(self) -> None:
-        """Re-arm what a previous run opened and close what expired while we were down."""
+        """Guard forward doors' ports, re-arm what a previous run opened, close what expired."""
         from tumbler.actions.firewall import DoorGrant
 
+        self._guard_forward()
         now = time.time()
         doors = [door for door in self.runtime.doors.values() if door.open]
         # What each door may open now: a kept row that no door could open is dropped.
@@ -455,6 +461,80 @@ class Daemon:
                     backend.restore(now, grants)
             except FirewallError as exc:
                 log.error("door %s: could not restore firewall state: %s", door.name, exc)
+
+    def _guard_forward(self) -> None:
+        """Put each backend's forward guards in place: closed before the first knock."""
+        guards: dict[int, tuple[FirewallBackend, dict[str, tuple[PortSpec, ...]]]] = {}
+        for door in self.runtime.doors.values():
+            if door.open and door.path == "forward":
+                try:
+                    backend = self.backend_for(door)
+                except FirewallError as exc:
+                    log.error(
+                        "door %s: no firewall to guard its forwarded ports: %s", door.name, exc
+                    )
+                    continue
+                guards.setdefault(id(backend), (backend, {}))[1][door.name] = door.open
+        for backend in self._backends.values():
+            doors = guards.get(id(backend), (backend, {}))[1]
+            if not doors and not backend.forward_doors:
+                continue
+            try:
+                backend.guard_forward(doors)
+            except FirewallError as exc:
+                log.error("could not guard forwarded ports (%s): %s", ", ".join(doors), exc)
+                continue
+            for name, ports in sorted(doors.items()):
+                log.info("door %s: guarding forwarded %s", name, ", ".join(str(p) for p in ports))
+
+    # -- metrics ----------------------------------------------------------------------------
+
+    def _start_metrics(self) -> None:
+        """Serve metrics if the config asks; a metrics failure never stops the knock service."""
+        address = self.runtime.config.metrics
+        if address is None:
+            return
+        from tumbler.daemon.metrics import serve_metrics
+
+        try:
+            self._metrics = serve_metrics(address, self._metrics_snapshot)
+        except OSError as exc:
+            log.error("metrics unavailable on %s port %d: %s", address[0], address[1], exc)
+
+    def _metrics_snapshot(self) -> Snapshot:
+        """A snapshot for a scrape (called from the metrics thread), taken on the event loop."""
+        if self._loop is None:
+            raise RuntimeError("the daemon is not running")
+        future = asyncio.run_coroutine_threadsafe(self._snapshot(), self._loop)
+        return future.result(timeout=10)
+
+    async def _snapshot(self) -> Snapshot:
+        from tumbler.daemon.metrics import Snapshot
+
+        loop = asyncio.get_running_loop()
+        now = time.time()
+        open_by_backend: dict[str, int] = {}
+        for backend in list(self._backends.values()):
+            open_by_backend.setdefault(backend.name, 0)
+            try:
+                entries = await loop.run_in_executor(self._firewall_pool, backend.list_open, now)
+            except FirewallError as exc:
+                log.error("metrics: cannot list what %s holds open: %s", backend.name, exc)
+                continue
+            open_by_backend[backend.name] += len(entries)
+        matcher = self.runtime.matcher
+        return Snapshot(
+            outcomes=dict(self.stats.total),
+            accepted_by_door=dict(self.stats.accepted_by_door),
+            open_by_backend=open_by_backend,
+            replay_store=self.replay.name,
+            replay_up=self.stats.replay_ok and not self._store_failing,
+            sequence_sources=len(matcher) if matcher is not None else 0,
+            workers={"firewall": FIREWALL_WORKERS, "actions": len(self._tasks)},
+            doors=tuple(sorted(self.runtime.doors)),
+            firewall_failures=self.stats.total["failed"],
+            sequences=self.stats.total["sequence"],
+        )
 
     # -- control ---------------------------------------------------------------------------
 
@@ -587,6 +667,7 @@ class Daemon:
             raise
         for sock in self._sockets:
             loop.add_reader(sock.fileno(), self._on_readable, sock)
+        self._start_metrics()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
@@ -645,6 +726,8 @@ class Daemon:
                 log.info("door %s: closed for %s (tumblerd stopping)", entry.door, entry.address)
 
     async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._metrics is not None:
+            await loop.run_in_executor(None, self._metrics.close)
         self._stop_sequence_source(loop)
         if self._control is not None:
             await self._control.close()

@@ -118,6 +118,9 @@ class FirewallBackend(ABC):
     def __init__(self, runner: Runner | None = None) -> None:
         self.runner = runner if runner is not None else Runner()
         self._lock = threading.RLock()
+        # Doors with `path = forward`: their ports are guarded on the forward path, and
+        # their openings let the knocker through to forwarded (DNATed) ports.
+        self.forward_doors: dict[str, tuple[PortSpec, ...]] = {}
 
     @classmethod
     @abstractmethod
@@ -176,6 +179,14 @@ class FirewallBackend(ABC):
     def policy_warnings(self) -> list[str]:
         """What in the firewall keeps open what the policy claims to close."""
         return []
+
+    def guard_forward(self, doors: Mapping[str, Sequence[PortSpec]]) -> None:
+        """Drop new forwarded connections to these doors' ports unless a knock opened them.
+
+        Replaces the previous guards; running it again changes nothing. Ports are matched
+        as the client addressed them (before any DNAT), so a door names the published port.
+        """
+        raise FirewallError(f"the {self.name} backend cannot guard forwarded ports")
 
     def init_policy(self, knock_port: KnockPorts, apply: bool = True) -> list[str]:
         """Render the default-closed policy and, with `apply`, put it in place."""
