@@ -408,3 +408,40 @@ except SshSupportMissing as exc:
     ).stdout
     assert "needs the 'cryptography' package" in out
     assert "tumbler[ssh]" in out
+
+
+# --- the documented test vector --------------------------------------------------------------
+
+
+def _doc_hex(label: str) -> bytes:
+    """A hex block of docs/SIGNED-KNOCKS.md's test vector: the labelled line and its followers."""
+    doc = (Path(__file__).parents[2] / "docs" / "SIGNED-KNOCKS.md").read_text()
+    lines = doc[doc.index("## Test vector") :].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith(label + " "))
+    parts = [lines[start].split(None, 1)[1]]
+    for line in lines[start + 1 :]:
+        if not line.startswith("              "):
+            break
+        parts.append(line.strip())
+    return bytes.fromhex("".join(parts))
+
+
+def test_documented_vector():
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from tumbler.sshagent import FileSigner
+
+    signer = FileSigner(ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32))), "v")
+    key = signer.key
+    assert key.openssh() == (
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAOhB7/zzhC+HXDdGOdLwJln5NYwm6UNXx3chmQSVTG4"
+    )
+    assert key.fingerprint == "SHA256:lbmsoA0yIEcEiVDRnMWuzm+nV+3ZEEpVIURqFoeSspg"
+    assert key.key_id.hex() == "95b9aca00d322047"
+    nonce = bytes(range(0x10, 0x20))
+    message = sshsig.knock_message(key.key_id, 1101569400, nonce, "192.168.0.5")
+    assert message == _doc_hex("M")
+    datagram = sign_knock(signer, "192.168.0.5", "", 1101569400, nonce)
+    assert datagram == _doc_hex("datagram")  # Ed25519 signatures are deterministic
+    knock = sshsig.parse_datagram(datagram)
+    assert sshsig.verify_knock(key, load_verifier(key), knock, "192.168.0.5")
