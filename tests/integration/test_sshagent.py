@@ -118,3 +118,49 @@ def test_no_agent_is_a_clear_error(tmp_path, monkeypatch):
         AgentClient()
     with pytest.raises(AgentError, match="cannot reach ssh-agent"):
         AgentClient(str(tmp_path / "nothing.sock"))
+
+
+def test_signed_knocks_reach_a_udp_socket_from_every_agent_key(agent, keys):
+    import socket
+
+    from tumbler.ssh_knock import find_signers, send_signed_knocks
+
+    signers = find_signers(agent_path=str(agent.socket))
+    assert [s.comment for s in signers] == [
+        *(f"{n}@test" for n, _, _ in KEY_SPECS),
+        "locked@test",
+    ]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+        sent = send_signed_knocks("127.0.0.1", port, signers, realm=REALM)
+        for result, signer in zip(sent, signers, strict=True):
+            data, source = server.recvfrom(2048)
+            assert data == result.datagram
+            assert result.address == source[0] == "127.0.0.1"
+            assert result.fingerprint == signer.key.fingerprint
+            knock = sshsig.parse_datagram(data)
+            verify = load_verifier(signer.key)
+            assert sshsig.verify_knock(signer.key, verify, knock, source[0], REALM)
+
+
+def test_without_an_agent_the_usual_key_file_signs(keys, tmp_path, monkeypatch):
+    from tumbler.ssh_knock import find_signers
+
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    for suffix in ("", ".pub"):
+        source = keys["locked"].with_name("locked" + suffix)
+        (home / ".ssh" / ("id_ecdsa" + suffix)).write_bytes(source.read_bytes())
+    asked: list[Path] = []
+
+    def prompt(path: Path) -> bytes:
+        asked.append(path)
+        return PASSPHRASE.encode()
+
+    [signer] = find_signers(home=home, passphrase=prompt)
+    assert isinstance(signer, FileSigner)
+    assert asked == [home / ".ssh" / "id_ecdsa"]
+    with pytest.raises(Exception, match="no SSH key to sign with"):
+        find_signers(home=tmp_path / "nobody")

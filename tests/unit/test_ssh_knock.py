@@ -1,0 +1,45 @@
+"""tumbler+ssh:// URLs."""
+
+from __future__ import annotations
+
+import pytest
+
+from tumbler.knock import KnockUsageError
+from tumbler.ssh_knock import SshKnockURL, is_ssh_url, parse_ssh_url
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("tumbler+ssh://host/", SshKnockURL("host")),
+        (
+            "tumbler+ssh://alice@host.example.org:9000/",
+            SshKnockURL("host.example.org", 9000, "alice"),
+        ),
+        ("TUMBLER+SSH://[fd00::1]:8675", SshKnockURL("fd00::1", 8675)),
+    ],
+)
+def test_parse_ssh_url(text, expected):
+    assert is_ssh_url(text)
+    assert parse_ssh_url(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tumbler://host/", "expected tumbler\\+ssh://"),
+        ("tumbler+ssh://@host/", "empty user"),
+        ("tumbler+ssh://host/path", "nothing may follow"),
+        ("tumbler+ssh://fd00::1/", "brackets"),
+        ("tumbler+ssh://host:0/", "port"),
+    ],
+)
+def test_bad_ssh_urls(text, message):
+    with pytest.raises(KnockUsageError, match=message):
+        parse_ssh_url(text)
+
+
+def test_str_round_trips():
+    url = SshKnockURL("fd00::1", 9000, "bob")
+    assert str(url) == "tumbler+ssh://bob@[fd00::1]:9000/"
+    assert parse_ssh_url(str(url)) == url
