@@ -22,7 +22,7 @@ import time
 import traceback
 from datetime import UTC, datetime
 
-from tumbler.protocol import make_knock
+from tumbler.protocols.tumbler1 import make_knock
 
 
 def connect_once(src: str, dst: str, port: int, wait: float) -> bool:

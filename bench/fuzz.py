@@ -24,9 +24,9 @@ import time
 import traceback
 from datetime import UTC, datetime, timedelta
 
-from tumbler.config import parse_config
-from tumbler.daemon import Daemon
-from tumbler.protocol import knock_digest, make_knock, minute_stamp, parse_datagram
+from tumbler.config.daemon import parse_config
+from tumbler.daemon.wiring import Daemon
+from tumbler.protocols.tumbler1 import knock_digest, make_knock, minute_stamp, parse_datagram
 
 SECRETS = ["open-pAsSwOrD", "second door", "Ünïcode ☃"]
 ADDRESSES = ["192.168.0.5", "10.0.0.1", "2001:db8::7", "127.0.0.1"]

@@ -125,7 +125,7 @@ class Tumblerd(System):
         self.config.chmod(0o600)
 
     def tumblerd(self, *args: str) -> list[str]:
-        return [PYTHON, "-m", "tumbler.daemon_cli", *args, "--config", str(self.config)]
+        return [PYTHON, "-m", "tumbler.cli.tumblerd", *args, "--config", str(self.config)]
 
     def start(self) -> None:
         if self.policy:
@@ -151,7 +151,15 @@ class Tumblerd(System):
 
     def status(self) -> dict:
         out = subprocess.run(
-            [PYTHON, "-m", "tumbler.daemon_cli", "status", "--json", "--config", str(self.config)],
+            [
+                PYTHON,
+                "-m",
+                "tumbler.cli.tumblerd",
+                "status",
+                "--json",
+                "--config",
+                str(self.config),
+            ],
             capture_output=True,
             text=True,
             check=True,

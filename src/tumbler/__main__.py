@@ -2,6 +2,6 @@
 
 import sys
 
-from tumbler.client import main
+from tumbler.cli.tumbler import main
 
 sys.exit(main())

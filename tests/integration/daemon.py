@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.waiting import wait_until
-from tumbler.protocol import make_knock
+from tumbler.protocols.tumbler1 import make_knock
 
-TUMBLERD = [sys.executable, "-m", "tumbler.daemon_cli"]
+TUMBLERD = [sys.executable, "-m", "tumbler.cli.tumblerd"]
 
 
 def free_udp_port() -> int:

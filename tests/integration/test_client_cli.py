@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from tests.loopback import HAVE_IPV6
-from tumbler import __version__, protocol
+from tumbler import __version__
+from tumbler.protocols import tumbler1 as protocol
 
 VECTOR_DIGEST = "44e0543454e4c7a7633a216671b3f5068e332bd6e7b1c13cbc69b0d91bb044cb"
 SECRET = "s3cret-for-tests"

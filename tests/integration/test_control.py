@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from tests.integration.daemon import TUMBLERD, Tumblerd, wait_until
-from tumbler.control import ControlError, request
+from tumbler.daemon.control import ControlError, request
 
 
 def tumblerd_cli(daemon: Tumblerd, *args: str) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemon import TUMBLERD, Tumblerd, wait_until
-from tumbler.protocol import PREFIX, knock_digest, minute_stamp
+from tumbler.protocols.tumbler1 import PREFIX, knock_digest, minute_stamp
 
 
 def settle(daemon: Tumblerd, expected: int) -> list[str]:
@@ -115,7 +115,7 @@ def test_ten_thousand_junk_datagrams_no_crash_no_reply_no_command(tumblerd: Tumb
 
 def test_valid_knock_gets_no_reply(tumblerd: Tumblerd) -> None:
     now = datetime.now(UTC)
-    from tumbler.protocol import make_knock
+    from tumbler.protocols.tumbler1 import make_knock
 
     sock = tumblerd.send(make_knock("open-pAsSwOrD", "127.0.0.1", now))
     wait_until(tumblerd.lines, what="the knock")

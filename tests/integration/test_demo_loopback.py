@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from tumbler.demo import Demo, run_loopback
+from tumbler.lab.demo import Demo, run_loopback
 
 
 def test_loopback_demo_passes_every_step(tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ import redis
 
 from tests.integration.conftest import DOORS
 from tests.integration.daemon import Tumblerd, wait_until
-from tumbler.replay import MemoryReplayCache
-from tumbler.replay_redis import RedisReplayCache
+from tumbler.decisions.replay.local import MemoryReplayCache
+from tumbler.decisions.replay.redis import RedisReplayCache
 
 SECRET = "open-pAsSwOrD"
 

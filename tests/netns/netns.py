@@ -1,4 +1,4 @@
-"""Namespace-test helpers on top of `tumbler.lab` (the lab the demo and benchmarks use too).
+"""Namespace-test helpers on top of `tumbler.lab.netns` (the lab the demo and benchmarks use too).
 
 Everything a `Lab` makes lives in namespaces it created (`tmb-<pid>-<n>-<role>`), with
 test addresses (10.213.0.0/24, fd00:213::/64) that exist only there, so no packet ever
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.waiting import wait_until
-from tumbler.lab import (
+from tumbler.lab.netns import (
     BANNER,
     SUBNET4,
     SUBNET6,
@@ -53,7 +53,7 @@ __all__ = [
     "wait_until",
 ]
 
-TUMBLERD = (sys.executable, "-m", "tumbler.daemon_cli")
+TUMBLERD = (sys.executable, "-m", "tumbler.cli.tumblerd")
 
 
 def start_tumblerd(

@@ -33,8 +33,8 @@ import pytest
 from tests.netns.capture import Capture
 from tests.netns.netns import Namespace, Topology, can_connect, reach
 from tests.waiting import wait_until
-from tumbler.firewall import BACKENDS as BACKEND_CLASSES
-from tumbler.firewall import IptablesLegacyBackend
+from tumbler.actions.firewall import BACKENDS as BACKEND_CLASSES
+from tumbler.actions.firewall import IptablesLegacyBackend
 
 PORT = 2222
 KNOCK = 8675
@@ -52,7 +52,7 @@ def _script(name: str, module: str) -> list[str]:
 
 
 TUMBLER = _script("tumbler", "tumbler")
-TUMBLERD = _script("tumblerd", "tumbler.daemon_cli")
+TUMBLERD = _script("tumblerd", "tumbler.cli.tumblerd")
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tumbler.lab import leftover_namespaces
+from tumbler.lab.netns import leftover_namespaces
 
 
 def test_tumblerd_demo_opens_the_port_for_the_knocker_alone(netns_ready: None) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tumbler.daemon_cli", "demo"],
+        [sys.executable, "-m", "tumbler.cli.tumblerd", "demo"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -21,9 +21,14 @@ from pathlib import Path
 import pytest
 
 from tests.netns.netns import Lab, Namespace, Topology, reach
+from tumbler.actions.firewall import (
+    FirewallBackend,
+    IptablesBackend,
+    IptablesLegacyBackend,
+    get_backend,
+)
+from tumbler.actions.firewall.runner import CommandResult, Runner
 from tumbler.errors import FirewallError
-from tumbler.firewall import FirewallBackend, IptablesBackend, IptablesLegacyBackend, get_backend
-from tumbler.firewall.runner import CommandResult, Runner
 from tumbler.ports import PortSpec
 
 PORT = 2222
@@ -178,7 +183,7 @@ def test_missing_binary(name: str, topology: Topology, tmp_path: Path) -> None:
 
 DAEMON = """
 import sys, time
-from tumbler.firewall import Runner, get_backend
+from tumbler.actions.firewall import Runner, get_backend
 from tumbler.ports import PortSpec
 name, ns, state, a4, a6, port = sys.argv[1:]
 backend = get_backend(name, state_path=state, runner=Runner(["ip", "netns", "exec", ns]))

@@ -12,14 +12,14 @@ import sys
 import pytest
 
 from tests.netns.netns import Topology, connect_all
-from tumbler.firewall import libnft
+from tumbler.actions.firewall import libnft
 
 PORT = 2222
 
 SCRIPT = """
 import sys, time
-from tumbler.firewall.libnft import LibnftRunner
-from tumbler.firewall.nftables import NftablesBackend
+from tumbler.actions.firewall.libnft import LibnftRunner
+from tumbler.actions.firewall.nftables import NftablesBackend
 from tumbler.ports import PortSpec
 backend = NftablesBackend()
 assert isinstance(backend.runner, LibnftRunner), type(backend.runner)

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from tumbler.firewall.runner import Runner
-from tumbler.sources.events import ConnectionAttempt
-from tumbler.sources.nflog import NflogReader, install_rules, remove_rules
+from tumbler.actions.firewall.runner import Runner
+from tumbler.actions.firewall.seqlog import install_rules, remove_rules
+from tumbler.events import ConnectionAttempt
+from tumbler.sources.nflog import NflogReader
 
 pytestmark = pytest.mark.netns
 

@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from tests.netns.netns import TUMBLERD, Lab, Namespace, Topology, can_connect, stop, wait_until
-from tumbler.protocol import make_knock, parse_datagram
+from tumbler.protocols.tumbler1 import make_knock, parse_datagram
 
 pytestmark = pytest.mark.netns
 

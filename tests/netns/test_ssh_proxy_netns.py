@@ -29,7 +29,7 @@ SECRET = "netns-ssh-proxy-secret"
 ECHO_PORT = 7000
 SSH_PORT = 22
 TUMBLER = [sys.executable, "-m", "tumbler"]
-TUMBLERD = [sys.executable, "-m", "tumbler.daemon_cli"]
+TUMBLERD = [sys.executable, "-m", "tumbler.cli.tumblerd"]
 SSHD = "/usr/sbin/sshd"
 PAYLOAD = bytes(range(256)) * 256 + b"\x00end"
 

@@ -12,7 +12,10 @@ import types
 
 import pytest
 
-from tumbler import __version__, client, knock, protocol
+from tumbler import __version__
+from tumbler.cli import tumbler as client
+from tumbler.client import knock
+from tumbler.protocols import tumbler1 as protocol
 
 VECTOR_DIGEST = "44e0543454e4c7a7633a216671b3f5068e332bd6e7b1c13cbc69b0d91bb044cb"
 SECRET = "open-pAsSwOrD"
@@ -322,15 +325,15 @@ def test_sniff_is_dispatched_lazily(capsys, monkeypatch):
         calls.append(argv)
         return 7
 
-    module = types.ModuleType("tumbler.sniff")
+    module = types.ModuleType("tumbler.cli.sniff")
     module.main = fake_main  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tumbler.sniff", module)
+    monkeypatch.setitem(sys.modules, "tumbler.cli.sniff", module)
     assert client.main(["sniff", "--json", "capture.pcap"]) == 7
     assert calls == [["--json", "capture.pcap"]]
 
 
 def test_sniff_missing_is_one_line(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "tumbler.sniff", None)  # import raises ModuleNotFoundError
+    monkeypatch.setitem(sys.modules, "tumbler.cli.sniff", None)  # import raises ModuleNotFoundError
     status, _, err = run(capsys, "sniff")
     assert status == 1
     assert_one_line_error(err)

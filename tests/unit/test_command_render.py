@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tumbler.command import render
+from tumbler.actions.command import render
 
 LISTING_TWO_OPEN = "iptables -I INPUT -p tcp -s %IP% --dport 22 -j ACCEPT"
 

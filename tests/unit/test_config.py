@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tumbler.config import Config, load_config, parse_config, parse_duration
+from tumbler.config.daemon import Config, load_config, parse_config, parse_duration
 from tumbler.errors import ConfigError, TumblerError
 from tumbler.ports import PortSpec
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
+from tumbler.actions.firewall.base import FirewallBackend, OpenEntry
+from tumbler.actions.firewall.runner import Runner
+from tumbler.cli.firewall import firewall_command
 from tumbler.errors import FirewallError
-from tumbler.firewall.base import FirewallBackend, OpenEntry
-from tumbler.firewall.cli import firewall_command
-from tumbler.firewall.runner import Runner
 from tumbler.ports import PortSpec
 
 

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from tumbler.errors import FirewallError
-from tumbler.firewall import get_backend
-from tumbler.firewall.iptables import (
+from tumbler.actions.firewall import get_backend
+from tumbler.actions.firewall.iptables import (
     IptablesBackend,
     IptablesLegacyBackend,
     StateStore,
     parse_rule,
 )
-from tumbler.firewall.runner import CommandError, CommandResult
+from tumbler.actions.firewall.runner import CommandError, CommandResult
+from tumbler.errors import FirewallError
 from tumbler.ports import PortSpec, parse_port_list
 
 SSH = (PortSpec("tcp", 22, 22),)
@@ -225,7 +225,7 @@ def test_failed_refresh_keeps_the_old_expiry(xt: FakeXtables, db: str) -> None:
 
 
 def test_missing_binary_is_reported(db: str) -> None:
-    from tumbler.firewall.runner import Runner
+    from tumbler.actions.firewall.runner import Runner
 
     b = IptablesBackend(state_path=db, runner=Runner(), binary="iptables-nonexistent")
     with pytest.raises(FirewallError, match="iptables-nonexistent not found"):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tumbler.firewall import libnft
-from tumbler.firewall.libnft import Libnftables, LibnftRunner, default_runner
-from tumbler.firewall.nftables import NftablesBackend
-from tumbler.firewall.runner import CommandError, CommandResult, Runner
+from tumbler.actions.firewall import libnft
+from tumbler.actions.firewall.libnft import Libnftables, LibnftRunner, default_runner
+from tumbler.actions.firewall.nftables import NftablesBackend
+from tumbler.actions.firewall.runner import CommandError, CommandResult, Runner
 from tumbler.ports import PortSpec
 
 
@@ -96,7 +96,7 @@ def test_choice_follows_the_library_and_the_environment(monkeypatch: pytest.Monk
 def test_backend_without_runner_takes_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeLib()
     monkeypatch.setattr(
-        "tumbler.firewall.nftables.default_runner",
+        "tumbler.actions.firewall.nftables.default_runner",
         lambda: LibnftRunner(fake),  # type: ignore[arg-type]
     )
     backend = NftablesBackend()

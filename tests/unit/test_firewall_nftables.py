@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from tumbler.actions.firewall import get_backend, resolve_name
+from tumbler.actions.firewall.nftables import MAX_PORTS, NftablesBackend
+from tumbler.actions.firewall.runner import CommandError, CommandResult
 from tumbler.errors import FirewallError
-from tumbler.firewall import get_backend, resolve_name
-from tumbler.firewall.nftables import MAX_PORTS, NftablesBackend
-from tumbler.firewall.runner import CommandError, CommandResult
 from tumbler.ports import PortSpec, parse_port_list
 
 SSH = (PortSpec("tcp", 22, 22),)

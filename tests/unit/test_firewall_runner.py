@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
+from tumbler.actions.firewall.runner import CommandError, Runner, clean_stderr
 from tumbler.errors import FirewallError
-from tumbler.firewall.runner import CommandError, Runner, clean_stderr
 
 
 def test_runs_argv_and_captures_output() -> None:

@@ -1,4 +1,4 @@
-"""Unit tests for tumbler.knock: URL parsing, secret resolution, address choice, sending.
+"""Unit tests for tumbler.client.knock: URL parsing, secret resolution, address choice, sending.
 
 Network use is loopback only: sockets bound on 127.0.0.1 / ::1 by the test itself.
 """
@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.loopback import HAVE_IPV6
-from tumbler import knock, protocol
-from tumbler.knock import KnockError, KnockURL, KnockUsageError, parse_url
+from tumbler.client import knock
+from tumbler.client.knock import KnockError, KnockURL, KnockUsageError, parse_url
 from tumbler.ports import PortSpec
+from tumbler.protocols import tumbler1 as protocol
 
 VECTOR_WHEN = datetime(2004, 11, 27, 15, 30, 42, tzinfo=UTC)
 VECTOR_ADDRESS = "192.168.0.5"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tumbler.sources.events import ConnectionAttempt
+from tumbler.events import ConnectionAttempt
 from tumbler.sources.logfile import follow, follow_lines, parse_log_line
 
 MAC = "MAC=00:16:3e:aa:bb:cc:00:16:3e:dd:ee:ff:08:00"

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tumbler.logfmt import JournalFormatter, priority, stderr_is_journal
+from tumbler.cli.logfmt import JournalFormatter, priority, stderr_is_journal
 
 
 def record(level: int, msg: str, exc: bool = False) -> logging.LogRecord:

@@ -12,18 +12,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tumbler.actions.firewall import seqlog
+from tumbler.actions.firewall.runner import Runner
+from tumbler.actions.firewall.seqlog import install_rules, render_rules
 from tumbler.errors import FirewallError
-from tumbler.firewall.runner import Runner
+from tumbler.events import ConnectionAttempt
 from tumbler.ports import PortSpec
-from tumbler.sources import nflog
-from tumbler.sources.events import ConnectionAttempt
-from tumbler.sources.nflog import (
-    build_config_messages,
-    install_rules,
-    parse_ip_packet,
-    parse_nflog_message,
-    render_rules,
-)
+from tumbler.sources.nflog import build_config_messages, parse_ip_packet, parse_nflog_message
 
 SYN, ACK, RST = 0x02, 0x10, 0x04
 
@@ -310,11 +305,11 @@ class FakeRunner:
 def test_install_and_remove_run_nft_with_json_on_stdin() -> None:
     runner = FakeRunner()
     install_rules(7, [("tcp", 42)], runner=runner, rate=3)  # type: ignore[arg-type]
-    nflog.remove_rules(runner=runner)  # type: ignore[arg-type]
+    seqlog.remove_rules(runner=runner)  # type: ignore[arg-type]
     (argv, doc), (argv2, doc2) = runner.calls
     assert argv == argv2 == ["nft", "-j", "-f", "-"]
     assert json.loads(doc or "") == render_rules(7, [("tcp", 42)], rate=3)
-    assert json.loads(doc2 or "") == nflog.render_removal()
+    assert json.loads(doc2 or "") == seqlog.render_removal()
 
 
 def test_install_failure_raises_firewall_error() -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tumbler import client, profiles
+from tumbler.cli import tumbler as client
+from tumbler.client import profiles
 from tumbler.errors import ConfigError
 
 GOOD = """\

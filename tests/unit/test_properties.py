@@ -9,10 +9,15 @@ from pathlib import Path
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tumbler.config import parse_config
+from tumbler.config.daemon import parse_config
 from tumbler.errors import ConfigError, MalformedDatagram
 from tumbler.ports import parse_port_spec
-from tumbler.protocol import encode_datagram, minute_stamp, parse_datagram, stamp_for_minute
+from tumbler.protocols.tumbler1 import (
+    encode_datagram,
+    minute_stamp,
+    parse_datagram,
+    stamp_for_minute,
+)
 
 K = b"44e0543454e4c7a7633a216671b3f5068e332bd6e7b1c13cbc69b0d91bb044cb"
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from tumbler.errors import MalformedDatagram, TumblerError
-from tumbler.protocol import (
+from tumbler.protocols.tumbler1 import (
     DEFAULT_PORT,
     encode_datagram,
     knock_digest,

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tumbler.decisions.replay import open_replay_cache
+from tumbler.decisions.replay.local import MemoryReplayCache, SqliteReplayCache
 from tumbler.errors import ReplayStoreError, TumblerError
-from tumbler.replay import MemoryReplayCache, SqliteReplayCache, open_replay_cache
 
 D1 = "a" * 64
 D2 = "b" * 64

@@ -10,9 +10,10 @@ import time
 import pytest
 import redis
 
+from tumbler.decisions.replay import open_replay_cache
+from tumbler.decisions.replay.local import MemoryReplayCache
+from tumbler.decisions.replay.redis import RedisReplayCache, redact_url
 from tumbler.errors import ReplayStoreError
-from tumbler.replay import MemoryReplayCache, open_replay_cache
-from tumbler.replay_redis import RedisReplayCache, redact_url
 
 D1 = "a" * 64
 D2 = "b" * 64

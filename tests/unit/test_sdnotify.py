@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tumbler import sdnotify
+from tumbler.daemon import sdnotify
 
 
 @pytest.fixture(params=["path", "abstract"])

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tumbler.decisions.sequence import SequenceMatcher
+from tumbler.doors import SequenceDoor
+from tumbler.events import PORT_UNSEEN, ConnectionAttempt
 from tumbler.ports import PortSpec, parse_port_list
-from tumbler.sequence import SequenceDoor, SequenceMatcher
-from tumbler.sources.events import PORT_UNSEEN, ConnectionAttempt
 
 SRC = "192.168.0.5"
 DST = "192.168.0.3"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tumbler.sequence import SequenceDoor, SequenceMatcher
-from tumbler.sources.events import ConnectionAttempt
+from tumbler.decisions.sequence import SequenceMatcher
+from tumbler.doors import SequenceDoor
+from tumbler.events import ConnectionAttempt
 
 PROTOS = ("tcp", "udp")
 PORTS = st.integers(min_value=1, max_value=12)  # a small alphabet, so steps recur often

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tumbler import sniff
-from tumbler.protocol import knock_digest, make_knock
+from tumbler.audit import sniff
+from tumbler.cli import sniff as sniff_cli
+from tumbler.protocols.tumbler1 import knock_digest, make_knock
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SECRET = "open-pAsSwOrD"
@@ -53,7 +54,7 @@ def ports(report: sniff.Report) -> list[tuple[str, str, int]]:
 
 
 def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = sniff.main(argv)
+    code = sniff_cli.main(argv)
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -7,8 +7,8 @@ import socket
 import threading
 from datetime import UTC, datetime, timedelta
 
-from tumbler import protocol
-from tumbler.sshproxy import OFFSETS, Dialer, MinuteKnocker, knock_until_open, relay
+from tumbler.client.sshproxy import OFFSETS, Dialer, MinuteKnocker, knock_until_open, relay
+from tumbler.protocols import tumbler1 as protocol
 
 T0 = datetime(2004, 11, 27, 15, 30, 10, tzinfo=UTC)
 
@@ -178,7 +178,7 @@ def test_offsets_stay_inside_the_default_window() -> None:
 
 
 def test_ssh_proxy_usage_errors_exit_2_and_keep_stdout_clean(capsys, monkeypatch) -> None:
-    from tumbler import client
+    from tumbler.cli import tumbler as client
 
     monkeypatch.setenv("XDG_CONFIG_HOME", "/nonexistent")
     monkeypatch.delenv("TUMBLER_PROFILES", raising=False)
@@ -192,8 +192,9 @@ def test_ssh_proxy_usage_errors_exit_2_and_keep_stdout_clean(capsys, monkeypatch
 
 
 def test_secret_order_env_beats_profile_file(tmp_path, monkeypatch) -> None:
-    from tumbler import knock, proxy_cli
-    from tumbler.profiles import parse_profiles
+    from tumbler.cli import proxy as proxy_cli
+    from tumbler.client import knock
+    from tumbler.client.profiles import parse_profiles
 
     secret_file = tmp_path / "s"
     secret_file.write_text("from-file\n")

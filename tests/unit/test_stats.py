@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from tumbler.stats import Stats
+from tumbler.daemon.stats import Stats
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tumbler import verifier as verifier_module
-from tumbler.config import Door
-from tumbler.protocol import knock_digest, minute_stamp
-from tumbler.verifier import Verifier
+from tumbler.config.daemon import Door
+from tumbler.decisions import verifier as verifier_module
+from tumbler.decisions.verifier import Verifier
+from tumbler.protocols.tumbler1 import knock_digest, minute_stamp
 
 OPEN = Door(name="open-ssh", line=1, secret="open-pAsSwOrD", command="true")
 CLOSE = Door(name="close-ssh", line=4, secret="close-pAsSwOrD", command="true")

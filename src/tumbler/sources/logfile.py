@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO
 
-from tumbler.sources.events import ConnectionAttempt, canonical_address
+from tumbler.events import ConnectionAttempt, canonical_address
 
 MAX_LINE = 64 * 1024
 """A partial line longer than this is dropped: a log line is never that long."""

@@ -1,0 +1,1 @@
+"""What an accepted knock does: a door's own command and the firewall backends."""

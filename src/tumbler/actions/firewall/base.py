@@ -1,0 +1,154 @@
+"""The firewall backend lifecycle the daemon drives, and what backends share.
+
+The daemon calls these methods from a worker thread, never concurrently with
+itself in spirit, but each backend still serialises its own calls with a lock
+so that a `list` from the CLI thread cannot interleave with an `open`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from tumbler.actions.firewall.runner import Runner
+from tumbler.errors import FirewallError
+from tumbler.ports import PortSpec
+
+# A door name ends up inside rule comments (`tumbler:<door>:<expiry>`) and nft
+# element comments, so it is kept to characters that need no quoting anywhere.
+_DOOR_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+@-]{0,63}")
+
+COMMENT_PREFIX = "tumbler:"
+
+# The default-closed policy lets each source send at most KNOCK_RATE knock datagrams a
+# second (after a burst of KNOCK_BURST); the kernel drops the rest before tumblerd's
+# socket, so a flood from a few addresses cannot crowd out a genuine knock.
+KNOCK_RATE = 25
+KNOCK_BURST = 100
+
+
+@dataclass(frozen=True, order=True)
+class OpenEntry:
+    """One opening: which door let which address through to which ports, until when."""
+
+    address: str
+    door: str
+    ports: str
+    expires: float
+
+    def remaining(self, now: float) -> float:
+        """Seconds left before it closes (0 when due)."""
+        return max(0.0, self.expires - now)
+
+
+def check_door(door: str) -> str:
+    """Return the door name, or raise FirewallError if it could not be a rule tag."""
+    if not _DOOR_RE.fullmatch(door):
+        raise FirewallError(
+            f"door name {door!r} cannot tag a firewall rule "
+            "(use letters, digits and _ . + @ -, at most 64)"
+        )
+    return door
+
+
+def normalise_address(address: str) -> tuple[str, int]:
+    """Return (address text, 4 or 6); an IPv4-mapped IPv6 address counts as IPv4."""
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError as exc:
+        raise FirewallError(f"not an IP address: {address!r}") from exc
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip), ip.version
+
+
+def timeout_seconds(timeout: float) -> int:
+    """Whole seconds (rounded up, at least 1): what the kernel's timers can hold."""
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise FirewallError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    return max(1, math.ceil(timeout))
+
+
+def ports_text(ports: Sequence[PortSpec]) -> str:
+    """The ports as a door's `open` key writes them: `tcp/22, udp/60000-60010`."""
+    return ", ".join(str(p) for p in ports)
+
+
+class FirewallBackend(ABC):
+    """Opens ports for an address for a while, and makes sure they close again.
+
+    Every method either completes or raises `FirewallError` leaving the firewall
+    as it was before the call. Times are epoch seconds passed in by the caller,
+    so tests can freeze the clock.
+    """
+
+    name: ClassVar[str]
+    # True when the kernel itself closes what was opened on time (nftables' timed set
+    # elements), so an opening outlives the daemon safely; False when only a running
+    # daemon closes it (iptables rules), so the daemon closes all it opened when it stops.
+    kernel_timeouts: ClassVar[bool] = False
+
+    def __init__(self, runner: Runner | None = None) -> None:
+        self.runner = runner if runner is not None else Runner()
+        self._lock = threading.RLock()
+
+    @classmethod
+    @abstractmethod
+    def probe(cls, runner: Runner | None = None) -> str | None:
+        """None if this backend can work on this host, else the reason it cannot."""
+
+    @abstractmethod
+    def open(
+        self, door: str, address: str, ports: Sequence[PortSpec], timeout: float, now: float
+    ) -> float:
+        """Let `address` reach `ports` for `timeout` seconds; return the expiry.
+
+        A repeated knock refreshes the expiry and never adds a duplicate.
+        """
+
+    @abstractmethod
+    def expire(self, now: float) -> list[OpenEntry]:
+        """Close what is due at `now`; return what was closed."""
+
+    @abstractmethod
+    def restore(self, now: float) -> list[OpenEntry]:
+        """At daemon start: close what expired while it was down, re-arm the rest.
+
+        Returns what was closed.
+        """
+
+    @abstractmethod
+    def list_open(self, now: float) -> list[OpenEntry]:
+        """What is open at `now`, sorted by address then door."""
+
+    @abstractmethod
+    def close(self, address: str, door: str | None = None) -> list[OpenEntry]:
+        """Close early everything open for `address` (only `door`'s if given)."""
+
+    @abstractmethod
+    def flush(self) -> list[OpenEntry]:
+        """Close everything this daemon opened (the policy, if any, stays)."""
+
+    @abstractmethod
+    def render_policy(self, knock_port: int) -> list[str]:
+        """The default-closed policy as text an administrator can read (`--print`)."""
+
+    @abstractmethod
+    def apply_policy(self, knock_port: int) -> None:
+        """Apply the default-closed policy; running it again changes nothing."""
+
+    def init_policy(self, knock_port: int, apply: bool = True) -> list[str]:
+        """Render the default-closed policy and, with `apply`, put it in place."""
+        if not 1 <= knock_port <= 65535:
+            raise FirewallError(f"knock port {knock_port} out of range 1-65535")
+        lines = self.render_policy(knock_port)
+        if apply:
+            with self._lock:
+                self.apply_policy(knock_port)
+        return lines

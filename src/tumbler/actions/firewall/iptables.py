@@ -1,0 +1,531 @@
+"""iptables backend (iptables-nft or iptables-legacy; ip6tables for IPv6).
+
+Opened doors are ACCEPT rules in a chain of tumbler's own, `TUMBLER`, jumped to
+from the top of INPUT. Each rule is tagged `tumbler:<door>:<expiry-epoch>` with
+the comment match, so the kernel's own ruleset says what is due when.
+
+iptables cannot time a rule out by itself, so the daemon must: `expire` removes
+due rules, and each pending close is kept in the state database (SQLite) so that
+`restore`, at the next start, closes what expired while the daemon was down and
+re-adds what should still be open. Rules found in the chain without a database
+row (the database was lost) are judged by the expiry in their comment. A clean
+stop of the daemon (SIGTERM) flushes its rules, so that nothing stays open with
+no daemon to close it (`kernel_timeouts` is False).
+
+All rule changes of one call go through a single `iptables-restore --noflush`
+batch per address family, which the kernel applies atomically: a rejected rule
+leaves the chain as it was. The database row is written in the same SQLite
+transaction and rolled back if the firewall refuses; if the commit itself fails
+the firewall change is undone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import shlex
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tumbler.actions.firewall.base import (
+    COMMENT_PREFIX,
+    KNOCK_BURST,
+    KNOCK_RATE,
+    FirewallBackend,
+    OpenEntry,
+    check_door,
+    normalise_address,
+    timeout_seconds,
+)
+from tumbler.actions.firewall.runner import Runner
+from tumbler.errors import FirewallError
+from tumbler.ports import PortSpec
+
+log = logging.getLogger(__name__)
+
+CHAIN = "TUMBLER"
+WAIT = ["-w", "5"]
+ND_TYPES = ("133", "134", "135", "136")  # router/neighbour solicitation and advertisement
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS firewall_iptables (
+    address TEXT NOT NULL,
+    door TEXT NOT NULL,
+    proto TEXT NOT NULL,
+    first INTEGER NOT NULL,
+    last INTEGER NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (address, door, proto, first, last)
+)
+"""
+
+# (address, door, proto, first, last): what makes a rule the same rule.
+Key = tuple[str, str, str, int, int]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One tumbler rule: its identity, its expiry, and its spec after the chain name."""
+
+    address: str
+    door: str
+    proto: str
+    first: int
+    last: int
+    expires: int
+
+    @property
+    def key(self) -> Key:
+        return (self.address, self.door, self.proto, self.first, self.last)
+
+    @property
+    def version(self) -> int:
+        return 6 if ":" in self.address else 4
+
+    def spec(self) -> list[str]:
+        prefix = 128 if self.version == 6 else 32
+        dport = str(self.first) if self.first == self.last else f"{self.first}:{self.last}"
+        comment = f"{COMMENT_PREFIX}{self.door}:{self.expires}"
+        return [
+            *("-s", f"{self.address}/{prefix}", "-p", self.proto, "-m", self.proto),
+            *("--dport", dport, "-m", "comment", "--comment", comment, "-j", "ACCEPT"),
+        ]
+
+    @property
+    def ports(self) -> PortSpec:
+        return PortSpec(self.proto, self.first, self.last)
+
+
+def parse_rule(line: str) -> Rule | None:
+    """A rule from `iptables -S TUMBLER` output, or None if tumbler did not tag it."""
+    try:
+        tokens = shlex.split(line)
+    except ValueError:
+        return None
+    if tokens[:2] != ["-A", CHAIN]:
+        return None
+    opts: dict[str, str] = {}
+    for flag, value in itertools.pairwise(tokens):
+        if flag in ("-s", "-p", "--dport", "--comment"):
+            opts[flag] = value
+    comment = opts.get("--comment", "")
+    if not comment.startswith(COMMENT_PREFIX) or not {"-s", "-p", "--dport"} <= opts.keys():
+        return None
+    door, _, expiry = comment[len(COMMENT_PREFIX) :].rpartition(":")
+    first, _, last = opts["--dport"].partition(":")
+    try:
+        address, _ = normalise_address(opts["-s"].split("/")[0])
+        return Rule(address, door, opts["-p"], int(first), int(last or first), int(expiry))
+    except (ValueError, FirewallError):
+        return None
+
+
+class StateStore:
+    """Pending closes in the state database, behind a lock so that any thread may use it.
+
+    The database is made on first use, so that commands that only print (`firewall init
+    --print`) leave no file behind. One connection is kept open, in WAL mode without a
+    sync on every commit: a knock then costs no fsync, and what a power cut could lose
+    is only ever rules the reboot has removed from the kernel anyway.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is not None:
+            return self._db
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            with db:
+                db.execute(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise FirewallError(f"cannot open the state database {self.path}: {exc}") from exc
+        self._db = db
+        return db
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that commits on success and rolls back on any error."""
+        with self._lock:
+            db = self._connect()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                yield db
+                db.commit()
+            except BaseException:
+                db.rollback()
+                raise
+
+    def rows(self, where: str = "1", args: Sequence[object] = ()) -> list[tuple[Key, float]]:
+        with self._lock:
+            cur = self._connect().execute(
+                "SELECT address, door, proto, first, last, expires FROM firewall_iptables "  # noqa: S608
+                f"WHERE {where} ORDER BY address, door, proto, first",
+                tuple(args),
+            )
+            return [((a, d, p, f, la), e) for a, d, p, f, la, e in cur.fetchall()]
+
+    @staticmethod
+    def upsert(db: sqlite3.Connection, key: Key, expires: float) -> None:
+        db.execute(
+            "INSERT INTO firewall_iptables VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (address, door, proto, first, last) "
+            "DO UPDATE SET expires = excluded.expires",
+            (*key, expires),
+        )
+
+    @staticmethod
+    def delete(db: sqlite3.Connection, keys: Iterable[Key]) -> None:
+        db.executemany(
+            "DELETE FROM firewall_iptables "
+            "WHERE address = ? AND door = ? AND proto = ? AND first = ? AND last = ?",
+            list(keys),
+        )
+
+
+def _comment_expiry(expires: float) -> int:
+    return math.ceil(expires)
+
+
+def _group(items: Iterable[tuple[Key, float]]) -> list[OpenEntry]:
+    """One entry per (address, door), as `list` shows them."""
+    ports: dict[tuple[str, str], list[PortSpec]] = {}
+    expiry: dict[tuple[str, str], float] = {}
+    for (address, door, proto, first, last), expires in items:
+        group = (address, door)
+        ports.setdefault(group, []).append(PortSpec(proto, first, last))
+        expiry[group] = max(expiry.get(group, 0.0), expires)
+    return sorted(
+        OpenEntry(a, d, ", ".join(str(p) for p in sorted(set(specs))), expiry[(a, d)])
+        for (a, d), specs in ports.items()
+    )
+
+
+def _closed(rows: list[tuple[Key, float]], stray: Iterable[Rule]) -> list[OpenEntry]:
+    """What a close or flush removed: the database's rows and rules it did not know."""
+    known = {key for key, _ in rows}
+    return _group([*rows, *((r.key, float(r.expires)) for r in stray if r.key not in known)])
+
+
+class IptablesBackend(FirewallBackend):
+    """Doors as tagged ACCEPT rules in chain TUMBLER, closed on time by the daemon."""
+
+    name = "iptables"
+    binary = "iptables"
+    kernel_timeouts = False
+
+    def __init__(
+        self, state_path: str, runner: Runner | None = None, binary: str | None = None
+    ) -> None:
+        super().__init__(runner)
+        if binary is not None:
+            self.binary = binary
+        if not self.binary.startswith("iptables"):
+            raise FirewallError(f"not an iptables binary: {self.binary!r}")
+        self.state = StateStore(state_path)
+        # IP versions whose chain and jump are known to be in place (see `_open_lines`).
+        self._ready: set[int] = set()
+
+    # -- plumbing -----------------------------------------------------------
+
+    def tool(self, version: int) -> str:
+        """`iptables[-variant]` or its `ip6tables[-variant]` twin."""
+        return self.binary if version == 4 else "ip6" + self.binary[2:]
+
+    @classmethod
+    def probe(cls, runner: Runner | None = None) -> str | None:
+        try:
+            (runner or Runner()).run([cls.binary, *WAIT, "-S", "INPUT"])
+        except FirewallError as exc:
+            return str(exc)
+        return None
+
+    def _ipt(self, version: int, *args: str, check: bool = True) -> tuple[int, str]:
+        result = self.runner.run([self.tool(version), *WAIT, *args], check=check)
+        return result.returncode, result.stdout
+
+    def _ensure_chain(self, version: int) -> list[Rule]:
+        """Create TUMBLER and the jump to it if missing; return tumbler's rules in it."""
+        code, out = self._ipt(version, "-S", CHAIN, check=False)
+        if code != 0:
+            self._ipt(version, "-N", CHAIN)
+            out = ""
+        code, _ = self._ipt(version, "-C", "INPUT", "-j", CHAIN, check=False)
+        if code != 0:
+            self._ipt(version, "-I", "INPUT", "1", "-j", CHAIN)
+        return [rule for line in out.splitlines() if (rule := parse_rule(line))]
+
+    def _kernel_rules(self, version: int) -> list[Rule]:
+        """Tumbler's rules now in the chain; none if the chain does not exist."""
+        code, out = self._ipt(version, "-S", CHAIN, check=False)
+        if code != 0:
+            return []
+        return [rule for line in out.splitlines() if (rule := parse_rule(line))]
+
+    def _restore(self, version: int, lines: list[str]) -> None:
+        """Apply `-A`/`-D` lines for the filter table in one atomic batch."""
+        if not lines:
+            return
+        text = "*filter\n" + "\n".join(lines) + "\nCOMMIT\n"
+        self.runner.run([f"{self.tool(version)}-restore", *WAIT, "--noflush"], input=text)
+
+    @staticmethod
+    def _line(op: str, rule: Rule, chain: str = CHAIN) -> str:
+        return shlex.join([op, chain, *rule.spec()])
+
+    @staticmethod
+    def _undo(lines: list[str]) -> list[str]:
+        flip = {"-A": "-D", "-D": "-A"}
+        return [flip[line[:2]] + line[2:] for line in reversed(lines) if line[:2] in flip]
+
+    def _commit_or_undo(self, version: int, lines: list[str], db: sqlite3.Connection) -> None:
+        """Commit the caller's transaction for an applied batch, or undo the batch."""
+        try:
+            db.commit()
+        except sqlite3.Error as exc:
+            try:
+                self._restore(version, self._undo(lines))
+            except FirewallError:
+                log.exception("could not undo a firewall change after a state database error")
+            raise FirewallError(f"state database {self.state.path}: {exc}") from exc
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def open(
+        self, door: str, address: str, ports: Sequence[PortSpec], timeout: float, now: float
+    ) -> float:
+        check_door(door)
+        addr, version = normalise_address(address)
+        expires = now + timeout_seconds(timeout)
+        wanted = [
+            Rule(addr, door, p.proto, p.first, p.last, _comment_expiry(expires))
+            for p in sorted(set(ports))
+        ]
+        if not wanted:
+            raise FirewallError("a door with no ports to open")
+        with self._lock:
+            try:
+                with self.state.transaction() as db:
+                    known = self._recorded(db, addr, door) if version in self._ready else None
+                    for rule in wanted:
+                        self.state.upsert(db, rule.key, expires)
+                    lines = self._open_lines(version, wanted, known)
+                    self._commit_or_undo(version, lines, db)
+            except sqlite3.Error as exc:
+                raise FirewallError(f"state database {self.state.path}: {exc}") from exc
+        return expires
+
+    def _recorded(self, db: sqlite3.Connection, address: str, door: str) -> list[Rule]:
+        """The rules the state database says are in the chain for this address and door."""
+        cur = db.execute(
+            "SELECT proto, first, last, expires FROM firewall_iptables "
+            "WHERE address = ? AND door = ?",
+            (address, door),
+        )
+        return [
+            Rule(address, door, proto, first, last, _comment_expiry(expires))
+            for proto, first, last, expires in cur.fetchall()
+        ]
+
+    def _open_lines(self, version: int, wanted: list[Rule], known: list[Rule] | None) -> list[str]:
+        """Apply the rules a knock wants; return the lines applied.
+
+        Once the chain is known to be in place, the state database says what is in it, so a
+        knock costs one `iptables-restore` and no listing. If the kernel disagrees (the
+        chain was flushed by hand, say), the batch fails whole, and the kernel is read and
+        the batch rebuilt from what is really there.
+        """
+        if known is not None:
+            lines = self._converge(wanted, known)
+            try:
+                self._restore(version, lines)
+                return lines
+            except FirewallError as exc:
+                log.info("iptables: chain not as recorded (%s); reading it again", exc)
+                self._ready.discard(version)
+        lines = self._converge(wanted, self._ensure_chain(version))
+        self._restore(version, lines)
+        self._ready.add(version)
+        return lines
+
+    def _converge(self, wanted: list[Rule], existing: list[Rule]) -> list[str]:
+        """Lines that leave exactly one rule per wanted key, with the wanted comment."""
+        lines: list[str] = []
+        for rule in wanted:
+            same = [r for r in existing if r.key == rule.key]
+            if rule in same:
+                same.remove(rule)
+            else:
+                lines.append(self._line("-A", rule))
+            lines.extend(self._line("-D", old) for old in same)
+        return lines
+
+    def _close_keys(self, keys: set[Key], extra: Iterable[Rule] = ()) -> None:
+        """Delete every rule with one of these keys (plus `extra`), and their rows."""
+        versions = {6 if ":" in key[0] else 4 for key in keys}
+        versions |= {r.version for r in extra}
+        extra = list(extra)
+        with self.state.transaction() as db:
+            self.state.delete(db, keys)
+            for version in sorted(versions):
+                doomed = [r for r in self._kernel_rules(version) if r.key in keys or r in extra]
+                lines = [self._line("-D", r) for r in dict.fromkeys(doomed)]
+                self._restore(version, lines)
+
+    def expire(self, now: float) -> list[OpenEntry]:
+        with self._lock:
+            due = self.state.rows("expires <= ?", [now])
+            if not due:
+                return []
+            self._close_keys({key for key, _ in due})
+        return _group(due)
+
+    def restore(self, now: float) -> list[OpenEntry]:
+        closed: list[tuple[Key, float]] = []
+        with self._lock:
+            rows = dict(self.state.rows())
+            for version in (4, 6):
+                mine = {k: e for k, e in rows.items() if (6 if ":" in k[0] else 4) == version}
+                try:
+                    existing = self._ensure_chain(version)
+                except FirewallError:
+                    if mine:
+                        raise
+                    log.warning("IPv%d firewall unavailable; nothing to restore there", version)
+                    continue
+                lines: list[str] = []
+                with self.state.transaction() as db:
+                    for key, expires in mine.items():
+                        if expires <= now:
+                            closed.append((key, expires))
+                            self.state.delete(db, [key])
+                    wanted = [Rule(*key, _comment_expiry(e)) for key, e in mine.items() if e > now]
+                    for rule in existing:
+                        if rule.key in rows:
+                            continue
+                        if rule.expires <= now:  # no row: the comment says when it was due
+                            closed.append((rule.key, float(rule.expires)))
+                        else:
+                            self.state.upsert(db, rule.key, float(rule.expires))
+                            wanted.append(rule)
+                    wanted_keys = {r.key for r in wanted}
+                    lines = self._converge(wanted, [r for r in existing if r.key in wanted_keys])
+                    lines.extend(self._line("-D", r) for r in existing if r.key not in wanted_keys)
+                    self._restore(version, lines)
+                    self._commit_or_undo(version, lines, db)
+                self._ready.add(version)
+        return _group(closed)
+
+    def list_open(self, now: float) -> list[OpenEntry]:
+        with self._lock:
+            return _group(self.state.rows("expires > ?", [now]))
+
+    def close(self, address: str, door: str | None = None) -> list[OpenEntry]:
+        addr, version = normalise_address(address)
+        with self._lock:
+            rows = [
+                row
+                for row in self.state.rows("address = ?", [addr])
+                if door is None or row[0][1] == door
+            ]
+            stray = [
+                r
+                for r in self._kernel_rules(version)
+                if r.address == addr and (door is None or r.door == door)
+            ]
+            self._close_keys({key for key, _ in rows}, stray)
+        return _closed(rows, stray)
+
+    def flush(self) -> list[OpenEntry]:
+        with self._lock:
+            rows = self.state.rows()
+            stray = [r for version in (4, 6) for r in self._safe_rules(version)]
+            self._close_keys({key for key, _ in rows}, stray)
+        return _closed(rows, stray)
+
+    def _safe_rules(self, version: int) -> list[Rule]:
+        try:
+            return self._kernel_rules(version)
+        except FirewallError:
+            log.warning("IPv%d firewall unavailable; nothing to flush there", version)
+            return []
+
+    # -- policy -------------------------------------------------------------
+
+    @staticmethod
+    def policy_rules(version: int, knock_port: int) -> list[list[str]]:
+        """INPUT rules of the default-closed policy, after the jump to TUMBLER."""
+        rules = [
+            ["-i", "lo", "-j", "ACCEPT"],
+            ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+        ]
+        if version == 6:
+            rules.extend(
+                ["-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", t, "-j", "ACCEPT"]
+                for t in ND_TYPES
+            )
+        knock = ["-p", "udp", "-m", "udp", "--dport", str(knock_port)]
+        rules.append(
+            [
+                *knock,
+                *("-m", "hashlimit", "--hashlimit-above", f"{KNOCK_RATE}/sec"),
+                *("--hashlimit-burst", str(KNOCK_BURST), "--hashlimit-mode", "srcip"),
+                *("--hashlimit-name", "tumbler_knock", "-j", "DROP"),
+            ]
+        )
+        rules.append([*knock, "-j", "ACCEPT"])
+        rules.append(["-p", "udp", "-j", "DROP"])
+        return rules
+
+    def render_policy(self, knock_port: int) -> list[str]:
+        lines: list[str] = []
+        for version in (4, 6):
+            tool = self.tool(version)
+            lines.append(shlex.join([tool, "-N", CHAIN]))
+            lines.append(shlex.join([tool, "-I", "INPUT", "1", "-j", CHAIN]))
+            lines.extend(
+                shlex.join([tool, "-A", "INPUT", *rule])
+                for rule in self.policy_rules(version, knock_port)
+            )
+            lines.append(shlex.join([tool, "-P", "INPUT", "DROP"]))
+        return lines
+
+    def apply_policy(self, knock_port: int) -> None:
+        """Add the missing policy rules and set INPUT's policy to DROP, one batch per family.
+
+        The policy change rides in the same batch as the accepts, so an
+        administrator on SSH is never cut off half-way.
+        """
+        for version in (4, 6):
+            self._ensure_chain(version)
+            lines = [":INPUT DROP [0:0]"]
+            for rule in self.policy_rules(version, knock_port):
+                code, _ = self._ipt(version, "-C", "INPUT", *rule, check=False)
+                if code != 0:
+                    lines.append(shlex.join(["-A", "INPUT", *rule]))
+            self._restore(version, lines)
+
+
+class IptablesNftBackend(IptablesBackend):
+    """The same, pinned to iptables-nft."""
+
+    name = "iptables-nft"
+    binary = "iptables-nft"
+
+
+class IptablesLegacyBackend(IptablesBackend):
+    """The same, pinned to iptables-legacy (x_tables in the kernel)."""
+
+    name = "iptables-legacy"
+    binary = "iptables-legacy"

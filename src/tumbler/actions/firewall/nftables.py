@@ -1,0 +1,510 @@
+"""nftables backend: timed set elements, so the kernel closes what was opened.
+
+Every change is one JSON transaction fed to `nft -j -f -` (argv list, JSON on
+stdin): either all of a knock's elements land or none do. Elements carry a
+kernel timeout, so access ends on time even if the daemon is killed; `expire`
+and `restore` therefore have nothing to do here.
+
+Two set-ups are supported:
+
+(a) tumbler's own table, `table inet tumbler`, with two sets keyed by
+    `address . protocol . port` (`open4`: `ipv4_addr . inet_proto . inet_service`,
+    `open6`: the same with `ipv6_addr`), `flags timeout`. `tumblerd firewall
+    init` adds a base chain `input` (hook input, policy drop) that accepts
+    loopback, established/related traffic, IPv6 neighbour discovery, the knock
+    port, and whatever the two sets hold; other UDP is dropped without an ICMP
+    reply. Use this when tumbler's chain is the host's input policy.
+
+(b) an administrator's own ruleset. In nftables an `accept` in one table does
+    not undo a `drop` in another table hooked at input, so tumbler's table
+    cannot open a port his ruleset drops. Instead the door names a set in his
+    table (`set = inet filter tumbler_ssh`) that his own rule refers to
+    (`ip saddr @tumbler_ssh tcp dport 22 accept`), and tumbler only adds timed
+    elements to it: the element is the bare address, and the ports are
+    whatever his rule says (the door's `open` key is then ignored by the
+    firewall). The set must be `type ipv4_addr` or `type ipv6_addr` with
+    `flags timeout`. Addresses of the other family go to a companion set of the
+    same name with `_v6` (or `_v4`) appended, e.g. `tumbler_ssh_v6` with
+    `ip6 saddr @tumbler_ssh_v6 tcp dport 22 accept`; if it does not exist, a
+    knock from that family fails with an error that says what to create.
+
+A repeated knock refreshes the timeout. nft 1.0.6 with this kernel leaves the
+timeout of an existing element untouched on `add`, so a knock adds, deletes
+and adds each element again inside one transaction: the first add makes the
+delete safe when the element is new, the second add starts a fresh timer, and
+the set never holds a duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tumbler.actions.firewall.base import (
+    COMMENT_PREFIX,
+    KNOCK_BURST,
+    KNOCK_RATE,
+    FirewallBackend,
+    OpenEntry,
+    check_door,
+    normalise_address,
+    timeout_seconds,
+)
+from tumbler.actions.firewall.libnft import default_runner
+from tumbler.actions.firewall.runner import CommandError, Runner
+from tumbler.errors import FirewallError
+from tumbler.ports import PortSpec
+
+NFT = "nft"
+FAMILY = "inet"
+TABLE = "tumbler"
+CHAIN = "input"
+SETS = {4: "open4", 6: "open6"}
+SET_TYPES = {4: "ipv4_addr", 6: "ipv6_addr"}
+ADDR_FAMILIES = {"ip", "ip6", "inet", "bridge", "netdev"}
+# Ranges are stored port by port (a plain hash set: no interval overlaps to
+# trip over when two doors open overlapping ranges); this bounds one knock.
+MAX_PORTS = 1024
+LIMIT_SETS = {4: "knock4", 6: "knock6"}
+LIMIT_SET_SIZE = 65535
+LIMIT_SET_TIMEOUT = 60
+
+Json = dict[str, Any]
+# (set, element key, address, door, expiry) of one element tumbler added.
+Element = tuple["SetRef", Any, str, str, float]
+
+
+@dataclass(frozen=True)
+class SetRef:
+    """A named set in some table: `inet filter tumbler_ssh`."""
+
+    family: str
+    table: str
+    name: str
+
+    @classmethod
+    def parse(cls, text: str) -> SetRef:
+        """Parse `family table set`; raise FirewallError naming the expected shape."""
+        parts = text.split()
+        if len(parts) != 3 or parts[0] not in ADDR_FAMILIES:
+            raise FirewallError(
+                f"set {text!r}: expected '<family> <table> <set>', e.g. 'inet filter tumbler_ssh'"
+            )
+        return cls(*parts)
+
+    def __str__(self) -> str:
+        return f"{self.family} {self.table} {self.name}"
+
+    def obj(self) -> Json:
+        return {"family": self.family, "table": self.table, "name": self.name}
+
+
+OWN_SETS = {v: SetRef(FAMILY, TABLE, name) for v, name in SETS.items()}
+
+
+def _comment(door: str) -> str:
+    return f"{COMMENT_PREFIX}{door}"
+
+
+def _door_of(comment: object) -> str | None:
+    if isinstance(comment, str) and comment.startswith(COMMENT_PREFIX):
+        return comment[len(COMMENT_PREFIX) :]
+    return None
+
+
+def _compress(ports: Iterable[tuple[str, int]]) -> str:
+    """`tcp/22, tcp/23, udp/53` -> `tcp/22-23, udp/53`, for listing."""
+    specs: list[PortSpec] = []
+    for proto, port in sorted(set(ports)):
+        last = specs[-1] if specs else None
+        if last is not None and last.proto == proto and last.last + 1 == port:
+            specs[-1] = PortSpec(proto, last.first, port)
+        else:
+            specs.append(PortSpec(proto, port, port))
+    return ", ".join(str(s) for s in specs)
+
+
+def _match(left: Json, right: object, op: str = "==") -> Json:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _payload(protocol: str, field: str) -> Json:
+    return {"payload": {"protocol": protocol, "field": field}}
+
+
+def _meta(key: str) -> Json:
+    return {"meta": {"key": key}}
+
+
+def _knock_limit(knock_port: int, version: int) -> tuple[str, list[Json]]:
+    """Drop knock datagrams beyond KNOCK_RATE from one source, before the daemon reads them.
+
+    A flood from a few addresses then costs the kernel, not the daemon's socket buffer, so
+    a genuine knock from another address still gets through.
+    """
+    field = f"{'ip' if version == 4 else 'ip6'} saddr"
+    text = (
+        f"udp dport {knock_port} add @{LIMIT_SETS[version]} "
+        f"{{ {field} limit rate over {KNOCK_RATE}/second burst {KNOCK_BURST} packets }} drop"
+    )
+    limit = {"limit": {"rate": KNOCK_RATE, "burst": KNOCK_BURST, "per": "second", "inv": True}}
+    update = {
+        "set": {
+            "op": "add",
+            "elem": _payload(field.split()[0], "saddr"),
+            "set": f"@{LIMIT_SETS[version]}",
+            "stmt": [limit],
+        }
+    }
+    return text, [_match(_payload("udp", "dport"), knock_port), update, {"drop": None}]
+
+
+def _limit_set_specs() -> list[Json]:
+    return [
+        {
+            "family": FAMILY,
+            "table": TABLE,
+            "name": name,
+            "type": SET_TYPES[version],
+            "size": LIMIT_SET_SIZE,
+            "flags": ["timeout"],
+            "timeout": LIMIT_SET_TIMEOUT,
+        }
+        for version, name in LIMIT_SETS.items()
+    ]
+
+
+def policy_rules(knock_port: int) -> list[tuple[str, list[Json]]]:
+    """The default-closed chain's rules, each as (nft text, JSON expression).
+
+    Kept side by side so that `--print` shows exactly what `init` applies.
+    """
+    nd = ["nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert"]
+    triple = [_meta("l4proto"), _payload("th", "dport")]
+    return [
+        ('iif "lo" accept', [_match(_meta("iif"), "lo"), {"accept": None}]),
+        (
+            "ct state established,related accept",
+            [_match({"ct": {"key": "state"}}, ["established", "related"], "in"), {"accept": None}],
+        ),
+        (
+            f"icmpv6 type {{ {', '.join(nd)} }} accept",
+            [_match(_payload("icmpv6", "type"), {"set": nd}), {"accept": None}],
+        ),
+        *(_knock_limit(knock_port, version) for version in (4, 6)),
+        (
+            f"udp dport {knock_port} accept",
+            [_match(_payload("udp", "dport"), knock_port), {"accept": None}],
+        ),
+        (
+            f"ip saddr . meta l4proto . th dport @{SETS[4]} accept",
+            [
+                _match({"concat": [_payload("ip", "saddr"), *triple]}, f"@{SETS[4]}"),
+                {"accept": None},
+            ],
+        ),
+        (
+            f"ip6 saddr . meta l4proto . th dport @{SETS[6]} accept",
+            [
+                _match({"concat": [_payload("ip6", "saddr"), *triple]}, f"@{SETS[6]}"),
+                {"accept": None},
+            ],
+        ),
+        (
+            "meta l4proto udp drop",
+            [_match(_meta("l4proto"), "udp"), {"drop": None}],
+        ),
+    ]
+
+
+class NftablesBackend(FirewallBackend):
+    """Doors as timed elements of nftables sets (see the module docstring)."""
+
+    name = "nftables"
+    kernel_timeouts = True
+
+    def __init__(
+        self,
+        runner: Runner | None = None,
+        set_name: str | None = None,
+        door_sets: Mapping[str, str] | None = None,
+    ) -> None:
+        """`set_name` sends every door to an administrator's set, `door_sets` some doors.
+
+        Without a runner, changes go through libnftables in-process when it loads (see
+        `tumbler.actions.firewall.libnft`), else through the `nft` program.
+        """
+        super().__init__(runner if runner is not None else default_runner())
+        self.default_set = SetRef.parse(set_name) if set_name else None
+        self.door_sets = {check_door(d): SetRef.parse(s) for d, s in (door_sets or {}).items()}
+        self._types: dict[SetRef, str] = {}
+
+    # -- plumbing -----------------------------------------------------------
+
+    @classmethod
+    def probe(cls, runner: Runner | None = None) -> str | None:
+        try:
+            (runner or Runner()).run([NFT, "-j", "list", "tables"])
+        except FirewallError as exc:
+            return str(exc)
+        return None
+
+    def _apply(self, commands: list[Json]) -> None:
+        """Run one atomic transaction."""
+        self.runner.run([NFT, "-j", "-f", "-"], input=json.dumps({"nftables": commands}))
+
+    def _list(self, *what: str) -> list[Json] | None:
+        """`nft -j list <what>` as its objects; None if it does not exist."""
+        result = self.runner.run([NFT, "-j", "list", *what], check=False)
+        if result.returncode != 0:
+            if "No such file or directory" in result.stderr:
+                return None
+            raise CommandError(result.argv, f"exit {result.returncode}: {result.stderr.strip()}")
+        try:
+            data = json.loads(result.stdout)
+        except json.JSONDecodeError as exc:
+            raise FirewallError(f"nft -j list {' '.join(what)}: unreadable JSON: {exc}") from exc
+        items = data.get("nftables", []) if isinstance(data, dict) else []
+        return [item for item in items if isinstance(item, dict)]
+
+    def _ensure_own(self) -> list[Json]:
+        """Commands that create tumbler's table and sets if missing (idempotent)."""
+        cmds: list[Json] = [{"add": {"table": {"family": FAMILY, "name": TABLE}}}]
+        for version, ref in OWN_SETS.items():
+            spec = {
+                **ref.obj(),
+                "type": [SET_TYPES[version], "inet_proto", "inet_service"],
+                "flags": ["timeout"],
+            }
+            cmds.append({"add": {"set": spec}})
+        return cmds
+
+    def _set_type(self, ref: SetRef) -> str | None:
+        """The type of an administrator's set, checked once; None if it does not exist."""
+        if ref in self._types:
+            return self._types[ref]
+        items = self._list("set", ref.family, ref.table, ref.name)
+        if items is None:
+            return None
+        sets = [item["set"] for item in items if "set" in item]
+        if not sets:
+            return None
+        kind, flags = sets[0].get("type"), sets[0].get("flags", [])
+        if kind not in SET_TYPES.values():
+            raise FirewallError(f"set {ref} has type {kind}; tumbler needs ipv4_addr or ipv6_addr")
+        if "timeout" not in flags:
+            raise FirewallError(
+                f"set {ref} lacks 'flags timeout', so tumbler could not time its elements"
+            )
+        self._types[ref] = kind
+        return kind
+
+    def _external_target(self, ref: SetRef, version: int) -> SetRef:
+        """The administrator's set that holds addresses of this IP version."""
+        wanted = SET_TYPES[version]
+        kind = self._set_type(ref)
+        if kind is None:
+            raise FirewallError(f"set {ref} does not exist")
+        if kind == wanted:
+            return ref
+        companion = SetRef(ref.family, ref.table, f"{ref.name}_v{version}")
+        if self._set_type(companion) == wanted:
+            return companion
+        match = "ip6 saddr" if version == 6 else "ip saddr"
+        raise FirewallError(
+            f"set {ref} holds {kind} only; for IPv{version} knockers create "
+            f"'set {companion.name} {{ type {wanted}; flags timeout; }}' in table "
+            f"{ref.family} {ref.table} and a rule '{match} @{companion.name} ... accept'"
+        )
+
+    def _set_for_door(self, door: str) -> SetRef | None:
+        return self.door_sets.get(door, self.default_set)
+
+    def _external_sets(self) -> list[SetRef]:
+        refs = {*self.door_sets.values()}
+        if self.default_set is not None:
+            refs.add(self.default_set)
+        out: list[SetRef] = []
+        for ref in sorted(refs, key=str):
+            out.append(ref)
+            for version in (4, 6):
+                out.append(SetRef(ref.family, ref.table, f"{ref.name}_v{version}"))
+        return out
+
+    @staticmethod
+    def _element_ops(ref: SetRef, elems: list[Json], keys: list[Any]) -> list[Json]:
+        """add, delete, add: a fresh timer for existing elements, never a duplicate."""
+        add = {"add": {"element": {**ref.obj(), "elem": elems}}}
+        delete = {"delete": {"element": {**ref.obj(), "elem": keys}}}
+        return [add, delete, add]
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def open(
+        self, door: str, address: str, ports: Sequence[PortSpec], timeout: float, now: float
+    ) -> float:
+        check_door(door)
+        addr, version = normalise_address(address)
+        seconds = timeout_seconds(timeout)
+        comment = _comment(door)
+        with self._lock:
+            external = self._set_for_door(door)
+            if external is not None:
+                ref = self._external_target(external, version)
+                elem = {"elem": {"val": addr, "timeout": seconds, "comment": comment}}
+                commands = self._element_ops(ref, [elem], [addr])
+            else:
+                keys = _port_keys(addr, ports)
+                elems = [
+                    {"elem": {"val": key, "timeout": seconds, "comment": comment}} for key in keys
+                ]
+                commands = self._ensure_own() + self._element_ops(OWN_SETS[version], elems, keys)
+            try:
+                self._apply(commands)
+            except FirewallError:
+                self._types.clear()
+                raise
+        return now + seconds
+
+    def expire(self, now: float) -> list[OpenEntry]:
+        """Nothing to do: the kernel removes elements whose timeout ran out."""
+        return []
+
+    def restore(self, now: float) -> list[OpenEntry]:
+        """Nothing to do: elements kept timing out in the kernel while the daemon was down."""
+        return []
+
+    def _elements(self, now: float) -> list[Element]:
+        """Every element tumbler added: (set, key, address, door, expiry)."""
+        found: list[Element] = []
+        # Each set on its own: listing the whole table would also dump the knock
+        # rate-limit sets, up to 65,535 elements each during a flood.
+        for ref in [*OWN_SETS.values(), *self._external_sets()]:
+            for item in self._list("set", *str(ref).split()) or []:
+                spec = item.get("set")
+                if not spec or spec.get("name") != ref.name or spec.get("table") != ref.table:
+                    continue
+                for raw in spec.get("elem", []):
+                    entry = raw.get("elem") if isinstance(raw, dict) else None
+                    if not isinstance(entry, dict):
+                        continue
+                    door = _door_of(entry.get("comment"))
+                    if door is None:
+                        continue
+                    key = entry.get("val")
+                    address = key["concat"][0] if isinstance(key, dict) else key
+                    expires = now + float(entry.get("expires", 0))
+                    found.append((ref, key, str(address), door, expires))
+        return found
+
+    def list_open(self, now: float) -> list[OpenEntry]:
+        with self._lock:
+            return _group(self._elements(now))
+
+    def _remove(self, elements: list[Element]) -> None:
+        """Delete these elements in one transaction, even if some just timed out."""
+        commands: list[Json] = []
+        by_set: dict[SetRef, list[Any]] = {}
+        for ref, key, *_ in elements:
+            by_set.setdefault(ref, []).append(key)
+        for ref, keys in by_set.items():
+            # Adding first (a no-op when present) keeps the delete from failing
+            # on an element the kernel timed out between the list and now.
+            elems = [{"elem": {"val": key, "timeout": 1}} for key in keys]
+            commands.append({"add": {"element": {**ref.obj(), "elem": elems}}})
+            commands.append({"delete": {"element": {**ref.obj(), "elem": keys}}})
+        if commands:
+            self._apply(commands)
+
+    def close(self, address: str, door: str | None = None) -> list[OpenEntry]:
+        addr, _ = normalise_address(address)
+        with self._lock:
+            chosen = [
+                e
+                for e in self._elements(time.time())
+                if e[2] == addr and (door is None or e[3] == door)
+            ]
+            self._remove(chosen)
+        return _group(chosen)
+
+    def flush(self) -> list[OpenEntry]:
+        with self._lock:
+            chosen = self._elements(time.time())
+            self._remove(chosen)
+        return _group(chosen)
+
+    # -- policy -------------------------------------------------------------
+
+    def render_policy(self, knock_port: int) -> list[str]:
+        lines = [f"table {FAMILY} {TABLE} {{"]
+        for version, name in SETS.items():
+            lines.append(
+                f"\tset {name} {{ type {SET_TYPES[version]} . inet_proto . inet_service; "
+                "flags timeout; }"
+            )
+        for spec in _limit_set_specs():
+            lines.append(
+                f"\tset {spec['name']} {{ type {spec['type']}; size {spec['size']}; "
+                f"flags timeout; timeout {spec['timeout']}s; }}"
+            )
+        lines.append(f"\tchain {CHAIN} {{")
+        lines.append("\t\ttype filter hook input priority filter; policy drop;")
+        lines.extend(f"\t\t{text}" for text, _ in policy_rules(knock_port))
+        lines.append("\t}")
+        lines.append("}")
+        return lines
+
+    def policy_commands(self, knock_port: int) -> list[Json]:
+        """The JSON transaction `apply_policy` sends: idempotent, keeps open elements."""
+        chain = {"family": FAMILY, "table": TABLE, "name": CHAIN}
+        base = {**chain, "type": "filter", "hook": "input", "prio": 0, "policy": "drop"}
+        commands = self._ensure_own()
+        commands.append({"add": {"chain": base}})
+        commands.append({"flush": {"chain": chain}})
+        commands.extend({"add": {"set": spec}} for spec in _limit_set_specs())
+        for _, expr in policy_rules(knock_port):
+            rule = {"family": FAMILY, "table": TABLE, "chain": CHAIN, "expr": expr}
+            commands.append({"add": {"rule": rule}})
+        return commands
+
+    def apply_policy(self, knock_port: int) -> None:
+        self._apply(self.policy_commands(knock_port))
+
+
+def _port_keys(address: str, ports: Sequence[PortSpec]) -> list[Json]:
+    keys: list[Json] = []
+    seen: set[tuple[str, int]] = set()
+    for spec in ports:
+        for port in range(spec.first, spec.last + 1):
+            if (spec.proto, port) not in seen:
+                seen.add((spec.proto, port))
+                keys.append({"concat": [address, spec.proto, port]})
+    if not keys:
+        raise FirewallError("a door with no ports to open")
+    if len(keys) > MAX_PORTS:
+        raise FirewallError(f"a door may open at most {MAX_PORTS} ports, not {len(keys)}")
+    return keys
+
+
+def _group(elements: list[Element]) -> list[OpenEntry]:
+    """One entry per (address, door): its ports joined, its latest expiry."""
+    ports: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    labels: dict[tuple[str, str], list[str]] = {}
+    expiry: dict[tuple[str, str], float] = {}
+    for ref, key, address, door, expires in elements:
+        group = (address, door)
+        ports.setdefault(group, [])
+        if isinstance(key, dict):
+            ports[group].append((str(key["concat"][1]), int(key["concat"][2])))
+        elif f"set {ref}" not in labels.setdefault(group, []):
+            labels[group].append(f"set {ref}")
+        expiry[group] = max(expiry.get(group, 0.0), expires)
+    return sorted(
+        OpenEntry(
+            a, d, ", ".join(filter(None, [_compress(p), *labels.get((a, d), [])])), expiry[(a, d)]
+        )
+        for (a, d), p in ports.items()
+    )

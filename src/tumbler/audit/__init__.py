@@ -1,0 +1,1 @@
+"""tumbler sniff: reads captures and reports the knocks in them."""

@@ -1,0 +1,1 @@
+"""The command-line front-ends: tumbler and tumblerd with their subcommands."""

@@ -1,0 +1,79 @@
+"""`tumblerd firewall init|list|flush`: library functions the argparse front-end calls."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TextIO
+
+from tumbler.actions.firewall.base import FirewallBackend, OpenEntry
+from tumbler.errors import FirewallError
+
+ACTIONS = ("init", "list", "flush")
+
+
+def format_table(entries: Sequence[OpenEntry], now: float) -> list[str]:
+    """Open doors as aligned text columns; times in local ISO form for an administrator."""
+    header = ("ADDRESS", "DOOR", "PORTS", "UNTIL", "REMAINING")
+    rows = [
+        (
+            e.address,
+            e.door,
+            e.ports,
+            datetime.fromtimestamp(e.expires).astimezone().isoformat(timespec="seconds"),
+            f"{int(e.remaining(now))}s",
+        )
+        for e in entries
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def firewall_command(
+    action: str,
+    backend: FirewallBackend,
+    knock_port: int,
+    print_only: bool,
+    out: TextIO,
+    err: TextIO | None = None,
+    now: float | None = None,
+) -> int:
+    """Run one `tumblerd firewall` action; return the exit status (0 ok, 1 failed, 2 misuse).
+
+    `print_only` only matters to `init` (`--print`): show the policy, change nothing.
+    """
+    err = err if err is not None else sys.stderr
+    now = time.time() if now is None else now
+    try:
+        if action == "init":
+            lines = backend.init_policy(knock_port, apply=not print_only)
+            if print_only:
+                out.write("\n".join(lines) + "\n")
+            else:
+                out.write(
+                    f"default-closed policy applied ({backend.name}); "
+                    f"knock port udp/{knock_port} stays reachable\n"
+                )
+        elif action == "list":
+            entries = backend.list_open(now)
+            if entries:
+                out.write("\n".join(format_table(entries, now)) + "\n")
+            else:
+                out.write("nothing is open\n")
+        elif action == "flush":
+            closed = backend.flush()
+            out.write(f"closed {len(closed)} opening(s)\n")
+            for e in closed:
+                out.write(f"  {e.address}  {e.door}  {e.ports}\n")
+        else:
+            err.write(f"tumblerd firewall: unknown action {action!r} (use {', '.join(ACTIONS)})\n")
+            return 2
+    except FirewallError as exc:
+        err.write(f"tumblerd firewall {action}: {exc}\n")
+        return 1
+    return 0

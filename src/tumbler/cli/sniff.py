@@ -1,0 +1,100 @@
+"""`tumbler sniff`: the argparse front-end of the knock auditor in `tumbler.audit.sniff`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+
+from tumbler.audit.sniff import (
+    DEFAULT_WINDOW,
+    SniffError,
+    Stats,
+    analyze,
+    format_report,
+    read_packets,
+    report_to_json,
+)
+from tumbler.protocols.tumbler1 import DEFAULT_PORT
+
+
+def _read_secret_file(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read().rstrip("\r\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `tumbler sniff` options (the client mounts them as a subcommand)."""
+    p = argparse.ArgumentParser(
+        prog="tumbler sniff",
+        description=(
+            "Audit a capture for knocks: TCP connection attempts that never got a "
+            "SYN-ACK (classic port knocks, which anyone watching can replay) and Tumbler "
+            "datagrams (replays flagged). Reads `tcpdump -n` text or a pcap/pcapng file."
+        ),
+    )
+    p.add_argument("input", nargs="?", default="-", help="capture or tcpdump text (default stdin)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="Tumbler UDP port (8675)")
+    p.add_argument("--secret", action="append", default=[], help="a door secret (repeatable)")
+    p.add_argument("--secret-file", action="append", default=[], help="file holding a secret")
+    p.add_argument(
+        "--window", type=int, default=DEFAULT_WINDOW, help="minutes searched either side (10)"
+    )
+    p.add_argument("--udp", action="store_true", help="also report unanswered UDP datagrams")
+    p.add_argument(
+        "--no-refused", action="store_true", help="do not count SYNs answered by RST as knocks"
+    )
+    p.add_argument(
+        "--date", type=date.fromisoformat, help="date (YYYY-MM-DD, local) for time-only text"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-v", "--verbose", action="store_true", help="details and skipped-line count")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `tumbler sniff`: 0 on success, 2 on an unusable input or option."""
+    args = build_parser().parse_args(argv)
+    if args.window < 0 or not 0 < args.port < 65536:
+        print("tumbler sniff: --window must be >= 0 and --port 1-65535", file=sys.stderr)
+        return 2
+    try:
+        secrets = [*args.secret, *(_read_secret_file(f) for f in args.secret_file)]
+        stats = Stats()
+        if args.input == "-":
+            packets = list(read_packets(sys.stdin.buffer, stats, args.date))
+        else:
+            with open(args.input, "rb") as f:
+                packets = list(read_packets(f, stats, args.date))
+    except (OSError, SniffError) as exc:
+        print(f"tumbler sniff: {exc}", file=sys.stderr)
+        return 2
+    report = analyze(
+        packets,
+        stats=stats,
+        tumbler_port=args.port,
+        secrets=secrets,
+        window=args.window,
+        include_refused=not args.no_refused,
+        udp_knocks=args.udp,
+    )
+    try:
+        if args.json:
+            sys.stdout.write(json.dumps(report_to_json(report), indent=2) + "\n")
+        else:
+            sys.stdout.write(format_report(report, args.verbose))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `tumbler sniff ... | head` is fine
+        return 0
+    if args.verbose:
+        print(
+            f"tumbler sniff: {stats.format}, {stats.lines} lines/records, "
+            f"{stats.packets} packets, {stats.skipped} skipped",
+            file=sys.stderr,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""`tumblerd`: the command-line front-end of the daemon and its administration commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import logging.handlers
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from tumbler import __version__
+from tumbler.cli.logfmt import JournalFormatter, stderr_is_journal
+from tumbler.config.daemon import (
+    FIREWALLS,
+    Config,
+    default_control_path,
+    default_state_dir,
+    load_config,
+)
+from tumbler.daemon import sdnotify
+from tumbler.errors import ConfigError, TumblerError
+
+DEFAULT_CONFIG = "/etc/tumbler/tumblerd.conf"
+
+EPILOG = """\
+examples:
+  tumblerd --config /etc/tumbler/tumblerd.conf        serve in the foreground
+  tumblerd --check-config --config tumblerd.conf      check a config and exit
+  tumblerd firewall init --print                      show the default-closed policy
+  tumblerd firewall list                              what is open, for whom, until when
+
+signals: SIGHUP reloads the config (a broken one is refused, the old one keeps
+serving); SIGTERM and SIGINT stop cleanly.  exit status: 0 ok, 1 runtime failure,
+2 bad config or usage.
+"""
+
+
+def setup_logging(log_file: str | None, verbose: bool = False) -> None:
+    """Log to stderr (journald reads it) and to the config's log file, if any."""
+    root = logging.getLogger("tumblerd")
+    root.handlers.clear()
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+    stderr = logging.StreamHandler(sys.stderr)
+    if stderr_is_journal():
+        stderr.setFormatter(JournalFormatter("%(message)s"))
+    else:
+        stderr.setFormatter(logging.Formatter("%(asctime)s tumblerd: %(message)s", "%H:%M:%S"))
+    root.addHandler(stderr)
+    if log_file:
+        # WatchedFileHandler reopens the file after logrotate moves it.
+        handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s tumblerd[%(process)d]: %(levelname)s %(message)s")
+        )
+        root.addHandler(handler)
+
+
+def _parser() -> argparse.ArgumentParser:
+    config_opts = argparse.ArgumentParser(add_help=False)
+    config_opts.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help=f"config file (default {DEFAULT_CONFIG})",
+    )
+    parser = argparse.ArgumentParser(
+        prog="tumblerd",
+        description="Listen for Tumbler knocks and open doors for the addresses that knock.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=DEFAULT_CONFIG,
+        help=f"config file (default {DEFAULT_CONFIG})",
+    )
+    parser.add_argument(
+        "-p",
+        "--port",
+        type=int,
+        metavar="N",
+        help="UDP port to listen on, overriding the config's port",
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="check the config file, report problems and exit",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    parser.add_argument("--version", action="version", version=f"tumblerd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    fw = sub.add_parser(
+        "firewall",
+        parents=[config_opts],
+        help="manage the firewall doors",
+        description="Manage the firewall that tumblerd's doors open.",
+    )
+    fw.add_argument(
+        "action",
+        choices=("init", "list", "flush"),
+        help="init: apply the default-closed policy; list: what is open now; "
+        "flush: close all that tumblerd opened",
+    )
+    fw.add_argument(
+        "--print",
+        dest="print_only",
+        action="store_true",
+        help="with init: print the rules instead of applying them",
+    )
+    fw.add_argument(
+        "--backend",
+        choices=FIREWALLS,
+        help="firewall backend (default: the config's firewall key)",
+    )
+    status = sub.add_parser(
+        "status", parents=[config_opts], help="show a running daemon's counters and open doors"
+    )
+    status.add_argument("--json", action="store_true", help="print the raw answer as JSON")
+    close = sub.add_parser(
+        "close", parents=[config_opts], help="close early what is open for an address"
+    )
+    close.add_argument("address", help="the IPv4 or IPv6 address to close for")
+    sub.add_parser(
+        "demo",
+        help="show a knock opening a port, end to end (as root: in network namespaces)",
+        description="Build a throw-away lab (network namespaces when root, loopback otherwise), "
+        "knock, and show the port opening for the knocker alone. Cleans up after itself.",
+    )
+    return parser
+
+
+def _config_for(args: argparse.Namespace) -> Config:
+    """The config to act on; the administration commands work on defaults before one exists."""
+    admin = args.command in ("firewall", "status", "close")
+    if admin and args.config == DEFAULT_CONFIG and not os.path.exists(DEFAULT_CONFIG):
+        return Config(
+            path="(built-in defaults)",
+            state=str(default_state_dir() / "state.db"),
+            control=default_control_path(),
+        )
+    return load_config(args.config)
+
+
+def _serve(args: argparse.Namespace, config: Config) -> int:
+    from tumbler.daemon.wiring import Daemon
+
+    try:
+        setup_logging(config.log, args.verbose)
+    except OSError as exc:
+        print(f"tumblerd: error: cannot open log file {config.log}: {exc}", file=sys.stderr)
+        return 1
+    for warning in config.warnings:
+        logging.getLogger("tumblerd").warning("warning: %s", warning)
+    try:
+        daemon = Daemon(config, port=args.port)
+
+        def ready() -> None:
+            sdnotify.ready(f"{len(config.doors)} doors on udp port {daemon.port}")
+
+        daemon.on_ready = ready
+        asyncio.run(daemon.serve())
+    except OSError as exc:
+        logging.getLogger("tumblerd").error("cannot start: %s", exc)
+        return 1
+    except TumblerError as exc:
+        logging.getLogger("tumblerd").error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+def _firewall(args: argparse.Namespace, config: Config) -> int:
+    from tumbler.actions.firewall import get_backend, resolve_name
+    from tumbler.cli.firewall import firewall_command
+
+    name = resolve_name(args.backend or config.firewall)
+    # Doors that fill an administrator's nftables set (`set = ...`): list and flush
+    # must look there too, not only in tumbler's own table.
+    sets = {d.name: d.set for d in config.doors if d.set} if name == "nftables" else None
+    backend = get_backend(name, state_path=config.state, door_sets=sets)
+    return firewall_command(args.action, backend, config.port, args.print_only, sys.stdout)
+
+
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def _status(args: argparse.Namespace, config: Config) -> int:
+    from tumbler.daemon.control import request
+
+    answer = request(config.control, {"command": "status"})
+    if args.json:
+        print(json.dumps(answer, indent=2, sort_keys=True))
+        return 0
+    uptime = int(answer["uptime"])
+    print(
+        f"tumblerd pid {answer['pid']}, up {uptime // 3600}h{uptime % 3600 // 60:02d}m"
+        f"{uptime % 60:02d}s, udp port {answer['port']}, {len(answer['doors'])} doors, "
+        f"replay {answer['replay']}"
+    )
+    counters = answer["counters"]
+    print("knocks: " + (", ".join(f"{k} {v}" for k, v in sorted(counters.items())) or "none"))
+    entries = answer["open"]
+    if not entries:
+        print("open: nothing")
+    for e in entries:
+        print(
+            f"open: {e['address']:<39} door {e['door']:<16} {e['ports']:<20} "
+            f"until {_when(e['expires'])}"
+        )
+    return 0
+
+
+def _close(args: argparse.Namespace, config: Config) -> int:
+    from tumbler.daemon.control import request
+
+    answer = request(config.control, {"command": "close", "address": args.address})
+    closed = answer["closed"]
+    for e in closed:
+        print(f"closed: {e['address']} door {e['door']} {e['ports']}")
+    if not closed:
+        print(f"nothing was open for {args.address}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from tumbler.lab.demo import main as demo
+
+        return demo()
+    if args.port is not None and not 1 <= args.port <= 65535:
+        print(f"tumblerd: error: --port {args.port} is out of range 1-65535", file=sys.stderr)
+        return 2
+    try:
+        config = _config_for(args)
+    except ConfigError as exc:
+        print(f"tumblerd: error: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        for warning in config.warnings:
+            print(f"tumblerd: warning: {warning}", file=sys.stderr)
+        print(f"{args.config}: ok, {len(config.doors)} doors")
+        return 0
+    try:
+        if args.command == "firewall":
+            return _firewall(args, config)
+        if args.command == "status":
+            return _status(args, config)
+        if args.command == "close":
+            return _close(args, config)
+        return _serve(args, config)
+    except TumblerError as exc:
+        print(f"tumblerd: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Knocking as a library: single packets, port sequences, ssh ProxyCommand, host profiles."""

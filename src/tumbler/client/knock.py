@@ -1,0 +1,522 @@
+"""Client-side library: turn a `tumbler://` URL and a secret into a knock on the wire.
+
+The `tumbler` CLI is a thin front-end over these functions, so that tests, benchmarks
+and later commands (`tumbler ssh-proxy`) knock exactly the way the CLI does. Nothing
+here prints; warnings go through a callback and errors are raised as `KnockError`
+(runtime failure, exit status 1) or `KnockUsageError` (bad input, exit status 2).
+A secret never appears in an error message, a repr or a prompt.
+"""
+
+from __future__ import annotations
+
+import errno
+import getpass
+import ipaddress
+import os
+import re
+import selectors
+import socket
+import stat
+import time
+import urllib.parse
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import cast
+
+from tumbler.errors import TumblerError
+from tumbler.ports import PortSpec, parse_port_spec
+from tumbler.protocols import tumbler1 as protocol
+
+SCHEME = "tumbler"
+SECRET_ENV = "TUMBLER_SECRET"  # noqa: S105 (a variable name, not a secret)
+# A secret file's first line longer than this is the wrong file, not a secret.
+MAX_SECRET_BYTES = 4096
+# Between classic knocks: long enough that knocks stay in order across a real network,
+# short enough that a 3-port sequence takes 0.2 s, far inside a 10 s sequence_timeout.
+DEFAULT_DELAY_MS = 100
+# How long a classic TCP knock waits to learn whether it was answered (only reported).
+REPLY_WAIT = 0.05
+# What a classic UDP knock carries: one byte, as knockd's `knock` client sends.
+UDP_KNOCK_PAYLOAD = b"\x00"
+
+SockAddr = tuple[str, int] | tuple[str, int, int, int]
+Warn = Callable[[str], None]
+
+
+class KnockError(TumblerError):
+    """A knock that could not be made (name resolution, network, file): exit status 1."""
+
+
+class KnockUsageError(KnockError):
+    """Bad input from the user (URL, secret, address, port): exit status 2."""
+
+
+# --- URL -------------------------------------------------------------------------------
+
+_SCHEME_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*\Z")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?\Z")
+URL_SHAPE = "tumbler://[SECRET@]HOST[:PORT]/"
+
+
+@dataclass(frozen=True)
+class KnockURL:
+    """A parsed `tumbler://[SECRET@]HOST[:PORT]/`; the secret is kept out of repr and str."""
+
+    host: str
+    port: int = protocol.DEFAULT_PORT
+    secret: str | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        host = f"[{self.host.replace('%', '%25')}]" if ":" in self.host else self.host
+        return f"{SCHEME}://{host}:{self.port}/"
+
+
+def _bad_url(reason: str) -> KnockUsageError:
+    return KnockUsageError(f"bad URL: {reason} (expected {URL_SHAPE})")
+
+
+def _parse_port(text: str) -> int:
+    if not text:
+        return protocol.DEFAULT_PORT
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
+        raise _bad_url(f"port {text!r} is not a number from 1 to 65535")
+    return int(text)
+
+
+def _split_hostport(hostport: str) -> tuple[str, int]:
+    """Split HOST[:PORT] or [IPV6][:PORT]; a bare IPv6 address is refused as ambiguous."""
+    if hostport.startswith("["):
+        close = hostport.find("]")
+        if close == -1:
+            raise _bad_url("missing ']' after the IPv6 address")
+        literal = urllib.parse.unquote(hostport[1:close])  # a zone id is written %25eth0
+        after = hostport[close + 1 :]
+        if after and not after.startswith(":"):
+            raise _bad_url("only ':PORT' may follow ']'")
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            raise _bad_url(f"{literal!r} in brackets is not an IPv6 address") from None
+        return literal, _parse_port(after[1:])
+    host, _, port_text = hostport.partition(":")
+    if ":" in port_text:
+        raise _bad_url("an IPv6 address must be in brackets, as in tumbler://[fd00::1]:8675/")
+    if not host:
+        raise _bad_url("no host")
+    if len(host) > 253 or not _HOSTNAME.match(host):
+        raise _bad_url(f"{host!r} is not a host name or address")
+    return host, _parse_port(port_text)
+
+
+def parse_url(text: str) -> KnockURL:
+    """Parse a door URL; the secret is percent-decoded (UTF-8), so it may hold `@ : / %`.
+
+    Error messages name the part that is wrong but never echo the secret.
+    """
+    text = text.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        raise _bad_url("no '://'")
+    if scheme.lower() != SCHEME:
+        shown = f" {scheme}://" if _SCHEME_SHAPE.match(scheme) else ""
+        raise _bad_url(f"scheme{shown} is not {SCHEME}://")
+    end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    if tail not in ("", "/"):
+        raise _bad_url("nothing may follow HOST:PORT/ (write / ? # in a secret as %2F %3F %23)")
+    userinfo, at, hostport = authority.rpartition("@")
+    secret: str | None = None
+    if at:
+        if not userinfo:
+            raise KnockUsageError("bad URL: empty secret before '@'")
+        if _BAD_ESCAPE.search(userinfo):
+            raise _bad_url("broken %-escape in the secret (write % itself as %25)")
+        try:
+            secret = urllib.parse.unquote(userinfo, errors="strict")
+        except UnicodeDecodeError:
+            raise _bad_url("the secret's %-escapes are not UTF-8") from None
+    host, port = _split_hostport(hostport)
+    return KnockURL(host, port, secret)
+
+
+# --- secret ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A door secret and where it came from (the origin may be shown, the value never)."""
+
+    value: str = field(repr=False)
+    origin: str
+
+
+def _nonempty(value: str, origin: str) -> Secret:
+    if not value:
+        raise KnockUsageError(f"empty secret from {origin}")
+    return Secret(value, origin)
+
+
+def read_secret_file(path: str, warn: Warn | None = None) -> str:
+    """The first line of `path` without its line ending (LF or CRLF), decoded as UTF-8.
+
+    Warns when a regular file is readable by group or others: the secret opens a door.
+    Pipes (`--secret-file <(pass show door)`) are read without the permission check.
+    """
+    try:
+        with open(path, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            if warn is not None and stat.S_ISREG(mode) and mode & 0o044:
+                warn(f"secret file {path} is readable by group or others; chmod 600 it")
+            line = handle.readline(MAX_SECRET_BYTES + 1)
+    except OSError as exc:
+        raise KnockError(f"cannot read secret file {path}: {exc.strerror}") from None
+    if len(line) > MAX_SECRET_BYTES and not line.endswith(b"\n"):
+        raise KnockUsageError(f"secret file {path}: first line is over {MAX_SECRET_BYTES} bytes")
+    line = line.removesuffix(b"\n").removesuffix(b"\r")
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise KnockUsageError(f"secret file {path}: first line is not UTF-8") from None
+
+
+def prompt_secret(label: str) -> str:
+    """Ask on the terminal without echo; refuse rather than read an echoing stdin."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", getpass.GetPassWarning)
+        try:
+            return getpass.getpass(f"Secret for {label}: ")
+        except getpass.GetPassWarning:
+            raise KnockUsageError(
+                f"no secret given and no terminal to ask on; use --secret-file or {SECRET_ENV}"
+            ) from None
+        except EOFError:
+            raise KnockUsageError("no secret entered") from None
+
+
+def resolve_secret(
+    url: KnockURL,
+    *,
+    secret_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    prompt: Callable[[str], str] | None = prompt_secret,
+    warn: Warn | None = None,
+) -> Secret:
+    """Find the secret: URL, then `secret_file`, then $TUMBLER_SECRET, then the prompt.
+
+    The first source present wins, and an empty secret from it is an error rather than
+    a reason to fall through: an empty variable or file is a mistake worth hearing about.
+    """
+    environ = os.environ if environ is None else environ
+    if url.secret is not None:
+        if secret_file is not None and warn is not None:
+            warn("the URL holds a secret; --secret-file is ignored")
+        return _nonempty(url.secret, "the URL")
+    if secret_file is not None:
+        return _nonempty(read_secret_file(secret_file, warn), f"--secret-file {secret_file}")
+    if SECRET_ENV in environ:
+        return _nonempty(environ[SECRET_ENV], SECRET_ENV)
+    if prompt is None:
+        raise KnockUsageError(f"no secret given; use the URL, --secret-file or {SECRET_ENV}")
+    return _nonempty(prompt(str(url)), "the prompt")
+
+
+# --- addresses -------------------------------------------------------------------------
+
+
+def normalize_source(text: str) -> str:
+    """Validate a `--from` address and give it the form that enters the hash."""
+    try:
+        return protocol.normalize_address(text.strip())
+    except ValueError:
+        raise KnockUsageError(f"--from {text!r} is not an IP address") from None
+
+
+def resolve(
+    host: str, port: int, *, family: int = 0, socktype: int = socket.SOCK_DGRAM
+) -> list[tuple[int, SockAddr]]:
+    """getaddrinfo for `host`, IPv4 and IPv6 only, duplicates dropped, resolver order kept."""
+    try:
+        infos = socket.getaddrinfo(host, port, family, socktype)
+    except socket.gaierror as exc:
+        which = {int(socket.AF_INET): " as IPv4", int(socket.AF_INET6): " as IPv6"}.get(family, "")
+        raise KnockError(f"cannot resolve {host}{which}: {exc.strerror}") from None
+    except UnicodeError:
+        raise KnockUsageError(f"{host!r} is not a host name") from None
+    found: list[tuple[int, SockAddr]] = []
+    for fam, _type, _proto, _name, sockaddr in infos:
+        if fam not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        entry = (int(fam), cast(SockAddr, sockaddr))  # an IP family's address, never bytes
+        if entry not in found:
+            found.append(entry)
+    if not found:
+        raise KnockError(f"cannot resolve {host}: no IPv4 or IPv6 address")
+    return found
+
+
+def _connected_udp(host: str, port: int, family: int) -> tuple[socket.socket, SockAddr]:
+    """A UDP socket connected to the first address of `host` that has a route."""
+    failure: OSError | None = None
+    for fam, sockaddr in resolve(host, port, family=family):
+        sock = socket.socket(fam, socket.SOCK_DGRAM)
+        try:
+            sock.connect(sockaddr)
+        except OSError as exc:
+            sock.close()
+            failure = exc
+            continue
+        return sock, sockaddr
+    reason = failure.strerror if failure is not None else "no address"
+    raise KnockError(f"cannot reach {host}: {reason}")
+
+
+def local_address(host: str, port: int = protocol.DEFAULT_PORT, *, family: int = 0) -> str:
+    """The local address the kernel picks to reach `host`, as the original client did.
+
+    Connecting a UDP socket sends nothing; it only makes the kernel choose a route.
+    """
+    sock, _ = _connected_udp(host, port, family)
+    with sock:
+        return protocol.normalize_address(sock.getsockname()[0])
+
+
+# --- Tumbler knock ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KnockResult:
+    """What was (or would be) sent: enough to explain a knock, nothing secret."""
+
+    host: str
+    target: str  # the IP address the datagram goes to
+    port: int
+    address: str  # the address inside the hash
+    address_given: bool  # True when --from chose it, False when the kernel did
+    when: datetime
+    stamp: str
+    datagram: bytes
+    sent: bool
+
+    @property
+    def digest(self) -> str:
+        """The knock K, as a receiver parses it out of the datagram."""
+        return protocol.parse_datagram(self.datagram)
+
+
+def _knock(
+    host: str,
+    port: int,
+    secret: str,
+    *,
+    source: str | None,
+    when: datetime | None,
+    family: int,
+    send: bool,
+) -> KnockResult:
+    if not secret:
+        raise KnockUsageError("empty secret")
+    when = datetime.now(UTC) if when is None else when
+    address = normalize_source(source) if source is not None else None
+    sock, sockaddr = _connected_udp(host, port, family)
+    with sock:
+        if address is None:
+            address = protocol.normalize_address(sock.getsockname()[0])
+        stamp = protocol.minute_stamp(when)
+        datagram = protocol.encode_datagram(protocol.knock_digest(stamp, address, secret))
+        if send:
+            try:
+                sock.send(datagram)
+            except OSError as exc:
+                raise KnockError(f"cannot send to {host} port {port}: {exc.strerror}") from None
+    return KnockResult(
+        host=host,
+        target=protocol.normalize_address(sockaddr[0]),
+        port=port,
+        address=address,
+        address_given=source is not None,
+        when=when,
+        stamp=stamp,
+        datagram=datagram,
+        sent=send,
+    )
+
+
+def build_knock(
+    host: str,
+    port: int,
+    secret: str,
+    *,
+    source: str | None = None,
+    when: datetime | None = None,
+    family: int = 0,
+) -> KnockResult:
+    """Resolve `host` and pick the address as `send_knock` would, but send nothing."""
+    return _knock(host, port, secret, source=source, when=when, family=family, send=False)
+
+
+def send_knock(
+    host: str,
+    port: int,
+    secret: str,
+    *,
+    source: str | None = None,
+    when: datetime | None = None,
+    family: int = 0,
+) -> KnockResult:
+    """Send one Tumbler datagram to `host`; nothing comes back, by design.
+
+    The hashed address is `source` when given (a client behind NAT knows its public
+    address), else the local address of the very socket the datagram leaves from.
+    `when` defaults to now; tests and clock-skew checks pass their own.
+    """
+    return _knock(host, port, secret, source=source, when=when, family=family, send=True)
+
+
+def knock_url(
+    url: KnockURL,
+    secret: str,
+    *,
+    source: str | None = None,
+    when: datetime | None = None,
+    family: int = 0,
+    dry_run: bool = False,
+) -> KnockResult:
+    """`send_knock` (or `build_knock` when `dry_run`) for a parsed URL."""
+    make = build_knock if dry_run else send_knock
+    return make(url.host, url.port, secret, source=source, when=when, family=family)
+
+
+# --- classic port-knock sequences ------------------------------------------------------
+
+
+def parse_knock_port(text: str, default_proto: str = "tcp") -> PortSpec:
+    """One knock: `42`, `tcp/42`, `udp/500`, or knockd's `500:udp`."""
+    spec = text.strip()
+    if ":" in spec:
+        number, _, proto = spec.partition(":")
+        spec = f"{proto}/{number}"
+    try:
+        return parse_port_spec(spec, default_proto, allow_range=False)
+    except ValueError as exc:
+        raise KnockUsageError(f"bad knock port {text!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class SequenceKnock:
+    """One knock of a sequence and what, if anything, was seen in reply.
+
+    `outcome` is `sent` (nothing waited for), `no answer` (what a knock on a dropping
+    firewall looks like), `refused` (RST), `answered` (SYN-ACK: the port is open), or
+    `unreachable: ...` (an ICMP error came back).
+    """
+
+    index: int
+    spec: PortSpec
+    target: str
+    outcome: str
+
+
+def _with_port(sockaddr: SockAddr, port: int) -> SockAddr:
+    if len(sockaddr) == 4:
+        return (sockaddr[0], port, sockaddr[2], sockaddr[3])
+    return (sockaddr[0], port)
+
+
+def _tcp_knock(family: int, sockaddr: SockAddr, wait: float) -> str:
+    """One SYN: a non-blocking connect puts it on the wire before returning.
+
+    The socket is closed right after; closing in SYN_SENT sends nothing more, so no
+    retransmitted SYN follows later to muddle the sequence a daemon is matching.
+    """
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setblocking(False)
+        err = sock.connect_ex(sockaddr)
+        if err == 0:
+            return "answered"
+        if err == errno.ECONNREFUSED:
+            return "refused"
+        if err not in (errno.EINPROGRESS, errno.EAGAIN):
+            raise KnockError(f"cannot knock on tcp/{sockaddr[1]}: {os.strerror(err)}")
+        if wait <= 0:
+            return "sent"
+        with selectors.DefaultSelector() as selector:
+            selector.register(sock, selectors.EVENT_WRITE)
+            if not selector.select(wait):
+                return "no answer"
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err == 0:
+            return "answered"
+        if err == errno.ECONNREFUSED:
+            return "refused"
+        return f"unreachable: {os.strerror(err)}"
+
+
+def _udp_knock(family: int, sockaddr: SockAddr) -> str:
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.sendto(UDP_KNOCK_PAYLOAD, sockaddr)
+        except OSError as exc:
+            raise KnockError(f"cannot knock on udp/{sockaddr[1]}: {exc.strerror}") from None
+    return "sent"
+
+
+def pick_target(host: str, *, family: int = 0) -> tuple[int, SockAddr]:
+    """The one address a whole sequence goes to: the first with a route.
+
+    Every knock of a sequence must reach the same address, or a round-robin name
+    would scatter it across hosts.
+    """
+    failure: OSError | None = None
+    for fam, sockaddr in resolve(host, 9, family=family, socktype=socket.SOCK_STREAM):
+        with socket.socket(fam, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect(sockaddr)
+            except OSError as exc:
+                failure = exc
+                continue
+        return fam, sockaddr
+    reason = failure.strerror if failure is not None else "no address"
+    raise KnockError(f"cannot reach {host}: {reason}")
+
+
+def send_sequence(
+    host: str,
+    ports: Sequence[PortSpec],
+    *,
+    delay: float = DEFAULT_DELAY_MS / 1000,
+    family: int = 0,
+    on_knock: Callable[[SequenceKnock], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[SequenceKnock]:
+    """Knock on `ports` of `host` in order, `delay` seconds apart (start to start).
+
+    TCP knocks are connection attempts that expect no answer: each waits at most
+    REPLY_WAIT (never longer than the delay) to report what came back, then is closed.
+    """
+    if not ports:
+        raise KnockUsageError("no ports to knock on")
+    if delay < 0:
+        raise KnockUsageError("the delay cannot be negative")
+    fam, base = pick_target(host, family=family)
+    target = protocol.normalize_address(base[0])
+    done: list[SequenceKnock] = []
+    for index, spec in enumerate(ports):
+        started = time.monotonic()
+        last = index == len(ports) - 1
+        sockaddr = _with_port(base, spec.first)
+        if spec.proto == "udp":
+            outcome = _udp_knock(fam, sockaddr)
+        else:
+            outcome = _tcp_knock(fam, sockaddr, REPLY_WAIT if last else min(REPLY_WAIT, delay))
+        knock = SequenceKnock(index, spec, target, outcome)
+        done.append(knock)
+        if on_knock is not None:
+            on_knock(knock)
+        if not last:
+            remaining = delay - (time.monotonic() - started)
+            if remaining > 0:
+                sleep(remaining)
+    return done

@@ -1,0 +1,202 @@
+"""Client profiles: named hosts in `~/.config/tumbler/hosts.conf`, so a knock is one word.
+
+    # ~/.config/tumbler/hosts.conf (chmod 600)
+    [host-web1]
+       url = tumbler://web1.example.org:8675/
+       secret_file = ~/.config/tumbler/web1.secret
+       from = 203.0.113.9        # behind NAT: the address the server sees
+       family = 4                # knock and connect over IPv4 only
+       wait = 22                 # `tumbler open web1` waits until tcp/22 answers
+       wait_timeout = 10         # seconds (or 30s, 1m)
+       retry_after = 3           # knock again (next minute) if not open by then
+
+The format is the daemon's (sections, `#` comments, indented `key = value`), so one
+habit serves both files, and every error names the file and line. The file is found
+at `--profiles FILE`, else $TUMBLER_PROFILES, else $XDG_CONFIG_HOME/tumbler/hosts.conf
+(`~/.config` when XDG_CONFIG_HOME is unset). A secret belongs in `secret_file`, not in
+the URL: the profile file is then safe to share, and the secret file is the one to
+keep chmod 600.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+from tumbler.client import knock
+from tumbler.config.daemon import parse_duration
+from tumbler.config.inifile import NAME, NAME_RULE, Section, read_sections
+from tumbler.errors import ConfigError
+
+PROFILES_ENV = "TUMBLER_PROFILES"
+DEFAULT_WAIT_TIMEOUT = 10.0
+DEFAULT_RETRY_AFTER = 3.0
+# A trailing comment needs a space before '#', so a '#' inside a value (a %23 is better)
+# is not cut; the daemon's format has whole-line comments only, profiles allow both.
+_TRAILING_COMMENT = re.compile(r"\s+#.*\Z")
+_FAMILIES = {"4": socket.AF_INET, "6": socket.AF_INET6}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One `[host-NAME]` section, checked."""
+
+    name: str
+    url: knock.KnockURL
+    path: str
+    line: int
+    secret_file: str | None = None
+    source: str | None = None  # `from`, already normalized
+    family: int = 0
+    wait: int | None = None
+    wait_timeout: float = DEFAULT_WAIT_TIMEOUT
+    retry_after: float = DEFAULT_RETRY_AFTER
+
+
+@dataclass(frozen=True)
+class Profiles:
+    """All profiles of one file, in file order, and warnings worth showing the user."""
+
+    path: str
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    def get(self, name: str) -> Profile | None:
+        return self.profiles.get(name)
+
+    def for_host(self, host: str) -> Profile | None:
+        """The first profile whose URL knocks on `host` (ssh's %h is the HostName)."""
+        wanted = host.lower()
+        return next((p for p in self.profiles.values() if p.url.host.lower() == wanted), None)
+
+
+def default_path(environ: Mapping[str, str] | None = None) -> Path:
+    """$TUMBLER_PROFILES, else $XDG_CONFIG_HOME/tumbler/hosts.conf, else ~/.config/..."""
+    environ = os.environ if environ is None else environ
+    if environ.get(PROFILES_ENV):
+        return Path(environ[PROFILES_ENV]).expanduser()
+    base = environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "tumbler" / "hosts.conf"
+
+
+def _url(text: str) -> knock.KnockURL:
+    try:
+        return knock.parse_url(text)
+    except knock.KnockUsageError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _source(text: str) -> str:
+    try:
+        return knock.normalize_source(text)
+    except knock.KnockUsageError:
+        raise ValueError(f"{text!r} is not an IP address") from None
+
+
+def _family(text: str) -> int:
+    if text not in _FAMILIES:
+        raise ValueError(f"expected 4 or 6, got {text!r}")
+    return _FAMILIES[text]
+
+
+def _port(text: str) -> int:
+    if not re.fullmatch(r"\d{1,5}", text) or not 1 <= int(text) <= 65535:
+        raise ValueError(f"expected a TCP port from 1 to 65535, got {text!r}")
+    return int(text)
+
+
+def _text(text: str) -> str:
+    if not text:
+        raise ValueError("empty value")
+    return text
+
+
+_KEYS: dict[str, Callable[[str], object]] = {
+    "url": _url,
+    "secret_file": _text,
+    "from": _source,
+    "family": _family,
+    "wait": _port,
+    "wait_timeout": parse_duration,
+    "retry_after": parse_duration,
+}
+
+
+def _secret_path(ref: str, base: Path) -> str:
+    """`~` expands; a relative path is relative to the profile file, not the cwd."""
+    expanded = Path(ref).expanduser()
+    return str(expanded if expanded.is_absolute() else base / expanded)
+
+
+def _build(section: Section, path: str) -> Profile:
+    name = section.name[len("host-") :]
+    if "url" not in section:
+        raise ConfigError(f"[host-{name}] has no url (tumbler://HOST[:PORT]/)", path, section.line)
+    secret_file = section.get("secret_file", cast(str | None, None))
+    return Profile(
+        name=name,
+        url=section.get("url", knock.KnockURL("")),
+        path=path,
+        line=section.line,
+        secret_file=_secret_path(secret_file, Path(path).parent) if secret_file else None,
+        source=section.get("from", cast(str | None, None)),
+        family=section.get("family", 0),
+        wait=section.get("wait", cast(int | None, None)),
+        wait_timeout=section.get("wait_timeout", DEFAULT_WAIT_TIMEOUT),
+        retry_after=section.get("retry_after", DEFAULT_RETRY_AFTER),
+    )
+
+
+def _schema(header: str) -> Mapping[str, Callable[[str], object]] | None:
+    ok = header.startswith("host-") and NAME.fullmatch(header[len("host-") :])
+    return _KEYS if ok else None
+
+
+def _strip(raw: str) -> str:
+    return _TRAILING_COMMENT.sub("", raw.strip())
+
+
+def parse_profiles(text: str, path: str = "<profiles>") -> Profiles:
+    """Parse profile text; raise ConfigError naming path and line on the first problem."""
+    sections = read_sections(text, path, _schema, f"[host-NAME], {NAME_RULE}", _strip)
+    profiles = {p.name: p for p in (_build(section, path) for section in sections)}
+    return Profiles(path, profiles)
+
+
+def _loose(mode: int) -> bool:
+    return bool(mode & (stat.S_IRGRP | stat.S_IROTH | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def load_profiles(path: str | os.PathLike[str]) -> Profiles:
+    """Read and check a profile file; warn when others may read or change it.
+
+    Others reading it learn the secret when a URL holds one; others writing it can
+    send your knock (and your ssh session) elsewhere. A URL without a secret in a file
+    only you can write raises no warning, whatever its read bits.
+    """
+    p = Path(path)
+    try:
+        with open(p, encoding="utf-8-sig") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot read profiles: {reason}", str(p)) from None
+    profiles = parse_profiles(text, str(p))
+    warnings: list[str] = []
+    if stat.S_ISREG(mode):
+        secret_in_url = any(pr.url.secret is not None for pr in profiles.profiles.values())
+        if mode & (stat.S_IWGRP | stat.S_IWOTH):
+            warnings.append(f"profile file {p} is writable by group or others; chmod 600 it")
+        elif secret_in_url and _loose(mode):
+            warnings.append(
+                f"profile file {p} holds a secret in a URL and is readable by group or "
+                "others; chmod 600 it, or move the secret to a secret_file"
+            )
+    return Profiles(profiles.path, profiles.profiles, tuple(warnings))

@@ -1,0 +1,1 @@
+"""The configuration files: tumblerd's config and the reader of the article's format."""

@@ -1,0 +1,1 @@
+"""tumblerd: wires sources, decisions and actions together in one asyncio loop."""

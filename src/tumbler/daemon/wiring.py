@@ -1,0 +1,476 @@
+"""tumblerd: the one place where sources, decisions and actions are wired together.
+
+The receive path is synchronous and cheap (shape check, cached digest lookup); anything slow
+(a door's command, a firewall change) runs as a task or in a worker thread so a flood, or a
+hung command, never stops the daemon reading its socket. It never sends a byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tumbler.actions import command as door_command
+from tumbler.config.daemon import Config, Door, load_config
+from tumbler.daemon import sdnotify
+from tumbler.daemon.control import ControlServer
+from tumbler.daemon.stats import Stats
+from tumbler.decisions.replay import ReplayCache, open_replay_cache
+from tumbler.decisions.sequence import SequenceMatcher
+from tumbler.decisions.verifier import Verifier
+from tumbler.doors import SequenceDoor
+from tumbler.errors import (
+    ConfigError,
+    FirewallError,
+    MalformedDatagram,
+    ReplayStoreError,
+    TumblerError,
+)
+from tumbler.events import ConnectionAttempt
+from tumbler.protocols.tumbler1 import normalize_address, parse_datagram
+from tumbler.sources import udp
+
+if TYPE_CHECKING:  # imported when used: a daemon without firewall doors never loads them
+    from tumbler.actions.firewall import FirewallBackend, OpenEntry
+    from tumbler.sources.nflog import NflogReader
+
+log = logging.getLogger("tumblerd")
+
+TICK = 1.0
+PRUNE_EVERY = 60.0
+
+
+@dataclass
+class Runtime:
+    """What a config builds; swapped whole on reload so a datagram sees one config or the other."""
+
+    config: Config
+    verifier: Verifier
+    doors: dict[str, Door] = field(default_factory=dict)
+    matcher: SequenceMatcher | None = None
+
+
+class Daemon:
+    """The knock daemon for one config file."""
+
+    def __init__(self, config: Config, port: int | None = None) -> None:
+        self.runtime = self._build(config)
+        self.port = port if port is not None else config.port
+        self.stats = Stats(log)
+        self.replay: ReplayCache = open_replay_cache(
+            config.replay, config.state, config.replay_fallback
+        )
+        self.started = time.time()
+        self._sockets: list[socket.socket] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._firewall_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="firewall")
+        self._backends: dict[tuple[str, str | None], FirewallBackend] = {}
+        self._stop = asyncio.Event()
+        self._claimed: dict[str, float] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._nflog: NflogReader | None = None
+        self._nflog_rules = False
+        self._follower: asyncio.Task[None] | None = None
+        self._control: ControlServer | None = None
+        self.on_ready: Callable[[], None] | None = None
+
+    @staticmethod
+    def _build(config: Config) -> Runtime:
+        sequence_doors = [
+            SequenceDoor(d.name, d.sequence, d.sequence_timeout) for d in config.sequence_doors
+        ]
+        return Runtime(
+            config=config,
+            verifier=Verifier(config.doors, config.window),
+            doors={d.name: d for d in config.doors},
+            matcher=SequenceMatcher(sequence_doors) if sequence_doors else None,
+        )
+
+    # -- receive path -------------------------------------------------------------------
+
+    def _on_readable(self, sock: socket.socket) -> None:
+        udp.read_batch(sock, self.handle)
+
+    def handle(self, data: bytes, address: str, now: float) -> Door | None:
+        """Decide one datagram from `address` (normalised); return the door it opened, if any.
+
+        Never replies.
+        """
+        try:
+            digest = parse_datagram(data)
+        except MalformedDatagram:
+            self.stats.count("malformed")
+            return None
+        runtime = self.runtime
+        match = runtime.verifier.match(digest, address, now)
+        if match is None:
+            self.stats.count("no-door")
+            return None
+        held = self._claimed.get(digest)
+        if held is not None and held > now:
+            self.stats.count("replay")
+            return None
+        try:
+            fresh = self.replay.claim(digest, match.expires)
+        except ReplayStoreError as exc:
+            self.stats.count("store-down")
+            log.error(
+                "knock for door %s from %s refused, replay store failing: %s",
+                match.door.name,
+                address,
+                exc,
+            )
+            return None
+        self._claimed[digest] = match.expires
+        if not fresh:
+            self.stats.count("replay")
+            return None
+        self.stats.count("accepted")
+        log.info(
+            "knock accepted: door %s from %s (minute %+d)",
+            match.door.name,
+            address,
+            match.minute_offset,
+        )
+        self._spawn(self._act(match.door, address))
+        return match.door
+
+    def attempt(self, event: ConnectionAttempt) -> list[Door]:
+        """Feed one connection attempt to the sequence matcher; act on completed doors."""
+        runtime = self.runtime
+        if runtime.matcher is None:
+            return []
+        opened = []
+        for name in runtime.matcher.feed(event):
+            door = runtime.doors[name]
+            self.stats.count("sequence")
+            log.info("knock sequence completed: door %s from %s", name, event.source)
+            self._spawn(self._act(door, event.source))
+            opened.append(door)
+        return opened
+
+    def _on_nflog(self) -> None:
+        assert self._nflog is not None
+        try:
+            events = self._nflog.read()
+        except OSError as exc:
+            log.error("nflog read failed: %s", exc)
+            return
+        for event in events:
+            try:
+                self.attempt(event)
+            except Exception:
+                log.exception("internal error on a connection attempt; dropped")
+
+    async def _follow_log(self, events: AsyncIterator[ConnectionAttempt]) -> None:
+        async for event in events:
+            try:
+                self.attempt(event)
+            except Exception:
+                log.exception("internal error on a connection attempt; dropped")
+
+    def _start_sequence_source(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start watching connection attempts, if the config has sequence doors."""
+        config = self.runtime.config
+        if not config.sequence_doors:
+            return
+        source = config.sequence_source
+        if source.startswith("file:"):
+            from tumbler.sources.logfile import follow
+
+            path = source[len("file:") :]
+            self._follower = loop.create_task(self._follow_log(follow(path)))
+            log.info("sequence doors: following firewall log %s", path)
+            return
+        from tumbler.actions.firewall import seqlog
+        from tumbler.sources import nflog
+
+        ports = [step for door in config.sequence_doors for step in door.sequence]
+        seqlog.install_rules(config.nflog_group, ports)
+        self._nflog_rules = True
+        self._nflog = nflog.NflogReader(config.nflog_group)
+        loop.add_reader(self._nflog.fileno(), self._on_nflog)
+        log.info("sequence doors: reading nflog group %d", config.nflog_group)
+
+    def _stop_sequence_source(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            self._follower = None
+        if self._nflog is not None:
+            loop.remove_reader(self._nflog.fileno())
+            self._nflog.close()
+            self._nflog = None
+        if self._nflog_rules:
+            from tumbler.actions.firewall import seqlog
+
+            try:
+                seqlog.remove_rules()
+            except FirewallError as exc:
+                log.error("could not remove the nflog rules: %s", exc)
+            self._nflog_rules = False
+
+    # -- actions --------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def backend_for(self, door: Door) -> FirewallBackend:
+        """The firewall backend a door names, made once and kept for the daemon's life."""
+        key = (door.firewall, door.set)
+        backend = self._backends.get(key)
+        if backend is None:
+            from tumbler.actions.firewall import get_backend
+
+            backend = get_backend(
+                door.firewall, state_path=self.runtime.config.state, set_name=door.set
+            )
+            self._backends[key] = backend
+        return backend
+
+    async def _act(self, door: Door, address: str) -> None:
+        loop = asyncio.get_running_loop()
+        if door.open:
+            try:
+                backend = self.backend_for(door)
+                expires = await loop.run_in_executor(
+                    self._firewall_pool,
+                    backend.open,
+                    door.name,
+                    address,
+                    door.open,
+                    door.timeout,
+                    time.time(),
+                )
+            except (FirewallError, OSError, ValueError) as exc:
+                self.stats.count("failed")
+                log.error("knock for door %s from %s failed: firewall: %s", door.name, address, exc)
+                return
+            ports = ", ".join(str(p) for p in door.open)
+            log.info(
+                "door %s: opened %s for %s until %s",
+                door.name,
+                ports,
+                address,
+                time.strftime("%H:%M:%S", time.localtime(expires)),
+            )
+        if door.command:
+            await door_command.run_command(
+                door.command, address, door.name, self.runtime.config.command_timeout, log
+            )
+
+    # -- housekeeping -------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_prune = time.time()
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), TICK)
+            now = time.time()
+            self.stats.flush(now)
+            for backend in list(self._backends.values()):
+                try:
+                    closed = await loop.run_in_executor(self._firewall_pool, backend.expire, now)
+                except FirewallError as exc:
+                    log.error("firewall expiry failed, will retry: %s", exc)
+                    continue
+                for entry in closed or ():
+                    log.info("door %s: closed for %s", entry.door, entry.address)
+            if self.runtime.matcher is not None:
+                self.runtime.matcher.prune(now)
+            if now - last_prune >= PRUNE_EVERY:
+                last_prune = now
+                self._claimed = {d: e for d, e in self._claimed.items() if e > now}
+                try:
+                    pruned = await loop.run_in_executor(None, self.replay.prune, now)
+                    log.debug("replay cache: pruned %d expired digests", pruned)
+                except ReplayStoreError as exc:
+                    log.error("replay cache prune failed: %s", exc)
+
+    def _restore_firewalls(self) -> None:
+        """Re-arm what a previous run opened and close what expired while we were down."""
+        now = time.time()
+        for door in self.runtime.doors.values():
+            if door.open:
+                try:
+                    self.backend_for(door).restore(now)
+                except FirewallError as exc:
+                    log.error("door %s: could not restore firewall state: %s", door.name, exc)
+
+    # -- control ---------------------------------------------------------------------------
+
+    async def _open_entries(self) -> list[OpenEntry]:
+        loop = asyncio.get_running_loop()
+        now = time.time()
+        entries: list[OpenEntry] = []
+        for backend in list(self._backends.values()):
+            entries += await loop.run_in_executor(self._firewall_pool, backend.list_open, now)
+        return sorted(entries)
+
+    async def control(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Answer one control request (`status`, `close`)."""
+        command = message.get("command")
+        if command == "status":
+            config = self.runtime.config
+            return {
+                "ok": True,
+                "pid": os.getpid(),
+                "config": config.path,
+                "started": self.started,
+                "uptime": time.time() - self.started,
+                "port": self.port,
+                "doors": sorted(self.runtime.doors),
+                "counters": dict(self.stats.total),
+                "replay": self.replay.name,
+                "open": [asdict(e) for e in await self._open_entries()],
+            }
+        if command == "close":
+            address = message.get("address")
+            try:
+                address = normalize_address(str(address))
+            except ValueError:
+                return {"ok": False, "error": f"not an IP address: {address!r}"}
+            loop = asyncio.get_running_loop()
+            closed: list[OpenEntry] = []
+            for backend in list(self._backends.values()):
+                closed += await loop.run_in_executor(self._firewall_pool, backend.close, address)
+            for entry in closed:
+                log.info("door %s: closed early for %s (control request)", entry.door, address)
+            return {"ok": True, "closed": [asdict(e) for e in closed]}
+        return {"ok": False, "error": f"unknown command {command!r}"}
+
+    # -- signals ----------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: take the new config whole, or keep the old one and say why."""
+        sdnotify.reloading()
+        try:
+            self._reload()
+        finally:
+            sdnotify.ready()  # READY=1 must follow RELOADING=1 even when the reload is refused
+
+    def _reload(self) -> None:
+        old = self.runtime.config
+        try:
+            config = load_config(old.path)
+        except ConfigError as exc:
+            log.error("reload refused, still serving the previous config: %s", exc)
+            return
+        for warning in config.warnings:
+            log.warning("%s", warning)
+        for key in ("port", "listen", "state", "replay", "sequence_source", "nflog_group"):
+            if getattr(config, key) != getattr(old, key):
+                log.warning("reload: %s changed; it takes effect at the next restart", key)
+        try:
+            runtime = self._build(config)
+        except ValueError as exc:
+            log.error("reload refused, still serving the previous config: %s", exc)
+            return
+        self.runtime = runtime
+        log.info("reloaded %s: %d doors", config.path, len(config.doors))
+        self._restore_firewalls()
+        if self._loop is not None and (
+            [(d.name, d.sequence) for d in config.sequence_doors]
+            != [(d.name, d.sequence) for d in old.sequence_doors]
+        ):
+            self._stop_sequence_source(self._loop)
+            try:
+                self._start_sequence_source(self._loop)
+            except (FirewallError, TumblerError, OSError) as exc:
+                log.error("sequence doors disabled: cannot watch connection attempts: %s", exc)
+
+    def stop(self) -> None:
+        sdnotify.stopping()
+        self._stop.set()
+
+    # -- main -----------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Bind, serve until SIGTERM or SIGINT, then close cleanly."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        config = self.runtime.config
+        self._sockets = udp.bind_sockets(config.listen, self.port)
+        for sock in self._sockets:
+            loop.add_reader(sock.fileno(), self._on_readable, sock)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        self._restore_firewalls()
+        try:
+            self._start_sequence_source(loop)
+        except BaseException:
+            self._stop_sequence_source(loop)
+            raise
+        where = ", ".join(
+            f"[{a}]:{self.port}" if ":" in a else f"{a}:{self.port}" for a in config.listen
+        )
+        log.info(
+            "tumblerd listening on udp %s with %d doors (window %d, replay %s)",
+            where,
+            len(config.doors),
+            config.window,
+            self.replay.name,
+        )
+        self._control = ControlServer(config.control, self.control)
+        try:
+            await self._control.start()
+        except OSError as exc:
+            log.error("control socket %s unavailable: %s", config.control, exc)
+            self._control = None
+        if self.on_ready is not None:
+            self.on_ready()
+        try:
+            await self._housekeeping()
+        finally:
+            await self._shutdown(loop)
+
+    async def _close_on_stop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """At a clean stop, close what only a running daemon would close on time.
+
+        The two kinds of backend differ here. nftables elements carry their timeout in
+        the kernel, so they stay after the stop and close on time by themselves (a
+        restart within the timeout keeps the knocker's access). iptables rules
+        (`kernel_timeouts` False) would stay open with no daemon to remove them, so
+        they are flushed now; if the daemon dies instead (SIGKILL, crash), the next
+        start closes what expired and re-arms the rest from the state database.
+        """
+        for backend in list(self._backends.values()):
+            if backend.kernel_timeouts:
+                continue
+            try:
+                closed = await loop.run_in_executor(self._firewall_pool, backend.flush)
+            except FirewallError as exc:
+                log.error("could not close the open doors at stop (the next start will): %s", exc)
+                continue
+            for entry in closed:
+                log.info("door %s: closed for %s (tumblerd stopping)", entry.door, entry.address)
+
+    async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._stop_sequence_source(loop)
+        if self._control is not None:
+            await self._control.close()
+        for sock in self._sockets:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=5.0)
+            for task in pending:
+                task.cancel()
+        self.stats.flush(time.time(), force=True)
+        await self._close_on_stop(loop)
+        self._firewall_pool.shutdown(wait=True)
+        self.replay.close()
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.stats.total.items())) or "nothing"
+        log.info("tumblerd stopped (%s)", counts)

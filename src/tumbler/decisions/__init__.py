@@ -1,0 +1,1 @@
+"""Deciding what a knock means: which door (verifier), claimed once (replay), in sequence."""

@@ -1,0 +1,25 @@
+"""What every replay store offers: an accepted digest is claimed once, atomically.
+
+`claim` must be atomic: two daemons, or two datagrams racing, can never both win the same
+digest.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class ReplayCache(Protocol):
+    """What the daemon needs of a replay store."""
+
+    name: str
+
+    def claim(self, digest: str, expires: float) -> bool:
+        """Record `digest` until epoch `expires`; False if it was already claimed."""
+        ...
+
+    def prune(self, now: float) -> int:
+        """Forget claims that expired before `now`; return how many."""
+        ...
+
+    def close(self) -> None: ...

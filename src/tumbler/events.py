@@ -1,0 +1,50 @@
+"""The one event every knock source produces, so the matcher never cares where it came from."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+PORT_UNSEEN = 0
+"""Port of an attempt the source could not see in detail (e.g. rate-limited): always a reset."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionAttempt:
+    """A new inbound connection attempt: a TCP SYN without ACK, or a UDP datagram.
+
+    `source` and `dest` are addresses as text (IPv4 dotted, IPv6 RFC 5952, an IPv4-mapped
+    IPv6 address in its IPv4 form). `when` is the time the source saw it, on the clock the
+    daemon gave the source. `port` is `PORT_UNSEEN` (0) for attempts that were counted
+    but not logged in detail: no door has port 0, so such an event resets progress.
+    """
+
+    source: str
+    dest: str
+    proto: str
+    port: int
+    when: float
+    src_port: int | None = None
+
+
+def canonical_address(address: str | bytes) -> str | None:
+    """An address as the protocol writes it (RFC 5952; IPv4-mapped as IPv4), None if invalid.
+
+    Takes text, or 4 or 16 packed bytes from a packet header.
+    """
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(parsed)
+
+
+# How the firewall's logging rules mark the attempts they send to an NFLOG group, so that
+# the rules (an action) and the reader (a source) agree without importing each other.
+NFLOG_GROUP = 8675
+NFLOG_PREFIX = "tumbler"
+NFLOG_PREFIX_OVER = "tumbler-over"
+NFLOG_COPY_RANGE = 96
+"""Enough for an IPv6 header, a few extension headers and the TCP flags."""

@@ -1,0 +1,91 @@
+"""The Tumbler source: UDP datagrams on the listen addresses, read in batches.
+
+It reads and hands on; deciding what a datagram means is the daemon's pipeline.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import socket
+import time
+from collections.abc import Callable
+
+from tumbler.protocols.tumbler1 import MAX_DATAGRAM, normalize_address
+
+log = logging.getLogger("tumblerd")
+
+RECV_SIZE = MAX_DATAGRAM + 1  # one byte more, so an oversized datagram is seen as such
+RECV_BUFFER = 8 * 1024 * 1024
+BATCH = 256  # datagrams read per wake-up before giving other callbacks a turn
+
+Handler = Callable[[bytes, str, float], object]
+"""Called with the datagram, its source address (normalised) and the time it was read."""
+
+
+@functools.lru_cache(maxsize=65536)
+def _canonical_ipv6(text: str) -> str:
+    return normalize_address(text)
+
+
+def bind_sockets(addresses: tuple[str, ...], port: int) -> list[socket.socket]:
+    """Bind a non-blocking UDP socket per listen address; `::` takes IPv6 only.
+
+    A host without IPv6 skips the wildcard `::` with a warning rather than refusing to
+    start; any other address that cannot be bound is an error.
+    """
+    socks: list[socket.socket] = []
+    try:
+        for address in addresses:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            try:
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+            except OSError as exc:
+                if address == "::" and exc.errno == errno.EAFNOSUPPORT:
+                    log.warning("IPv6 is not available here; listening on IPv4 only")
+                    continue
+                raise
+            socks.append(sock)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            _grow_receive_buffer(sock)
+            sock.bind((address, port))
+            sock.setblocking(False)
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def _grow_receive_buffer(sock: socket.socket) -> None:
+    # A large buffer absorbs bursts; SO_RCVBUFFORCE passes rmem_max when we are root.
+    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, RECV_BUFFER)
+            return
+        except OSError:
+            continue
+
+
+def read_batch(sock: socket.socket, handle: Handler) -> None:
+    """Read up to BATCH datagrams and hand each to `handle` with its source and time."""
+    # The kernel already prints an IPv4 source in canonical dotted form; only IPv6
+    # text needs normalising (cached, since a flood repeats its sources).
+    canonical = sock.family == socket.AF_INET
+    for _ in range(BATCH):
+        try:
+            data, source = sock.recvfrom(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # e.g. a queued ICMP error; never fatal
+            log.debug("recvfrom: %s", exc)
+            return
+        try:
+            address = source[0] if canonical else _canonical_ipv6(source[0])
+            handle(data, address, time.time())
+        except Exception:  # a bug must cost one datagram, never the daemon
+            log.exception("internal error on a datagram; dropped")
