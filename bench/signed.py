@@ -20,11 +20,11 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from tumbler.client.sshagent import FileSigner, sign_knock
+from tumbler.decisions.signed import SignedMatch, SignedVerifier
 from tumbler.protocols import sshsig
 from tumbler.protocols.authorized_keys import parse_authorized_keys
 from tumbler.protocols.sshkeys import Signature, load_verifier
-from tumbler.signed_verifier import SignedMatch, SignedVerifier
-from tumbler.sshagent import FileSigner, sign_knock
 
 ADDRESS = "10.215.0.9"
 KEY_TYPES: list[tuple[str, Callable[[], object]]] = [

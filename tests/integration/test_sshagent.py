@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.sshkeys import KEY_SPECS, SshAgent, keygen_verify, make_key, need
-from tumbler.protocols import sshsig
-from tumbler.protocols.sshkeys import load_verifier, parse_public_key_line
-from tumbler.sshagent import (
+from tumbler.client.sshagent import (
     AgentClient,
     AgentError,
     AgentSigner,
@@ -19,6 +17,8 @@ from tumbler.sshagent import (
     sign_knock,
     signer_for_key_file,
 )
+from tumbler.protocols import sshsig
+from tumbler.protocols.sshkeys import load_verifier, parse_public_key_line
 
 WHEN = 1_764_547_200
 NONCE = b"\x5a" * 16
@@ -123,7 +123,7 @@ def test_no_agent_is_a_clear_error(tmp_path, monkeypatch):
 def test_signed_knocks_reach_a_udp_socket_from_every_agent_key(agent, keys):
     import socket
 
-    from tumbler.ssh_knock import find_signers, send_signed_knocks
+    from tumbler.client.signed import find_signers, send_signed_knocks
 
     signers = find_signers(agent_path=str(agent.socket))
     assert [s.comment for s in signers] == [
@@ -145,7 +145,7 @@ def test_signed_knocks_reach_a_udp_socket_from_every_agent_key(agent, keys):
 
 
 def test_without_an_agent_the_usual_key_file_signs(keys, tmp_path, monkeypatch):
-    from tumbler.ssh_knock import find_signers
+    from tumbler.client.signed import find_signers
 
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     home = tmp_path / "home"

@@ -13,6 +13,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.sshkeys import KEY_SPECS, keygen_verify, make_key, need
+from tumbler.client.sshagent import load_key_file, sign_knock
 from tumbler.errors import MalformedDatagram
 from tumbler.protocols import sshsig
 from tumbler.protocols.authorized_keys import address_matches, parse_authorized_keys
@@ -27,7 +28,6 @@ from tumbler.protocols.sshkeys import (
     ssh_mpint,
     ssh_string,
 )
-from tumbler.sshagent import load_key_file, sign_knock
 
 WHEN = 1_764_547_200  # 2025-12-01 00:00:00 UTC
 NONCE = bytes(range(16))
@@ -429,7 +429,7 @@ def _doc_hex(label: str) -> bytes:
 def test_documented_vector():
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from tumbler.sshagent import FileSigner
+    from tumbler.client.sshagent import FileSigner
 
     signer = FileSigner(ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32))), "v")
     key = signer.key

@@ -19,7 +19,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tumbler.protocol import Address, normalize_address
 from tumbler.protocols.sshkeys import (
     UNSUPPORTED_KEY_TYPES,
     PublicKey,
@@ -27,6 +26,7 @@ from tumbler.protocols.sshkeys import (
     parse_public_key,
     ssh_string,
 )
+from tumbler.protocols.tumbler1 import Address, normalize_address
 
 SESSION_OPTIONS = frozenset(
     {

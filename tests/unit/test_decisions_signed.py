@@ -7,12 +7,12 @@ import os
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from tumbler import signed_verifier
+from tumbler.client.sshagent import FileSigner, sign_knock
+from tumbler.decisions import signed as signed_verifier
+from tumbler.decisions.signed import Refusal, SignedMatch, SignedRefusal, SignedVerifier
 from tumbler.protocols import sshsig
 from tumbler.protocols.authorized_keys import parse_authorized_keys
 from tumbler.protocols.sshkeys import Signature
-from tumbler.signed_verifier import Refusal, SignedMatch, SignedRefusal, SignedVerifier
-from tumbler.sshagent import FileSigner, sign_knock
 
 NOW = 1_764_547_200
 ADDRESS = "192.0.2.7"

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tumbler.errors import TumblerError
-from tumbler.protocol import Address
 from tumbler.protocols import sshsig
 from tumbler.protocols.sshkeys import (
     ECDSA_CURVES,
@@ -35,6 +34,7 @@ from tumbler.protocols.sshkeys import (
     ssh_mpint,
     ssh_string,
 )
+from tumbler.protocols.tumbler1 import Address
 
 SSH_AGENT_FAILURE = 5
 SSH_AGENTC_REQUEST_IDENTITIES = 11

@@ -14,9 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tumbler import knock, protocol
-from tumbler.protocols import sshsig
-from tumbler.sshagent import (
+from tumbler.client import knock
+from tumbler.client.sshagent import (
     AgentError,
     Signer,
     agent_signers,
@@ -24,6 +23,8 @@ from tumbler.sshagent import (
     sign_knock,
     signer_for_key_file,
 )
+from tumbler.protocols import sshsig
+from tumbler.protocols import tumbler1 as protocol
 
 SCHEME = "tumbler+ssh"
 URL_SHAPE = "tumbler+ssh://[USER@]HOST[:PORT]/"

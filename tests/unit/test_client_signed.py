@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tumbler.knock import KnockUsageError
-from tumbler.ssh_knock import SshKnockURL, is_ssh_url, parse_ssh_url
+from tumbler.client.knock import KnockUsageError
+from tumbler.client.signed import SshKnockURL, is_ssh_url, parse_ssh_url
 
 
 @pytest.mark.parametrize(
