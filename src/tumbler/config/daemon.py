@@ -6,6 +6,9 @@
     [door-open-ssh]
        secret = open-pAsSwOrD
        command = iptables -I INPUT -p tcp -s %IP% --dport 22 -j ACCEPT
+    [door-ssh-users]
+       authorized_keys = /etc/tumbler/ssh-users   # signed knocks (docs/SIGNED-KNOCKS.md)
+       open = tcp/22
 
 Every error names the file and line, because an administrator fixes configs by line.
 Reading is all-or-nothing: a config that fails to load changes nothing.
@@ -25,9 +28,12 @@ from tumbler.config.inifile import NAME, NAME_RULE, Section, read_sections
 from tumbler.doors import SequenceDoor
 from tumbler.errors import ConfigError
 from tumbler.ports import PortSpec, parse_port_list
+from tumbler.protocols import sshsig
+from tumbler.protocols.authorized_keys import AuthorizedKey, parse_authorized_keys
 from tumbler.protocols.tumbler1 import DEFAULT_PORT, normalize_address
 
 DOOR_NAME = NAME
+DEFAULT_WINDOW_SECONDS = 60  # a knock's time to the second may be this far either side of ours
 FIREWALLS = ("auto", "nftables", "iptables", "iptables-nft", "iptables-legacy")
 _DURATION = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,6})?)\s*([smh]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
@@ -35,11 +41,17 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
 
 @dataclass(frozen=True)
 class Door:
-    """One door: what a knock must prove (a secret or a port sequence) and what it opens."""
+    """One door: what a knock must prove (a secret, an SSH key, a port sequence) and what it opens.
+
+    `authorized_keys` names the file of SSH public keys whose signed knocks the door takes;
+    `keys` are the usable keys read from it at load time (a reload reads it again).
+    """
 
     name: str
     line: int
     secret: str | None = field(default=None, repr=False)
+    authorized_keys: str | None = None
+    keys: tuple[AuthorizedKey, ...] = field(default=(), repr=False)
     command: str | None = None
     open: tuple[PortSpec, ...] = ()
     timeout: float = 30.0
@@ -62,6 +74,8 @@ class Config:
     log: str | None = None
     listen: tuple[str, ...] = ("0.0.0.0", "::")  # noqa: S104 - listening everywhere is the point
     window: int = 1
+    window_seconds: int = DEFAULT_WINDOW_SECONDS
+    realm: str = ""
     state: str = ""
     replay: str = "sqlite"
     replay_fallback: str | None = None
@@ -76,6 +90,10 @@ class Config:
     @property
     def secret_doors(self) -> tuple[Door, ...]:
         return tuple(d for d in self.doors if d.secret is not None)
+
+    @property
+    def signed_doors(self) -> tuple[Door, ...]:
+        return tuple(d for d in self.doors if d.authorized_keys is not None)
 
     @property
     def sequence_doors(self) -> tuple[Door, ...]:
@@ -176,11 +194,19 @@ def _text(text: str) -> str:
     return text
 
 
+def _realm(text: str) -> str:
+    if len(text.encode("utf-8")) > sshsig.REALM_MAX:
+        raise ValueError(f"realm is longer than {sshsig.REALM_MAX} bytes")
+    return text
+
+
 _COMMON: dict[str, Callable[[str], object]] = {
     "port": _int_in(1, 65535),
     "log": _text,
     "listen": _listen,
     "window": _int_in(0, 60),
+    "window_seconds": _int_in(0, 3600),
+    "realm": _realm,
     "state": _text,
     "replay": _replay,
     "replay_fallback": _fallback,
@@ -194,6 +220,7 @@ _COMMON: dict[str, Callable[[str], object]] = {
 _DOOR: dict[str, Callable[[str], object]] = {
     "secret": _text,
     "secret_file": _text,
+    "authorized_keys": _text,
     "command": _text,
     "open": lambda t: parse_port_list(t, allow_range=True),
     "timeout": parse_duration,
@@ -235,10 +262,49 @@ def _read_secret_file(ref: str, base: Path, path: str, line: int) -> tuple[str, 
     return secret, secret_path
 
 
-def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door, list[Path]]:
+def _read_authorized_keys(
+    ref: str, base: Path, name: str, path: str, line: int
+) -> tuple[str, tuple[AuthorizedKey, ...], list[str]]:
+    """The usable keys of a door's `authorized_keys` file, and warnings about the rest.
+
+    A file that cannot be read leaves the door with no keys and a warning rather than
+    refusing the config: a reload must never keep trusting keys that may have been
+    removed, and the door's other knocks (a secret) keep working.
+    """
+    keys_path = Path(ref).expanduser()
+    keys_path = keys_path if keys_path.is_absolute() else base / keys_path
+    try:
+        text = keys_path.read_text(encoding="utf-8")
+        mode = keys_path.stat().st_mode
+    except (OSError, ValueError) as exc:  # ValueError: undecodable, or a NUL in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return (
+            str(keys_path),
+            (),
+            [
+                f"{path}:{line}: door {name}: cannot read authorized_keys {keys_path}: {reason}; "
+                "the door takes no signed knocks"
+            ],
+        )
+    parsed = parse_authorized_keys(text, str(keys_path))
+    warnings = list(parsed.warnings)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        warnings.append(
+            f"{keys_path} is writable by group or others, who could add a key; "
+            f"run: chmod go-w {keys_path}"
+        )
+    if not parsed.keys:
+        warnings.append(f"{keys_path}: no usable key; door {name} takes no signed knocks")
+    return str(keys_path), tuple(parsed.keys), warnings
+
+
+def _door(
+    section: Section, base: Path, path: str, firewall: str
+) -> tuple[Door, list[Path], list[str]]:
     name = section.name[len("door-") :]
     has = section.values.__contains__
     secret_files: list[Path] = []
+    warnings: list[str] = []
     if has("secret") and has("secret_file"):
         raise ConfigError(
             f"door {name}: give secret or secret_file, not both",
@@ -250,14 +316,22 @@ def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door,
         ref = section.get("secret_file", "")
         secret, secret_path = _read_secret_file(ref, base, path, section.line_of("secret_file"))
         secret_files.append(secret_path)
-    if has("sequence") and secret is not None:
+    authorized_keys: str | None = None
+    keys: tuple[AuthorizedKey, ...] = ()
+    if has("authorized_keys"):
+        line = section.line_of("authorized_keys")
+        ref = section.get("authorized_keys", "")
+        authorized_keys, keys, warnings = _read_authorized_keys(ref, base, name, path, line)
+    if has("sequence") and (secret is not None or authorized_keys is not None):
         raise ConfigError(
-            f"door {name}: a door is either a secret door or a sequence door, not both",
+            f"door {name}: a door is either a secret or key door or a sequence door, not both",
             path,
             section.line_of("sequence"),
         )
-    if secret is None and not has("sequence"):
-        raise ConfigError(f"door {name} has no secret (nor a sequence)", path, section.line)
+    if secret is None and authorized_keys is None and not has("sequence"):
+        raise ConfigError(
+            f"door {name} has no secret, authorized_keys or sequence", path, section.line
+        )
     if has("sequence_timeout") and not has("sequence"):
         raise ConfigError(
             f"door {name}: sequence_timeout without a sequence",
@@ -280,6 +354,8 @@ def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door,
         name=name,
         line=section.line,
         secret=secret,
+        authorized_keys=authorized_keys,
+        keys=keys,
         command=section.get("command", cast(str | None, None)),
         open=section.get("open", cast(tuple[PortSpec, ...], ())),
         timeout=section.get("timeout", 30.0),
@@ -288,7 +364,7 @@ def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door,
         sequence=section.get("sequence", cast(tuple[PortSpec, ...], ())),
         sequence_timeout=section.get("sequence_timeout", 10.0),
     )
-    return door, secret_files
+    return door, secret_files, warnings
 
 
 def _one_iptables_variant(doors: list[Door], path: str) -> None:
@@ -326,11 +402,13 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
     doors: list[Door] = []
     secret_files: list[Path] = []
     secrets: dict[str, str] = {}
+    key_warnings: list[str] = []
     for section in sections:
         if section.name == "common":
             continue
-        door, files = _door(section, base, path, firewall)
+        door, files, warnings = _door(section, base, path, firewall)
         secret_files += files
+        key_warnings += warnings
         if door.secret is not None:
             if door.secret in secrets:
                 raise ConfigError(
@@ -357,6 +435,8 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         log=common.get("log", cast(str | None, None)),
         listen=common.get("listen", Config.listen),
         window=common.get("window", 1),
+        window_seconds=common.get("window_seconds", DEFAULT_WINDOW_SECONDS),
+        realm=common.get("realm", ""),
         state=common.get("state", str(default_state_dir() / "state.db")),
         replay=replay,
         replay_fallback=common.get("replay_fallback", cast(str | None, None)),
@@ -366,7 +446,7 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         nflog_group=common.get("nflog_group", 8675),
         control=common.get("control", default_control_path()),
         doors=tuple(doors),
-        warnings=tuple(_permission_warnings(path, holds_secret, secret_files)),
+        warnings=tuple(_permission_warnings(path, holds_secret, secret_files) + key_warnings),
     )
 
 

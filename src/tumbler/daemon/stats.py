@@ -5,7 +5,18 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-REJECT_REASONS = ("malformed", "no-door", "replay", "store-down")
+REJECT_REASONS = (
+    "malformed",
+    "no-door",
+    "replay",
+    "store-down",
+    "signed-unknown-key",
+    "signed-malformed",
+    "signed-key-options",
+    "signed-rate-limited",
+    "signed-bad-signature",
+    "signed-stale",
+)
 
 
 class Stats:

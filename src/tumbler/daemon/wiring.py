@@ -26,6 +26,7 @@ from tumbler.daemon.control import ControlServer
 from tumbler.daemon.stats import Stats
 from tumbler.decisions.replay import ReplayCache, open_replay_cache
 from tumbler.decisions.sequence import SequenceMatcher
+from tumbler.decisions.signed import Refusal, SignedMatch, SignedVerifier
 from tumbler.decisions.verifier import Verifier
 from tumbler.doors import SequenceDoor
 from tumbler.errors import (
@@ -36,6 +37,8 @@ from tumbler.errors import (
     TumblerError,
 )
 from tumbler.events import ConnectionAttempt
+from tumbler.protocols import sshsig
+from tumbler.protocols.sshkeys import KEY_ID_LEN, SshSupportMissing
 from tumbler.protocols.tumbler1 import normalize_address, parse_datagram
 from tumbler.sources import udp
 
@@ -47,6 +50,8 @@ log = logging.getLogger("tumblerd")
 
 TICK = 1.0
 PRUNE_EVERY = 60.0
+SKEW_LOG_EVERY = 10.0  # seconds between two clock-skew lines for signed knocks; the rest counted
+_KEY_ID = slice(len(sshsig.MAGIC), len(sshsig.MAGIC) + KEY_ID_LEN)
 
 
 @dataclass
@@ -57,6 +62,7 @@ class Runtime:
     verifier: Verifier
     doors: dict[str, Door] = field(default_factory=dict)
     matcher: SequenceMatcher | None = None
+    signed: SignedVerifier | None = None
 
 
 class Daemon:
@@ -76,6 +82,7 @@ class Daemon:
         self._backends: dict[tuple[str, str | None], FirewallBackend] = {}
         self._stop = asyncio.Event()
         self._claimed: dict[str, float] = {}
+        self._skew_logged = float("-inf")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nflog: NflogReader | None = None
         self._nflog_rules = False
@@ -93,7 +100,25 @@ class Daemon:
             verifier=Verifier(config.doors, config.window),
             doors={d.name: d for d in config.doors},
             matcher=SequenceMatcher(sequence_doors) if sequence_doors else None,
+            signed=Daemon._build_signed(config),
         )
+
+    @staticmethod
+    def _build_signed(config: Config) -> SignedVerifier | None:
+        """The keys of the signed doors by key id; None (said once) without `cryptography`."""
+        doors = config.signed_doors
+        if not doors:
+            return None
+        try:
+            return SignedVerifier(
+                {d.name: d.keys for d in doors}, config.window_seconds, config.realm
+            )
+        except SshSupportMissing as exc:
+            names = ", ".join(d.name for d in doors)
+            log.error("door %s takes no signed knocks: %s", names, exc)
+            return None
+        except ValueError as exc:
+            raise ConfigError(str(exc), config.path) from None
 
     # -- receive path -------------------------------------------------------------------
 
@@ -105,6 +130,8 @@ class Daemon:
 
         Never replies.
         """
+        if sshsig.looks_signed(data):
+            return self._handle_signed(data, address, now)
         try:
             digest = parse_datagram(data)
         except MalformedDatagram:
@@ -115,24 +142,7 @@ class Daemon:
         if match is None:
             self.stats.count("no-door")
             return None
-        held = self._claimed.get(digest)
-        if held is not None and held > now:
-            self.stats.count("replay")
-            return None
-        try:
-            fresh = self.replay.claim(digest, match.expires)
-        except ReplayStoreError as exc:
-            self.stats.count("store-down")
-            log.error(
-                "knock for door %s from %s refused, replay store failing: %s",
-                match.door.name,
-                address,
-                exc,
-            )
-            return None
-        self._claimed[digest] = match.expires
-        if not fresh:
-            self.stats.count("replay")
+        if not self._claim(digest, match.expires, match.door.name, address, now):
             return None
         self.stats.count("accepted")
         log.info(
@@ -143,6 +153,92 @@ class Daemon:
         )
         self._spawn(self._act(match.door, address))
         return match.door
+
+    def _handle_signed(self, data: bytes, address: str, now: float) -> Door | None:
+        """A signed knock: key id first (no cryptography for strangers), then one verify."""
+        if not sshsig.MIN_DATAGRAM <= len(data) <= sshsig.MAX_DATAGRAM:
+            self.stats.count("malformed")
+            return None
+        signed = self.runtime.signed
+        if signed is None or not signed.knows(data[_KEY_ID]):
+            self.stats.count(Refusal.UNKNOWN_KEY.value)
+            return None
+        try:
+            knock = sshsig.parse_datagram(data)
+        except MalformedDatagram:
+            self.stats.count("malformed")
+            return None
+        # A knock seen before costs no verification: its key id, time and nonce name it.
+        held = self._claimed.get(sshsig.claim_token(knock))
+        if held is not None and held > now:
+            self.stats.count("replay")
+            return None
+        verdict = signed.match(knock, address, now)
+        if not isinstance(verdict, SignedMatch):
+            self.stats.count(verdict.reason.value)
+            if verdict.reason is Refusal.STALE and verdict.key is not None:
+                self._report_signed_skew(verdict.key.label, address, verdict.offset, now)
+            return None
+        if not self._claim(verdict.token, verdict.expires, ", ".join(verdict.doors), address, now):
+            return None
+        self.stats.count("accepted")
+        opened = [self.runtime.doors[name] for name in verdict.doors]
+        for door in opened:
+            log.info(
+                "knock accepted: door %s from %s by key %s (clock %+d s)",
+                door.name,
+                address,
+                verdict.key.label,
+                verdict.offset,
+            )
+            self._spawn(self._act(door, address))
+        return opened[0]
+
+    def _claim(self, token: str, expires: float, doors: str, address: str, now: float) -> bool:
+        """Claim a proved knock once, here and in the replay store; False if it is not fresh."""
+        held = self._claimed.get(token)
+        if held is not None and held > now:
+            self.stats.count("replay")
+            return False
+        try:
+            fresh = self.replay.claim(token, expires)
+        except ReplayStoreError as exc:
+            self.stats.count("store-down")
+            log.error(
+                "knock for door %s from %s refused, replay store failing: %s", doors, address, exc
+            )
+            return False
+        self._claimed[token] = expires
+        if not fresh:
+            self.stats.count("replay")
+            return False
+        return True
+
+    def _log_signed(self) -> None:
+        """Say how many SSH keys the signed doors trust, so a reload's effect is visible."""
+        signed, config = self.runtime.signed, self.runtime.config
+        if signed is not None:
+            realm = f", realm {config.realm}" if config.realm else ""
+            log.info(
+                "signed knocks: %d keys for door %s (window %d s%s)",
+                len(signed),
+                ", ".join(d.name for d in config.signed_doors),
+                config.window_seconds,
+                realm,
+            )
+
+    def _report_signed_skew(self, key: str, address: str, offset: int | None, now: float) -> None:
+        """A right signature from a wrong clock, logged at most once per SKEW_LOG_EVERY s."""
+        if now - self._skew_logged < SKEW_LOG_EVERY:
+            return
+        self._skew_logged = now
+        log.warning(
+            "signed knock from %s by key %s refused: clock off by %+d s, window %d s",
+            address,
+            key,
+            offset or 0,
+            self.runtime.config.window_seconds,
+        )
 
     def attempt(self, event: ConnectionAttempt) -> list[Door]:
         """Feed one connection attempt to the sequence matcher; act on completed doors."""
@@ -379,6 +475,7 @@ class Daemon:
             return
         self.runtime = runtime
         log.info("reloaded %s: %d doors", config.path, len(config.doors))
+        self._log_signed()
         self._restore_firewalls()
         if self._loop is not None and (
             [(d.name, d.sequence) for d in config.sequence_doors]
@@ -423,6 +520,7 @@ class Daemon:
             config.window,
             self.replay.name,
         )
+        self._log_signed()
         self._control = ControlServer(config.control, self.control)
         try:
             await self._control.start()

@@ -141,5 +141,4 @@ class SignedVerifier:
             return SignedRefusal(Refusal.STALE, entry, offset)
         # Claimed until no receiver with this window could take the knock again.
         expires = float(knock.time + self.window + 1)
-        token = "ssh:" + knock.replay_token.hex()
-        return SignedMatch(tuple(trusted.doors), entry, offset, token, expires)
+        return SignedMatch(tuple(trusted.doors), entry, offset, sshsig.claim_token(knock), expires)

@@ -69,6 +69,11 @@ class SignedKnock:
         return self.key_id + self.time.to_bytes(8, "big") + self.nonce
 
 
+def claim_token(knock: SignedKnock) -> str:
+    """The replay cache's key for a signed knock (text, as the stores keep it)."""
+    return "ssh:" + knock.replay_token.hex()
+
+
 def looks_signed(data: bytes) -> bool:
     """Whether a datagram is of this kind, by its first bytes alone."""
     return data[: len(MAGIC)] == MAGIC
