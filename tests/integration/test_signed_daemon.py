@@ -157,3 +157,31 @@ def test_an_unreadable_key_file_on_reload_trusts_nobody(daemon, keys):
     knock(daemon, keys["alice"])
     wait_count(daemon, "signed-unknown-key")
     assert daemon.lines() == []
+
+
+def test_without_cryptography_v1_doors_still_work_and_the_log_says_why(tmp_path, keys, monkeypatch):
+    blocked = tmp_path / "blocked" / "cryptography"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text('raise ImportError("cryptography blocked by the test")\n')
+    monkeypatch.setenv("PYTHONPATH", str(blocked.parent))
+    authorized(tmp_path / "ssh-users", keys["alice"])
+    doors = (
+        "[door-ssh]\n"
+        f"   authorized_keys = {tmp_path / 'ssh-users'}\n"
+        '   command = echo "%NAME% %IP%" >> OUT\n'
+        "[door-v1]\n"
+        "   secret = v1-secret\n"
+        '   command = echo "%NAME% %IP%" >> OUT\n'
+    )
+    running = Tumblerd(tmp_path, doors).start()
+    try:
+        log = running.log_text()
+        assert "door ssh takes no signed knocks: checking SSH signatures needs the " in log
+        assert "pip install 'tumbler[ssh]'" in log
+        knock(running, keys["alice"], realm="")
+        wait_count(running, "signed-unknown-key")
+        running.knock("v1-secret")
+        wait_until(running.lines, what="the v1 knock")
+        assert running.lines() == ["v1 127.0.0.1"]
+    finally:
+        running.stop()
