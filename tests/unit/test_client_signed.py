@@ -17,6 +17,8 @@ from tumbler.client.signed import SshKnockURL, is_ssh_url, parse_ssh_url
             SshKnockURL("host.example.org", 9000, "alice"),
         ),
         ("TUMBLER+SSH://[fd00::1]:8675", SshKnockURL("fd00::1", 8675)),
+        ("tumbler+ssh://h/?realm=fleet%20a", SshKnockURL("h", realm="fleet a")),
+        ("tumbler+ssh://h?realm=", SshKnockURL("h")),
     ],
 )
 def test_parse_ssh_url(text, expected):
@@ -32,6 +34,8 @@ def test_parse_ssh_url(text, expected):
         ("tumbler+ssh://host/path", "nothing may follow"),
         ("tumbler+ssh://fd00::1/", "brackets"),
         ("tumbler+ssh://host:0/", "port"),
+        ("tumbler+ssh://host/?key=x", "only query"),
+        ("tumbler+ssh://host/?realm=" + "r" * 256, "longer than 255"),
     ],
 )
 def test_bad_ssh_urls(text, message):
@@ -40,6 +44,6 @@ def test_bad_ssh_urls(text, message):
 
 
 def test_str_round_trips():
-    url = SshKnockURL("fd00::1", 9000, "bob")
-    assert str(url) == "tumbler+ssh://bob@[fd00::1]:9000/"
+    url = SshKnockURL("fd00::1", 9000, "bob", "a/b")
+    assert str(url) == "tumbler+ssh://bob@[fd00::1]:9000/?realm=a%2Fb"
     assert parse_ssh_url(str(url)) == url

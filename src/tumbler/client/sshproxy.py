@@ -27,6 +27,8 @@ Why each piece is the way it is:
   digest, which the daemon refuses as a replay. `MinuteKnocker` therefore stamps each
   retry with a minute the daemon's window (default 1) still accepts but that was not
   used yet: now, then the next minute, then the previous one; never a stamp twice.
+  A signed knock (tumbler+ssh://) carries a fresh nonce each time, so `FreshKnocker`
+  simply signs a new one.
 - ssh reads the proxy's stdout as the connection, so nothing else may ever be written
   there; diagnostics go to stderr. When ssh closes its side (stdin EOF), the socket's
   write side is shut down so the server sees EOF too; the relay ends when the server
@@ -42,10 +44,10 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from tumbler.client.knock import SockAddr
 from tumbler.protocols import tumbler1 as protocol
@@ -63,6 +65,37 @@ Log = Callable[[str], None]
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class Knocker(Protocol):
+    """Sends the next knock worth sending; `sent` holds one entry per knock sent."""
+
+    @property
+    def sent(self) -> Sequence[object]: ...
+
+    def knock(self) -> int | None:
+        """Send a knock; return its minute offset (0 for a fresh one), or None if none is left."""
+        ...
+
+    def describe(self, offset: int) -> str:
+        """What the last knock was, for the -v narrative."""
+        ...
+
+
+@dataclass
+class FreshKnocker:
+    """Sends a new knock every time: each has its own nonce, so none is a replay."""
+
+    send: Callable[[], object]
+    sent: list[int] = field(default_factory=list)
+
+    def knock(self) -> int | None:
+        self.send()
+        self.sent.append(0)
+        return 0
+
+    def describe(self, offset: int) -> str:
+        return "fresh"
 
 
 @dataclass
@@ -94,6 +127,9 @@ class MinuteKnocker:
             self.sent.append((offset, stamp))
             return offset
         return None
+
+    def describe(self, offset: int) -> str:
+        return f"minute {offset:+d}"
 
 
 class Dialer:
@@ -184,7 +220,7 @@ class Dialer:
 
 
 def knock_until_open(
-    knocker: MinuteKnocker,
+    knocker: Knocker,
     dial: Callable[[float], T | None],
     *,
     retry_after: float,
@@ -205,7 +241,7 @@ def knock_until_open(
             if offset is None:
                 log("no fresh minute left to knock with; still waiting")
             else:
-                log(f"knock {len(knocker.sent)} sent (minute {offset:+d})")
+                log(f"knock {len(knocker.sent)} sent ({knocker.describe(offset)})")
 
     start = clock()
     deadline = start + wait_timeout
