@@ -31,17 +31,21 @@ Decisions, so that the report means one thing:
 
 from __future__ import annotations
 
+import base64
 import io
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from struct import error as struct_error
 from typing import IO, Any, BinaryIO
 
 from tumbler.errors import MalformedDatagram, TumblerError
+from tumbler.protocols import sshsig
+from tumbler.protocols.authorized_keys import AuthorizedKey
+from tumbler.protocols.sshkeys import SshSupportMissing, load_verifier
 from tumbler.protocols.tumbler1 import DEFAULT_PORT, knock_digest, minute_stamp, normalize_address
 from tumbler.protocols.tumbler1 import parse_datagram as _parse_datagram
 
@@ -132,6 +136,27 @@ class Check:
 
 
 @dataclass(slots=True)
+class Signed:
+    """What a signed knock (docs/SIGNED-KNOCKS.md) shows without a key, and with one.
+
+    `signature` is None when no key was given for its key id, else "for its source",
+    "for ADDRESS, NOT its source", "bad" (no address in the capture makes it valid), or
+    "not checked" (without the `cryptography` package).
+    """
+
+    key_id: bytes
+    sent: int  # the time inside the knock, epoch seconds
+    offset_seconds: int | None  # sent minus capture time, when the capture has a date
+    key: str | None = None  # "comment SHA256:..." of the key, when given
+    signature: str | None = None
+
+
+def fingerprint_prefix(key_id: bytes) -> str:
+    """The start of the key's `SHA256:` fingerprint that its 8-byte key id fixes (10 chars)."""
+    return "SHA256:" + base64.b64encode(key_id).decode("ascii")[:10] + "..."
+
+
+@dataclass(slots=True)
 class TumblerKnock:
     """A Tumbler datagram (or, from text without payload, a likely one)."""
 
@@ -147,6 +172,7 @@ class TumblerKnock:
     digest: str | None  # None: payload unknown, a likely knock by size and port only
     replay_of: int | None = None
     check: Check | None = None
+    signed: Signed | None = None
 
 
 @dataclass(slots=True)
@@ -560,6 +586,52 @@ def tumbler_digest(payload: bytes) -> str | None:
         return None
 
 
+def signed_knock(payload: bytes) -> sshsig.SignedKnock | None:
+    """A signed knock's fields, or None for any other payload."""
+    if not sshsig.looks_signed(payload):
+        return None
+    try:
+        return sshsig.parse_datagram(payload)
+    except MalformedDatagram:
+        return None
+
+
+def check_signed(
+    knock: sshsig.SignedKnock,
+    entry: AuthorizedKey,
+    source: str,
+    realm: str,
+    candidates: Sequence[str],
+) -> str:
+    """For which address of the capture the knock's signature is valid (see `Signed`)."""
+    try:
+        verify = load_verifier(entry.key)
+    except SshSupportMissing:
+        return "not checked"
+    source = normalize_address(source)
+    addresses = [source] + [a for a in dict.fromkeys(candidates) if a != source]
+    for address in addresses[: MAX_CANDIDATE_ADDRESSES + 1]:
+        if sshsig.verify_knock(entry.key, verify, knock, address, realm):
+            return "for its source" if address == source else f"for {address}, NOT its source"
+    return "bad"
+
+
+def _signed_info(
+    knock: sshsig.SignedKnock,
+    p: Packet,
+    keys: Mapping[bytes, AuthorizedKey],
+    realm: str,
+    candidates: Sequence[str],
+) -> Signed:
+    capture = int(p.time.timestamp()) if p.time is not None else None
+    info = Signed(knock.key_id, knock.time, None if capture is None else knock.time - capture)
+    entry = keys.get(knock.key_id)
+    if entry is not None:
+        info.key = entry.label
+        info.signature = check_signed(knock, entry, p.src, realm, candidates)
+    return info
+
+
 def analyze(
     packets: Iterable[Packet],
     *,
@@ -569,12 +641,16 @@ def analyze(
     window: int = DEFAULT_WINDOW,
     include_refused: bool = True,
     udp_knocks: bool = False,
+    keys: Sequence[AuthorizedKey] = (),
+    realm: str = "",
 ) -> Report:
     """Pair SYNs with their answers and pick out knocks and Tumbler datagrams.
 
     Pure: time comes from the packets, nothing is read or sent.
     """
     report = Report(stats if stats is not None else Stats())
+    by_id = {entry.key.key_id: entry for entry in keys}
+    signed_packets: list[tuple[TumblerKnock, sshsig.SignedKnock, Packet]] = []
     attempts: dict[tuple[str, int, str, int], Knock] = {}
     all_attempts: list[Knock] = []
     datagrams: list[Knock] = []
@@ -610,6 +686,9 @@ def analyze(
             continue
         replied.add((p.dst, p.dport, p.src, p.sport))
         digest = tumbler_digest(p.payload) if p.payload is not None else None
+        signed = signed_knock(p.payload) if p.payload is not None and digest is None else None
+        if signed is not None:
+            digest = sshsig.claim_token(signed)
         likely = p.payload is None and p.dport == tumbler_port and p.length in LIKELY_LENGTHS
         if digest is None and not likely:
             datagrams.append(
@@ -623,7 +702,11 @@ def analyze(
         if digest is not None:
             t.replay_of = seen_digests.get(digest)
             seen_digests.setdefault(digest, number)
+        if signed is not None:
+            signed_packets.append((t, signed, p))
         report.tumbler.append(t)
+    for t, signed, p in signed_packets:
+        t.signed = _signed_info(signed, p, by_id, realm, list(seen_addresses))
 
     for a in all_attempts:
         if a.answer == "open":
@@ -637,6 +720,8 @@ def analyze(
         cache: dict[tuple[str, str, datetime | None], Check] = {}
         candidates = list(seen_addresses)
         for t in report.tumbler:
+            if t.signed is not None:
+                continue  # a signed knock is checked with keys, not secrets
             if t.digest is None:
                 t.check = Check("no-payload", window=window)
                 continue
@@ -680,6 +765,29 @@ def _describe_check(check: Check, source: str) -> str:
     return "digest unknown (no payload in text; use a pcap or tcpdump -X)"
 
 
+def _describe_signed(e: TumblerKnock, where: str, verbose: bool) -> list[str]:
+    s = e.signed
+    assert s is not None
+    sent = datetime.fromtimestamp(min(s.sent, 253402300799), UTC)
+    line = f"  Signed knock #{e.number} on {where} key {fingerprint_prefix(s.key_id)}"
+    line += f" sent {sent:%Y-%m-%d %H:%M:%S} UTC"
+    if s.offset_seconds is not None:
+        line += f" ({s.offset_seconds:+d} s from capture)"
+    if e.replay_of is not None:
+        line += f" REPLAY of #{e.replay_of}"
+    if verbose and e.time_text:
+        line += f" [at {e.time_text}, from port {e.sport}]"
+    lines = [line]
+    if s.key is not None:
+        verdicts = {
+            "bad": "signature valid for no address in the capture (or another realm)",
+            "not checked": "signature not checked (needs the cryptography package)",
+        }
+        verdict = verdicts.get(s.signature or "", f"signature valid {s.signature}")
+        lines.append(f"      by {s.key}: {verdict}")
+    return lines
+
+
 def format_report(report: Report, verbose: bool = False) -> str:
     """The human report: a `From SRC:` header per source, then its knocks in order."""
     out: list[str] = []
@@ -702,6 +810,9 @@ def format_report(report: Report, verbose: bool = False) -> str:
                 out.append(line)
                 continue
             where = _hostport(e.dst, e.dport)
+            if e.signed is not None:
+                out += _describe_signed(e, where, verbose)
+                continue
             if e.digest is None:
                 line = f"  Likely Tumbler knock #{e.number} on {where} (UDP, {e.length} bytes)"
             else:
@@ -733,7 +844,10 @@ def report_to_json(report: Report) -> dict[str, Any]:
                   "none"|"refused"|null (udp), "retransmissions"}],
                   "tumbler": [{"number", "host", "port", "source_port", "time",
                   "time_text", "length", "digest" (null: likely, payload unknown),
-                  "replay_of" (number or null), "check" (null without --secret)}]}],
+                  "replay_of" (number or null), "check" (null without --secret),
+                  "signed" (null but for a signed knock: {"key_id", "fingerprint_prefix",
+                  "time", "offset_seconds", "key" and "signature", both null without
+                  --authorized-keys)}]}],
      "connections": [{"source", "source_port", "host", "port", "time", "time_text"}]}
 
     check: {"status": "match"|"no-match"|"unknown-time"|"no-payload", "secret",
@@ -769,6 +883,7 @@ def report_to_json(report: Report) -> dict[str, Any]:
                         "digest": e.digest,
                         "replay_of": e.replay_of,
                         "check": _check_json(e.check),
+                        "signed": _signed_json(e.signed),
                     }
                 )
         sources.append({"address": source, "knocks": knocks, "tumbler": tumbler})
@@ -792,6 +907,19 @@ def report_to_json(report: Report) -> dict[str, Any]:
             }
             for c in report.connections
         ],
+    }
+
+
+def _signed_json(signed: Signed | None) -> dict[str, Any] | None:
+    if signed is None:
+        return None
+    return {
+        "key_id": signed.key_id.hex(),
+        "fingerprint_prefix": fingerprint_prefix(signed.key_id),
+        "time": signed.sent,
+        "offset_seconds": signed.offset_seconds,
+        "key": signed.key,
+        "signature": signed.signature,
     }
 
 

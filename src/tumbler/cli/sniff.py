@@ -16,12 +16,25 @@ from tumbler.audit.sniff import (
     read_packets,
     report_to_json,
 )
+from tumbler.protocols.authorized_keys import AuthorizedKey, parse_authorized_keys
 from tumbler.protocols.tumbler1 import DEFAULT_PORT
 
 
 def _read_secret_file(path: str) -> str:
     with open(path, encoding="utf-8") as f:
         return f.read().rstrip("\r\n")
+
+
+def _read_keys(paths: list[str]) -> list[AuthorizedKey]:
+    """The keys of `authorized_keys` files; what cannot be used is said on stderr."""
+    keys: list[AuthorizedKey] = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            parsed = parse_authorized_keys(f.read(), path)
+        for warning in parsed.warnings:
+            print(f"tumbler sniff: warning: {warning}", file=sys.stderr)
+        keys += parsed.keys
+    return keys
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,13 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Audit a capture for knocks: TCP connection attempts that never got a "
             "SYN-ACK (classic port knocks, which anyone watching can replay) and Tumbler "
-            "datagrams (replays flagged). Reads `tcpdump -n` text or a pcap/pcapng file."
+            "datagrams (replays flagged; signed knocks with their key's fingerprint). "
+            "Reads `tcpdump -n` text or a pcap/pcapng file."
         ),
     )
     p.add_argument("input", nargs="?", default="-", help="capture or tcpdump text (default stdin)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="Tumbler UDP port (8675)")
     p.add_argument("--secret", action="append", default=[], help="a door secret (repeatable)")
     p.add_argument("--secret-file", action="append", default=[], help="file holding a secret")
+    p.add_argument(
+        "--authorized-keys",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="SSH public keys (authorized_keys format) to name and check signed knocks",
+    )
+    p.add_argument("--realm", default="", help="the realm signed knocks were made for")
     p.add_argument(
         "--window", type=int, default=DEFAULT_WINDOW, help="minutes searched either side (10)"
     )
@@ -61,13 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         secrets = [*args.secret, *(_read_secret_file(f) for f in args.secret_file)]
+        keys = _read_keys(args.authorized_keys)
         stats = Stats()
         if args.input == "-":
             packets = list(read_packets(sys.stdin.buffer, stats, args.date))
         else:
             with open(args.input, "rb") as f:
                 packets = list(read_packets(f, stats, args.date))
-    except (OSError, SniffError) as exc:
+    except (OSError, SniffError, UnicodeDecodeError) as exc:
         print(f"tumbler sniff: {exc}", file=sys.stderr)
         return 2
     report = analyze(
@@ -78,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         window=args.window,
         include_refused=not args.no_refused,
         udp_knocks=args.udp,
+        keys=keys,
+        realm=args.realm,
     )
     try:
         if args.json:
