@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
+
+from tumbler.addresses import normalize_address
 
 PORT_UNSEEN = 0
 """Port of an attempt the source could not see in detail (e.g. rate-limited): always a reset."""
@@ -33,12 +34,9 @@ def canonical_address(address: str | bytes) -> str | None:
     Takes text, or 4 or 16 packed bytes from a packet header.
     """
     try:
-        parsed = ipaddress.ip_address(address)
+        return normalize_address(address)
     except ValueError:
         return None
-    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
-        return str(parsed.ipv4_mapped)
-    return str(parsed)
 
 
 # How the firewall's logging rules mark the attempts they send to an NFLOG group, so that

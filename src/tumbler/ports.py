@@ -20,7 +20,12 @@ class PortSpec:
         return f"{self.proto}/{ports}"
 
 
-def _port(text: str) -> int:
+def parse_port(text: str) -> int:
+    """A port number, 1 to 65535, written in at most five ASCII digits; else ValueError.
+
+    The one port rule: for the config, URLs, profiles and options alike (`int()` would also
+    take signs, spaces, underscores and non-ASCII digits).
+    """
     if not (text.isascii() and text.isdigit()) or len(text) > 5:
         raise ValueError(f"bad port {text!r}")
     value = int(text)
@@ -40,8 +45,8 @@ def parse_port_spec(text: str, default_proto: str = "tcp", allow_range: bool = T
     first_text, dash, last_text = ports.partition("-")
     if dash and not allow_range:
         raise ValueError(f"a range is not allowed here: {text!r}")
-    first = _port(first_text)
-    last = _port(last_text) if dash else first
+    first = parse_port(first_text)
+    last = parse_port(last_text) if dash else first
     if last < first:
         raise ValueError(f"empty port range {text!r}")
     return PortSpec(proto, first, last)

@@ -23,6 +23,7 @@ import pytest
 
 from tests.loopback import HAVE_IPV6
 from tumbler import __version__
+from tumbler.addresses import normalize_address
 from tumbler.protocols import tumbler1 as protocol
 
 VECTOR_DIGEST = "44e0543454e4c7a7633a216671b3f5068e332bd6e7b1c13cbc69b0d91bb044cb"
@@ -109,7 +110,7 @@ def test_open_sends_the_knock_for_now(family, address):
     assert len(data) == 74
     digest = protocol.parse_datagram(data)
     assert data == protocol.encode_datagram(digest)
-    assert protocol.normalize_address(peer[0]) == address
+    assert normalize_address(peer[0]) == address
     assert data in _expected_knocks(SECRET, address, start, end)
 
 
@@ -298,7 +299,7 @@ def test_knock_sequence_arrives_in_order(family, address):
     assert (process.returncode, err) == (0, "")
     expected = [(spec.split("/")[0], int(spec.split("/")[1])) for spec in ports]
     assert [(proto, port) for proto, port, _ in arrived] == expected
-    assert {protocol.normalize_address(peer) for _, _, peer in arrived} == {address}
+    assert {normalize_address(peer) for _, _, peer in arrived} == {address}
     lines = out.splitlines()
     assert len(lines) == len(protos)
     for index, (line, spec) in enumerate(zip(lines, ports, strict=True)):

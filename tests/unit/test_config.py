@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tumbler.config.daemon import Config, load_config, parse_config, parse_duration
+from tumbler.config.daemon import Config, load_config, parse_config
+from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError, TumblerError
 from tumbler.ports import PortSpec
 

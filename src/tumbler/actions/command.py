@@ -12,8 +12,8 @@ import logging
 import os
 import signal
 
-from tumbler.config.daemon import DOOR_NAME
-from tumbler.protocols.tumbler1 import normalize_address
+from tumbler.addresses import normalize_address
+from tumbler.doors import is_door_name
 
 OUTPUT_LIMIT = 4096
 
@@ -24,7 +24,7 @@ def render(template: str, address: str, door: str) -> str:
     # (fe80::1%$(cmd) parses) and an IPv4-mapped form the protocol never produces.
     if normalize_address(address) != address:
         raise ValueError(f"refusing to substitute a non-normalised address {address!r}")
-    if not DOOR_NAME.fullmatch(door):
+    if not is_door_name(door):
         raise ValueError(f"refusing to substitute door name {door!r}")
     return template.replace("%IP%", address).replace("%NAME%", door)
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import base64
 import io
-import ipaddress
 import re
 import socket
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -42,11 +41,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from struct import error as struct_error
 from typing import IO, Any, BinaryIO
 
+from tumbler.addresses import normalize_address
 from tumbler.errors import MalformedDatagram, TumblerError
 from tumbler.protocols import sshsig
 from tumbler.protocols.authorized_keys import AuthorizedKey
 from tumbler.protocols.sshkeys import SshSupportMissing, load_verifier
-from tumbler.protocols.tumbler1 import DEFAULT_PORT, knock_digest, minute_stamp, normalize_address
+from tumbler.protocols.tumbler1 import DEFAULT_PORT, knock_digest, minute_stamp
 from tumbler.protocols.tumbler1 import parse_datagram as _parse_datagram
 
 JSON_VERSION = 1
@@ -232,11 +232,6 @@ def _port(token: str, proto: str) -> int:
     return value
 
 
-def _address(text: str) -> str:
-    """A canonical address (RFC 5952 for IPv6) so that one host groups as one source."""
-    return ipaddress.ip_address(text.split("%", 1)[0]).compressed
-
-
 def _fraction(text: str | None) -> int:
     return int((text or "0").ljust(6, "0")[:6])
 
@@ -282,7 +277,7 @@ def parse_text_line(
         proto_hint = hint.group(1).lower()
     for m in _ENDPOINTS.finditer(rest):
         try:
-            src, dst = _address(m.group(1)), _address(m.group(3))
+            src, dst = normalize_address(m.group(1)), normalize_address(m.group(3))
         except ValueError:
             continue
         before, after = rest[: m.start()], rest[m.end() :]
@@ -513,8 +508,8 @@ def _packet_from_frame(dpkt: Any, linktype: int, buf: bytes) -> Packet | None:
     ip = _network_layer(dpkt, linktype, buf)
     if ip is None:
         return None
-    src = ipaddress.ip_address(bytes(ip.src)).compressed
-    dst = ipaddress.ip_address(bytes(ip.dst)).compressed
+    src = normalize_address(bytes(ip.src))
+    dst = normalize_address(bytes(ip.dst))
     l4 = ip.data
     if isinstance(l4, dpkt.tcp.TCP):
         flags = l4.flags

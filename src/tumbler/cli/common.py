@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from tumbler.client import knock
 from tumbler.errors import ConfigError, TumblerError
+from tumbler.secretfile import SecretFileError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -56,22 +57,34 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Name
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
 
 
+def exit_status(exc: BaseException) -> int:
+    """The one table from an error to an exit status, for every command of both programs.
+
+    2 for input that cannot work (an option, a URL, a config, a secret file's content),
+    1 for a failure at run time (a file that cannot be read, a network or firewall error).
+    """
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(exc, SecretFileError):
+        return EXIT_FAILURE if exc.unreadable else EXIT_USAGE
+    if isinstance(exc, knock.KnockUsageError | ConfigError):
+        return EXIT_USAGE
+    return EXIT_FAILURE
+
+
 def guard(body: Callable[[], int]) -> int:
     """Run a command, mapping the library's errors to one line and an exit status."""
     try:
         return body()
-    except (knock.KnockUsageError, ConfigError) as exc:
-        error(str(exc))
-        return EXIT_USAGE
     except TumblerError as exc:
         error(str(exc))
-        return EXIT_FAILURE
+        return exit_status(exc)
     except OSError as exc:
         error(exc.strerror or str(exc))
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
+        return exit_status(exc)
+    except KeyboardInterrupt as exc:
         print(file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_status(exc)
 
 
 def add_family(parser: argparse.ArgumentParser) -> None:

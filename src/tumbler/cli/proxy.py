@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from tumbler.addresses import normalize_address
 from tumbler.cli.common import (
     EXIT_OK,
     Parser,
@@ -27,9 +28,9 @@ from tumbler.cli.common import (
 )
 from tumbler.client import knock, profiles, signed, sshproxy
 from tumbler.client.sshagent import Signer
-from tumbler.config.daemon import parse_duration
+from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
-from tumbler.protocols import tumbler1 as protocol
+from tumbler.ports import parse_port
 
 
 def _seconds(text: str) -> float:
@@ -40,9 +41,10 @@ def _seconds(text: str) -> float:
 
 
 def _tcp_port(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port from 1 to 65535")
-    return int(text)
+    try:
+        return parse_port(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port from 1 to 65535") from None
 
 
 def _load_profiles(given: str | None, *, required: bool) -> profiles.Profiles | None:
@@ -166,7 +168,7 @@ def knock_and_connect(
     dial_fam, sockaddr = knock.resolve(
         knock_target if same else connect_host, port, family=fam, socktype=socket.SOCK_STREAM
     )[0]
-    target = protocol.normalize_address(sockaddr[0])
+    target = normalize_address(sockaddr[0])
     knocker: sshproxy.Knocker
     if isinstance(url, signed.SshKnockURL):
         knocker = sshproxy.FreshKnocker(

@@ -16,13 +16,10 @@ from tumbler.audit.sniff import (
     read_packets,
     report_to_json,
 )
+from tumbler.cli.common import EXIT_USAGE, exit_status
 from tumbler.protocols.authorized_keys import AuthorizedKey, parse_authorized_keys
 from tumbler.protocols.tumbler1 import DEFAULT_PORT
-
-
-def _read_secret_file(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read().rstrip("\r\n")
+from tumbler.secretfile import SecretFileError, read_secret_file
 
 
 def _read_keys(paths: list[str]) -> list[AuthorizedKey]:
@@ -76,13 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `tumbler sniff`: 0 on success, 2 on an unusable input or option."""
+    """Entry point of `tumbler sniff`: 0 on success, 2 on an unusable input or option.
+
+    A secret file follows the table of `cli.common`: 1 when it cannot be read.
+    """
     args = build_parser().parse_args(argv)
     if args.window < 0 or not 0 < args.port < 65536:
         print("tumbler sniff: --window must be >= 0 and --port 1-65535", file=sys.stderr)
         return 2
     try:
-        secrets = [*args.secret, *(_read_secret_file(f) for f in args.secret_file)]
+        secrets = [*args.secret, *(read_secret_file(f).secret for f in args.secret_file)]
+    except SecretFileError as exc:
+        print(f"tumbler sniff: {exc}", file=sys.stderr)
+        return exit_status(exc)
+    try:
         keys = _read_keys(args.authorized_keys)
         stats = Stats()
         if args.input == "-":
@@ -90,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with open(args.input, "rb") as f:
                 packets = list(read_packets(f, stats, args.date))
-    except (OSError, SniffError, UnicodeDecodeError) as exc:
+    except (OSError, SniffError, UnicodeDecodeError) as exc:  # an unusable input file
         print(f"tumbler sniff: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     report = analyze(
         packets,
         stats=stats,

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 
 from tumbler import __version__
+from tumbler.cli.common import exit_status
 from tumbler.cli.logfmt import JournalFormatter, stderr_is_journal
 from tumbler.config.daemon import (
     FIREWALLS,
@@ -167,12 +168,9 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
 
         daemon.on_ready = ready
         asyncio.run(daemon.serve())
-    except OSError as exc:
+    except (OSError, TumblerError) as exc:
         logging.getLogger("tumblerd").error("cannot start: %s", exc)
-        return 1
-    except TumblerError as exc:
-        logging.getLogger("tumblerd").error("cannot start: %s", exc)
-        return 1
+        return exit_status(exc)
     return 0
 
 
@@ -243,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _config_for(args)
     except ConfigError as exc:
         print(f"tumblerd: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_status(exc)
     if args.check_config:
         for warning in config.warnings:
             print(f"tumblerd: warning: {warning}", file=sys.stderr)
@@ -259,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args, config)
     except TumblerError as exc:
         print(f"tumblerd: error: {exc}", file=sys.stderr)
-        return 1
+        return exit_status(exc)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import os
 import re
 import selectors
 import socket
-import stat
 import time
 import urllib.parse
 import warnings
@@ -25,14 +24,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
 
+from tumbler import secretfile
+from tumbler.addresses import normalize_address
 from tumbler.errors import TumblerError
-from tumbler.ports import PortSpec, parse_port_spec
+from tumbler.ports import PortSpec, parse_port, parse_port_spec
 from tumbler.protocols import tumbler1 as protocol
+from tumbler.secretfile import SecretFileError
 
 SCHEME = "tumbler"
 SECRET_ENV = "TUMBLER_SECRET"  # noqa: S105 (a variable name, not a secret)
 # A secret file's first line longer than this is the wrong file, not a secret.
-MAX_SECRET_BYTES = 4096
 # Between classic knocks: long enough that knocks stay in order across a real network,
 # short enough that a 3-port sequence takes 0.2 s, far inside a 10 s sequence_timeout.
 DEFAULT_DELAY_MS = 100
@@ -81,9 +82,10 @@ def _bad_url(reason: str) -> KnockUsageError:
 def _parse_port(text: str) -> int:
     if not text:
         return protocol.DEFAULT_PORT
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
-        raise _bad_url(f"port {text!r} is not a number from 1 to 65535")
-    return int(text)
+    try:
+        return parse_port(text)
+    except ValueError:
+        raise _bad_url(f"port {text!r} is not a number from 1 to 65535") from None
 
 
 def _split_hostport(hostport: str) -> tuple[str, int]:
@@ -160,26 +162,22 @@ def _nonempty(value: str, origin: str) -> Secret:
 
 
 def read_secret_file(path: str, warn: Warn | None = None) -> str:
-    """The first line of `path` without its line ending (LF or CRLF), decoded as UTF-8.
+    """The secret in `path`, by the one rule of `tumbler.secretfile` (first line, UTF-8).
 
     Warns when a regular file is readable by group or others: the secret opens a door.
     Pipes (`--secret-file <(pass show door)`) are read without the permission check.
     """
     try:
-        with open(path, "rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
-            if warn is not None and stat.S_ISREG(mode) and mode & 0o044:
-                warn(f"secret file {path} is readable by group or others; chmod 600 it")
-            line = handle.readline(MAX_SECRET_BYTES + 1)
-    except OSError as exc:
-        raise KnockError(f"cannot read secret file {path}: {exc.strerror}") from None
-    if len(line) > MAX_SECRET_BYTES and not line.endswith(b"\n"):
-        raise KnockUsageError(f"secret file {path}: first line is over {MAX_SECRET_BYTES} bytes")
-    line = line.removesuffix(b"\n").removesuffix(b"\r")
-    try:
-        return line.decode("utf-8")
-    except UnicodeDecodeError:
-        raise KnockUsageError(f"secret file {path}: first line is not UTF-8") from None
+        found = secretfile.read_secret_file(path)
+    except SecretFileError as exc:
+        if exc.unreadable:
+            raise KnockError(str(exc)) from None
+        if exc.reason == secretfile.EMPTY:
+            raise KnockUsageError(f"empty secret from --secret-file {path}") from None
+        raise KnockUsageError(str(exc)) from None
+    if warn is not None and found.exposed:
+        warn(f"secret file {path} is readable by group or others; chmod 600 it")
+    return found.secret
 
 
 def prompt_secret(label: str) -> str:
@@ -229,7 +227,7 @@ def resolve_secret(
 def normalize_source(text: str) -> str:
     """Validate a `--from` address and give it the form that enters the hash."""
     try:
-        return protocol.normalize_address(text.strip())
+        return normalize_address(text.strip())
     except ValueError:
         raise KnockUsageError(f"--from {text!r} is not an IP address") from None
 
@@ -277,7 +275,7 @@ def udp_target(host: str, port: int, *, family: int = 0) -> str:
     """The address a knock to `host` goes to: the first of its addresses with a route."""
     sock, sockaddr = _connected_udp(host, port, family)
     with sock:
-        return protocol.normalize_address(sockaddr[0])
+        return normalize_address(sockaddr[0])
 
 
 def local_address(host: str, port: int = protocol.DEFAULT_PORT, *, family: int = 0) -> str:
@@ -287,7 +285,7 @@ def local_address(host: str, port: int = protocol.DEFAULT_PORT, *, family: int =
     """
     sock, _ = _connected_udp(host, port, family)
     with sock:
-        return protocol.normalize_address(sock.getsockname()[0])
+        return normalize_address(sock.getsockname()[0])
 
 
 # --- Tumbler knock ---------------------------------------------------------------------
@@ -330,7 +328,7 @@ def _knock(
     sock, sockaddr = _connected_udp(host, port, family)
     with sock:
         if address is None:
-            address = protocol.normalize_address(sock.getsockname()[0])
+            address = normalize_address(sock.getsockname()[0])
         stamp = protocol.minute_stamp(when)
         datagram = protocol.encode_datagram(protocol.knock_digest(stamp, address, secret))
         if send:
@@ -340,7 +338,7 @@ def _knock(
                 raise KnockError(f"cannot send to {host} port {port}: {exc.strerror}") from None
     return KnockResult(
         host=host,
-        target=protocol.normalize_address(sockaddr[0]),
+        target=normalize_address(sockaddr[0]),
         port=port,
         address=address,
         address_given=source is not None,
@@ -508,7 +506,7 @@ def send_sequence(
     if delay < 0:
         raise KnockUsageError("the delay cannot be negative")
     fam, base = pick_target(host, family=family)
-    target = protocol.normalize_address(base[0])
+    target = normalize_address(base[0])
     done: list[SequenceKnock] = []
     for index, spec in enumerate(ports):
         started = time.monotonic()

@@ -27,16 +27,17 @@ from __future__ import annotations
 import os
 import re
 import socket
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
 from tumbler.client import knock, signed
-from tumbler.config.daemon import parse_duration
 from tumbler.config.inifile import NAME, NAME_RULE, Section, read_sections
+from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
+from tumbler.filemodes import readable_by_others, writable_by_others
+from tumbler.ports import parse_port
 
 PROFILES_ENV = "TUMBLER_PROFILES"
 DEFAULT_WAIT_TIMEOUT = 10.0
@@ -113,9 +114,10 @@ def _family(text: str) -> int:
 
 
 def _port(text: str) -> int:
-    if not re.fullmatch(r"\d{1,5}", text) or not 1 <= int(text) <= 65535:
-        raise ValueError(f"expected a TCP port from 1 to 65535, got {text!r}")
-    return int(text)
+    try:
+        return parse_port(text)
+    except ValueError:
+        raise ValueError(f"expected a TCP port from 1 to 65535, got {text!r}") from None
 
 
 def _text(text: str) -> str:
@@ -190,10 +192,6 @@ def parse_profiles(text: str, path: str = "<profiles>") -> Profiles:
     return Profiles(path, profiles)
 
 
-def _loose(mode: int) -> bool:
-    return bool(mode & (stat.S_IRGRP | stat.S_IROTH | stat.S_IWGRP | stat.S_IWOTH))
-
-
 def load_profiles(path: str | os.PathLike[str]) -> Profiles:
     """Read and check a profile file; warn when others may read or change it.
 
@@ -211,16 +209,15 @@ def load_profiles(path: str | os.PathLike[str]) -> Profiles:
         raise ConfigError(f"cannot read profiles: {reason}", str(p)) from None
     profiles = parse_profiles(text, str(p))
     warnings: list[str] = []
-    if stat.S_ISREG(mode):
-        secret_in_url = any(
-            isinstance(pr.url, knock.KnockURL) and pr.url.secret is not None
-            for pr in profiles.profiles.values()
+    secret_in_url = any(
+        isinstance(pr.url, knock.KnockURL) and pr.url.secret is not None
+        for pr in profiles.profiles.values()
+    )
+    if writable_by_others(mode):
+        warnings.append(f"profile file {p} is writable by group or others; chmod 600 it")
+    elif secret_in_url and readable_by_others(mode):
+        warnings.append(
+            f"profile file {p} holds a secret in a URL and is readable by group or "
+            "others; chmod 600 it, or move the secret to a secret_file"
         )
-        if mode & (stat.S_IWGRP | stat.S_IWOTH):
-            warnings.append(f"profile file {p} is writable by group or others; chmod 600 it")
-        elif secret_in_url and _loose(mode):
-            warnings.append(
-                f"profile file {p} holds a secret in a URL and is readable by group or "
-                "others; chmod 600 it, or move the secret to a secret_file"
-            )
     return Profiles(profiles.path, profiles.profiles, tuple(warnings))

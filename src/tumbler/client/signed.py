@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tumbler.addresses import normalize_address
 from tumbler.client import knock
 from tumbler.client.sshagent import (
     AgentError,
@@ -152,7 +153,7 @@ def send_signed_knocks(
     sock, sockaddr = knock._connected_udp(host, port, family)
     with sock:
         if address is None:
-            address = protocol.normalize_address(sock.getsockname()[0])
+            address = normalize_address(sock.getsockname()[0])
         for signer in signers:
             moment = int(time.time()) if when is None else when
             try:
@@ -169,7 +170,7 @@ def send_signed_knocks(
             results.append(
                 SignedKnockResult(
                     host=host,
-                    target=protocol.normalize_address(sockaddr[0]),
+                    target=normalize_address(sockaddr[0]),
                     port=port,
                     address=address,
                     address_given=source is not None,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from tumbler.addresses import Address
 from tumbler.errors import TumblerError
 from tumbler.protocols import sshsig
 from tumbler.protocols.sshkeys import (
@@ -34,7 +35,6 @@ from tumbler.protocols.sshkeys import (
     ssh_mpint,
     ssh_string,
 )
-from tumbler.protocols.tumbler1 import Address
 
 SSH_AGENT_FAILURE = 5
 SSH_AGENTC_REQUEST_IDENTITIES = 11

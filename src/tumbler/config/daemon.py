@@ -18,25 +18,25 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from tumbler.config.inifile import NAME, NAME_RULE, Section, read_sections
-from tumbler.doors import SequenceDoor
+from tumbler.addresses import normalize_address
+from tumbler.config.inifile import NAME_RULE, Section, read_sections
+from tumbler.doors import SequenceDoor, is_door_name
+from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
-from tumbler.ports import PortSpec, parse_port_list
+from tumbler.filemodes import readable_by_others, writable_by_others
+from tumbler.ports import PortSpec, parse_port, parse_port_list
 from tumbler.protocols import sshsig
 from tumbler.protocols.authorized_keys import AuthorizedKey, parse_authorized_keys
-from tumbler.protocols.tumbler1 import DEFAULT_PORT, normalize_address
+from tumbler.protocols.tumbler1 import DEFAULT_PORT
+from tumbler.secretfile import SecretFileError, read_secret_file
 
-DOOR_NAME = NAME
 DEFAULT_WINDOW_SECONDS = 60  # a knock's time to the second may be this far either side of ours
 FIREWALLS = ("auto", "nftables", "iptables", "iptables-nft", "iptables-legacy")
-_DURATION = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,6})?)\s*([smh]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
 
 
 @dataclass(frozen=True)
@@ -118,17 +118,6 @@ def default_control_path() -> str:
     return str(default_state_dir() / "control.sock")
 
 
-def parse_duration(text: str) -> float:
-    """Seconds from `30`, `30s`, `5m` or `1h`."""
-    m = _DURATION.fullmatch(text.strip().lower())
-    if not m:
-        raise ValueError(f"bad duration {text!r} (use 30, 30s, 5m or 1h)")
-    value = float(m.group(1)) * _UNITS[m.group(2)]
-    if value <= 0:
-        raise ValueError(f"duration must be positive: {text!r}")
-    return value
-
-
 def _int_in(lo: int, hi: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         if not re.fullmatch(r"[0-9]{1,9}", text):
@@ -201,7 +190,7 @@ def _realm(text: str) -> str:
 
 
 _COMMON: dict[str, Callable[[str], object]] = {
-    "port": _int_in(1, 65535),
+    "port": parse_port,
     "log": _text,
     "listen": _listen,
     "window": _int_in(0, 60),
@@ -234,7 +223,7 @@ _DOOR: dict[str, Callable[[str], object]] = {
 def _schema(name: str) -> Mapping[str, Callable[[str], object]] | None:
     if name == "common":
         return _COMMON
-    if name.startswith("door-") and DOOR_NAME.fullmatch(name[len("door-") :]):
+    if name.startswith("door-") and is_door_name(name[len("door-") :]):
         return _DOOR
     return None
 
@@ -245,21 +234,19 @@ def _split(text: str, path: str) -> list[Section]:
 
 def _others_can_read(path: Path) -> bool:
     try:
-        return bool(path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH))
+        return readable_by_others(path.stat().st_mode)
     except OSError:
         return False
 
 
-def _read_secret_file(ref: str, base: Path, path: str, line: int) -> tuple[str, Path]:
+def _read_secret_file(ref: str, base: Path, path: str, line: int) -> tuple[str, Path | None]:
+    """The door's secret, and its file's path when group or others can read that file."""
     secret_path = (base / ref) if not os.path.isabs(ref) else Path(ref)
     try:
-        content = secret_path.read_text(encoding="utf-8")
-    except (OSError, ValueError) as exc:  # ValueError: undecodable, or a NUL in the path
-        raise ConfigError(f"secret_file {str(secret_path)!r}: {exc}", path, line) from None
-    secret = content.splitlines()[0] if content else ""
-    if not secret:
-        raise ConfigError(f"secret_file {secret_path} is empty", path, line)
-    return secret, secret_path
+        found = read_secret_file(secret_path)
+    except SecretFileError as exc:
+        raise ConfigError(f"secret_file {str(secret_path)!r}: {exc.reason}", path, line) from None
+    return found.secret, (secret_path if found.exposed else None)
 
 
 def _read_authorized_keys(
@@ -288,7 +275,7 @@ def _read_authorized_keys(
         )
     parsed = parse_authorized_keys(text, str(keys_path))
     warnings = list(parsed.warnings)
-    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+    if writable_by_others(mode):
         warnings.append(
             f"{keys_path} is writable by group or others, who could add a key; "
             f"run: chmod go-w {keys_path}"
@@ -314,8 +301,9 @@ def _door(
     secret = section.get("secret", cast(str | None, None))
     if has("secret_file"):
         ref = section.get("secret_file", "")
-        secret, secret_path = _read_secret_file(ref, base, path, section.line_of("secret_file"))
-        secret_files.append(secret_path)
+        secret, exposed = _read_secret_file(ref, base, path, section.line_of("secret_file"))
+        if exposed is not None:
+            secret_files.append(exposed)
     authorized_keys: str | None = None
     keys: tuple[AuthorizedKey, ...] = ()
     if has("authorized_keys"):
@@ -384,12 +372,13 @@ def _one_iptables_variant(doors: list[Door], path: str) -> None:
             )
 
 
-def _permission_warnings(path: str, holds_secret: bool, secret_files: list[Path]) -> list[str]:
-    files = ([Path(path)] if holds_secret and path != "<config>" else []) + secret_files
+def _permission_warnings(path: str, holds_secret: bool, exposed: list[Path]) -> list[str]:
+    """`exposed`: the secret files that group or others can read."""
+    config = Path(path)
+    files = [config] if holds_secret and path != "<config>" and _others_can_read(config) else []
     return [
         f"{f} holds a secret and is readable by group or others; run: chmod 600 {f}"
-        for f in files
-        if _others_can_read(f)
+        for f in files + exposed
     ]
 
 

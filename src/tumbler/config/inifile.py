@@ -15,11 +15,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
+from tumbler.doors import DOOR_NAME, DOOR_NAME_RULE
 from tumbler.errors import ConfigError
 
-# A section's name after its kind, e.g. `ssh` in [door-ssh] or `web1` in [host-web1].
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-NAME_RULE = "NAME of letters, digits, '.', '_' and '-'"
+# A section's name after its kind, e.g. `ssh` in [door-ssh] or `web1` in [host-web1],
+# follows the door-name rule.
+NAME = DOOR_NAME
+NAME_RULE = DOOR_NAME_RULE
 # Line breaks as an editor counts them (str.splitlines also breaks at \f, \x85, \u2028...).
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _KEY_SHAPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tumbler.actions import command as door_command
+from tumbler.addresses import normalize_address
 from tumbler.config.daemon import Config, Door, load_config
 from tumbler.daemon import sdnotify
 from tumbler.daemon.control import ControlServer
@@ -39,7 +40,7 @@ from tumbler.errors import (
 from tumbler.events import ConnectionAttempt
 from tumbler.protocols import sshsig
 from tumbler.protocols.sshkeys import KEY_ID_LEN, SshSupportMissing
-from tumbler.protocols.tumbler1 import normalize_address, parse_datagram
+from tumbler.protocols.tumbler1 import parse_datagram
 from tumbler.sources import udp
 
 if TYPE_CHECKING:  # imported when used: a daemon without firewall doors never loads them

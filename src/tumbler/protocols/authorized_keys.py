@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tumbler.addresses import Address, normalize_address
 from tumbler.protocols.sshkeys import (
     UNSUPPORTED_KEY_TYPES,
     PublicKey,
@@ -26,7 +27,6 @@ from tumbler.protocols.sshkeys import (
     parse_public_key,
     ssh_string,
 )
-from tumbler.protocols.tumbler1 import Address, normalize_address
 
 SESSION_OPTIONS = frozenset(
     {

@@ -19,6 +19,7 @@ import base64
 import hashlib
 from dataclasses import dataclass
 
+from tumbler.addresses import Address, normalize_address
 from tumbler.errors import MalformedDatagram
 from tumbler.protocols.sshkeys import (
     KEY_ID_LEN,
@@ -32,7 +33,6 @@ from tumbler.protocols.sshkeys import (
     signature_plausible,
     ssh_string,
 )
-from tumbler.protocols.tumbler1 import Address, normalize_address
 
 # 0xF5 never starts UTF-8 text, so no text knock (v1's `TUMBLER1:`, fwknop's base64) can
 # begin with it, and it differs from the NUL a binary v2 magic may start with; `TKS` reads as

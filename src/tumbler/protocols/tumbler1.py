@@ -6,10 +6,10 @@ Time is always an argument so that callers (and tests) decide which minute it is
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import time
 from datetime import UTC, datetime, timedelta
 
+from tumbler.addresses import Address, normalize_address
 from tumbler.errors import MalformedDatagram
 
 DEFAULT_PORT = 8675
@@ -19,8 +19,6 @@ DIGEST_HEX_LEN = 64
 MAX_DATAGRAM = len(PREFIX) + 1 + DIGEST_HEX_LEN + 2
 MIN_DATAGRAM = len(PREFIX) + DIGEST_HEX_LEN
 _HEX = frozenset(b"0123456789abcdefABCDEF")
-
-Address = str | ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def minute_stamp(when: datetime) -> str:
@@ -45,17 +43,6 @@ def minute_stamps(when: datetime, window: int) -> list[str]:
     for k in range(1, window + 1):
         offsets += [-k, k]
     return [minute_stamp(when + timedelta(minutes=m)) for m in offsets]
-
-
-def normalize_address(address: Address) -> str:
-    """The address as it enters the hash: dotted IPv4, RFC 5952 IPv6, mapped IPv6 as IPv4."""
-    # A scope id (fe80::1%eth0) is not part of the address: strip it from text and objects.
-    ip = ipaddress.ip_address(
-        address.split("%", 1)[0] if isinstance(address, str) else address.packed
-    )
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.compressed
 
 
 def knock_digest(stamp: str, address: Address, secret: str) -> str:

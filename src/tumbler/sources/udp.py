@@ -12,8 +12,8 @@ import socket
 import time
 from collections.abc import Callable
 
+from tumbler.addresses import normalize_address
 from tumbler.protocols import sshsig, tumbler1
-from tumbler.protocols.tumbler1 import normalize_address
 
 log = logging.getLogger("tumblerd")
 

@@ -7,9 +7,7 @@ so that a `list` from the CLI thread cannot interleave with an `open`.
 
 from __future__ import annotations
 
-import ipaddress
 import math
-import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -17,12 +15,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from tumbler.actions.firewall.runner import Runner
+from tumbler.addresses import address_version, normalize_address
+from tumbler.doors import is_door_name
 from tumbler.errors import FirewallError
 from tumbler.ports import PortSpec
 
 # A door name ends up inside rule comments (`tumbler:<door>:<expiry>`) and nft
 # element comments, so it is kept to characters that need no quoting anywhere.
-_DOOR_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+@-]{0,63}")
 
 COMMENT_PREFIX = "tumbler:"
 
@@ -49,10 +48,10 @@ class OpenEntry:
 
 def check_door(door: str) -> str:
     """Return the door name, or raise FirewallError if it could not be a rule tag."""
-    if not _DOOR_RE.fullmatch(door):
+    if not is_door_name(door):
         raise FirewallError(
             f"door name {door!r} cannot tag a firewall rule "
-            "(use letters, digits and _ . + @ -, at most 64)"
+            "(use letters, digits and _ . -, at most 64)"
         )
     return door
 
@@ -60,12 +59,10 @@ def check_door(door: str) -> str:
 def normalise_address(address: str) -> tuple[str, int]:
     """Return (address text, 4 or 6); an IPv4-mapped IPv6 address counts as IPv4."""
     try:
-        ip = ipaddress.ip_address(address.strip())
+        text = normalize_address(address.strip())
     except ValueError as exc:
         raise FirewallError(f"not an IP address: {address!r}") from exc
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return str(ip), ip.version
+    return text, address_version(text)
 
 
 def timeout_seconds(timeout: float) -> int:

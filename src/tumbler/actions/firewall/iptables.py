@@ -30,7 +30,6 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from tumbler.actions.firewall.base import (
     COMMENT_PREFIX,
@@ -45,6 +44,7 @@ from tumbler.actions.firewall.base import (
 from tumbler.actions.firewall.runner import Runner
 from tumbler.errors import FirewallError
 from tumbler.ports import PortSpec
+from tumbler.statedb import open_state_db
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +143,7 @@ class StateStore:
         if self._db is not None:
             return self._db
         try:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            with db:
-                db.execute(_SCHEMA)
+            db = open_state_db(self.path, _SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise FirewallError(f"cannot open the state database {self.path}: {exc}") from exc
         self._db = db

@@ -8,6 +8,9 @@ import time
 from pathlib import Path
 
 from tumbler.errors import ReplayStoreError
+from tumbler.statedb import open_state_db
+
+_SCHEMA = "CREATE TABLE IF NOT EXISTS replay (digest TEXT PRIMARY KEY, expires REAL NOT NULL)"
 
 
 class MemoryReplayCache:
@@ -54,14 +57,7 @@ class SqliteReplayCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._db = sqlite3.connect(str(self.path), timeout=5.0, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS replay (digest TEXT PRIMARY KEY, expires REAL NOT NULL)"
-            )
-            self._db.commit()
+            self._db = open_state_db(self.path, _SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise ReplayStoreError(f"cannot open replay database {self.path}: {exc}") from exc
         self._lock = threading.Lock()
