@@ -51,7 +51,11 @@ def settle(rig: Rig, seconds: float = 30.0) -> None:
 
 def tumbler_discards(system: Tumblerd) -> int:
     counters = system.counters()
-    return sum(counters.get(k, 0) for k in ("malformed", "no-door", "replay"))
+    return sum(
+        v
+        for k, v in counters.items()
+        if k in ("malformed", "no-door", "replay") or k.startswith("signed-")
+    )
 
 
 def junk_target(system: System) -> tuple[bool, int, str, int]:
@@ -61,9 +65,15 @@ def junk_target(system: System) -> tuple[bool, int, str, int]:
     return False, FWKNOP_PORT, "fwknop", SPA_SIZE
 
 
-def junk_rate(rig: Rig, system: System, count: int, sources: int) -> dict:
-    """Flood `count` junk datagrams; return discards per CPU-second of the daemon."""
-    is_tumbler, port, kind, size = junk_target(system)
+def junk_rate(
+    rig: Rig, system: System, count: int, sources: int, kind: str = "", key_id: str = ""
+) -> dict:
+    """Flood `count` junk datagrams; return discards per CPU-second of the daemon.
+
+    `kind` and `key_id` override the system's own junk (signed-knock junk, say).
+    """
+    is_tumbler, port, default_kind, size = junk_target(system)
+    kind = kind or default_kind
     # Warm up (caches, allocator), then measure.
     rig.flood_agent.call(
         op="flood",
@@ -73,12 +83,20 @@ def junk_rate(rig: Rig, system: System, count: int, sources: int) -> dict:
         port=port,
         count=min(count, 20000),
         sources=sources,
+        key_id=key_id,
     )
     settle(rig)
     before_n = tumbler_discards(system) if is_tumbler else udp_in(rig)["InDatagrams"]
     before_cpu = proc_cpu_seconds(system.pid)
     sent = rig.flood_agent.call(
-        op="flood", kind=kind, size=size, dst=SERVER_F, port=port, count=count, sources=sources
+        op="flood",
+        kind=kind,
+        size=size,
+        dst=SERVER_F,
+        port=port,
+        count=count,
+        sources=sources,
+        key_id=key_id,
     )
     settle(rig)
     cpu = proc_cpu_seconds(system.pid) - before_cpu

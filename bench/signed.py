@@ -102,6 +102,12 @@ def junk_rates(seconds: float) -> dict[str, float]:
     return out
 
 
+def bench_key() -> tuple[str, str]:
+    """A fresh Ed25519 key for a bench door: its authorized_keys line and key id (hex)."""
+    signer = FileSigner(ed25519.Ed25519PrivateKey.generate(), "bench@tumbler")
+    return signer.key.openssh(signer.comment) + "\n", signer.key.key_id.hex()
+
+
 def rows(seconds: float) -> list[tuple[str, str]]:
     out = [
         (f"verify one knock, {name} ({size} bytes)", f"{us:,.0f} us/CPU")

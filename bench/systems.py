@@ -94,6 +94,7 @@ class Tumblerd(System):
         replay: str = "sqlite",
         tag: str = "",
         limit: bool = True,
+        authorized_keys: str | None = None,
     ) -> None:
         super().__init__(rig)
         self.limit = limit
@@ -121,6 +122,10 @@ class Tumblerd(System):
         for i in range(doors):
             secret = self.secret if i == doors - 1 else f"other-{i}-{pysecrets.token_hex(8)}"
             lines += [f"[door-d{i}]", f"secret = {secret}", f"open = tcp/{TARGET}", "timeout = 1h"]
+        if authorized_keys is not None:  # a signed door beside the others (docs/SIGNED-KNOCKS.md)
+            keys = self.dir / "ssh-users"
+            keys.write_text(authorized_keys)
+            lines += ["[door-signed]", f"authorized_keys = {keys}", f"open = tcp/{TARGET}"]
         self.config.write_text("\n".join(lines) + "\n")
         self.config.chmod(0o600)
 

@@ -187,3 +187,10 @@ def test_without_cryptography_v1_doors_still_work_and_the_log_says_why(tmp_path,
         assert running.lines() == ["v1 127.0.0.1"]
     finally:
         running.stop()
+
+
+def test_ipv6_signed_knock(daemon, keys):
+    [sent] = send_signed_knocks("::1", daemon.port, [keys["carol"]], realm=REALM)
+    assert sent.address == "::1"
+    wait_until(daemon.lines, what="the IPv6 knock")
+    assert daemon.lines() == ["ssh ::1"]
