@@ -20,12 +20,16 @@ import argparse
 import asyncio
 import random
 import sys
+import tempfile
 import time
 import traceback
 from datetime import UTC, datetime, timedelta
 
+from tumbler.client.sshagent import FileSigner, sign_knock
 from tumbler.config.daemon import parse_config
 from tumbler.daemon.wiring import Daemon
+from tumbler.protocols import sshsig
+from tumbler.protocols.sshkeys import load_verifier
 from tumbler.protocols.tumbler1 import knock_digest, make_knock, minute_stamp, parse_datagram
 
 SECRETS = ["open-pAsSwOrD", "second door", "Ünïcode ☃"]
@@ -38,6 +42,16 @@ CONFIG = (
 )
 
 
+def _signer() -> FileSigner:
+    """A fixed Ed25519 key for the signed door, so that seeds are the same every run."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return FileSigner(ed25519.Ed25519PrivateKey.from_private_bytes(bytes(32)), "fuzz@tumbler")
+
+
+SIGNER = _signer()
+
+
 def seeds() -> list[bytes]:
     out = []
     for secret in SECRETS:
@@ -45,7 +59,18 @@ def seeds() -> list[bytes]:
             for minutes in (-1, 0, 1):
                 data = make_knock(secret, address, NOW + timedelta(minutes=minutes))
                 out += [data, data + b"\n", data + b"\r\n", data.upper(), data.replace(b" ", b"")]
+    for address in ADDRESSES:  # signed knocks (docs/SIGNED-KNOCKS.md), a few seconds apart
+        for seconds in (-30, 0, 30):
+            when = int(NOW.timestamp()) + seconds
+            out.append(sign_knock(SIGNER, address, "", when, bytes([seconds % 256]) * 16))
     return out
+
+
+def _identity(data: bytes) -> bytes | str:
+    """What makes two accepted datagrams the same knock: v1's digest, a signed knock's token."""
+    if sshsig.looks_signed(data):
+        return sshsig.parse_datagram(data).replay_token
+    return parse_datagram(data)
 
 
 def mutate(rng: random.Random, data: bytes, pool: list[bytes] | None = None) -> bytes:
@@ -83,14 +108,25 @@ class Target:
     """`Daemon.handle` with actions stubbed out: what opens is recorded, nothing runs."""
 
     def __init__(self) -> None:
-        self.daemon = Daemon(parse_config(CONFIG, "<fuzz>"))
+        self._dir = tempfile.TemporaryDirectory(prefix="tumbler-fuzz-")
+        keys = f"{self._dir.name}/ssh-users"
+        with open(keys, "w") as f:
+            f.write(SIGNER.key.openssh(SIGNER.comment) + "\n")
+        config = CONFIG + f"[door-signed]\nauthorized_keys = {keys}\ncommand = true\n"
+        self.daemon = Daemon(parse_config(config, "<fuzz>"))
+        self.verify = load_verifier(SIGNER.key)
         self.opened: list[tuple[bytes, str]] = []
         self.daemon._spawn = lambda coro: coro.close()  # type: ignore[method-assign]
         self.when = NOW.timestamp()
 
     def __call__(self, data: bytes, address: str) -> None:
         door = self.daemon.handle(data, address, self.when)
-        if door is not None:
+        if door is not None and sshsig.looks_signed(data):
+            knock = sshsig.parse_datagram(data)
+            assert sshsig.verify_knock(SIGNER.key, self.verify, knock, address)
+            assert abs(knock.time - self.when) <= 60
+            self.opened.append((data, address))
+        elif door is not None:
             # Whatever opened must be an exact knock for that door, source and window.
             digest = parse_datagram(data)
             stamps = [minute_stamp(NOW + timedelta(minutes=m)) for m in (-1, 0, 1)]
@@ -119,7 +155,7 @@ def run(iterations: int, seconds: float, seed: int, quiet: bool = False) -> dict
                 done += 1
 
     asyncio.run(loop())
-    replays = len(target.opened) - len({parse_datagram(d) for d, _ in target.opened})
+    replays = len(target.opened) - len({_identity(d) for d, _ in target.opened})
     result = {
         "iterations": done,
         "exceptions": len(errors),
