@@ -118,9 +118,12 @@ def test_verifications_per_key_id_are_rate_limited(counted):
     verifier = SignedVerifier({"ssh": trust(alice, bob)}, rate=2.0, burst=3.0)
     junk = knock(alice)
     junk = sshsig.SignedKnock(junk.key_id, NOW, junk.nonce, Signature("ssh-ed25519", bytes(64)))
+    assert not verifier.exhausted(junk.key_id, NOW)
     reasons = [verifier.match(junk, ADDRESS, NOW).reason for _ in range(10)]  # type: ignore[union-attr]
     assert reasons == [Refusal.BAD_SIGNATURE] * 3 + [Refusal.RATE_LIMITED] * 7
     assert len(counted) == 3
+    assert verifier.exhausted(junk.key_id, NOW)  # the daemon then drops it unparsed
+    assert not verifier.exhausted(bob.key.key_id, NOW)
     # Another key id is not held up by the flood against alice's.
     assert isinstance(verifier.match(knock(bob), ADDRESS, NOW), SignedMatch)
     # Half a second later one verification (rate 2/s) is available again.

@@ -161,8 +161,12 @@ class Daemon:
             self.stats.count("malformed")
             return None
         signed = self.runtime.signed
-        if signed is None or not signed.knows(data[_KEY_ID]):
+        kid = data[_KEY_ID]
+        if signed is None or not signed.knows(kid):
             self.stats.count(Refusal.UNKNOWN_KEY.value)
+            return None
+        if signed.exhausted(kid, now):  # a flood on this key id: no parsing, no verifying
+            self.stats.count(Refusal.RATE_LIMITED.value)
             return None
         try:
             knock = sshsig.parse_datagram(data)

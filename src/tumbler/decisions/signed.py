@@ -111,14 +111,26 @@ class SignedVerifier:
     def knows(self, kid: bytes) -> bool:
         return kid in self._keys
 
-    def _spend(self, trusted: _Trusted, now: float) -> bool:
+    def _refill(self, trusted: _Trusted, now: float) -> None:
         elapsed = max(0.0, now - trusted.last)
         trusted.tokens = min(self.burst, trusted.tokens + elapsed * self.rate)
         trusted.last = now
+
+    def _spend(self, trusted: _Trusted, now: float) -> bool:
+        self._refill(trusted, now)
         if trusted.tokens < 1.0:
             return False
         trusted.tokens -= 1.0
         return True
+
+    def exhausted(self, kid: bytes, now: float) -> bool:
+        """Whether `kid` has no verification left now: its datagrams need not even be parsed.
+
+        Spends nothing; a known key id only (check `knows` first).
+        """
+        trusted = self._keys[kid]
+        self._refill(trusted, now)
+        return trusted.tokens < 1.0
 
     def match(
         self, knock: sshsig.SignedKnock, address: str, now: float
