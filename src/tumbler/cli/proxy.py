@@ -27,6 +27,7 @@ from tumbler.cli.common import (
     warn,
 )
 from tumbler.client import knock, profiles, signed, sshproxy
+from tumbler.client.sentknocks import SentKnocks
 from tumbler.client.sshagent import Signer
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
@@ -140,7 +141,8 @@ def knock_once(url: DoorURL, proof: Proof, *, source: str | None, family: int) -
         )
         return results[0].target
     assert proof.secret is not None
-    return knock.knock_url(url, proof.secret, source=source, family=family).target
+    result = knock.knock_url(url, proof.secret, source=source, family=family, sent=SentKnocks())
+    return result.target
 
 
 def knock_and_connect(
@@ -178,8 +180,16 @@ def knock_and_connect(
         secret = proof.secret
         assert secret is not None
 
-        def send(when: datetime) -> None:
-            knock.knock_url(url, secret, source=source, when=when, family=family)
+        sent = SentKnocks()
+
+        def send(when: datetime) -> bool:
+            try:
+                knock.knock_url(
+                    url, secret, source=source, when=when, family=family, sent=sent, offsets=(0,)
+                )
+            except knock.NoFreshMinute:
+                return False
+            return True
 
         knocker = sshproxy.MinuteKnocker(send=send)
     dialer = sshproxy.Dialer(dial_fam, sockaddr)

@@ -30,6 +30,7 @@ from tumbler.cli.common import (
     warn,
 )
 from tumbler.client import knock, signed
+from tumbler.client.sentknocks import SentKnocks
 
 
 def _time(text: str) -> datetime:
@@ -230,6 +231,7 @@ def open_main(argv: Sequence[str]) -> int:
             when=args.at,
             family=args.family,
             dry_run=args.dry_run,
+            sent=SentKnocks(),
         )
         if args.dry_run:
             print(describe(result, secret.origin))

@@ -21,11 +21,12 @@ import urllib.parse
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from tumbler import secretfile
 from tumbler.addresses import normalize_address
+from tumbler.client.sentknocks import SentKnocks
 from tumbler.errors import TumblerError
 from tumbler.ports import PortSpec, parse_port, parse_port_spec
 from tumbler.protocols import tumbler1 as protocol
@@ -37,6 +38,10 @@ SECRET_ENV = "TUMBLER_SECRET"  # noqa: S105 (a variable name, not a secret)
 # Between classic knocks: long enough that knocks stay in order across a real network,
 # short enough that a 3-port sequence takes 0.2 s, far inside a 10 s sequence_timeout.
 DEFAULT_DELAY_MS = 100
+# The minutes a knock may be stamped with, in order, when this one was used already: the
+# daemon's default window (1) accepts the previous, current and next minute, and the next
+# stays valid longest.
+FRESH_OFFSETS = (0, 1, -1)
 # How long a classic TCP knock waits to learn whether it was answered (only reported).
 REPLY_WAIT = 0.05
 # What a classic UDP knock carries: one byte, as knockd's `knock` client sends.
@@ -52,6 +57,10 @@ class KnockError(TumblerError):
 
 class KnockUsageError(KnockError):
     """Bad input from the user (URL, secret, address, port): exit status 2."""
+
+
+class NoFreshMinute(KnockError):
+    """Every minute the daemon would accept was used for this address already."""
 
 
 # --- URL -------------------------------------------------------------------------------
@@ -311,6 +320,37 @@ class KnockResult:
         return protocol.parse_datagram(self.datagram)
 
 
+def _fresh_minute(
+    when: datetime,
+    address: str,
+    secret: str,
+    sent: SentKnocks | None,
+    offsets: Sequence[int],
+) -> tuple[datetime, str, str]:
+    """(moment, stamp, digest) of the first minute in `offsets` this user has not knocked
+    with yet for `address` and `secret`; without `sent`, simply `when`'s own minute."""
+    candidates: list[tuple[datetime, str, str, float]] = []
+    for offset in offsets if sent is not None else (0,):
+        moment = when + timedelta(minutes=offset)
+        stamp = protocol.minute_stamp(moment)
+        # Another client picks this minute again only while it is within a minute of now.
+        expires = (moment.timestamp() // 60 + 2) * 60
+        candidates.append((moment, stamp, protocol.knock_digest(stamp, address, secret), expires))
+    if sent is None:
+        return candidates[0][:3]
+    try:
+        index = sent.claim_first([(c[2], c[3]) for c in candidates], when.timestamp())
+    except OSError:
+        return candidates[0][:3]  # no state directory: knock as the article's client does
+    if index is None:
+        wait = 60 - int(when.timestamp()) % 60
+        raise NoFreshMinute(
+            f"already knocked {len(candidates)} times this minute for {address}: tumblerd "
+            f"would refuse another as a replay; try again in {wait} s"
+        )
+    return candidates[index][:3]
+
+
 def _knock(
     host: str,
     port: int,
@@ -320,6 +360,8 @@ def _knock(
     when: datetime | None,
     family: int,
     send: bool,
+    sent: SentKnocks | None = None,
+    offsets: Sequence[int] = FRESH_OFFSETS,
 ) -> KnockResult:
     if not secret:
         raise KnockUsageError("empty secret")
@@ -329,8 +371,8 @@ def _knock(
     with sock:
         if address is None:
             address = normalize_address(sock.getsockname()[0])
-        stamp = protocol.minute_stamp(when)
-        datagram = protocol.encode_datagram(protocol.knock_digest(stamp, address, secret))
+        when, stamp, digest = _fresh_minute(when, address, secret, sent if send else None, offsets)
+        datagram = protocol.encode_datagram(digest)
         if send:
             try:
                 sock.send(datagram)
@@ -370,14 +412,28 @@ def send_knock(
     source: str | None = None,
     when: datetime | None = None,
     family: int = 0,
+    sent: SentKnocks | None = None,
+    offsets: Sequence[int] = FRESH_OFFSETS,
 ) -> KnockResult:
     """Send one Tumbler datagram to `host`; nothing comes back, by design.
 
     The hashed address is `source` when given (a client behind NAT knows its public
     address), else the local address of the very socket the datagram leaves from.
-    `when` defaults to now; tests and clock-skew checks pass their own.
+    `when` defaults to now; tests and clock-skew checks pass their own. With `sent`,
+    the minute is the first of `offsets` (from `when`) not used for this address and
+    secret yet (see client.sentknocks), and NoFreshMinute says when none is left.
     """
-    return _knock(host, port, secret, source=source, when=when, family=family, send=True)
+    return _knock(
+        host,
+        port,
+        secret,
+        source=source,
+        when=when,
+        family=family,
+        send=True,
+        sent=sent,
+        offsets=offsets,
+    )
 
 
 def knock_url(
@@ -388,10 +444,22 @@ def knock_url(
     when: datetime | None = None,
     family: int = 0,
     dry_run: bool = False,
+    sent: SentKnocks | None = None,
+    offsets: Sequence[int] = FRESH_OFFSETS,
 ) -> KnockResult:
     """`send_knock` (or `build_knock` when `dry_run`) for a parsed URL."""
-    make = build_knock if dry_run else send_knock
-    return make(url.host, url.port, secret, source=source, when=when, family=family)
+    if dry_run:
+        return build_knock(url.host, url.port, secret, source=source, when=when, family=family)
+    return send_knock(
+        url.host,
+        url.port,
+        secret,
+        source=source,
+        when=when,
+        family=family,
+        sent=sent,
+        offsets=offsets,
+    )
 
 
 # --- classic port-knock sequences ------------------------------------------------------

@@ -25,7 +25,6 @@ keep chmod 600.
 from __future__ import annotations
 
 import os
-import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,9 +41,6 @@ from tumbler.ports import parse_port
 PROFILES_ENV = "TUMBLER_PROFILES"
 DEFAULT_WAIT_TIMEOUT = 10.0
 DEFAULT_RETRY_AFTER = 3.0
-# A trailing comment needs a space before '#', so a '#' inside a value (a %23 is better)
-# is not cut; the daemon's format has whole-line comments only, profiles allow both.
-_TRAILING_COMMENT = re.compile(r"\s+#.*\Z")
 _FAMILIES = {"4": socket.AF_INET, "6": socket.AF_INET6}
 
 
@@ -181,13 +177,9 @@ def _schema(header: str) -> Mapping[str, Callable[[str], object]] | None:
     return _KEYS if ok else None
 
 
-def _strip(raw: str) -> str:
-    return _TRAILING_COMMENT.sub("", raw.strip())
-
-
 def parse_profiles(text: str, path: str = "<profiles>") -> Profiles:
     """Parse profile text; raise ConfigError naming path and line on the first problem."""
-    sections = read_sections(text, path, _schema, f"[host-NAME], {NAME_RULE}", _strip)
+    sections = read_sections(text, path, _schema, f"[host-NAME], {NAME_RULE}")
     profiles = {p.name: p for p in (_build(section, path) for section in sections)}
     return Profiles(path, profiles)
 

@@ -49,12 +49,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
-from tumbler.client.knock import SockAddr
+from tumbler.client.knock import FRESH_OFFSETS, SockAddr
 from tumbler.protocols import tumbler1 as protocol
 
-# The minutes a retry may use, in order. The daemon's default window is 1 (previous,
-# current and next minute); the next minute comes first because it stays valid longest.
-OFFSETS = (0, 1, -1)
+OFFSETS = FRESH_OFFSETS
 ATTEMPT_EVERY = 0.25  # seconds between fresh connection attempts
 ATTEMPT_LIFETIME = 3.0  # how long one attempt stays in flight (a slow first answer)
 BUFSIZE = 65536
@@ -102,7 +100,9 @@ class FreshKnocker:
 class MinuteKnocker:
     """Sends knocks stamped so that no two share a minute, hence never the same digest.
 
-    `send(when)` sends one knock stamped at `when`; `clock` gives the current time.
+    `send(when)` sends one knock stamped at `when`, or returns False when that minute was
+    already used (by another run of the client: see client.sentknocks); `clock` gives the
+    current time.
     Both are arguments so that tests can freeze time and count what was sent.
     """
 
@@ -123,7 +123,8 @@ class MinuteKnocker:
             stamp = protocol.minute_stamp(when)
             if stamp in used:
                 continue
-            self.send(when)
+            if self.send(when) is False:  # another client of this user took that minute
+                continue
             self.sent.append((offset, stamp))
             return offset
         return None

@@ -35,6 +35,7 @@ from tumbler.protocols.authorized_keys import AuthorizedKey, parse_authorized_ke
 from tumbler.protocols.tumbler1 import DEFAULT_PORT
 from tumbler.secretfile import SecretFileError, read_secret_file
 
+ROOT_CONTROL = "/run/tumbler/control.sock"
 DEFAULT_WINDOW_SECONDS = 60  # a knock's time to the second may be this far either side of ours
 FIREWALLS = ("auto", "nftables", "iptables", "iptables-nft", "iptables-legacy")
 
@@ -59,6 +60,7 @@ class Door:
     set: str | None = None
     sequence: tuple[PortSpec, ...] = ()
     sequence_timeout: float = 10.0
+    secret_file: Path | None = None  # where `secret` was read from, for the start-up checks
 
     @property
     def is_sequence(self) -> bool:
@@ -111,7 +113,7 @@ def default_state_dir() -> Path:
 def default_control_path() -> str:
     """Root's socket lives in /run; anyone else's beside the state."""
     if os.geteuid() == 0:
-        return "/run/tumbler/control.sock"
+        return ROOT_CONTROL
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
         return str(Path(runtime) / "tumbler.sock")
@@ -254,9 +256,10 @@ def _read_authorized_keys(
 ) -> tuple[str, tuple[AuthorizedKey, ...], list[str]]:
     """The usable keys of a door's `authorized_keys` file, and warnings about the rest.
 
-    A file that cannot be read leaves the door with no keys and a warning rather than
-    refusing the config: a reload must never keep trusting keys that may have been
-    removed, and the door's other knocks (a secret) keep working.
+    A file that cannot be read, or that group or others may change, leaves the door with
+    no keys and a warning rather than refusing the config: a reload must never keep
+    trusting keys that may have been removed, and the door's other knocks (a secret) keep
+    working. At start-up tumblerd refuses such a file outright (daemon/paths.py).
     """
     keys_path = Path(ref).expanduser()
     keys_path = keys_path if keys_path.is_absolute() else base / keys_path
@@ -273,13 +276,18 @@ def _read_authorized_keys(
                 "the door takes no signed knocks"
             ],
         )
+    if writable_by_others(mode):
+        return (
+            str(keys_path),
+            (),
+            [
+                f"{path}:{line}: door {name}: authorized_keys {keys_path} is writable by group "
+                f"or others, who could add a key; the door takes no signed knocks; "
+                f"run: chmod go-w {keys_path}"
+            ],
+        )
     parsed = parse_authorized_keys(text, str(keys_path))
     warnings = list(parsed.warnings)
-    if writable_by_others(mode):
-        warnings.append(
-            f"{keys_path} is writable by group or others, who could add a key; "
-            f"run: chmod go-w {keys_path}"
-        )
     if not parsed.keys:
         warnings.append(f"{keys_path}: no usable key; door {name} takes no signed knocks")
     return str(keys_path), tuple(parsed.keys), warnings
@@ -299,8 +307,10 @@ def _door(
             section.line_of("secret_file"),
         )
     secret = section.get("secret", cast(str | None, None))
+    secret_path: Path | None = None
     if has("secret_file"):
         ref = section.get("secret_file", "")
+        secret_path = (base / ref) if not os.path.isabs(ref) else Path(ref)
         secret, exposed = _read_secret_file(ref, base, path, section.line_of("secret_file"))
         if exposed is not None:
             secret_files.append(exposed)
@@ -351,6 +361,7 @@ def _door(
         set=section.get("set", cast(str | None, None)),
         sequence=section.get("sequence", cast(tuple[PortSpec, ...], ())),
         sequence_timeout=section.get("sequence_timeout", 10.0),
+        secret_file=secret_path,
     )
     return door, secret_files, warnings
 

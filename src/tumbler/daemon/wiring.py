@@ -503,7 +503,20 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self._loop = loop
         config = self.runtime.config
-        self._sockets = udp.bind_sockets(config.listen, self.port)
+        # The control socket first: a second daemon on the same socket refuses to start
+        # before it touches a port or a firewall.
+        self._control = ControlServer(config.control, self.control)
+        try:
+            await self._control.start()
+        except OSError as exc:
+            log.error("control socket %s unavailable: %s", config.control, exc)
+            self._control = None
+        try:
+            self._sockets = udp.bind_sockets(config.listen, self.port)
+        except BaseException:
+            if self._control is not None:
+                await self._control.close()
+            raise
         for sock in self._sockets:
             loop.add_reader(sock.fileno(), self._on_readable, sock)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -526,12 +539,6 @@ class Daemon:
             self.replay.name,
         )
         self._log_signed()
-        self._control = ControlServer(config.control, self.control)
-        try:
-            await self._control.start()
-        except OSError as exc:
-            log.error("control socket %s unavailable: %s", config.control, exc)
-            self._control = None
         if self.on_ready is not None:
             self.on_ready()
         try:
