@@ -99,28 +99,28 @@ _tumbler() {
             takes="--profiles"
             ;;
         ssh-proxy)
-            options="-h --help --profiles --url --secret-file --from -4 -6 --wait-timeout
-                --retry-after -v --verbose"
-            takes="--profiles --url --secret-file --from --wait-timeout --retry-after"
+            options="-h --help --profiles --url --secret-file --ssh-key --from -4 -6
+                --wait-timeout --retry-after -v --verbose"
+            takes="--profiles --url --secret-file --ssh-key --from --wait-timeout --retry-after"
             ;;
         knock)
             options="-h --help -4 -6 -u --udp --delay -v --verbose --dry-run"
             takes="--delay"
             ;;
         sniff)
-            options="-h --help --port --secret --secret-file --window --udp --no-refused
-                --date --json -v --verbose"
-            takes="--port --secret --secret-file --window --date"
+            options="-h --help --port --secret --secret-file --authorized-keys --realm --window
+                --udp --no-refused --date --json -v --verbose"
+            takes="--port --secret --secret-file --authorized-keys --realm --window --date"
             ;;
         *)
-            options="-h --help --open --secret-file --from -4 -6 --dry-run -v --verbose
-                --version"
-            takes="--open --secret-file --from"
+            options="-h --help --open --secret-file --ssh-key --from -4 -6 --dry-run -v
+                --verbose --version"
+            takes="--open --secret-file --ssh-key --from"
             ;;
     esac
 
     case $prev in
-        --secret-file | --profiles)
+        --secret-file | --profiles | --ssh-key | --authorized-keys)
             _tumbler_files "$cur"
             return 0
             ;;
