@@ -54,50 +54,44 @@ def tumbler_discards(system: Tumblerd) -> int:
     return sum(
         v
         for k, v in counters.items()
-        if k in ("malformed", "no-door", "replay") or k.startswith("signed-")
+        if k in ("malformed", "no-door", "bad-mac", "clock-skew", "replay")
+        or k.startswith("signed-")
     )
 
 
 def junk_target(system: System) -> tuple[bool, int, str, int]:
     """(is tumblerd, port, junk kind, junk size) of the system a flood is aimed at."""
     if isinstance(system, Tumblerd):
-        return True, TUMBLER_PORT, "tumbler", 0
+        return True, TUMBLER_PORT, "tumbler2" if system.version == 2 else "tumbler", 0
     return False, FWKNOP_PORT, "fwknop", SPA_SIZE
 
 
 def junk_rate(
-    rig: Rig, system: System, count: int, sources: int, kind: str = "", key_id: str = ""
+    rig: Rig,
+    system: System,
+    count: int,
+    sources: int,
+    warmup: int = 20000,
+    variety: int = 4096,
+    base: str = "10.215.1.1",
+    kind: str = "",
+    key_id: str = "",
 ) -> dict:
     """Flood `count` junk datagrams; return discards per CPU-second of the daemon.
 
+    `variety` distinct payloads are paired round-robin with `sources` addresses from
+    `base` on; the warm-up (caches, allocator) sends `warmup` of the same packets first.
     `kind` and `key_id` override the system's own junk (signed-knock junk, say).
     """
     is_tumbler, port, default_kind, size = junk_target(system)
-    kind = kind or default_kind
-    # Warm up (caches, allocator), then measure.
-    rig.flood_agent.call(
-        op="flood",
-        kind=kind,
-        size=size,
-        dst=SERVER_F,
-        port=port,
-        count=min(count, 20000),
-        sources=sources,
-        key_id=key_id,
-    )
+    flood = {"kind": kind or default_kind, "size": size, "dst": SERVER_F, "port": port}
+    flood |= {"sources": sources, "variety": variety, "base": base, "key_id": key_id}
+    if warmup:
+        rig.flood_agent.call(op="flood", count=min(count, warmup), **flood)
     settle(rig)
     before_n = tumbler_discards(system) if is_tumbler else udp_in(rig)["InDatagrams"]
     before_cpu = proc_cpu_seconds(system.pid)
-    sent = rig.flood_agent.call(
-        op="flood",
-        kind=kind,
-        size=size,
-        dst=SERVER_F,
-        port=port,
-        count=count,
-        sources=sources,
-        key_id=key_id,
-    )
+    sent = rig.flood_agent.call(op="flood", count=count, **flood)
     settle(rig)
     cpu = proc_cpu_seconds(system.pid) - before_cpu
     after_n = tumbler_discards(system) if is_tumbler else udp_in(rig)["InDatagrams"]

@@ -88,7 +88,7 @@ _tumbler() {
     local cur prev command=""
     _tumbler_current
     COMPREPLY=()
-    local commands="open ssh-proxy knock sniff"
+    local commands="open ssh-proxy knock sniff keygen"
     [[ $COMP_CWORD -ge 2 ]] && command=${COMP_WORDS[1]}
     [[ " $commands " == *" $command "* ]] || command=""
 
@@ -108,9 +108,14 @@ _tumbler() {
             takes="--delay"
             ;;
         sniff)
-            options="-h --help --port --secret --secret-file --authorized-keys --realm --window
-                --udp --no-refused --date --json -v --verbose"
-            takes="--port --secret --secret-file --authorized-keys --realm --window --date"
+            options="-h --help --port --secret --secret-file --key --key-file --authorized-keys
+                --realm --window --udp --no-refused --date --json -v --verbose"
+            takes="--port --secret --secret-file --key --key-file --authorized-keys --realm --window
+                --date"
+            ;;
+        keygen)
+            options="-h --help --door --open --host --port --realm --passphrase --key-file --qr"
+            takes="--door --open --host --port --realm --key-file"
             ;;
         *)
             options="-h --help --open --secret-file --ssh-key --from -4 -6 --dry-run -v
@@ -120,7 +125,7 @@ _tumbler() {
     esac
 
     case $prev in
-        --secret-file | --profiles | --ssh-key | --authorized-keys)
+        --secret-file | --profiles | --key-file | --ssh-key | --authorized-keys)
             _tumbler_files "$cur"
             return 0
             ;;

@@ -103,7 +103,7 @@ def test_ssh_proxy_with_a_profile_needs_no_secret(tmp_path, agent, daemon, user_
     assert proc.stdout == PAYLOAD
     narrative = proc.stderr.decode()
     assert f"signing with {label(user_key)}" in narrative
-    assert "knock 1 sent (fresh)" in narrative
+    assert "knock 1 sent (fresh nonce)" in narrative
     assert daemon.lines() == ["ssh 127.0.0.1"]
 
 
@@ -121,7 +121,7 @@ def test_lost_first_knock_is_retried_with_a_fresh_one(tmp_path, agent, daemon):
     try:
         assert proc.stderr is not None
         narrative: list[str] = []
-        while not any("knock 1 sent (fresh)" in line for line in narrative):
+        while not any("knock 1 sent (fresh nonce)" in line for line in narrative):
             line = proc.stderr.readline().decode()
             assert line, f"ssh-proxy ended early: {narrative}"
             narrative.append(line)

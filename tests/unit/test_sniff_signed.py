@@ -55,7 +55,7 @@ def test_without_keys_the_key_id_shows_the_fingerprint_prefix_and_replays():
 
 def test_with_keys_each_knock_is_named_and_checked():
     keys = parse_authorized_keys(ALICE.key.openssh(ALICE.comment)).keys
-    report = sniff.analyze(knocks(), keys=keys, realm="lab")
+    report = sniff.analyze(knocks(), ssh_keys=keys, realm="lab")
     verdicts = [t.signed.signature for t in report.tumbler if t.signed is not None]
     assert verdicts == ["for its source", "for 10.0.0.1, NOT its source", "bad", None]
     out = sniff.format_report(report)

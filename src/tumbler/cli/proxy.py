@@ -1,8 +1,9 @@
 """`tumbler open NAME` and `tumbler ssh-proxy HOST PORT`: the argparse front-ends.
 
-Both knock, then wait for a TCP port to answer, knocking again with a neighbouring
-minute when it does not (see `tumbler.client.sshproxy`). They live apart from `cli.tumbler`
-so that the plain knock stays small; `cli.tumbler` loads this module only when asked.
+Both knock, then wait for a TCP port to answer, knocking again (v1: with a neighbouring
+minute; v2: just again) when it does not (see `tumbler.client.sshproxy`). They live apart
+from `cli.tumbler` so that the plain knock stays small; `cli.tumbler` loads this module
+only when asked.
 """
 
 from __future__ import annotations
@@ -171,15 +172,15 @@ def knock_and_connect(
         knock_target if same else connect_host, port, family=fam, socktype=socket.SOCK_STREAM
     )[0]
     target = normalize_address(sockaddr[0])
-    knocker: sshproxy.Knocker
+    knocker: sshproxy.MinuteKnocker | sshproxy.FreshKnocker
     if isinstance(url, signed.SshKnockURL):
+        # Each signed knock has its own nonce: a retry is just another knock.
         knocker = sshproxy.FreshKnocker(
-            lambda: knock_once(url, proof, source=source, family=family)
+            send=lambda when: knock_once(url, proof, source=source, family=family)
         )
     else:
         secret = proof.secret
         assert secret is not None
-
         sent = SentKnocks()
 
         def send(when: datetime) -> bool:
@@ -191,7 +192,10 @@ def knock_and_connect(
                 return False
             return True
 
-        knocker = sshproxy.MinuteKnocker(send=send)
+        if url.version == 2:
+            knocker = sshproxy.FreshKnocker(send=send)  # each knock is fresh: no minute juggling
+        else:
+            knocker = sshproxy.MinuteKnocker(send=send)
     dialer = sshproxy.Dialer(dial_fam, sockaddr)
     try:
         sock = sshproxy.knock_until_open(
@@ -217,8 +221,9 @@ def _where(host: str, target: str, port: int) -> str:
 
 OPEN_DESCRIPTION = """\
 Knock on a host named in your profile file, then (when the profile has `wait`) wait
-until that TCP port answers, knocking again with a neighbouring minute every
-`retry_after` seconds, for at most `wait_timeout` seconds."""
+until that TCP port answers, knocking again every `retry_after` seconds (a tumbler://
+door with a neighbouring minute, a tumbler2:// door with a fresh nonce), for at most
+`wait_timeout` seconds."""
 
 OPEN_EPILOG = f"""\
 profile file: --profiles FILE, else ${profiles.PROFILES_ENV}, else
@@ -315,8 +320,9 @@ def open_main(argv: Sequence[str]) -> int:
 # --- tumbler ssh-proxy HOST PORT ----------------------------------------------------------
 
 PROXY_DESCRIPTION = """\
-Be ssh's ProxyCommand: knock, connect to HOST:PORT (knocking again with a
-neighbouring minute every --retry-after seconds while the port does not answer), then
+Be ssh's ProxyCommand: knock, connect to HOST:PORT (knocking again every
+--retry-after seconds while the port does not answer: a tumbler:// door with a
+neighbouring minute, a tumbler2:// door with a fresh nonce), then
 relay stdin and stdout to the connection. Nothing but the connection's bytes goes to
 stdout; errors (and, with -v, a narrative) go to stderr.
 

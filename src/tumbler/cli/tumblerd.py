@@ -240,6 +240,17 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     )
     counters = answer["counters"]
     print("knocks: " + (", ".join(f"{k} {v}" for k, v in sorted(counters.items())) or "none"))
+    skew = answer.get("last_clock_skew")
+    if skew:
+        knock = (
+            f"v2 knock refused for door {skew['door']}"
+            if "door" in skew
+            else f"signed knock refused for key {skew['key']}"
+        )
+        print(
+            f"clock skew: last {knock} from {skew['address']} "
+            f"at {_when(skew['at'])}, its clock off by {skew['offset']:+d} s"
+        )
     entries = answer["open"]
     if not entries:
         print("open: nothing")

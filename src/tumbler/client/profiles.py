@@ -10,6 +10,9 @@
        wait_timeout = 10         # seconds (or 30s, 1m)
        retry_after = 3           # knock again (next minute) if not open by then
 
+    [host-db1]
+       url = tumbler2://db1.example.org/?realm=fleet.example   # a version 2 door
+       secret_file = ~/.config/tumbler/db1.key     # its key, as `tumbler keygen` prints it
     [host-web2]
        url = tumbler+ssh://alice@web2.example.org/   # a knock signed by your SSH key
        ssh_key = ~/.ssh/id_ed25519   # optional: else every key ssh-agent holds
@@ -52,7 +55,7 @@ class Profile:
     url: knock.KnockURL | signed.SshKnockURL
     path: str
     line: int
-    secret_file: str | None = None
+    secret_file: str | None = None  # for a tumbler2:// url, the file of its key
     ssh_key: str | None = None  # for a tumbler+ssh:// url: the key file that signs
     source: str | None = None  # `from`, already normalized
     family: int = 0

@@ -27,8 +27,9 @@ Why each piece is the way it is:
   digest, which the daemon refuses as a replay. `MinuteKnocker` therefore stamps each
   retry with a minute the daemon's window (default 1) still accepts but that was not
   used yet: now, then the next minute, then the previous one; never a stamp twice.
-  A signed knock (tumbler+ssh://) carries a fresh nonce each time, so `FreshKnocker`
-  simply signs a new one.
+  A version 2 knock carries a fresh nonce, so it never repeats: `FreshKnocker` simply
+  knocks again, stamped now.
+  A signed knock (tumbler+ssh://) carries a fresh nonce too.
 - ssh reads the proxy's stdout as the connection, so nothing else may ever be written
   there; diagnostics go to stderr. When ssh closes its side (stdin EOF), the socket's
   write side is shut down so the server sees EOF too; the relay ends when the server
@@ -44,10 +45,10 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from tumbler.client.knock import FRESH_OFFSETS, SockAddr
 from tumbler.protocols import tumbler1 as protocol
@@ -63,37 +64,6 @@ Log = Callable[[str], None]
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class Knocker(Protocol):
-    """Sends the next knock worth sending; `sent` holds one entry per knock sent."""
-
-    @property
-    def sent(self) -> Sequence[object]: ...
-
-    def knock(self) -> int | None:
-        """Send a knock; return its minute offset (0 for a fresh one), or None if none is left."""
-        ...
-
-    def describe(self, offset: int) -> str:
-        """What the last knock was, for the -v narrative."""
-        ...
-
-
-@dataclass
-class FreshKnocker:
-    """Sends a new knock every time: each has its own nonce, so none is a replay."""
-
-    send: Callable[[], object]
-    sent: list[int] = field(default_factory=list)
-
-    def knock(self) -> int | None:
-        self.send()
-        self.sent.append(0)
-        return 0
-
-    def describe(self, offset: int) -> str:
-        return "fresh"
 
 
 @dataclass
@@ -129,8 +99,32 @@ class MinuteKnocker:
             return offset
         return None
 
-    def describe(self, offset: int) -> str:
+    @staticmethod
+    def note(offset: int) -> str:
         return f"minute {offset:+d}"
+
+
+@dataclass
+class FreshKnocker:
+    """Sends v2 knocks: each has its own nonce, so a retry is just another knock, now.
+
+    The same interface as MinuteKnocker, so knock_until_open takes either.
+    """
+
+    send: Callable[[datetime], object]
+    clock: Callable[[], datetime] = _utcnow
+    sent: list[tuple[int, str]] = field(default_factory=list)  # (0, ISO time) in order
+
+    def knock(self) -> int | None:
+        """Send a knock stamped now; always 0 (no minute offset is ever needed)."""
+        now = self.clock()
+        self.send(now)
+        self.sent.append((0, now.isoformat(timespec="seconds")))
+        return 0
+
+    @staticmethod
+    def note(offset: int) -> str:
+        return "fresh nonce"
 
 
 class Dialer:
@@ -221,7 +215,7 @@ class Dialer:
 
 
 def knock_until_open(
-    knocker: Knocker,
+    knocker: MinuteKnocker | FreshKnocker,
     dial: Callable[[float], T | None],
     *,
     retry_after: float,
@@ -242,7 +236,7 @@ def knock_until_open(
             if offset is None:
                 log("no fresh minute left to knock with; still waiting")
             else:
-                log(f"knock {len(knocker.sent)} sent ({knocker.describe(offset)})")
+                log(f"knock {len(knocker.sent)} sent ({knocker.note(offset)})")
 
     start = clock()
     deadline = start + wait_timeout

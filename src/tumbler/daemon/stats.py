@@ -8,6 +8,8 @@ from collections import Counter
 REJECT_REASONS = (
     "malformed",
     "no-door",
+    "bad-mac",
+    "clock-skew",
     "replay",
     "store-down",
     "signed-unknown-key",

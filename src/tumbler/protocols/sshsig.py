@@ -35,8 +35,8 @@ from tumbler.protocols.sshkeys import (
 )
 
 # 0xF5 never starts UTF-8 text, so no text knock (v1's `TUMBLER1:`, fwknop's base64) can
-# begin with it, and it differs from the NUL a binary v2 magic may start with; `TKS` reads as
-# "tumbler knock, signed" in a hex dump.
+# begin with it, and it differs from v2's first byte (0x89); `TKS` reads as "tumbler knock,
+# signed" in a hex dump.
 MAGIC = b"\xf5TKS"
 NAMESPACE = "tumbler"
 HASH_ALGORITHM = "sha512"
