@@ -1,4 +1,4 @@
-"""./dev bench [--quick] [--only latency,flood,valid,memory,long,fuzz,v2,guess] [--knocks N] ...
+"""./dev bench [--quick] [--only latency,flood,valid,memory,long,fuzz,v2,guess,fleet] ...
 
 Builds the namespace rig (bench/rig.py), runs the chosen sections side by side in one run,
 and prints one table. Asserts nothing about speed: it measures.
@@ -13,13 +13,26 @@ import subprocess
 import sys
 import time
 
+from bench import fleet as fleetmod
 from bench import flood as floodmod
 from bench import memory as memmod
 from bench.latency import Sources, measure, summary
 from bench.rig import SERVER_F, leftover_namespaces, proc_rss_kib, rig
 from bench.systems import TARGET, Fwknopd, Knockd, Tumblerd
 
-SECTIONS = ("latency", "flood", "valid", "memory", "long", "fuzz", "v2", "guess", "signed")
+SECTIONS = (
+    "latency",
+    "flood",
+    "valid",
+    "memory",
+    "long",
+    "fuzz",
+    "v2",
+    "guess",
+    "fleet",
+    "signed",
+)
+RIG_SECTIONS = {"latency", "flood", "valid", "memory", "long", "v2", "fleet", "signed"}
 
 
 def ms(x: float) -> str:
@@ -57,6 +70,7 @@ def section_latency(r, table: Table, knocks: int) -> None:
     systems = [
         Tumblerd(r, "nftables"),
         Tumblerd(r, "iptables"),
+        Tumblerd(r, "nftables", kind="fwknop", tag="fwknop door, SPA from the fwknop client"),
         Fwknopd(r),
         Fwknopd(r, exec_client=True),
         Knockd(r),
@@ -81,6 +95,14 @@ def section_flood(r, table: Table, count: int, sources: int) -> None:
             f"{res['rate']:,.0f} /CPU-s  ({res['handled']:,} of {res['sent']:,} sent at "
             f"{res['send_rate']:,.0f}/s; {res['cpu']:.2f} CPU-s)",
         )
+    with Tumblerd(r, "nftables", kind="fwknop", policy=False, tag="fwknop door") as t:
+        res = floodmod.junk_rate(r, t, count, sources)
+    table.add(
+        "flood",
+        f"tumblerd fwknop door, SPA-shaped junk ({floodmod.SPA_SIZE} chars), {sources} sources",
+        f"{res['rate']:,.0f} /CPU-s  ({res['handled']:,} of {res['sent']:,} sent at "
+        f"{res['send_rate']:,.0f}/s; {res['cpu']:.2f} CPU-s)",
+    )
     with Fwknopd(r) as f:
         res = floodmod.junk_rate(r, f, count, sources)
     table.add(
@@ -102,6 +124,7 @@ def section_valid(r, table: Table, knocks: int, sources: int) -> None:
     for system in (
         Tumblerd(r, "nftables", tag="kernel per-source limit"),
         Tumblerd(r, "nftables", limit=False, tag="policy without the per-source limit"),
+        Tumblerd(r, "nftables", kind="fwknop", tag="fwknop door, SPA junk"),
         Fwknopd(r),
     ):
         with system:
@@ -299,25 +322,33 @@ def main(argv=None) -> int:
     print(f"machine: {machine()}")
     print(f"command: ./dev bench {' '.join(argv if argv is not None else sys.argv[1:])}")
     table = Table()
-    clients = 5 * (args.knocks + 4) + args.valid * 3 + 50
+    clients = 8 * (args.knocks + 4) + args.valid * 3 + 50
     started = time.time()
     try:
-        with rig(clients=clients, flooders=4) as r:
-            r.listen(TARGET)
-            if "latency" in only:
-                section_latency(r, table, args.knocks)
-            if "flood" in only:
-                section_flood(r, table, args.junk, args.sources)
-            if "valid" in only:
-                section_valid(r, table, args.valid, args.sources)
-            if "memory" in only:
-                section_memory(r, table, args.knocks, args.memory_junk, 65536)
-            if "long" in only:
-                section_long(r, table, args.long, 65536)
-            if "v2" in only:
-                section_v2(r, table, args.junk, args.valid)
-            if "signed" in only:
-                section_signed(r, table, args.junk, args.sources, 0.2 if args.quick else 1.0)
+        if set(only) & RIG_SECTIONS:
+            with rig(clients=clients, flooders=4) as r:
+                r.listen(TARGET)
+                if "latency" in only:
+                    section_latency(r, table, args.knocks)
+                if "flood" in only:
+                    section_flood(r, table, args.junk, args.sources)
+                if "valid" in only:
+                    section_valid(r, table, args.valid, args.sources)
+                if "memory" in only:
+                    section_memory(r, table, args.knocks, args.memory_junk, 65536)
+                if "long" in only:
+                    section_long(r, table, args.long, 65536)
+                if "v2" in only:
+                    section_v2(r, table, args.junk, args.valid)
+                if "fleet" in only:
+                    fleetmod.knock_to_open(
+                        r,
+                        lambda what, result: table.add("fleet", what, result),
+                        args.knocks,
+                        lat_text,
+                    )
+                if "signed" in only:
+                    section_signed(r, table, args.junk, args.sources, 0.2 if args.quick else 1.0)
     except KeyboardInterrupt:
         print("\nbench: interrupted; rig removed", file=sys.stderr)
         return 130
@@ -325,6 +356,15 @@ def main(argv=None) -> int:
         section_fuzz(table, args.fuzz)
     if "guess" in only:
         section_guess(table)
+    if "fleet" in only:
+        claims, seconds = (200, 1.0) if args.quick else (2000, 5.0)
+        fleetmod.measure(
+            lambda what, result: table.add("fleet", what, result),
+            claims=claims,
+            seconds=seconds,
+            clients=8,
+            requests=50_000 if args.quick else 500_000,
+        )
     print()
     print(table.render())
     print(f"\n({time.time() - started:.0f}s; rig removed: {not leftover_namespaces()})")

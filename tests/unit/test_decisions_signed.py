@@ -8,6 +8,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from tumbler.client.sshagent import FileSigner, sign_knock
+from tumbler.config.daemon import MAX_WINDOW_SECONDS
 from tumbler.decisions import signed as signed_verifier
 from tumbler.decisions.signed import Refusal, SignedMatch, SignedRefusal, SignedVerifier
 from tumbler.protocols import sshsig
@@ -58,7 +59,7 @@ def test_accepts_a_fresh_knock_and_names_key_and_doors(counted):
     assert result.doors == ("ssh", "web")
     assert result.key.comment == "bob"
     assert result.offset == -5
-    assert result.expires == NOW - 5 + 60 + 1
+    assert result.expires == NOW - 5 + MAX_WINDOW_SECONDS + 1
     assert result.token.startswith("ssh:")
     assert counted == [bob.key.key_id]
     only_ssh = verifier.match(knock(alice), ADDRESS, NOW)
@@ -111,6 +112,19 @@ def test_outside_the_window_reports_the_offset():
     assert late == SignedRefusal(Refusal.STALE, late.key, 187)  # type: ignore[union-attr]
     early = verifier.match(knock(alice, NOW - 31), ADDRESS, NOW)
     assert isinstance(early, SignedRefusal) and early.offset == -31
+
+
+def test_a_claim_outlives_a_reload_to_a_larger_window():
+    alice = signer()
+    sent = knock(alice, NOW)
+    accepted = SignedVerifier({"ssh": trust(alice)}, window=30).match(sent, ADDRESS, NOW)
+    assert isinstance(accepted, SignedMatch)
+    later = NOW + 200  # past what window 30 accepts, inside what window 300 accepts
+    larger = SignedVerifier({"ssh": trust(alice)}, window=300)
+    assert isinstance(larger.match(sent, ADDRESS, later), SignedMatch)
+    assert accepted.expires > later  # so the replay cache still refuses it
+    widest = SignedVerifier({"ssh": trust(alice)}, window=MAX_WINDOW_SECONDS)
+    assert isinstance(widest.match(sent, ADDRESS, accepted.expires - 1), SignedMatch)
 
 
 def test_verifications_per_key_id_are_rate_limited(counted):

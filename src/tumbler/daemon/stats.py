@@ -11,6 +11,7 @@ REJECT_REASONS = (
     "bad-mac",
     "clock-skew",
     "replay",
+    "refused",
     "store-down",
     "signed-unknown-key",
     "signed-malformed",

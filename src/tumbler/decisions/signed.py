@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
+from tumbler.config.daemon import MAX_WINDOW_SECONDS
 from tumbler.protocols import sshsig
 from tumbler.protocols.authorized_keys import AuthorizedKey
 from tumbler.protocols.sshkeys import Verify, load_verifier, signature_plausible
@@ -151,6 +152,7 @@ class SignedVerifier:
         offset = knock.time - int(now)
         if abs(offset) > self.window:
             return SignedRefusal(Refusal.STALE, entry, offset)
-        # Claimed until no receiver with this window could take the knock again.
-        expires = float(knock.time + self.window + 1)
+        # A receiver accepts this time until now - time exceeds its window, and some
+        # receiver (this one after a reload, another of the fleet) may have the largest.
+        expires = float(knock.time + MAX_WINDOW_SECONDS + 1)
         return SignedMatch(tuple(trusted.doors), entry, offset, sshsig.claim_token(knock), expires)

@@ -41,6 +41,9 @@ class MemoryReplayCache:
     def __len__(self) -> int:
         return len(self._claims)
 
+    def probe(self) -> None:
+        """A local store has nothing to probe."""
+
     def close(self) -> None:
         self._claims.clear()
 
@@ -83,6 +86,9 @@ class SqliteReplayCache:
                 return self._db.execute("DELETE FROM replay WHERE expires <= ?", (now,)).rowcount
         except sqlite3.Error as exc:
             raise ReplayStoreError(f"replay database {self.path}: {exc}") from exc
+
+    def probe(self) -> None:
+        """A local store has nothing to probe."""
 
     def close(self) -> None:
         with self._lock:
