@@ -30,6 +30,24 @@ def normalize_address(address: Address) -> str:
     return ip.compressed
 
 
+def packet_address(address: str | bytes) -> str | None:
+    """A packet's source or destination as `normalize_address` writes it; None if it is
+    not an address, or is IPv4-mapped.
+
+    The kernel gives an IPv4 packet's addresses as IPv4 (and an IPv6-only socket never
+    sees one), so `::ffff:a.b.c.d` in a packet is an IPv6 packet whose sender chose that
+    source: taken for a.b.c.d, it would let an IPv6 host knock, or reset a sequence, as
+    an IPv4 address it does not have.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0] if isinstance(address, str) else address)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return None
+    return normalize_address(ip)
+
+
 def address_version(normalized: str) -> int:
     """4 or 6, for an address in the form `normalize_address` gives."""
     return 6 if ":" in normalized else 4

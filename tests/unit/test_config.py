@@ -232,6 +232,29 @@ def test_sequence_door(tmp_path):
     assert config.sequence_doors == (door,)
 
 
+SEQ_DOOR = "[door-seq]\n sequence = 7000, 8000, 9000\n open = 22\n"
+
+
+def test_sequence_log_prefix(tmp_path):
+    common = "[common]\n sequence_source = file:/var/log/ulog.log\n"
+    config = load(tmp_path, common + " sequence_log_prefix = FIREWALL:\n" + SEQ_DOOR)
+    assert config.sequence_log_prefix == "FIREWALL:"
+    assert load(tmp_path, common + SEQ_DOOR).sequence_log_prefix is None
+
+
+@pytest.mark.parametrize(
+    ("common", "reason"),
+    [
+        (" sequence_log_prefix = FIREWALL:\n", "only applies to sequence_source = file:PATH"),
+        (" sequence_source = file:/x\n sequence_log_prefix = SRC=\n", "no '='"),
+    ],
+)
+def test_sequence_log_prefix_refused(tmp_path, common, reason):
+    err, path = load_error(tmp_path, "[common]\n" + common + SEQ_DOOR)
+    assert str(err).startswith(f"{path}:")
+    assert reason in str(err)
+
+
 def test_secret_file(tmp_path):
     secret = tmp_path / "door.secret"
     secret.write_text("from-a-file\nsecond line ignored\n")

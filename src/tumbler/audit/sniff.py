@@ -10,7 +10,10 @@ which address a knock was made for (so a replay from elsewhere, or later, is pla
 Input is `tcpdump -n` text (old 3.x and current 4.99 formats, with or without
 timestamps, `-v` two-line forms, `-X`/`-A` payload dumps) or a pcap/pcapng file,
 told apart by magic bytes. Lines that are not understood are skipped and counted,
-never fatal. Pcap needs dpkt (the `pcap` extra), imported only when a capture is read.
+never fatal, and so are records with a time no date can hold and lines longer than
+`MAX_LINE` (tcpdump never prints one; a hostile file may). Every line is read in time
+linear in its length. Pcap needs dpkt (the `pcap` extra), imported only when a capture
+is read.
 
 Decisions, so that the report means one thing:
 
@@ -54,6 +57,9 @@ DEFAULT_WINDOW = 10
 # Lengths a Tumbler datagram can have on the wire (v1: protocol.MIN/MAX_DATAGRAM; v2: 68).
 LIKELY_LENGTHS = (tumbler2.DATAGRAM_LEN, *range(73, 78))
 MAX_CANDIDATE_ADDRESSES = 64
+MAX_LINE = 64 * 1024
+"""Longer text lines are skipped unread: tcpdump's longest are a few hundred bytes."""
+READ_CHUNK = 64 * 1024
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": "pcap",
@@ -222,11 +228,20 @@ _UDP_LEN = re.compile(r"\bUDP, (?:bad )?length (\d+)|^\s*udp (\d+)\b")
 _PROTO_HINT = re.compile(r"\b(?:proto|next-header) (TCP|UDP) \(\d+\)")
 _HEXDUMP = re.compile(r"^\s+0x[0-9a-fA-F]{4,}:\s+((?:[0-9a-fA-F]{2,4} )*[0-9a-fA-F]{2,4})")
 _TUMBLER_TEXT = re.compile(r"TUMBLER1: ?[0-9A-Fa-f]{64}")
-_IP_TAG = re.compile(
-    r"(?:(?:^|\s)IP6?\s*(?:\(.*\))?|ethertype IPv[46] \(0x[0-9a-f]+\), length \d+:)\s*$"
-)
+_IP_WORD = re.compile(r"(?:^|\s)IP6?\s*\(")
+_IP_END = re.compile(r"(?:^|\s)IP6?$")
+_ETHERTYPE_END = re.compile(r"ethertype IPv[46] \(0x[0-9a-f]+\), length \d+:$")
 _OTHER_PACKET = re.compile(r"(?:IP6?|ARP|RARP|ethertype|[0-9a-f]{2}(?::[0-9a-f]{2}){5}) ")
 _OTHER_PROTOS = re.compile(r"\b(?:sctp|SCTP|dccp|DCCP|ICMP|icmp)\b")
+
+
+def _ip_tagged(before: str) -> bool:
+    """Whether the text before the endpoints ends in an `IP`/`IP6` tag, `IP (...)` or
+    `ethertype IPv4 (0x0800), length N:`; each search is linear in the text's length."""
+    text = before.rstrip()
+    if _IP_END.search(text) or _ETHERTYPE_END.search(text):
+        return True
+    return text.endswith(")") and _IP_WORD.search(text) is not None
 
 
 def _port(token: str, proto: str) -> int:
@@ -331,7 +346,7 @@ def _classify(
     udp = _UDP_LEN.search(after)
     # In the current format every TCP line has "Flags [", so a line with ports after
     # an `IP`/`IP6` tag and no flags is UDP printed by a port's own dissector.
-    tagged = _IP_TAG.search(before) is not None
+    tagged = _ip_tagged(before)
     if udp or hint == "udp" or (tagged and hint is None and not _OTHER_PROTOS.search(after)):
         length = None
         if udp:
@@ -386,9 +401,12 @@ def iter_text_packets(
         ascii_lines.clear()
 
     for raw in lines:
+        stats.lines += 1
+        if len(raw) > MAX_LINE:
+            stats.skipped += 1
+            continue
         line = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         line = line.rstrip("\r\n")
-        stats.lines += 1
         if not line.strip():
             continue
         try:
@@ -503,12 +521,12 @@ def iter_pcap_packets(stream: BinaryIO, stats: Stats | None = None) -> Iterator[
         stats.lines += 1
         try:
             packet = _packet_from_frame(dpkt, linktype, bytes(buf))
-        except (ValueError, IndexError, dpkt.Error, struct_error):
-            packet = None
+            moment = datetime.fromtimestamp(float(ts), UTC)
+        except (ValueError, IndexError, OverflowError, OSError, dpkt.Error, struct_error):
+            packet = None  # OverflowError, ValueError: a time no date can hold
         if packet is None:
             stats.skipped += 1
             continue
-        moment = datetime.fromtimestamp(float(ts), UTC)
         packet.time = moment
         packet.time_text = moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
         stats.packets += 1
@@ -567,7 +585,10 @@ def check_digest(
     addresses = [source] + [a for a in dict.fromkeys(candidates) if a != source]
     for address in addresses[: MAX_CANDIDATE_ADDRESSES + 1]:
         for offset in offsets:
-            minute = base + timedelta(minutes=offset)
+            try:
+                minute = base + timedelta(minutes=offset)
+            except OverflowError:  # past year 9999 or before year 1: no such minute
+                continue
             stamp = minute_stamp(minute)
             for index, secret in enumerate(secrets, 1):
                 if knock_digest(stamp, address, secret) == digest:
@@ -1024,14 +1045,37 @@ def _check_json(check: Check | None) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- input
 
 
-def _split_lines(head: bytes, stream: IO[bytes]) -> Iterator[bytes]:
-    buf = head
-    while chunk := stream.read(65536):
-        buf += chunk
-        *lines, buf = buf.split(b"\n")
-        yield from lines
-    if buf:
-        yield buf
+def _split_lines(head: bytes, stream: IO[bytes], stats: Stats) -> Iterator[bytes]:
+    """The lines of `head` and then `stream`, each byte looked at once.
+
+    A line longer than MAX_LINE is not kept: it is counted as a skipped line, and what
+    follows it up to the next newline is dropped as it is read.
+    """
+    partial: list[bytes] = []
+    kept = 0  # bytes in `partial`
+    overlong = False
+    chunk = head
+    while chunk:
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            if overlong or kept + end - start > MAX_LINE:
+                stats.lines += 1
+                stats.skipped += 1
+            else:
+                yield b"".join([*partial, chunk[start:end]])
+            partial, kept, overlong = [], 0, False
+            start = end + 1
+        if not overlong and start < len(chunk):
+            partial.append(chunk[start:])
+            kept += len(chunk) - start
+            if kept > MAX_LINE:
+                partial, kept, overlong = [], 0, True
+        chunk = stream.read(READ_CHUNK)
+    if overlong:
+        stats.lines += 1
+        stats.skipped += 1
+    elif partial:
+        yield b"".join(partial)
 
 
 def read_packets(
@@ -1045,4 +1089,4 @@ def read_packets(
         body: BinaryIO = stream if seekable else io.BytesIO(head + stream.read())
         body.seek(0)
         return iter_pcap_packets(body, stats)
-    return iter_text_packets(_split_lines(head, stream), stats, day)
+    return iter_text_packets(_split_lines(head, stream, stats), stats, day)

@@ -105,6 +105,7 @@ class Config:
     command_timeout: float = 30.0
     firewall: str = "auto"
     sequence_source: str = "nflog"
+    sequence_log_prefix: str | None = None
     nflog_group: int = 8675
     control: str = ""
     fwknop_port: int = fwknop_config.DEFAULT_PORT
@@ -209,6 +210,14 @@ def _sequence_source(text: str) -> str:
     raise ValueError(f"sequence_source must be nflog or file:PATH, got {text!r}")
 
 
+def _log_prefix(text: str) -> str:
+    if not 0 < len(text) <= 127 or not text.isprintable() or "=" in text:
+        raise ValueError(
+            f"sequence_log_prefix must be 1-127 printable characters, no '=': {text!r}"
+        )
+    return text
+
+
 def _set_name(text: str) -> str:
     parts = text.split()
     if (
@@ -269,6 +278,7 @@ _COMMON: dict[str, Callable[[str], object]] = {
     "command_timeout": parse_duration,
     "firewall": _choice(*FIREWALLS),
     "sequence_source": _sequence_source,
+    "sequence_log_prefix": _log_prefix,
     "nflog_group": _int_in(1, 65535),
     "control": _text,
     "fwknop_port": _int_in(1, 65535),
@@ -659,6 +669,13 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
     replay = common.get("replay", "sqlite")
     replay_access, password_files = _replay_access(common, base, path)
     secret_files += password_files
+    sequence_source = common.get("sequence_source", "nflog")
+    if "sequence_log_prefix" in common.values and not sequence_source.startswith("file:"):
+        raise ConfigError(
+            "sequence_log_prefix only applies to sequence_source = file:PATH",
+            path,
+            common.line_of("sequence_log_prefix"),
+        )
     holds_secret = any(
         key in s.values for s in sections for key in ("secret", "key", *fwknop_config.SECRET_KEYS)
     ) or ("replay_password" in common.values)
@@ -676,7 +693,8 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         replay_access=replay_access,
         command_timeout=common.get("command_timeout", 30.0),
         firewall=firewall,
-        sequence_source=common.get("sequence_source", "nflog"),
+        sequence_source=sequence_source,
+        sequence_log_prefix=common.get("sequence_log_prefix", cast(str | None, None)),
         nflog_group=common.get("nflog_group", 8675),
         control=common.get("control", default_control_path()),
         fwknop_port=common.get("fwknop_port", fwknop_config.DEFAULT_PORT),

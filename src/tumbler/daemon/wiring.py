@@ -144,7 +144,7 @@ class Daemon:
         # datagram (a signed one is the longest) is junk whatever its length, and the
         # smaller read says so.
         size = spa.MAX_PACKET + 1 if self.runtime.fwknop else udp.RECV_SIZE
-        udp.read_batch(sock, self.handle, size)
+        udp.read_batch(sock, self.handle, size, self.stats.count)
 
     def handle(self, data: bytes, address: str, now: float) -> Door | None:
         """Decide one datagram from `address` (normalised); return the door it opened, if any.
@@ -393,26 +393,43 @@ class Daemon:
 
     def _start_sequence_source(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start watching connection attempts, if the config has sequence doors."""
-        config = self.runtime.config
-        if not config.sequence_doors:
+        config, matcher = self.runtime.config, self.runtime.matcher
+        if matcher is None:  # no sequence doors
             return
         source = config.sequence_source
         if source.startswith("file:"):
             from tumbler.sources.logfile import follow
 
             path = source[len("file:") :]
-            self._follower = loop.create_task(self._follow_log(follow(path)))
-            log.info("sequence doors: following firewall log %s", path)
+            prefix = config.sequence_log_prefix
+
+            def mixed(tag: str) -> None:
+                log.warning(
+                    "firewall log %s also holds lines from %r: anyone who can write to syslog "
+                    "can forge knocks there; give kernel messages a file of their own",
+                    path,
+                    tag,
+                )
+
+            events = follow(path, prefix=prefix, on_foreign=mixed)
+            self._follower = loop.create_task(self._follow_log(events))
+            trusted = f"prefix {prefix!r}" if prefix is not None else "tag 'kernel:'"
+            log.info("sequence doors: following firewall log %s, lines with %s", path, trusted)
             return
         from tumbler.actions.firewall import seqlog
         from tumbler.sources import nflog
 
         ports = [step for door in config.sequence_doors for step in door.sequence]
-        seqlog.install_rules(config.nflog_group, ports)
+        track = seqlog.track_timeout_for(matcher.longest_timeout)
+        seqlog.install_rules(config.nflog_group, ports, track_timeout=track)
         self._nflog_rules = True
         self._nflog = nflog.NflogReader(config.nflog_group)
         loop.add_reader(self._nflog.fileno(), self._on_nflog)
-        log.info("sequence doors: reading nflog group %d", config.nflog_group)
+        log.info(
+            "sequence doors: reading nflog group %d, a knocking source tracked for %d s",
+            config.nflog_group,
+            track,
+        )
 
     def _stop_sequence_source(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._follower is not None:
@@ -610,6 +627,7 @@ class Daemon:
             "replay_fallback",
             "replay_access",
             "sequence_source",
+            "sequence_log_prefix",
             "nflog_group",
             "fwknop_port",
         ):
@@ -630,8 +648,8 @@ class Daemon:
         self._log_signed()
         self._restore_firewalls()
         if self._loop is not None and (
-            [(d.name, d.sequence) for d in config.sequence_doors]
-            != [(d.name, d.sequence) for d in old.sequence_doors]
+            [(d.name, d.sequence, d.sequence_timeout) for d in config.sequence_doors]
+            != [(d.name, d.sequence, d.sequence_timeout) for d in old.sequence_doors]
         ):
             self._stop_sequence_source(self._loop)
             try:

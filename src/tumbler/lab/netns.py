@@ -150,17 +150,25 @@ def can_connect(ns: Namespace, host: str, port: int, timeout: float = 1.0) -> bo
     return connect_all([(ns, host, port)], timeout)[0]
 
 
-def connect_all(checks: Sequence[tuple[Namespace, str, int]], timeout: float = 1.0) -> list[bool]:
-    """`can_connect` for several (namespace, host, port) at once, so blocked ones wait together."""
+def connect_all(
+    checks: Sequence[tuple[Namespace, str, int]],
+    timeout: float = 1.0,
+    timeouts: Sequence[float] | None = None,
+) -> list[bool]:
+    """`can_connect` for several (namespace, host, port) at once, so blocked ones wait together.
+
+    `timeouts`, one per check, replaces `timeout` where checks may wait differently.
+    """
+    waits = list(timeouts) if timeouts is not None else [timeout] * len(checks)
     procs = [
         subprocess.Popen(
-            ns.argv([sys.executable, "-c", _CONNECT, host, str(port), str(timeout)]),
+            ns.argv([sys.executable, "-c", _CONNECT, host, str(port), str(wait)]),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for ns, host, port in checks
+        for (ns, host, port), wait in zip(checks, waits, strict=True)
     ]
-    return [proc.wait(timeout + 10) == 0 for proc in procs]
+    return [proc.wait(wait + 10) == 0 for proc, wait in zip(procs, waits, strict=True)]
 
 
 @dataclass
