@@ -20,8 +20,19 @@ from bench.latency import Sources, measure, summary
 from bench.rig import SERVER_F, leftover_namespaces, proc_rss_kib, rig
 from bench.systems import TARGET, Fwknopd, Knockd, Tumblerd
 
-SECTIONS = ("latency", "flood", "valid", "memory", "long", "fuzz", "v2", "guess", "fleet")
-RIG_SECTIONS = {"latency", "flood", "valid", "memory", "long", "v2", "fleet"}
+SECTIONS = (
+    "latency",
+    "flood",
+    "valid",
+    "memory",
+    "long",
+    "fuzz",
+    "v2",
+    "guess",
+    "fleet",
+    "signed",
+)
+RIG_SECTIONS = {"latency", "flood", "valid", "memory", "long", "v2", "fleet", "signed"}
 
 
 def ms(x: float) -> str:
@@ -266,6 +277,26 @@ def machine() -> str:
     )
 
 
+def section_signed(r, table: Table, count: int, sources: int, seconds: float) -> None:
+    """Signed knocks: verify cost in process, then junk against a real tumblerd."""
+    from bench import signed as signedmod
+
+    for what, result in signedmod.rows(seconds):
+        table.add("signed", what + " (in process)", result)
+    public, key_id = signedmod.bench_key()
+    for label, kid in (("random key ids", ""), ("a valid key id", key_id)):
+        with Tumblerd(r, "nftables", policy=False, authorized_keys=public, tag="signed") as t:
+            res = floodmod.junk_rate(r, t, count, sources, kind="signed", key_id=kid)
+            counters = t.counters()
+        verified = counters.get("signed-bad-signature", 0)
+        table.add(
+            "signed",
+            f"tumblerd signed junk discarded, {label}, {sources} sources",
+            f"{res['rate']:,.0f} /CPU-s  ({res['handled']:,} of {res['sent']:,} sent at "
+            f"{res['send_rate']:,.0f}/s; {res['cpu']:.2f} CPU-s; {verified:,} verified)",
+        )
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="./dev bench", description=__doc__.split("\n\n")[1])
     p.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
@@ -316,6 +347,8 @@ def main(argv=None) -> int:
                         args.knocks,
                         lat_text,
                     )
+                if "signed" in only:
+                    section_signed(r, table, args.junk, args.sources, 0.2 if args.quick else 1.0)
     except KeyboardInterrupt:
         print("\nbench: interrupted; rig removed", file=sys.stderr)
         return 130

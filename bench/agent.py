@@ -91,13 +91,27 @@ def knock(req):
     return answer
 
 
-def junk(kind: str, n: int, size: int = 0) -> list[bytes]:
+def junk(kind: str, n: int, size: int = 0, key_id: str = "") -> list[bytes]:
     """`n` junk payloads of one kind, reproducible."""
     rng = random.Random(5)
     if kind == "tumbler":  # well-formed, random digests
         return [b"TUMBLER1: " + rng.randbytes(32).hex().encode() for _ in range(n)]
     if kind == "tumbler2":  # v2 shape: the magic, then random key ids, times, nonces, MACs
         return [tumbler2.MAGIC + rng.randbytes(tumbler2.DATAGRAM_LEN - 4) for _ in range(n)]
+    if kind == "signed":  # signed-knock shape, Ed25519 size: `key_id` (hex), else random ids
+        from tumbler.protocols import sshsig
+        from tumbler.protocols.sshkeys import Signature
+
+        now = int(time.time())
+        return [
+            sshsig.encode_datagram(
+                bytes.fromhex(key_id) if key_id else rng.randbytes(8),
+                now,
+                rng.randbytes(16),
+                Signature("ssh-ed25519", rng.randbytes(64)),
+            )
+            for _ in range(n)
+        ]
     if kind == "fwknop":  # random base64 text of an SPA packet's size
         return [
             base64.b64encode(rng.randbytes(size * 3 // 4 + 3)).rstrip(b"=")[:size] for _ in range(n)
@@ -143,7 +157,9 @@ def flood(req):
     dst, port = req["dst"], req["port"]
     base = ipaddress.IPv4Address(req.get("base", "10.215.1.1"))
     n_src = int(req.get("sources", 256))
-    payloads = junk(req["kind"], int(req.get("variety", 4096)), req.get("size", 0))
+    payloads = junk(
+        req["kind"], int(req.get("variety", 4096)), req.get("size", 0), req.get("key_id", "")
+    )
     # One packet per (source, payload) pairing would be too many; pair them round-robin.
     n = max(n_src, len(payloads))
     if n > 65536:

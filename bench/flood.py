@@ -52,7 +52,10 @@ def settle(rig: Rig, seconds: float = 30.0) -> None:
 def tumbler_discards(system: Tumblerd) -> int:
     counters = system.counters()
     return sum(
-        counters.get(k, 0) for k in ("malformed", "no-door", "bad-mac", "clock-skew", "replay")
+        v
+        for k, v in counters.items()
+        if k in ("malformed", "no-door", "bad-mac", "clock-skew", "replay")
+        or k.startswith("signed-")
     )
 
 
@@ -73,15 +76,18 @@ def junk_rate(
     warmup: int = 20000,
     variety: int = 4096,
     base: str = "10.215.1.1",
+    kind: str = "",
+    key_id: str = "",
 ) -> dict:
     """Flood `count` junk datagrams; return discards per CPU-second of the daemon.
 
     `variety` distinct payloads are paired round-robin with `sources` addresses from
     `base` on; the warm-up (caches, allocator) sends `warmup` of the same packets first.
+    `kind` and `key_id` override the system's own junk (signed-knock junk, say).
     """
-    is_tumbler, port, kind, size = junk_target(system)
-    flood = {"kind": kind, "size": size, "dst": SERVER_F, "port": port, "sources": sources}
-    flood |= {"variety": variety, "base": base}
+    is_tumbler, port, default_kind, size = junk_target(system)
+    flood = {"kind": kind or default_kind, "size": size, "dst": SERVER_F, "port": port}
+    flood |= {"sources": sources, "variety": variety, "base": base, "key_id": key_id}
     if warmup:
         rig.flood_agent.call(op="flood", count=min(count, warmup), **flood)
     settle(rig)

@@ -97,6 +97,7 @@ class Tumblerd(System):
         tag: str = "",
         limit: bool = True,
         version: int = 1,
+        authorized_keys: str | None = None,
         kind: str = "tumbler",
     ) -> None:
         super().__init__(rig)
@@ -141,6 +142,10 @@ class Tumblerd(System):
                 secret = self.secret if i == doors - 1 else f"other-{i}-{pysecrets.token_hex(8)}"
                 proof = [f"secret = {secret}"]
             lines += [f"[door-d{i}]", *proof, f"open = tcp/{TARGET}", "timeout = 1h"]
+        if authorized_keys is not None:  # a signed door beside the others (docs/SIGNED-KNOCKS.md)
+            keys = self.dir / "ssh-users"
+            keys.write_text(authorized_keys)
+            lines += ["[door-signed]", f"authorized_keys = {keys}", f"open = tcp/{TARGET}"]
         self.config.write_text("\n".join(lines) + "\n")
         self.config.chmod(0o600)
 

@@ -99,32 +99,33 @@ _tumbler() {
             takes="--profiles"
             ;;
         ssh-proxy)
-            options="-h --help --profiles --url --secret-file --from -4 -6 --wait-timeout
-                --retry-after -v --verbose"
-            takes="--profiles --url --secret-file --from --wait-timeout --retry-after"
+            options="-h --help --profiles --url --secret-file --ssh-key --from -4 -6
+                --wait-timeout --retry-after -v --verbose"
+            takes="--profiles --url --secret-file --ssh-key --from --wait-timeout --retry-after"
             ;;
         knock)
             options="-h --help -4 -6 -u --udp --delay -v --verbose --dry-run"
             takes="--delay"
             ;;
         sniff)
-            options="-h --help --port --secret --secret-file --key --key-file --realm --window
-                --udp --no-refused --date --json -v --verbose"
-            takes="--port --secret --secret-file --key --key-file --realm --window --date"
+            options="-h --help --port --secret --secret-file --key --key-file --authorized-keys
+                --realm --window --udp --no-refused --date --json -v --verbose"
+            takes="--port --secret --secret-file --key --key-file --authorized-keys --realm --window
+                --date"
             ;;
         keygen)
             options="-h --help --door --open --host --port --realm --passphrase --key-file --qr"
             takes="--door --open --host --port --realm --key-file"
             ;;
         *)
-            options="-h --help --open --secret-file --fwknoprc --from -4 -6 --dry-run -v
-                --verbose --version"
-            takes="--open --secret-file --fwknoprc --from"
+            options="-h --help --open --secret-file --ssh-key --fwknoprc --from -4 -6 --dry-run
+                -v --verbose --version"
+            takes="--open --secret-file --ssh-key --fwknoprc --from"
             ;;
     esac
 
     case $prev in
-        --secret-file | --profiles | --key-file | --fwknoprc)
+        --secret-file | --profiles | --key-file | --ssh-key | --authorized-keys | --fwknoprc)
             _tumbler_files "$cur"
             return 0
             ;;

@@ -78,6 +78,10 @@ def test_hmac_required_unless_allowed_with_a_warning() -> None:
             GOOD + "   secret = x\n",
             r"<config>:\d+: door ssh: an fwknop door has keys, not a secret",
         ),
+        (
+            GOOD + "   authorized_keys = /etc/tumbler/ssh-users\n",
+            r"door ssh: an fwknop door has keys, not a authorized_keys",
+        ),
         (f"   fwknop_hmac_key_base64 = {HMAC_KEY}\n   open = tcp/22\n", "exactly one"),
         (
             f"   fwknop_key_base64 = {KEY}\n   fwknop_hmac_key_base64 = {KEY}\n   open = tcp/22\n",

@@ -29,7 +29,7 @@ from tumbler.cli.common import (
     parse,
     warn,
 )
-from tumbler.client import knock
+from tumbler.client import knock, signed
 from tumbler.client.sentknocks import SentKnocks
 
 
@@ -56,6 +56,7 @@ def _delay(text: str) -> float:
 
 OPEN_USAGE = """\
 tumbler [--open] URL [--secret-file FILE] [--from ADDR] [-4|-6] [--dry-run] [-v]
+       tumbler [--open] tumbler+ssh://[USER@]HOST/ [--ssh-key FILE] [--from ADDR] ...
        tumbler [--open] fwknop://[STANZA@]HOST[:PORT]/[PORTS] [--fwknoprc FILE] [...]
        tumbler COMMAND [ARGS ...]"""
 
@@ -71,6 +72,9 @@ HOST; behind NAT, give the address the server sees with --from.
 A tumbler2://[KEY@]HOST[:PORT]/[?realm=REALM] URL sends a version 2 knock
 (docs/PROTOCOL.md): KEY is the 43 characters `tumbler keygen` prints, valid to the
 second and never guessable offline; REALM is the server's, if it has one.
+
+A tumbler+ssh://[USER@]HOST[:PORT]/[?realm=REALM] door takes a knock signed by your
+SSH key instead (docs/SIGNED-KNOCKS.md): through ssh-agent, or from --ssh-key FILE.
 
 fwknop://[STANZA@]HOST[:PORT]/[tcp/22,...] sends an fwknop SPA packet instead, to an
 fwknopd or a tumblerd fwknop door (PORT defaults to 62201), with the keys of a stanza
@@ -94,6 +98,12 @@ the secret, first found wins:
   for tumbler2://, 1 to 3 hold the key; the prompt asks for the passphrase the key
   was made from (tumbler keygen --passphrase)
 
+the SSH key of a tumbler+ssh:// knock, first found wins:
+  1. --ssh-key FILE (signed by ssh-agent when it holds that key, else read from
+     FILE, asking for its passphrase)
+  2. every key ssh-agent holds (SSH_AUTH_SOCK), one knock each
+  3. the first of ~/.ssh/id_ed25519, id_ecdsa, id_rsa
+
 examples:
   tumbler --open tumbler://host.example.org/          asks for the secret
   tumbler --open tumbler://open-pAsSwOrD@192.0.2.7:8675/
@@ -102,6 +112,7 @@ examples:
   tumbler --open tumbler://host/ --dry-run            show the knock, send nothing
   tumbler --open tumbler2://host/ --secret-file ~/.config/tumbler/host.key
   tumbler keygen --door ssh --host host.example.org   a v2 key, for both sides
+  tumbler --open tumbler+ssh://alice@host/            signed by ssh-agent's key
   tumbler knock host.example.org 42 196 udp/69        a classic knock sequence
 
 exit status: 0 knock sent, 1 failure (name, network, file), 2 bad usage (URL, secret)."""
@@ -119,6 +130,9 @@ def _open_parser() -> Parser:
     parser.add_argument("--open", dest="open_url", metavar="URL", help="the door to knock on")
     parser.add_argument(
         "--secret-file", metavar="FILE", help="read the secret from the first line of FILE"
+    )
+    parser.add_argument(
+        "--ssh-key", metavar="FILE", help="sign a tumbler+ssh:// knock with this SSH key"
     )
     parser.add_argument(
         "--fwknoprc",
@@ -168,6 +182,50 @@ def describe(result: knock.KnockResult, secret_origin: str) -> str:
     )
 
 
+def describe_signed(result: signed.SignedKnockResult) -> str:
+    """A signed knock explained line by line: which key, for what, and the datagram."""
+    named = "" if result.host == result.target else f" ({result.host})"
+    chosen = "given with --from" if result.address_given else "picked by the kernel"
+    moment = datetime.fromtimestamp(result.when, UTC)
+    return "\n".join(
+        [
+            f"target    {result.target} udp/{result.port}{named}",
+            f"address   {result.address} ({chosen})",
+            f"time      {result.when} ({moment:%Y-%m-%d %H:%M:%S} UTC)",
+            f"realm     {result.realm or '(none)'}",
+            f"key       {result.comment} {result.fingerprint}",
+            f"datagram  {result.datagram.hex()}",
+        ]
+    )
+
+
+def _open_signed(args: argparse.Namespace, text: str) -> int:
+    """`tumbler tumbler+ssh://HOST/`: one signed knock per key (docs/SIGNED-KNOCKS.md)."""
+    if args.secret_file is not None:
+        raise knock.KnockUsageError("a tumbler+ssh:// door takes an SSH key, not --secret-file")
+    url = signed.parse_ssh_url(text)
+    source = knock.normalize_source(args.source) if args.source is not None else None
+    knock.resolve(url.host, url.port, family=args.family)  # fail before asking
+    signers = signed.find_signers(args.ssh_key)
+    results = signed.send_signed_knocks(
+        url.host,
+        url.port,
+        signers,
+        realm=url.realm,
+        source=source,
+        family=args.family,
+        when=int(args.at.timestamp()) if args.at is not None else None,
+        send=not args.dry_run,
+    )
+    shown = "\n\n".join(describe_signed(r) for r in results)
+    if args.dry_run:
+        print(shown)
+        print("(dry run: nothing sent)")
+    elif args.verbose:
+        print(shown, file=sys.stderr)
+    return EXIT_OK
+
+
 def open_main(argv: Sequence[str]) -> int:
     """`tumbler [--open] URL ...`: send one Tumbler knock."""
     parsed = parse(_open_parser(), argv)
@@ -185,9 +243,15 @@ def open_main(argv: Sequence[str]) -> int:
                 f"nothing to do: give --open URL or a command ({names}); see tumbler --help"
             )
         if text.strip().lower().startswith("fwknop://"):
+            if args.ssh_key is not None:
+                raise knock.KnockUsageError("--ssh-key is for a tumbler+ssh:// door")
             return _open_fwknop(args, text)
         if args.fwknoprc is not None:
             raise knock.KnockUsageError("--fwknoprc is for fwknop:// URLs")
+        if signed.is_ssh_url(text):
+            return _open_signed(args, text)
+        if args.ssh_key is not None:
+            raise knock.KnockUsageError("--ssh-key is for a tumbler+ssh:// door")
         url = knock.parse_url(text)
         source = knock.normalize_source(args.source) if args.source is not None else None
         knock.resolve(url.host, url.port, family=args.family)  # fail before asking

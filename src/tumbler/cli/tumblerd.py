@@ -275,8 +275,13 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     print("knocks: " + (", ".join(f"{k} {v}" for k, v in sorted(counters.items())) or "none"))
     skew = answer.get("last_clock_skew")
     if skew:
+        knock = (
+            f"v2 knock refused for door {skew['door']}"
+            if "door" in skew
+            else f"signed knock refused for key {skew['key']}"
+        )
         print(
-            f"clock skew: last v2 knock refused for door {skew['door']} from {skew['address']} "
+            f"clock skew: last {knock} from {skew['address']} "
             f"at {_when(skew['at'])}, its clock off by {skew['offset']:+d} s"
         )
     entries = answer["open"]

@@ -344,6 +344,13 @@ def _connected_udp(host: str, port: int, family: int) -> tuple[socket.socket, So
     raise KnockError(f"cannot reach {host}: {reason}")
 
 
+def udp_target(host: str, port: int, *, family: int = 0) -> str:
+    """The address a knock to `host` goes to: the first of its addresses with a route."""
+    sock, sockaddr = _connected_udp(host, port, family)
+    with sock:
+        return normalize_address(sockaddr[0])
+
+
 def local_address(host: str, port: int = protocol.DEFAULT_PORT, *, family: int = 0) -> str:
     """The local address the kernel picks to reach `host`, as the original client did.
 

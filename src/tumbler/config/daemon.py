@@ -9,6 +9,8 @@
     [door-ssh]
        protocol = 2                  # v2 knocks (docs/PROTOCOL.md); 1, 2 takes both
        key_file = ssh.key            # or key = the 43 characters of `tumbler keygen`
+    [door-ssh-users]
+       authorized_keys = /etc/tumbler/ssh-users   # signed knocks (docs/SIGNED-KNOCKS.md)
        open = tcp/22
 
 Every error names the file and line, because an administrator fixes configs by line.
@@ -32,15 +34,16 @@ from tumbler.config.redisurl import RedisAccess, is_redis_url, parse_redis_url
 from tumbler.doors import SequenceDoor, is_door_name
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
-from tumbler.filemodes import readable_by_others
+from tumbler.filemodes import readable_by_others, writable_by_others
 from tumbler.ports import MAX_PORTS_EACH, PortSpec, parse_port, parse_port_list, port_count
 from tumbler.protocols import tumbler2
+from tumbler.protocols.authorized_keys import AuthorizedKey, parse_authorized_keys
 from tumbler.protocols.fwknop import FwknopDoor
 from tumbler.protocols.tumbler1 import DEFAULT_PORT
 from tumbler.secretfile import SecretFileError, read_secret_file
 
 ROOT_CONTROL = "/run/tumbler/control.sock"
-DEFAULT_WINDOW_SECONDS = 60  # a v2 knock's time may be this many seconds either side of ours
+DEFAULT_WINDOW_SECONDS = 60  # a v2 or signed knock's time may be this far either side of ours
 # The largest windows a config may set. A claim is held as long as a receiver with the
 # largest window could still accept the knock: after a reload to a larger window, or in a
 # fleet whose servers differ, a shorter claim would let the same knock in a second time.
@@ -52,15 +55,19 @@ PATHS = ("input", "forward")  # which hook a door's `open` guards: to this host,
 
 @dataclass(frozen=True)
 class Door:
-    """One door: what a knock must prove (a secret, a key or a port sequence) and what it opens.
+    """One door: what a knock must prove (a secret, a key, SSH keys, a sequence) and what it opens.
 
     `secret` takes v1 knocks, `key` (32 bytes) v2 knocks; a door with both takes either.
+    `authorized_keys` names the file of SSH public keys whose signed knocks the door takes;
+    `keys` are the usable keys read from it at load time (a reload reads it again).
     """
 
     name: str
     line: int
     secret: str | None = field(default=None, repr=False)
     key: bytes | None = field(default=None, repr=False)
+    authorized_keys: str | None = None
+    keys: tuple[AuthorizedKey, ...] = field(default=(), repr=False)
     command: str | None = None
     open: tuple[PortSpec, ...] = ()
     timeout: float = 30.0
@@ -116,6 +123,10 @@ class Config:
     @property
     def key_doors(self) -> tuple[Door, ...]:
         return tuple(d for d in self.doors if d.key is not None)
+
+    @property
+    def signed_doors(self) -> tuple[Door, ...]:
+        return tuple(d for d in self.doors if d.authorized_keys is not None)
 
     @property
     def sequence_doors(self) -> tuple[Door, ...]:
@@ -306,6 +317,7 @@ _DOOR: dict[str, Callable[[str], object]] = {
     "secret_file": _text,
     "key": _key,
     "key_file": _text,
+    "authorized_keys": _text,
     "command": _text,
     "open": lambda t: parse_port_list(t, allow_range=True),
     "timeout": parse_duration,
@@ -482,6 +494,48 @@ def _check_protocols(section: Section, name: str, secret: bool, key: bool, path:
         raise ConfigError(f"door {name}: a key is for protocol 2, not listed here", path, line)
 
 
+def _read_authorized_keys(
+    ref: str, base: Path, name: str, path: str, line: int
+) -> tuple[str, tuple[AuthorizedKey, ...], list[str]]:
+    """The usable keys of a door's `authorized_keys` file, and warnings about the rest.
+
+    A file that cannot be read, or that group or others may change, leaves the door with
+    no keys and a warning rather than refusing the config: a reload must never keep
+    trusting keys that may have been removed, and the door's other knocks (a secret) keep
+    working. At start-up tumblerd refuses such a file outright (daemon/paths.py).
+    """
+    keys_path = Path(ref).expanduser()
+    keys_path = keys_path if keys_path.is_absolute() else base / keys_path
+    try:
+        text = keys_path.read_text(encoding="utf-8")
+        mode = keys_path.stat().st_mode
+    except (OSError, ValueError) as exc:  # ValueError: undecodable, or a NUL in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return (
+            str(keys_path),
+            (),
+            [
+                f"{path}:{line}: door {name}: cannot read authorized_keys {keys_path}: {reason}; "
+                "the door takes no signed knocks"
+            ],
+        )
+    if writable_by_others(mode):
+        return (
+            str(keys_path),
+            (),
+            [
+                f"{path}:{line}: door {name}: authorized_keys {keys_path} is writable by group "
+                f"or others, who could add a key; the door takes no signed knocks; "
+                f"run: chmod go-w {keys_path}"
+            ],
+        )
+    parsed = parse_authorized_keys(text, str(keys_path))
+    warnings = list(parsed.warnings)
+    if not parsed.keys:
+        warnings.append(f"{keys_path}: no usable key; door {name} takes no signed knocks")
+    return str(keys_path), tuple(parsed.keys), warnings
+
+
 def _door(
     section: Section, base: Path, path: str, firewall: str, warnings: list[str]
 ) -> tuple[Door, list[Path]]:
@@ -519,14 +573,23 @@ def _door(
         if exposed is not None:
             secret_files.append(exposed)
     key = _door_key(section, name, base, path, secret_files)
-    if has("sequence") and (secret is not None or key is not None):
+    authorized_keys: str | None = None
+    keys: tuple[AuthorizedKey, ...] = ()
+    if has("authorized_keys"):
+        line = section.line_of("authorized_keys")
+        ref = section.get("authorized_keys", "")
+        authorized_keys, keys, notes = _read_authorized_keys(ref, base, name, path, line)
+        warnings += notes
+    if has("sequence") and (secret is not None or key is not None or authorized_keys is not None):
         raise ConfigError(
             f"door {name}: a door is either a secret or key door or a sequence door, not both",
             path,
             section.line_of("sequence"),
         )
-    if secret is None and key is None and not has("sequence"):
-        raise ConfigError(f"door {name} has no secret, key or sequence", path, section.line)
+    if secret is None and key is None and authorized_keys is None and not has("sequence"):
+        raise ConfigError(
+            f"door {name} has no secret, key, authorized_keys or sequence", path, section.line
+        )
     if has("protocol"):
         _check_protocols(section, name, secret is not None, key is not None, path)
     if has("sequence_timeout") and not has("sequence"):
@@ -559,6 +622,8 @@ def _door(
         line=section.line,
         secret=secret,
         key=key,
+        authorized_keys=authorized_keys,
+        keys=keys,
         command=section.get("command", cast(str | None, None)),
         open=section.get("open", cast(tuple[PortSpec, ...], ())),
         timeout=section.get("timeout", 30.0),

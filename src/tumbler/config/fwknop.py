@@ -112,6 +112,7 @@ def fwknop_door(section: Section, name: str, path: str) -> tuple[FwknopDoor, lis
         "secret_file",
         "key",
         "key_file",
+        "authorized_keys",
         "protocol",
         "sequence",
         "sequence_timeout",

@@ -13,6 +13,12 @@ REJECT_REASONS = (
     "replay",
     "refused",
     "store-down",
+    "signed-unknown-key",
+    "signed-malformed",
+    "signed-key-options",
+    "signed-rate-limited",
+    "signed-bad-signature",
+    "signed-stale",
 )
 # What can become of one datagram (clock-skew is the stale one: a right key, a wrong time).
 DATAGRAM_OUTCOMES = ("accepted", *REJECT_REASONS)

@@ -27,6 +27,7 @@ from tumbler.daemon.control import ControlServer
 from tumbler.daemon.stats import Stats
 from tumbler.decisions.replay import ReplayCache, open_replay_cache
 from tumbler.decisions.sequence import SequenceMatcher
+from tumbler.decisions.signed import Refusal, SignedMatch, SignedVerifier
 from tumbler.decisions.verifier import Verifier
 from tumbler.decisions.verifier2 import ACCEPTED, CLOCK_SKEW, UNKNOWN_KEY, Verifier2
 from tumbler.doors import SequenceDoor
@@ -39,7 +40,8 @@ from tumbler.errors import (
 )
 from tumbler.events import ConnectionAttempt
 from tumbler.protocols import fwknop as spa
-from tumbler.protocols import tumbler2
+from tumbler.protocols import sshsig, tumbler2
+from tumbler.protocols.sshkeys import KEY_ID_LEN, SshSupportMissing
 from tumbler.protocols.tumbler1 import parse_datagram
 from tumbler.sources import udp
 
@@ -55,6 +57,7 @@ TICK = 1.0
 FIREWALL_WORKERS = 1  # one thread: firewall changes never interleave
 PRUNE_EVERY = 60.0
 SKEW_LOG_EVERY = 10.0  # seconds between two clock-skew lines; the rest are only counted
+_KEY_ID = slice(len(sshsig.MAGIC), len(sshsig.MAGIC) + KEY_ID_LEN)
 
 
 @dataclass
@@ -66,6 +69,7 @@ class Runtime:
     verifier2: Verifier2[Door]
     doors: dict[str, Door] = field(default_factory=dict)
     matcher: SequenceMatcher | None = None
+    signed: SignedVerifier | None = None
     fwknop: tuple[spa.FwknopDoor, ...] = ()  # in file order; empty without `cryptography`
 
 
@@ -115,14 +119,33 @@ class Daemon:
             verifier2=Verifier2(config.key_doors, config.realm, config.window_seconds),
             doors={d.name: d for d in config.doors},
             matcher=SequenceMatcher(sequence_doors) if sequence_doors else None,
+            signed=Daemon._build_signed(config),
             fwknop=fwknop_doors,
         )
+
+    @staticmethod
+    def _build_signed(config: Config) -> SignedVerifier | None:
+        """The keys of the signed doors by key id; None (said once) without `cryptography`."""
+        doors = config.signed_doors
+        if not doors:
+            return None
+        try:
+            return SignedVerifier(
+                {d.name: d.keys for d in doors}, config.window_seconds, config.realm
+            )
+        except SshSupportMissing as exc:
+            names = ", ".join(d.name for d in doors)
+            log.error("door %s takes no signed knocks: %s", names, exc)
+            return None
+        except ValueError as exc:
+            raise ConfigError(str(exc), config.path) from None
 
     # -- receive path -------------------------------------------------------------------
 
     def _on_readable(self, sock: socket.socket) -> None:
         # An SPA packet is up to 1500 bytes; without fwknop doors, longer than a Tumbler
-        # datagram is junk whatever its length, and the smaller read says so.
+        # datagram (a signed one is the longest) is junk whatever its length, and the
+        # smaller read says so.
         size = spa.MAX_PACKET + 1 if self.runtime.fwknop else udp.RECV_SIZE
         udp.read_batch(sock, self.handle, size, self.stats.count)
 
@@ -130,12 +153,15 @@ class Daemon:
         """Decide one datagram from `address` (normalised); return the door it opened, if any.
 
         One path for every kind: the shape tells an fwknop SPA packet (140 to 1500 base64
-        characters) from a Tumbler datagram (at most 77 bytes) before any cryptography.
+        characters) from a signed knock (its magic bytes, not base64) and from a v1 or v2
+        datagram (at most 77 bytes) before any cryptography.
         Never replies.
         """
         runtime = self.runtime
         if runtime.fwknop and spa.classify(data):
             return self._handle_spa(data, address, now)
+        if sshsig.looks_signed(data):
+            return self._handle_signed(data, address, now)
         if tumbler2.is_v2(data):
             if data[tumbler2.KEY_ID_SLICE] not in runtime.verifier2:
                 self.stats.count(UNKNOWN_KEY)  # before parsing: a flood's cheapest path
@@ -194,6 +220,50 @@ class Daemon:
         log.info("knock accepted: door %s from %s (%s)", door.name, address, detail)
         self._spawn(self._act(door, address))
         return door
+
+    def _handle_signed(self, data: bytes, address: str, now: float) -> Door | None:
+        """A signed knock: key id first (no cryptography for strangers), then one verify."""
+        if not sshsig.MIN_DATAGRAM <= len(data) <= sshsig.MAX_DATAGRAM:
+            self.stats.count("malformed")
+            return None
+        signed = self.runtime.signed
+        kid = data[_KEY_ID]
+        if signed is None or not signed.knows(kid):
+            self.stats.count(Refusal.UNKNOWN_KEY.value)
+            return None
+        if signed.exhausted(kid, now):  # a flood on this key id: no parsing, no verifying
+            self.stats.count(Refusal.RATE_LIMITED.value)
+            return None
+        try:
+            knock = sshsig.parse_datagram(data)
+        except MalformedDatagram:
+            self.stats.count("malformed")
+            return None
+        # A knock seen before costs no verification: its key id, time and nonce name it.
+        held = self._claimed.get(sshsig.claim_token(knock))
+        if held is not None and held > now:
+            self.stats.count("replay")
+            return None
+        verdict = signed.match(knock, address, now)
+        if not isinstance(verdict, SignedMatch):
+            self.stats.count(verdict.reason.value)
+            if verdict.reason is Refusal.STALE and verdict.key is not None:
+                self._report_signed_skew(verdict.key.label, address, verdict.offset, now)
+            return None
+        if not self._claim(verdict.token, verdict.expires, ", ".join(verdict.doors), address, now):
+            return None
+        self.stats.count("accepted")
+        opened = [self.runtime.doors[name] for name in verdict.doors]
+        for door in opened:
+            log.info(
+                "knock accepted: door %s from %s by key %s (clock %+d s)",
+                door.name,
+                address,
+                verdict.key.label,
+                verdict.offset,
+            )
+            self._spawn(self._act(door, address))
+        return opened[0]
 
     def _claim(self, key: str, expires: float, door: str, address: str, now: float) -> bool:
         """Claim a knock once, here and in the replay store; False (counted) if not fresh."""
@@ -258,6 +328,37 @@ class Daemon:
         )
         self._spawn(self._act(door, grant.address, grant.ports, grant.timeout))
         return door
+
+    def _log_signed(self) -> None:
+        """Say how many SSH keys the signed doors trust, so a reload's effect is visible."""
+        signed, config = self.runtime.signed, self.runtime.config
+        if signed is not None:
+            realm = f", realm {config.realm}" if config.realm else ""
+            log.info(
+                "signed knocks: %d keys for door %s (window %d s%s)",
+                len(signed),
+                ", ".join(d.name for d in config.signed_doors),
+                config.window_seconds,
+                realm,
+            )
+
+    def _report_signed_skew(self, key: str, address: str, offset: int | None, now: float) -> None:
+        """A right signature from a wrong clock, logged as v2's are (at most every 10 s)."""
+        self.last_skew = {"key": key, "address": address, "offset": offset, "at": now}
+        if now - self._skew_logged < SKEW_LOG_EVERY:
+            self._skew_quiet += 1
+            return
+        more = f" ({self._skew_quiet} more since the last report)" if self._skew_quiet else ""
+        log.warning(
+            "signed knock from %s by key %s refused: clock off by %+d s, window %d s%s",
+            address,
+            key,
+            offset or 0,
+            self.runtime.config.window_seconds,
+            more,
+        )
+        self._skew_logged = now
+        self._skew_quiet = 0
 
     def attempt(self, event: ConnectionAttempt) -> list[Door]:
         """Feed one connection attempt to the sequence matcher; act on completed doors."""
@@ -624,6 +725,7 @@ class Daemon:
             )
         self.runtime = runtime
         log.info("reloaded %s: %d doors", config.path, len(config.doors))
+        self._log_signed()
         self._restore_firewalls()
         if self._loop is not None and (
             [(d.name, d.sequence, d.sequence_timeout) for d in config.sequence_doors]
@@ -690,6 +792,7 @@ class Daemon:
             if config.key_doors
             else "",
         )
+        self._log_signed()
         if self.runtime.fwknop:
             log.info(
                 "fwknop doors %s: SPA packets taken on udp port %d%s",

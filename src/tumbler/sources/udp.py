@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable
 
 from tumbler.addresses import packet_address
-from tumbler.protocols.tumbler1 import MAX_DATAGRAM
+from tumbler.protocols import sshsig, tumbler1
 
 log = logging.getLogger("tumblerd")
 
-RECV_SIZE = MAX_DATAGRAM + 1  # one byte more, so an oversized datagram is seen as such
+# The longest knock of any kind, plus one byte, so an oversized datagram is seen as such.
+RECV_SIZE = max(tumbler1.MAX_DATAGRAM, sshsig.MAX_DATAGRAM) + 1
 RECV_BUFFER = 8 * 1024 * 1024
 BATCH = 256  # datagrams read per wake-up before giving other callbacks a turn
 
