@@ -37,7 +37,7 @@ from tumbler.errors import (
     TumblerError,
 )
 from tumbler.events import ConnectionAttempt
-from tumbler.protocols.tumbler1 import parse_datagram
+from tumbler.protocols.tumbler1 import digest_bytes
 from tumbler.sources import udp
 
 if TYPE_CHECKING:  # imported when used: a daemon without firewall doors never loads them
@@ -107,15 +107,15 @@ class Daemon:
         Never replies.
         """
         try:
-            digest = parse_datagram(data)
+            raw = digest_bytes(data)
         except MalformedDatagram:
             self.stats.count("malformed")
             return None
-        runtime = self.runtime
-        match = runtime.verifier.match(digest, address, now)
+        match = self.runtime.verifier.match_raw(raw, address, now)
         if match is None:
             self.stats.count("no-door")
             return None
+        digest = match.digest
         held = self._claimed.get(digest)
         if held is not None and held > now:
             self.stats.count("replay")
