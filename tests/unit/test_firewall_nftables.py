@@ -397,3 +397,22 @@ def test_auto_falls_back_and_explains() -> None:
         FirewallError, match=r"nftables: nft -j list tables: nft not found.*iptables: "
     ):
         resolve_name("auto", Nothing())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("prefix", "mask"), [(64, "ffff:ffff:ffff:ffff::"), (56, "ffff:ffff:ffff:ff00::")]
+)
+def test_policy_counts_an_ipv6_source_by_its_prefix(prefix: int, mask: str) -> None:
+    b = nft_backend(FakeNft())
+    text = "\n".join(b.init_policy(8675, apply=False, ipv6_prefix=prefix))
+    limit = f"{{ ip6 saddr & {mask} limit rate over 25/second burst 100 packets }} drop"
+    assert f"udp dport 8675 add @knock6 {limit}" in text
+    assert "add @knock4 { ip saddr limit" in text  # IPv4 stays per address
+    update = b.policy_commands(8675, ipv6_prefix=prefix)[11]["add"]["rule"]["expr"][1]["set"]
+    assert update["set"] == "@knock6"
+    assert update["elem"] == {"&": [{"payload": {"protocol": "ip6", "field": "saddr"}}, mask]}
+
+
+def test_policy_with_ipv6_prefix_128_counts_addresses() -> None:
+    text = "\n".join(nft_backend(FakeNft()).init_policy(8675, apply=False, ipv6_prefix=128))
+    assert "add @knock6 { ip6 saddr limit rate" in text

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TextIO
 
 from tumbler.actions.firewall.base import FirewallBackend, OpenEntry
+from tumbler.addresses import IPV6_PREFIX
 from tumbler.errors import FirewallError
 
 ACTIONS = ("init", "list", "flush")
@@ -42,6 +43,7 @@ def firewall_command(
     out: TextIO,
     err: TextIO | None = None,
     now: float | None = None,
+    ipv6_prefix: int = IPV6_PREFIX,
 ) -> int:
     """Run one `tumblerd firewall` action; return the exit status (0 ok, 1 failed, 2 misuse).
 
@@ -51,7 +53,7 @@ def firewall_command(
     now = time.time() if now is None else now
     try:
         if action == "init":
-            lines = backend.init_policy(knock_port, apply=not print_only)
+            lines = backend.init_policy(knock_port, apply=not print_only, ipv6_prefix=ipv6_prefix)
             if print_only:
                 out.write("\n".join(lines) + "\n")
             else:

@@ -188,7 +188,14 @@ def _firewall(args: argparse.Namespace, config: Config) -> int:
     # must look there too, not only in tumbler's own table.
     sets = {d.name: d.set for d in config.doors if d.set} if name == "nftables" else None
     backend = get_backend(name, state_path=config.state, door_sets=sets)
-    return firewall_command(args.action, backend, config.port, args.print_only, sys.stdout)
+    return firewall_command(
+        args.action,
+        backend,
+        config.port,
+        args.print_only,
+        sys.stdout,
+        ipv6_prefix=config.ipv6_prefix,
+    )
 
 
 def _when(epoch: float) -> str:

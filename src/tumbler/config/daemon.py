@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from tumbler.addresses import normalize_address
+from tumbler.addresses import IPV6_PREFIX, normalize_address
 from tumbler.config.inifile import NAME_RULE, Section, read_sections
 from tumbler.doors import SequenceDoor, is_door_name
 from tumbler.durations import parse_duration
@@ -70,6 +70,7 @@ class Config:
     firewall: str = "auto"
     sequence_source: str = "nflog"
     nflog_group: int = 8675
+    ipv6_prefix: int = IPV6_PREFIX
     control: str = ""
     doors: tuple[Door, ...] = ()
     warnings: tuple[str, ...] = ()
@@ -178,6 +179,7 @@ _COMMON: dict[str, Callable[[str], object]] = {
     "firewall": _choice(*FIREWALLS),
     "sequence_source": _sequence_source,
     "nflog_group": _int_in(1, 65535),
+    "ipv6_prefix": _int_in(1, 128),
     "control": _text,
 }
 
@@ -354,6 +356,7 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         firewall=firewall,
         sequence_source=common.get("sequence_source", "nflog"),
         nflog_group=common.get("nflog_group", 8675),
+        ipv6_prefix=common.get("ipv6_prefix", IPV6_PREFIX),
         control=common.get("control", default_control_path()),
         doors=tuple(doors),
         warnings=tuple(_permission_warnings(path, holds_secret, secret_files)),

@@ -25,6 +25,7 @@ from tumbler.config.daemon import Config, Door, load_config
 from tumbler.daemon import sdnotify
 from tumbler.daemon.control import ControlServer
 from tumbler.daemon.stats import Stats
+from tumbler.decisions.newsources import NewSourceBudget
 from tumbler.decisions.replay import ReplayCache, open_replay_cache
 from tumbler.decisions.sequence import SequenceMatcher
 from tumbler.decisions.verifier import Verifier
@@ -67,6 +68,7 @@ class Daemon:
         self.runtime = self._build(config)
         self.port = port if port is not None else config.port
         self.stats = Stats(log)
+        self.budget = NewSourceBudget(config.ipv6_prefix)
         self.replay: ReplayCache = open_replay_cache(
             config.replay, config.state, config.replay_fallback
         )
@@ -111,7 +113,11 @@ class Daemon:
         except MalformedDatagram:
             self.stats.count("malformed")
             return None
-        match = self.runtime.verifier.match_raw(raw, address, now)
+        verifier = self.runtime.verifier
+        if not verifier.knows(address, now) and not self.budget.admit(address, verifier.cost, now):
+            self.stats.count("shed")
+            return None
+        match = verifier.match_raw(raw, address, now)
         if match is None:
             self.stats.count("no-door")
             return None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from tumbler.actions.firewall.runner import Runner
-from tumbler.addresses import address_version, normalize_address
+from tumbler.addresses import IPV6_PREFIX, address_version, normalize_address
 from tumbler.doors import is_door_name
 from tumbler.errors import FirewallError
 from tumbler.ports import PortSpec
@@ -133,19 +133,26 @@ class FirewallBackend(ABC):
         """Close everything this daemon opened (the policy, if any, stays)."""
 
     @abstractmethod
-    def render_policy(self, knock_port: int) -> list[str]:
+    def render_policy(self, knock_port: int, ipv6_prefix: int = IPV6_PREFIX) -> list[str]:
         """The default-closed policy as text an administrator can read (`--print`)."""
 
     @abstractmethod
-    def apply_policy(self, knock_port: int) -> None:
+    def apply_policy(self, knock_port: int, ipv6_prefix: int = IPV6_PREFIX) -> None:
         """Apply the default-closed policy; running it again changes nothing."""
 
-    def init_policy(self, knock_port: int, apply: bool = True) -> list[str]:
-        """Render the default-closed policy and, with `apply`, put it in place."""
+    def init_policy(
+        self, knock_port: int, apply: bool = True, ipv6_prefix: int = IPV6_PREFIX
+    ) -> list[str]:
+        """Render the default-closed policy and, with `apply`, put it in place.
+
+        Its per-source knock limit counts an IPv6 source by its /`ipv6_prefix`.
+        """
         if not 1 <= knock_port <= 65535:
             raise FirewallError(f"knock port {knock_port} out of range 1-65535")
-        lines = self.render_policy(knock_port)
+        if not 1 <= ipv6_prefix <= 128:
+            raise FirewallError(f"IPv6 prefix length {ipv6_prefix} out of range 1-128")
+        lines = self.render_policy(knock_port, ipv6_prefix)
         if apply:
             with self._lock:
-                self.apply_policy(knock_port)
+                self.apply_policy(knock_port, ipv6_prefix)
         return lines

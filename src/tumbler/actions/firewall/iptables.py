@@ -42,6 +42,7 @@ from tumbler.actions.firewall.base import (
     timeout_seconds,
 )
 from tumbler.actions.firewall.runner import Runner
+from tumbler.addresses import IPV6_PREFIX
 from tumbler.errors import FirewallError
 from tumbler.ports import PortSpec
 from tumbler.statedb import open_state_db
@@ -459,8 +460,13 @@ class IptablesBackend(FirewallBackend):
     # -- policy -------------------------------------------------------------
 
     @staticmethod
-    def policy_rules(version: int, knock_port: int) -> list[list[str]]:
-        """INPUT rules of the default-closed policy, after the jump to TUMBLER."""
+    def policy_rules(
+        version: int, knock_port: int, ipv6_prefix: int = IPV6_PREFIX
+    ) -> list[list[str]]:
+        """INPUT rules of the default-closed policy, after the jump to TUMBLER.
+
+        The knock limit counts an IPv6 source by its /`ipv6_prefix` (hashlimit's srcmask).
+        """
         rules = [
             ["-i", "lo", "-j", "ACCEPT"],
             ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
@@ -476,6 +482,7 @@ class IptablesBackend(FirewallBackend):
                 *knock,
                 *("-m", "hashlimit", "--hashlimit-above", f"{KNOCK_RATE}/sec"),
                 *("--hashlimit-burst", str(KNOCK_BURST), "--hashlimit-mode", "srcip"),
+                *(("--hashlimit-srcmask", str(ipv6_prefix)) if version == 6 else ()),
                 *("--hashlimit-name", "tumbler_knock", "-j", "DROP"),
             ]
         )
@@ -483,7 +490,7 @@ class IptablesBackend(FirewallBackend):
         rules.append(["-p", "udp", "-j", "DROP"])
         return rules
 
-    def render_policy(self, knock_port: int) -> list[str]:
+    def render_policy(self, knock_port: int, ipv6_prefix: int = IPV6_PREFIX) -> list[str]:
         lines: list[str] = []
         for version in (4, 6):
             tool = self.tool(version)
@@ -491,12 +498,12 @@ class IptablesBackend(FirewallBackend):
             lines.append(shlex.join([tool, "-I", "INPUT", "1", "-j", CHAIN]))
             lines.extend(
                 shlex.join([tool, "-A", "INPUT", *rule])
-                for rule in self.policy_rules(version, knock_port)
+                for rule in self.policy_rules(version, knock_port, ipv6_prefix)
             )
             lines.append(shlex.join([tool, "-P", "INPUT", "DROP"]))
         return lines
 
-    def apply_policy(self, knock_port: int) -> None:
+    def apply_policy(self, knock_port: int, ipv6_prefix: int = IPV6_PREFIX) -> None:
         """Add the missing policy rules and set INPUT's policy to DROP, one batch per family.
 
         The policy change rides in the same batch as the accepts, so an
@@ -505,7 +512,7 @@ class IptablesBackend(FirewallBackend):
         for version in (4, 6):
             self._ensure_chain(version)
             lines = [":INPUT DROP [0:0]"]
-            for rule in self.policy_rules(version, knock_port):
+            for rule in self.policy_rules(version, knock_port, ipv6_prefix):
                 code, _ = self._ipt(version, "-C", "INPUT", *rule, check=False)
                 if code != 0:
                     lines.append(shlex.join(["-A", "INPUT", *rule]))

@@ -55,6 +55,7 @@ from tumbler.actions.firewall.base import (
 )
 from tumbler.actions.firewall.libnft import default_runner
 from tumbler.actions.firewall.runner import CommandError, Runner
+from tumbler.addresses import IPV6_PREFIX, ipv6_prefix_mask
 from tumbler.errors import FirewallError
 from tumbler.ports import PortSpec
 
@@ -139,13 +140,20 @@ def _meta(key: str) -> Json:
     return {"meta": {"key": key}}
 
 
-def _knock_limit(knock_port: int, version: int) -> tuple[str, list[Json]]:
+def _knock_limit(knock_port: int, version: int, ipv6_prefix: int) -> tuple[str, list[Json]]:
     """Drop knock datagrams beyond KNOCK_RATE from one source, before the daemon reads them.
 
     A flood from a few addresses then costs the kernel, not the daemon's socket buffer, so
-    a genuine knock from another address still gets through.
+    a genuine knock from another address still gets through. An IPv6 source counts by its
+    /`ipv6_prefix`, since one prefix holds more addresses than any set could.
     """
-    field = f"{'ip' if version == 4 else 'ip6'} saddr"
+    ip = "ip" if version == 4 else "ip6"
+    key: Json = _payload(ip, "saddr")
+    field = f"{ip} saddr"
+    if version == 6 and ipv6_prefix < 128:
+        mask = ipv6_prefix_mask(ipv6_prefix)
+        key = {"&": [key, mask]}
+        field = f"{field} & {mask}"
     text = (
         f"udp dport {knock_port} add @{LIMIT_SETS[version]} "
         f"{{ {field} limit rate over {KNOCK_RATE}/second burst {KNOCK_BURST} packets }} drop"
@@ -154,7 +162,7 @@ def _knock_limit(knock_port: int, version: int) -> tuple[str, list[Json]]:
     update = {
         "set": {
             "op": "add",
-            "elem": _payload(field.split()[0], "saddr"),
+            "elem": key,
             "set": f"@{LIMIT_SETS[version]}",
             "stmt": [limit],
         }
@@ -177,7 +185,7 @@ def _limit_set_specs() -> list[Json]:
     ]
 
 
-def policy_rules(knock_port: int) -> list[tuple[str, list[Json]]]:
+def policy_rules(knock_port: int, ipv6_prefix: int = IPV6_PREFIX) -> list[tuple[str, list[Json]]]:
     """The default-closed chain's rules, each as (nft text, JSON expression).
 
     Kept side by side so that `--print` shows exactly what `init` applies.
@@ -194,7 +202,7 @@ def policy_rules(knock_port: int) -> list[tuple[str, list[Json]]]:
             f"icmpv6 type {{ {', '.join(nd)} }} accept",
             [_match(_payload("icmpv6", "type"), {"set": nd}), {"accept": None}],
         ),
-        *(_knock_limit(knock_port, version) for version in (4, 6)),
+        *(_knock_limit(knock_port, version, ipv6_prefix) for version in (4, 6)),
         (
             f"udp dport {knock_port} accept",
             [_match(_payload("udp", "dport"), knock_port), {"accept": None}],
@@ -438,7 +446,7 @@ class NftablesBackend(FirewallBackend):
 
     # -- policy -------------------------------------------------------------
 
-    def render_policy(self, knock_port: int) -> list[str]:
+    def render_policy(self, knock_port: int, ipv6_prefix: int = IPV6_PREFIX) -> list[str]:
         lines = [f"table {FAMILY} {TABLE} {{"]
         for version, name in SETS.items():
             lines.append(
@@ -452,12 +460,12 @@ class NftablesBackend(FirewallBackend):
             )
         lines.append(f"\tchain {CHAIN} {{")
         lines.append("\t\ttype filter hook input priority filter; policy drop;")
-        lines.extend(f"\t\t{text}" for text, _ in policy_rules(knock_port))
+        lines.extend(f"\t\t{text}" for text, _ in policy_rules(knock_port, ipv6_prefix))
         lines.append("\t}")
         lines.append("}")
         return lines
 
-    def policy_commands(self, knock_port: int) -> list[Json]:
+    def policy_commands(self, knock_port: int, ipv6_prefix: int = IPV6_PREFIX) -> list[Json]:
         """The JSON transaction `apply_policy` sends: idempotent, keeps open elements."""
         chain = {"family": FAMILY, "table": TABLE, "name": CHAIN}
         base = {**chain, "type": "filter", "hook": "input", "prio": 0, "policy": "drop"}
@@ -465,13 +473,13 @@ class NftablesBackend(FirewallBackend):
         commands.append({"add": {"chain": base}})
         commands.append({"flush": {"chain": chain}})
         commands.extend({"add": {"set": spec}} for spec in _limit_set_specs())
-        for _, expr in policy_rules(knock_port):
+        for _, expr in policy_rules(knock_port, ipv6_prefix):
             rule = {"family": FAMILY, "table": TABLE, "chain": CHAIN, "expr": expr}
             commands.append({"add": {"rule": rule}})
         return commands
 
-    def apply_policy(self, knock_port: int) -> None:
-        self._apply(self.policy_commands(knock_port))
+    def apply_policy(self, knock_port: int, ipv6_prefix: int = IPV6_PREFIX) -> None:
+        self._apply(self.policy_commands(knock_port, ipv6_prefix))
 
 
 def _port_keys(address: str, ports: Sequence[PortSpec]) -> list[Json]:
