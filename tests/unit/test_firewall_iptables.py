@@ -487,7 +487,7 @@ def test_a_chain_flushed_by_hand_is_read_again_and_the_knock_still_opens(
 def test_policy_counts_an_ipv6_source_by_its_prefix(xt: FakeXtables, db: str) -> None:
     lines = backend(xt, db).init_policy(8675, apply=False, ipv6_prefix=48)
     (v6,) = [line for line in lines if line.startswith("ip6tables") and "hashlimit" in line]
-    assert "--hashlimit-mode srcip --hashlimit-srcmask 48 --hashlimit-name tumbler_knock" in v6
+    assert "--hashlimit-name tumbler_knock --hashlimit-srcmask 48 -j DROP" in v6
     (v4,) = [line for line in lines if line.startswith("iptables ") and "hashlimit" in line]
     assert "srcmask" not in v4
     assert "--hashlimit-srcmask 64" in "\n".join(backend(xt, db).init_policy(8675, apply=False))

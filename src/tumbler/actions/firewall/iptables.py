@@ -482,8 +482,9 @@ class IptablesBackend(FirewallBackend):
                 *knock,
                 *("-m", "hashlimit", "--hashlimit-above", f"{KNOCK_RATE}/sec"),
                 *("--hashlimit-burst", str(KNOCK_BURST), "--hashlimit-mode", "srcip"),
+                *("--hashlimit-name", "tumbler_knock"),
                 *(("--hashlimit-srcmask", str(ipv6_prefix)) if version == 6 else ()),
-                *("--hashlimit-name", "tumbler_knock", "-j", "DROP"),
+                *("-j", "DROP"),
             ]
         )
         rules.append([*knock, "-j", "ACCEPT"])
