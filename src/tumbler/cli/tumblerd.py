@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tumbler import __version__
-from tumbler.cli.common import exit_status
+from tumbler.cli.common import EXIT_FAILURE, EXIT_USAGE, exit_status
 from tumbler.cli.logfmt import JournalFormatter, stderr_is_journal
 from tumbler.config.daemon import (
     FIREWALLS,
@@ -155,9 +155,27 @@ def _config_for(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
+def _refuse_untrusted(config: Config) -> bool:
+    """Print why the daemon must not start on these files; True if there was any reason."""
+    from tumbler.daemon import paths
+
+    problems = paths.check(config)
+    for problem in problems:
+        print(f"tumblerd: error: {problem}", file=sys.stderr)
+    return bool(problems)
+
+
 def _serve(args: argparse.Namespace, config: Config) -> int:
+    from tumbler.daemon import paths
     from tumbler.daemon.wiring import Daemon
 
+    if _refuse_untrusted(config):
+        return EXIT_USAGE
+    try:
+        paths.make_folders(config)
+    except OSError as exc:
+        print(f"tumblerd: error: cannot make {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILURE
     try:
         setup_logging(config.log, args.verbose)
     except OSError as exc:
@@ -286,6 +304,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.check_config:
         for warning in config.warnings:
             print(f"tumblerd: warning: {warning}", file=sys.stderr)
+        if _refuse_untrusted(config):
+            return EXIT_USAGE
         print(f"{args.config}: ok, {len(config.doors)} doors")
         return 0
     try:

@@ -48,6 +48,7 @@ class Door:
     set: str | None = None
     sequence: tuple[PortSpec, ...] = ()
     sequence_timeout: float = 10.0
+    secret_file: Path | None = None  # where `secret` was read from, for the start-up checks
 
     @property
     def is_sequence(self) -> bool:
@@ -236,8 +237,10 @@ def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door,
             section.line_of("secret_file"),
         )
     secret = section.get("secret", cast(str | None, None))
+    secret_path: Path | None = None
     if has("secret_file"):
         ref = section.get("secret_file", "")
+        secret_path = (base / ref) if not os.path.isabs(ref) else Path(ref)
         secret, exposed = _read_secret_file(ref, base, path, section.line_of("secret_file"))
         if exposed is not None:
             secret_files.append(exposed)
@@ -278,6 +281,7 @@ def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door,
         set=section.get("set", cast(str | None, None)),
         sequence=section.get("sequence", cast(tuple[PortSpec, ...], ())),
         sequence_timeout=section.get("sequence_timeout", 10.0),
+        secret_file=secret_path,
     )
     return door, secret_files
 
