@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 PROTOCOLS = ("tcp", "udp")
 
 
-@dataclass(frozen=True, order=True)
-class PortSpec:
-    """A protocol and an inclusive port range; a single port has first == last."""
+class PortSpec(NamedTuple):
+    """A protocol and an inclusive port range; a single port has first == last.
+
+    A named tuple rather than a dataclass: the client's knock path imports this, and
+    `dataclasses` pulls in `inspect` and more at start-up.
+    """
 
     proto: str
     first: int

@@ -14,8 +14,8 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from tumbler import __version__
 from tumbler.cli.common import (
@@ -247,7 +247,7 @@ def knock_main(argv: Sequence[str]) -> int:
 
         def show(done: knock.SequenceKnock) -> None:
             print(
-                f"knock {done.index + 1}/{total}: {done.spec} -> {done.target}: {done.outcome}",
+                f"knock {done.position + 1}/{total}: {done.spec} -> {done.target}: {done.outcome}",
                 flush=True,
             )
 
@@ -294,8 +294,7 @@ def _load_sniff() -> Handler | None:
     return main
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     """A subcommand: a one-line summary for --help and a lazy loader of its main."""
 
     summary: str

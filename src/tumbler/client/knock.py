@@ -10,19 +10,15 @@ A secret never appears in an error message, a repr or a prompt.
 from __future__ import annotations
 
 import errno
-import getpass
 import ipaddress
 import os
 import re
-import selectors
 import socket
 import time
 import urllib.parse
-import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import NamedTuple, cast
 
 from tumbler import secretfile
 from tumbler.addresses import normalize_address
@@ -71,13 +67,18 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?\Z")
 URL_SHAPE = "tumbler://[SECRET@]HOST[:PORT]/"
 
 
-@dataclass(frozen=True)
-class KnockURL:
-    """A parsed `tumbler://[SECRET@]HOST[:PORT]/`; the secret is kept out of repr and str."""
+class KnockURL(NamedTuple):
+    """A parsed `tumbler://[SECRET@]HOST[:PORT]/`; the secret is kept out of repr and str.
+
+    The records of the knock path are named tuples: `dataclasses` costs start-up time.
+    """
 
     host: str
     port: int = protocol.DEFAULT_PORT
-    secret: str | None = field(default=None, repr=False)
+    secret: str | None = None
+
+    def __repr__(self) -> str:
+        return f"KnockURL(host={self.host!r}, port={self.port!r})"
 
     def __str__(self) -> str:
         host = f"[{self.host.replace('%', '%25')}]" if ":" in self.host else self.host
@@ -156,12 +157,14 @@ def parse_url(text: str) -> KnockURL:
 # --- secret ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Secret:
+class Secret(NamedTuple):
     """A door secret and where it came from (the origin may be shown, the value never)."""
 
-    value: str = field(repr=False)
+    value: str
     origin: str
+
+    def __repr__(self) -> str:
+        return f"Secret(origin={self.origin!r})"
 
 
 def _nonempty(value: str, origin: str) -> Secret:
@@ -191,6 +194,9 @@ def read_secret_file(path: str, warn: Warn | None = None) -> str:
 
 def prompt_secret(label: str) -> str:
     """Ask on the terminal without echo; refuse rather than read an echoing stdin."""
+    import getpass  # only when asking: the knock path needs no terminal handling
+    import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("error", getpass.GetPassWarning)
         try:
@@ -293,8 +299,7 @@ def local_address(host: str, port: int = protocol.DEFAULT_PORT, *, family: int =
 # --- Tumbler knock ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class KnockResult:
+class KnockResult(NamedTuple):
     """What was (or would be) sent: enough to explain a knock, nothing secret."""
 
     host: str
@@ -470,8 +475,7 @@ def parse_knock_port(text: str, default_proto: str = "tcp") -> PortSpec:
         raise KnockUsageError(f"bad knock port {text!r}: {exc}") from None
 
 
-@dataclass(frozen=True)
-class SequenceKnock:
+class SequenceKnock(NamedTuple):
     """One knock of a sequence and what, if anything, was seen in reply.
 
     `outcome` is `sent` (nothing waited for), `no answer` (what a knock on a dropping
@@ -479,7 +483,7 @@ class SequenceKnock:
     `unreachable: ...` (an ICMP error came back).
     """
 
-    index: int
+    position: int  # from 0 (a tuple's own `index` is a method)
     spec: PortSpec
     target: str
     outcome: str
@@ -508,6 +512,8 @@ def _tcp_knock(family: int, sockaddr: SockAddr, wait: float) -> str:
             raise KnockError(f"cannot knock on tcp/{sockaddr[1]}: {os.strerror(err)}")
         if wait <= 0:
             return "sent"
+        import selectors  # only sequence knocks wait for an answer
+
         with selectors.DefaultSelector() as selector:
             selector.register(sock, selectors.EVENT_WRITE)
             if not selector.select(wait):
