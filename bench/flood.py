@@ -16,6 +16,8 @@ from bench.latency import knock_once
 from bench.rig import SERVER_F, Rig, proc_cpu_seconds
 from bench.systems import FWKNOP_PORT, TUMBLER_PORT, System, Tumblerd
 
+# What tumblerd counts as a discarded datagram; `shed` is new-source work its budget refused.
+DISCARDS = ("malformed", "no-door", "shed", "replay")
 SPA_SIZE = 225  # base64 characters of an fwknop SPA packet with HMAC, as the client builds it
 
 
@@ -51,7 +53,7 @@ def settle(rig: Rig, seconds: float = 30.0) -> None:
 
 def tumbler_discards(system: Tumblerd) -> int:
     counters = system.counters()
-    return sum(counters.get(k, 0) for k in ("malformed", "no-door", "replay"))
+    return sum(counters.get(k, 0) for k in DISCARDS)
 
 
 def junk_target(system: System) -> tuple[bool, int, str, int]:
@@ -61,8 +63,19 @@ def junk_target(system: System) -> tuple[bool, int, str, int]:
     return False, FWKNOP_PORT, "fwknop", SPA_SIZE
 
 
-def junk_rate(rig: Rig, system: System, count: int, sources: int) -> dict:
-    """Flood `count` junk datagrams; return discards per CPU-second of the daemon."""
+def junk_rate(
+    rig: Rig,
+    system: System,
+    count: int,
+    sources: int,
+    warmup: dict | None = None,
+    **flood: object,
+) -> dict:
+    """Flood `count` junk datagrams; return discards per CPU-second of the daemon.
+
+    `flood` goes to the flood agent (e.g. `base` and `distinct` for a new source per
+    datagram); `warmup` replaces any of it for the unmeasured warm-up flood.
+    """
     is_tumbler, port, kind, size = junk_target(system)
     # Warm up (caches, allocator), then measure.
     rig.flood_agent.call(
@@ -73,18 +86,29 @@ def junk_rate(rig: Rig, system: System, count: int, sources: int) -> dict:
         port=port,
         count=min(count, 20000),
         sources=sources,
+        **{**flood, **(warmup or {})},
     )
     settle(rig)
+    before = system.counters() if is_tumbler else {}
     before_n = tumbler_discards(system) if is_tumbler else udp_in(rig)["InDatagrams"]
     before_cpu = proc_cpu_seconds(system.pid)
     sent = rig.flood_agent.call(
-        op="flood", kind=kind, size=size, dst=SERVER_F, port=port, count=count, sources=sources
+        op="flood",
+        kind=kind,
+        size=size,
+        dst=SERVER_F,
+        port=port,
+        count=count,
+        sources=sources,
+        **flood,
     )
     settle(rig)
     cpu = proc_cpu_seconds(system.pid) - before_cpu
+    after = system.counters() if is_tumbler else {}
     after_n = tumbler_discards(system) if is_tumbler else udp_in(rig)["InDatagrams"]
     handled = after_n - before_n
     return {
+        "shed": after.get("shed", 0) - before.get("shed", 0),
         "sent": sent["sent"],
         "send_rate": sent["sent"] / sent["seconds"],
         "handled": handled,

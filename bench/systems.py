@@ -94,6 +94,7 @@ class Tumblerd(System):
         replay: str = "sqlite",
         tag: str = "",
         limit: bool = True,
+        ipv6: bool = False,
     ) -> None:
         super().__init__(rig)
         self.limit = limit
@@ -112,7 +113,7 @@ class Tumblerd(System):
             "[common]",
             f"port = {TUMBLER_PORT}",
             f"log = {self.log}",
-            "listen = 0.0.0.0",
+            "listen = 0.0.0.0, ::" if ipv6 else "listen = 0.0.0.0",
             f"state = {self.dir / 'state.db'}",
             f"control = {self.control}",
             f"firewall = {backend}",

@@ -63,7 +63,8 @@ def test_known_sources_are_served_when_the_budget_is_spent():
     d.handle(JUNK, known, now)
     d.handle(JUNK, known, now)  # it came back: it now has a table for this minute
     assert d.runtime.verifier.knows(known, now)
-    d.budget._total = -1e9  # a flood of new sources spent all there was
+    d.budget.charge(0, 1e9)  # a flood of new sources spent all there was, in both buckets
+    d.budget.charge(1, 1e9)
     assert d.handle(JUNK, "198.51.100.1", now) is None
     assert d.stats.total["shed"] == 1
     door = d.handle(knock(known, now), known, now)

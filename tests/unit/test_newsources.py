@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tumbler.addresses import ipv6_prefix_mask, source_prefix
-from tumbler.decisions.newsources import NewSourceBudget
+from tumbler.decisions.newsources import FIRST, MORE, NewSourceBudget
 
 
 def test_source_prefix_of_ipv4_is_the_address():
@@ -50,41 +50,64 @@ def test_ipv6_prefix_mask():
 
 
 def test_one_prefix_cannot_mint_unlimited_new_sources():
-    budget = NewSourceBudget(prefix_rate=25.0, prefix_burst=100.0, total_hashes=1e9)
+    budget = NewSourceBudget(prefix_rate=25.0, prefix_burst=100.0, burst_seconds=1e9)
     now = 1000.0
-    admitted = sum(budget.admit(f"2001:db8:0:1::{i:x}", 3, now) for i in range(500))
+    admitted = sum(budget.admit(f"2001:db8:0:1::{i:x}", now) is not None for i in range(500))
     assert admitted == 100
     # Another /64 is not affected; nor is IPv4.
-    assert budget.admit("2001:db8:0:2::1", 3, now)
-    assert budget.admit("192.0.2.1", 3, now)
+    assert budget.admit("2001:db8:0:2::1", now) is not None
+    assert budget.admit("192.0.2.1", now) is not None
     # The prefix refills at its rate.
-    assert sum(budget.admit(f"2001:db8:0:1::1:{i:x}", 3, now + 1.0) for i in range(100)) == 25
+    more = [budget.admit(f"2001:db8:0:1::1:{i:x}", now + 1.0) for i in range(100)]
+    assert sum(b is not None for b in more) == 25
 
 
 def test_prefix_length_is_configurable():
-    budget = NewSourceBudget(ipv6_prefix=128, prefix_burst=2.0, total_hashes=1e9)
-    assert all(budget.admit(f"2001:db8::{i:x}", 3, 0.0) for i in range(300))
+    budget = NewSourceBudget(ipv6_prefix=128, prefix_burst=2.0, burst_seconds=1e9)
+    assert all(budget.admit(f"2001:db8::{i:x}", 0.0) is not None for i in range(300))
 
 
-def test_the_total_bounds_hashes_per_second():
-    budget = NewSourceBudget(prefix_burst=1e9, total_hashes=3000.0)
-    now = 50.0
-    admitted = sum(budget.admit(f"10.0.{i // 256}.{i % 256}", 300, now) for i in range(100))
-    assert admitted == 10
-    assert not budget.admit("10.9.9.9", 300, now)
-    assert sum(budget.admit(f"10.1.0.{i}", 300, now + 0.5) for i in range(100)) == 5
+def test_a_prefix_minting_addresses_spends_only_the_second_bucket():
+    budget = NewSourceBudget(share=0.25, burst_seconds=0.05)
+    now = 10.0
+    assert budget.admit("2001:db8:0:1::1", now) == FIRST  # its first new source
+    budget.charge(FIRST, 0.001)
+    for i in range(2, 5):
+        bucket = budget.admit(f"2001:db8:0:1::{i:x}", now)
+        assert bucket == MORE
+        budget.charge(MORE, 0.02)
+    # 0.06 s of work charged to a 0.05 s bucket: the /64 is shed now...
+    assert budget.admit("2001:db8:0:1::ff", now) is None
+    # ...but the first new source of any other prefix still goes.
+    assert budget.admit("2001:db8:0:2::1", now) == FIRST
+    assert budget.admit("192.0.2.7", now) == FIRST
+    # The debt is paid back at `share` of real time: 0.01 s of debt takes 0.04 s.
+    assert budget.admit("2001:db8:0:1::fe", now + 0.03) is None
+    assert budget.admit("2001:db8:0:1::fd", now + 0.05) == MORE
 
 
-def test_a_source_dearer_than_the_whole_budget_still_goes_and_pays_its_debt():
-    budget = NewSourceBudget(total_hashes=1000.0)
-    assert budget.admit("10.0.0.1", 3000, 0.0)
-    assert not budget.admit("10.0.0.2", 3000, 1.0)
-    assert not budget.admit("10.0.0.3", 3000, 2.5)
-    assert budget.admit("10.0.0.4", 3000, 3.0)
+def test_a_flood_of_fresh_prefixes_is_bounded_too():
+    budget = NewSourceBudget(share=0.25, burst_seconds=0.05)
+    admitted = 0
+    for i in range(1000):
+        bucket = budget.admit(f"10.0.{i // 256}.{i % 256}", 0.0)
+        if bucket is not None:
+            admitted += 1
+            budget.charge(bucket, 0.01)
+    assert admitted == 5  # 0.05 s of burst, 0.01 s each
+    # Over a second of real time, at most `share` of it goes to new sources.
+    admitted = 0
+    for i in range(1000):
+        now = 1.0 + i / 1000
+        bucket = budget.admit(f"10.1.{i // 256}.{i % 256}", now)
+        if bucket is not None:
+            admitted += 1
+            budget.charge(bucket, 0.01)
+    assert admitted <= (0.05 + 0.25 * 2.0) / 0.01
 
 
 def test_tracked_prefixes_stay_bounded():
-    budget = NewSourceBudget(total_hashes=1e12, max_prefixes=100)
+    budget = NewSourceBudget(burst_seconds=1e12, max_prefixes=100)
     for i in range(5000):
-        budget.admit(f"2001:db8:{i:x}::1", 3, 0.0)
+        budget.admit(f"2001:db8:{i:x}::1", 0.0)
         assert len(budget._prefixes) <= 100

@@ -114,10 +114,16 @@ class Daemon:
             self.stats.count("malformed")
             return None
         verifier = self.runtime.verifier
-        if not verifier.knows(address, now) and not self.budget.admit(address, verifier.cost, now):
-            self.stats.count("shed")
-            return None
-        match = verifier.match_raw(raw, address, now)
+        if verifier.knows(address, now):
+            match = verifier.match_raw(raw, address, now)
+        else:
+            bucket = self.budget.admit(address, now)
+            if bucket is None:
+                self.stats.count("shed")
+                return None
+            started = time.perf_counter()
+            match = verifier.match_raw(raw, address, now)
+            self.budget.charge(bucket, time.perf_counter() - started)
         if match is None:
             self.stats.count("no-door")
             return None
