@@ -32,6 +32,12 @@ HEAVY = (
     "tumbler.client.profiles",
     "tumbler.client.sshproxy",
     "cryptography",
+    "shutil",  # argparse asks it for the terminal width unless given one
+    "bz2",
+    "lzma",
+    "pathlib",
+    "unicodedata",  # the IDNA codec's, when a host name goes to getaddrinfo as text
+    "encodings.idna",
 )
 
 
@@ -78,3 +84,13 @@ def test_a_whole_open_run_imports_nothing_heavy(tmp_path: Path):
 def test_the_heavy_list_would_catch_a_heavy_import():
     assert heavy_in({"dataclasses", "socket"}) == ["dataclasses"]
     assert heavy_in({"tumbler.daemon.wiring"}) == ["tumbler.daemon.wiring"]
+
+
+def test_help_width_is_what_argparse_would_pick(monkeypatch):
+    import shutil
+
+    from tumbler.cli.common import terminal_width
+
+    for columns in ("60", "132"):
+        monkeypatch.setenv("COLUMNS", columns)
+        assert terminal_width() == shutil.get_terminal_size().columns - 2 == int(columns) - 2

@@ -252,7 +252,10 @@ def resolve(
 ) -> list[tuple[int, SockAddr]]:
     """getaddrinfo for `host`, IPv4 and IPv6 only, duplicates dropped, resolver order kept."""
     try:
-        infos = socket.getaddrinfo(host, port, family, socktype)
+        # An ASCII name goes as bytes: as text, socket would load the IDNA codec (and
+        # unicodedata) at every start of the client.
+        name: str | bytes = host.encode("ascii") if host.isascii() else host
+        infos = socket.getaddrinfo(name, port, family, socktype)
     except socket.gaierror as exc:
         which = {int(socket.AF_INET): " as IPv4", int(socket.AF_INET6): " as IPv6"}.get(family, "")
         raise KnockError(f"cannot resolve {host}{which}: {exc.strerror}") from None
