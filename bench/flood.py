@@ -17,7 +17,7 @@ from bench.rig import SERVER_F, Rig, proc_cpu_seconds
 from bench.systems import FWKNOP_PORT, TUMBLER_PORT, System, Tumblerd
 
 # What tumblerd counts as a discarded datagram; `shed` is new-source work its budget refused.
-DISCARDS = ("malformed", "no-door", "shed", "replay")
+DISCARDS = ("malformed", "no-door", "shed", "bad-mac", "clock-skew", "replay")
 SPA_SIZE = 225  # base64 characters of an fwknop SPA packet with HMAC, as the client builds it
 
 
@@ -59,7 +59,7 @@ def tumbler_discards(system: Tumblerd) -> int:
 def junk_target(system: System) -> tuple[bool, int, str, int]:
     """(is tumblerd, port, junk kind, junk size) of the system a flood is aimed at."""
     if isinstance(system, Tumblerd):
-        return True, TUMBLER_PORT, "tumbler", 0
+        return True, TUMBLER_PORT, "tumbler2" if system.version == 2 else "tumbler", 0
     return False, FWKNOP_PORT, "fwknop", SPA_SIZE
 
 
@@ -68,40 +68,32 @@ def junk_rate(
     system: System,
     count: int,
     sources: int,
-    warmup: dict | None = None,
-    **flood: object,
+    warmup: int = 20000,
+    variety: int = 4096,
+    base: str = "10.215.1.1",
+    warmup_base: str | None = None,
+    distinct: int | None = None,
 ) -> dict:
     """Flood `count` junk datagrams; return discards per CPU-second of the daemon.
 
-    `flood` goes to the flood agent (e.g. `base` and `distinct` for a new source per
-    datagram); `warmup` replaces any of it for the unmeasured warm-up flood.
+    `variety` distinct payloads are paired round-robin with `sources` addresses from
+    `base` on; the warm-up (caches, allocator) sends `warmup` of the same packets first,
+    or from `warmup_base` on. `distinct` packets are built (the agent's default: up to
+    65,536); with `distinct` >= `count` each datagram comes from a source of its own.
     """
     is_tumbler, port, kind, size = junk_target(system)
-    # Warm up (caches, allocator), then measure.
-    rig.flood_agent.call(
-        op="flood",
-        kind=kind,
-        size=size,
-        dst=SERVER_F,
-        port=port,
-        count=min(count, 20000),
-        sources=sources,
-        **{**flood, **(warmup or {})},
-    )
+    flood = {"kind": kind, "size": size, "dst": SERVER_F, "port": port, "sources": sources}
+    flood |= {"variety": variety, "base": base}
+    if distinct is not None:
+        flood["distinct"] = distinct
+    if warmup:
+        warm = flood | ({"base": warmup_base} if warmup_base else {})
+        rig.flood_agent.call(op="flood", count=min(count, warmup), **warm)
     settle(rig)
     before = system.counters() if is_tumbler else {}
     before_n = tumbler_discards(system) if is_tumbler else udp_in(rig)["InDatagrams"]
     before_cpu = proc_cpu_seconds(system.pid)
-    sent = rig.flood_agent.call(
-        op="flood",
-        kind=kind,
-        size=size,
-        dst=SERVER_F,
-        port=port,
-        count=count,
-        sources=sources,
-        **flood,
-    )
+    sent = rig.flood_agent.call(op="flood", count=count, **flood)
     settle(rig)
     cpu = proc_cpu_seconds(system.pid) - before_cpu
     after = system.counters() if is_tumbler else {}

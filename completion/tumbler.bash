@@ -88,7 +88,7 @@ _tumbler() {
     local cur prev command=""
     _tumbler_current
     COMPREPLY=()
-    local commands="open ssh-proxy knock sniff"
+    local commands="open ssh-proxy knock sniff keygen"
     [[ $COMP_CWORD -ge 2 ]] && command=${COMP_WORDS[1]}
     [[ " $commands " == *" $command "* ]] || command=""
 
@@ -108,9 +108,13 @@ _tumbler() {
             takes="--delay"
             ;;
         sniff)
-            options="-h --help --port --secret --secret-file --window --udp --no-refused
-                --date --json -v --verbose"
-            takes="--port --secret --secret-file --window --date"
+            options="-h --help --port --secret --secret-file --key --key-file --realm --window
+                --udp --no-refused --date --json -v --verbose"
+            takes="--port --secret --secret-file --key --key-file --realm --window --date"
+            ;;
+        keygen)
+            options="-h --help --door --open --host --port --realm --passphrase --key-file --qr"
+            takes="--door --open --host --port --realm --key-file"
             ;;
         *)
             options="-h --help --open --secret-file --from -4 -6 --dry-run -v --verbose
@@ -120,7 +124,7 @@ _tumbler() {
     esac
 
     case $prev in
-        --secret-file | --profiles)
+        --secret-file | --profiles | --key-file)
             _tumbler_files "$cur"
             return 0
             ;;

@@ -137,7 +137,7 @@ def test_long_options_follow_help(command: tuple[str, ...]) -> None:
 
 def test_all_commands_are_covered() -> None:
     """The parametrised list above has every command --help lists."""
-    assert set(tumbler_commands()) == {"open", "ssh-proxy", "knock", "sniff"}
+    assert set(tumbler_commands()) == {"open", "ssh-proxy", "knock", "sniff", "keygen"}
     assert set(tumblerd_commands()) == {"firewall", "status", "close", "demo"}
 
 

@@ -247,6 +247,12 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     )
     counters = answer["counters"]
     print("knocks: " + (", ".join(f"{k} {v}" for k, v in sorted(counters.items())) or "none"))
+    skew = answer.get("last_clock_skew")
+    if skew:
+        print(
+            f"clock skew: last v2 knock refused for door {skew['door']} from {skew['address']} "
+            f"at {_when(skew['at'])}, its clock off by {skew['offset']:+d} s"
+        )
     entries = answer["open"]
     if not entries:
         print("open: nothing")

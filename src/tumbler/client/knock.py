@@ -29,6 +29,7 @@ from tumbler.protocols import tumbler1 as protocol
 from tumbler.secretfile import SecretFileError
 
 SCHEME = "tumbler"
+SCHEME2 = "tumbler2"
 SECRET_ENV = "TUMBLER_SECRET"  # noqa: S105 (a variable name, not a secret)
 # A secret file's first line longer than this is the wrong file, not a secret.
 # Between classic knocks: long enough that knocks stay in order across a real network,
@@ -64,25 +65,33 @@ class NoFreshMinute(KnockError):
 _SCHEME_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*\Z")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?\Z")
-URL_SHAPE = "tumbler://[SECRET@]HOST[:PORT]/"
+URL_SHAPE = "tumbler://[SECRET@]HOST[:PORT]/ or tumbler2://[KEY@]HOST[:PORT]/[?realm=REALM]"
 
 
 class KnockURL(NamedTuple):
-    """A parsed `tumbler://[SECRET@]HOST[:PORT]/`; the secret is kept out of repr and str.
+    """A parsed door URL; the secret (v1) or key text (v2) is kept out of repr and str.
 
-    The records of the knock path are named tuples: `dataclasses` costs start-up time.
+    `version` is 1 for `tumbler://` and 2 for `tumbler2://`; `realm` is v2's. The records
+    of the knock path are named tuples: `dataclasses` costs start-up time.
     """
 
     host: str
     port: int = protocol.DEFAULT_PORT
     secret: str | None = None
+    version: int = 1
+    realm: str = ""
 
     def __repr__(self) -> str:
-        return f"KnockURL(host={self.host!r}, port={self.port!r})"
+        return (
+            f"KnockURL(host={self.host!r}, port={self.port!r}, "
+            f"version={self.version!r}, realm={self.realm!r})"
+        )
 
     def __str__(self) -> str:
         host = f"[{self.host.replace('%', '%25')}]" if ":" in self.host else self.host
-        return f"{SCHEME}://{host}:{self.port}/"
+        scheme = SCHEME2 if self.version == 2 else SCHEME
+        query = f"?realm={urllib.parse.quote(self.realm, safe='')}" if self.realm else ""
+        return f"{scheme}://{host}:{self.port}/{query}"
 
 
 def _bad_url(reason: str) -> KnockUsageError:
@@ -132,11 +141,15 @@ def parse_url(text: str) -> KnockURL:
     scheme, sep, rest = text.partition("://")
     if not sep:
         raise _bad_url("no '://'")
-    if scheme.lower() != SCHEME:
+    if scheme.lower() not in (SCHEME, SCHEME2):
         shown = f" {scheme}://" if _SCHEME_SHAPE.match(scheme) else ""
-        raise _bad_url(f"scheme{shown} is not {SCHEME}://")
+        raise _bad_url(f"scheme{shown} is not {SCHEME}:// or {SCHEME2}://")
+    version = 2 if scheme.lower() == SCHEME2 else 1
     end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
     authority, tail = rest[:end], rest[end:]
+    realm = ""
+    if version == 2:
+        realm, tail = _realm_query(tail)
     if tail not in ("", "/"):
         raise _bad_url("nothing may follow HOST:PORT/ (write / ? # in a secret as %2F %3F %23)")
     userinfo, at, hostport = authority.rpartition("@")
@@ -151,7 +164,40 @@ def parse_url(text: str) -> KnockURL:
         except UnicodeDecodeError:
             raise _bad_url("the secret's %-escapes are not UTF-8") from None
     host, port = _split_hostport(hostport)
-    return KnockURL(host, port, secret)
+    if version == 2 and secret is not None:
+        _check_key_text(secret, "the URL")
+    return KnockURL(host, port, secret, version, realm)
+
+
+def _realm_query(tail: str) -> tuple[str, str]:
+    """Split `/?realm=R` (or `?realm=R`) off a v2 URL's tail: (realm, what is left)."""
+    path, mark, query = tail.partition("?")
+    if not mark:
+        return "", tail
+    name, eq, value = query.partition("=")
+    if name != "realm" or not eq or "&" in value or "#" in value:
+        raise _bad_url("the only query a tumbler2:// URL takes is ?realm=REALM")
+    from tumbler.protocols import tumbler2  # v2 only: kept off the v1 start-up path
+
+    try:
+        realm = urllib.parse.unquote(value, errors="strict")
+        tumbler2.realm_bytes(realm)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _bad_url(f"bad realm: {exc}") from None
+    return realm, path
+
+
+def _check_key_text(text: str, origin: str) -> bytes:
+    """The key `text` spells, or a usage error that names `origin` but never the text."""
+    from tumbler.protocols import tumbler2  # v2 only: kept off the v1 start-up path
+
+    try:
+        return tumbler2.decode_key(text)
+    except tumbler2.BadKey:
+        raise KnockUsageError(
+            f"{origin} does not hold a v2 key (43 characters of base64url, as tumbler keygen "
+            "prints)"
+        ) from None
 
 
 # --- secret ----------------------------------------------------------------------------
@@ -221,7 +267,29 @@ def resolve_secret(
 
     The first source present wins, and an empty secret from it is an error rather than
     a reason to fall through: an empty variable or file is a mistake worth hearing about.
+    For a v2 URL the result is always key text: the URL, the file and the variable must
+    hold a key, and what is typed at the prompt is a passphrase, turned into the key with
+    the URL's realm (docs/PROTOCOL.md, "Passphrases").
     """
+    found = _find_secret(url, secret_file, environ, prompt, warn)
+    if url.version != 2:
+        return found
+    from tumbler.protocols import tumbler2  # v2 only: kept off the v1 start-up path
+
+    if found.origin == "the prompt":
+        key = tumbler2.derive_key(found.value, url.realm)
+        return Secret(tumbler2.encode_key(key), "the prompt (a passphrase)")
+    _check_key_text(found.value, found.origin)
+    return found
+
+
+def _find_secret(
+    url: KnockURL,
+    secret_file: str | None,
+    environ: Mapping[str, str] | None,
+    prompt: Callable[[str], str] | None,
+    warn: Warn | None,
+) -> Secret:
     environ = os.environ if environ is None else environ
     if url.secret is not None:
         if secret_file is not None and warn is not None:
@@ -233,7 +301,8 @@ def resolve_secret(
         return _nonempty(environ[SECRET_ENV], SECRET_ENV)
     if prompt is None:
         raise KnockUsageError(f"no secret given; use the URL, --secret-file or {SECRET_ENV}")
-    return _nonempty(prompt(str(url)), "the prompt")
+    label = f"{url} (its passphrase)" if url.version == 2 else str(url)
+    return _nonempty(prompt(label), "the prompt")
 
 
 # --- addresses -------------------------------------------------------------------------
@@ -311,14 +380,24 @@ class KnockResult(NamedTuple):
     address: str  # the address inside the hash
     address_given: bool  # True when --from chose it, False when the kernel did
     when: datetime
-    stamp: str
+    stamp: str  # v1: the minute stamp; v2: the time in seconds since the epoch
     datagram: bytes
     sent: bool
+    version: int = 1
 
     @property
     def digest(self) -> str:
-        """The knock K, as a receiver parses it out of the datagram."""
+        """v1: the knock K, as a receiver parses it out of the datagram; v2: the MAC, in hex."""
+        if self.version == 2:
+            from tumbler.protocols import tumbler2  # v2 only: kept off the v1 start-up path
+
+            return tumbler2.parse(self.datagram).mac.hex()
         return protocol.parse_datagram(self.datagram)
+
+    @property
+    def shown(self) -> str:
+        """The datagram as text: v1's is ASCII, v2's is binary and shown in hex."""
+        return self.datagram.hex() if self.version == 2 else self.datagram.decode("ascii")
 
 
 def _fresh_minute(
@@ -363,17 +442,33 @@ def _knock(
     send: bool,
     sent: SentKnocks | None = None,
     offsets: Sequence[int] = FRESH_OFFSETS,
+    version: int = 1,
+    realm: str = "",
 ) -> KnockResult:
     if not secret:
         raise KnockUsageError("empty secret")
+    key = _check_key_text(secret, "the secret") if version == 2 else b""
     when = datetime.now(UTC) if when is None else when
     address = normalize_source(source) if source is not None else None
     sock, sockaddr = _connected_udp(host, port, family)
     with sock:
         if address is None:
             address = normalize_address(sock.getsockname()[0])
-        when, stamp, digest = _fresh_minute(when, address, secret, sent if send else None, offsets)
-        datagram = protocol.encode_datagram(digest)
+        if version == 2:
+            import secrets
+
+            from tumbler.protocols import tumbler2  # v2 only: kept off the v1 start-up path
+
+            seconds = int(when.timestamp())
+            stamp = str(seconds)
+            datagram = tumbler2.build(
+                key, seconds, secrets.token_bytes(tumbler2.NONCE_LEN), address, realm
+            )
+        else:  # v1: the minute must be one this user has not knocked with yet
+            when, stamp, digest = _fresh_minute(
+                when, address, secret, sent if send else None, offsets
+            )
+            datagram = protocol.encode_datagram(digest)
         if send:
             try:
                 sock.send(datagram)
@@ -389,6 +484,7 @@ def _knock(
         stamp=stamp,
         datagram=datagram,
         sent=send,
+        version=version,
     )
 
 
@@ -400,9 +496,21 @@ def build_knock(
     source: str | None = None,
     when: datetime | None = None,
     family: int = 0,
+    version: int = 1,
+    realm: str = "",
 ) -> KnockResult:
     """Resolve `host` and pick the address as `send_knock` would, but send nothing."""
-    return _knock(host, port, secret, source=source, when=when, family=family, send=False)
+    return _knock(
+        host,
+        port,
+        secret,
+        source=source,
+        when=when,
+        family=family,
+        send=False,
+        version=version,
+        realm=realm,
+    )
 
 
 def send_knock(
@@ -415,14 +523,18 @@ def send_knock(
     family: int = 0,
     sent: SentKnocks | None = None,
     offsets: Sequence[int] = FRESH_OFFSETS,
+    version: int = 1,
+    realm: str = "",
 ) -> KnockResult:
     """Send one Tumbler datagram to `host`; nothing comes back, by design.
 
     The hashed address is `source` when given (a client behind NAT knows its public
     address), else the local address of the very socket the datagram leaves from.
     `when` defaults to now; tests and clock-skew checks pass their own. With `sent`,
-    the minute is the first of `offsets` (from `when`) not used for this address and
-    secret yet (see client.sentknocks), and NoFreshMinute says when none is left.
+    a v1 minute is the first of `offsets` (from `when`) not used for this address and
+    secret yet (see client.sentknocks), and NoFreshMinute says when none is left. A
+    `version` 2 knock takes key text as `secret`, and the `realm` the server is
+    configured with; its nonce makes every knock new, so it needs no such memory.
     """
     return _knock(
         host,
@@ -434,6 +546,8 @@ def send_knock(
         send=True,
         sent=sent,
         offsets=offsets,
+        version=version,
+        realm=realm,
     )
 
 
@@ -450,7 +564,16 @@ def knock_url(
 ) -> KnockResult:
     """`send_knock` (or `build_knock` when `dry_run`) for a parsed URL."""
     if dry_run:
-        return build_knock(url.host, url.port, secret, source=source, when=when, family=family)
+        return build_knock(
+            url.host,
+            url.port,
+            secret,
+            source=source,
+            when=when,
+            family=family,
+            version=url.version,
+            realm=url.realm,
+        )
     return send_knock(
         url.host,
         url.port,
@@ -460,6 +583,8 @@ def knock_url(
         family=family,
         sent=sent,
         offsets=offsets,
+        version=url.version,
+        realm=url.realm,
     )
 
 

@@ -10,6 +10,10 @@
        wait_timeout = 10         # seconds (or 30s, 1m)
        retry_after = 3           # knock again (next minute) if not open by then
 
+    [host-db1]
+       url = tumbler2://db1.example.org/?realm=fleet.example   # a version 2 door
+       secret_file = ~/.config/tumbler/db1.key     # its key, as `tumbler keygen` prints it
+
 The format is the daemon's (sections, `#` comments, indented `key = value`), so one
 habit serves both files, and every error names the file and line. The file is found
 at `--profiles FILE`, else $TUMBLER_PROFILES, else $XDG_CONFIG_HOME/tumbler/hosts.conf
@@ -48,7 +52,7 @@ class Profile:
     url: knock.KnockURL
     path: str
     line: int
-    secret_file: str | None = None
+    secret_file: str | None = None  # for a tumbler2:// url, the file of its key
     source: str | None = None  # `from`, already normalized
     family: int = 0
     wait: int | None = None

@@ -27,6 +27,8 @@ Why each piece is the way it is:
   digest, which the daemon refuses as a replay. `MinuteKnocker` therefore stamps each
   retry with a minute the daemon's window (default 1) still accepts but that was not
   used yet: now, then the next minute, then the previous one; never a stamp twice.
+  A version 2 knock carries a fresh nonce, so it never repeats: `FreshKnocker` simply
+  knocks again, stamped now.
 - ssh reads the proxy's stdout as the connection, so nothing else may ever be written
   there; diagnostics go to stderr. When ssh closes its side (stdin EOF), the socket's
   write side is shut down so the server sees EOF too; the relay ends when the server
@@ -95,6 +97,33 @@ class MinuteKnocker:
             self.sent.append((offset, stamp))
             return offset
         return None
+
+    @staticmethod
+    def note(offset: int) -> str:
+        return f"minute {offset:+d}"
+
+
+@dataclass
+class FreshKnocker:
+    """Sends v2 knocks: each has its own nonce, so a retry is just another knock, now.
+
+    The same interface as MinuteKnocker, so knock_until_open takes either.
+    """
+
+    send: Callable[[datetime], object]
+    clock: Callable[[], datetime] = _utcnow
+    sent: list[tuple[int, str]] = field(default_factory=list)  # (0, ISO time) in order
+
+    def knock(self) -> int | None:
+        """Send a knock stamped now; always 0 (no minute offset is ever needed)."""
+        now = self.clock()
+        self.send(now)
+        self.sent.append((0, now.isoformat(timespec="seconds")))
+        return 0
+
+    @staticmethod
+    def note(offset: int) -> str:
+        return "fresh nonce"
 
 
 class Dialer:
@@ -185,7 +214,7 @@ class Dialer:
 
 
 def knock_until_open(
-    knocker: MinuteKnocker,
+    knocker: MinuteKnocker | FreshKnocker,
     dial: Callable[[float], T | None],
     *,
     retry_after: float,
@@ -206,7 +235,7 @@ def knock_until_open(
             if offset is None:
                 log("no fresh minute left to knock with; still waiting")
             else:
-                log(f"knock {len(knocker.sent)} sent (minute {offset:+d})")
+                log(f"knock {len(knocker.sent)} sent ({knocker.note(offset)})")
 
     start = clock()
     deadline = start + wait_timeout

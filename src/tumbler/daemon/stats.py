@@ -5,7 +5,15 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-REJECT_REASONS = ("malformed", "no-door", "shed", "replay", "store-down")
+REJECT_REASONS = (
+    "malformed",
+    "no-door",
+    "shed",
+    "bad-mac",
+    "clock-skew",
+    "replay",
+    "store-down",
+)
 
 
 class Stats:

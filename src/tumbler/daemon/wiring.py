@@ -29,6 +29,7 @@ from tumbler.decisions.newsources import NewSourceBudget
 from tumbler.decisions.replay import ReplayCache, open_replay_cache
 from tumbler.decisions.sequence import SequenceMatcher
 from tumbler.decisions.verifier import Verifier
+from tumbler.decisions.verifier2 import ACCEPTED, CLOCK_SKEW, UNKNOWN_KEY, Verifier2
 from tumbler.doors import SequenceDoor
 from tumbler.errors import (
     ConfigError,
@@ -38,6 +39,7 @@ from tumbler.errors import (
     TumblerError,
 )
 from tumbler.events import ConnectionAttempt
+from tumbler.protocols import tumbler2
 from tumbler.protocols.tumbler1 import digest_bytes
 from tumbler.sources import udp
 
@@ -49,6 +51,7 @@ log = logging.getLogger("tumblerd")
 
 TICK = 1.0
 PRUNE_EVERY = 60.0
+SKEW_LOG_EVERY = 10.0  # seconds between two clock-skew lines; the rest are only counted
 
 
 @dataclass
@@ -57,6 +60,7 @@ class Runtime:
 
     config: Config
     verifier: Verifier
+    verifier2: Verifier2[Door]
     doors: dict[str, Door] = field(default_factory=dict)
     matcher: SequenceMatcher | None = None
 
@@ -79,6 +83,9 @@ class Daemon:
         self._backends: dict[tuple[str, str | None], FirewallBackend] = {}
         self._stop = asyncio.Event()
         self._claimed: dict[str, float] = {}
+        self._skew_logged = float("-inf")
+        self._skew_quiet = 0
+        self.last_skew: dict[str, Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nflog: NflogReader | None = None
         self._nflog_rules = False
@@ -94,6 +101,7 @@ class Daemon:
         return Runtime(
             config=config,
             verifier=Verifier(config.doors, config.window),
+            verifier2=Verifier2(config.key_doors, config.realm, config.window_seconds),
             doors={d.name: d for d in config.doors},
             matcher=SequenceMatcher(sequence_doors) if sequence_doors else None,
         )
@@ -108,6 +116,11 @@ class Daemon:
 
         Never replies.
         """
+        if tumbler2.is_v2(data):
+            if data[tumbler2.KEY_ID_SLICE] not in self.runtime.verifier2:
+                self.stats.count(UNKNOWN_KEY)  # before parsing: a flood's cheapest path
+                return None
+            return self._handle_v2(tumbler2.parse(data), address, now)
         try:
             raw = digest_bytes(data)
         except MalformedDatagram:
@@ -127,35 +140,72 @@ class Daemon:
         if match is None:
             self.stats.count("no-door")
             return None
-        digest = match.digest
-        held = self._claimed.get(digest)
+        return self._claim_and_act(
+            match.door,
+            match.digest,
+            match.expires,
+            address,
+            now,
+            f"minute {match.minute_offset:+d}",
+        )
+
+    def _handle_v2(self, knock: tumbler2.Knock2, address: str, now: float) -> Door | None:
+        """A v2 knock: key id, one MAC, the window (skew reported), then the replay claim."""
+        verdict = self.runtime.verifier2.check(knock, address, now)
+        if verdict.reason == ACCEPTED and verdict.door is not None:
+            return self._claim_and_act(
+                verdict.door, verdict.claim, verdict.expires, address, now, "v2"
+            )
+        self.stats.count(verdict.reason)
+        if verdict.reason == CLOCK_SKEW and verdict.door is not None:
+            self._report_skew(verdict.door, address, verdict.offset, now)
+        return None
+
+    def _report_skew(self, door: Door, address: str, offset: int, now: float) -> None:
+        """Log a right knock from a wrong clock, at most once per SKEW_LOG_EVERY seconds."""
+        self.last_skew = {"door": door.name, "address": address, "offset": offset, "at": now}
+        if now - self._skew_logged < SKEW_LOG_EVERY:
+            self._skew_quiet += 1
+            return
+        more = f" ({self._skew_quiet} more since the last report)" if self._skew_quiet else ""
+        log.warning(
+            "knock for door %s from %s refused: clock off by %+d s, window %d s%s",
+            door.name,
+            address,
+            offset,
+            self.runtime.config.window_seconds,
+            more,
+        )
+        self._skew_logged = now
+        self._skew_quiet = 0
+
+    def _claim_and_act(
+        self, door: Door, claim: str, expires: float, address: str, now: float, detail: str
+    ) -> Door | None:
+        """Claim a proved knock in the replay cache; if it is fresh, open the door."""
+        held = self._claimed.get(claim)
         if held is not None and held > now:
             self.stats.count("replay")
             return None
         try:
-            fresh = self.replay.claim(digest, match.expires)
+            fresh = self.replay.claim(claim, expires)
         except ReplayStoreError as exc:
             self.stats.count("store-down")
             log.error(
                 "knock for door %s from %s refused, replay store failing: %s",
-                match.door.name,
+                door.name,
                 address,
                 exc,
             )
             return None
-        self._claimed[digest] = match.expires
+        self._claimed[claim] = expires
         if not fresh:
             self.stats.count("replay")
             return None
         self.stats.count("accepted")
-        log.info(
-            "knock accepted: door %s from %s (minute %+d)",
-            match.door.name,
-            address,
-            match.minute_offset,
-        )
-        self._spawn(self._act(match.door, address))
-        return match.door
+        log.info("knock accepted: door %s from %s (%s)", door.name, address, detail)
+        self._spawn(self._act(door, address))
+        return door
 
     def attempt(self, event: ConnectionAttempt) -> list[Door]:
         """Feed one connection attempt to the sequence matcher; act on completed doors."""
@@ -345,6 +395,7 @@ class Daemon:
                 "port": self.port,
                 "doors": sorted(self.runtime.doors),
                 "counters": dict(self.stats.total),
+                "last_clock_skew": self.last_skew,
                 "replay": self.replay.name,
                 "open": [asdict(e) for e in await self._open_entries()],
             }
@@ -443,11 +494,14 @@ class Daemon:
             f"[{a}]:{self.port}" if ":" in a else f"{a}:{self.port}" for a in config.listen
         )
         log.info(
-            "tumblerd listening on udp %s with %d doors (window %d, replay %s)",
+            "tumblerd listening on udp %s with %d doors (window %d, replay %s%s)",
             where,
             len(config.doors),
             config.window,
             self.replay.name,
+            f", {len(config.key_doors)} v2 doors, window {config.window_seconds} s"
+            if config.key_doors
+            else "",
         )
         if self.on_ready is not None:
             self.on_ready()
