@@ -167,18 +167,20 @@ def section_prefix64(r, table: Table, rounds: int) -> None:
 
 
 def section_startup(r, table: Table, runs: int) -> None:
-    res = issue11.startup(r, runs)
-    table.add(
-        "startup",
-        "python3 -c pass (the interpreter's floor), exec to exit",
-        f"{res['floor'] * 1000:.1f} ms median (n={res['runs']}; ip netns exec "
-        f"{res['netns'] * 1000:.1f} ms subtracted)",
-    )
-    table.add(
-        "startup",
-        "tumbler --open URL (sends its knock), exec to exit",
-        f"{res['client'] * 1000:.1f} ms median ({res['client'] / res['floor']:.2f} x the floor)",
-    )
+    for bytecode, how in ((True, "bytecode cached"), (False, "no bytecode cache")):
+        res = issue11.startup(r, runs, bytecode)
+        table.add(
+            "startup",
+            f"python3 -c pass (the interpreter's floor), exec to exit, {how}",
+            f"{res['floor'] * 1000:.1f} ms median (n={res['runs']}; ip netns exec "
+            f"{res['netns'] * 1000:.1f} ms subtracted)",
+        )
+        table.add(
+            "startup",
+            f"tumbler --open URL (sends its knock), exec to exit, {how}",
+            f"{res['client'] * 1000:.1f} ms median "
+            f"({res['client'] / res['floor']:.2f} x the floor)",
+        )
 
 
 def valid_text(times: list) -> str:

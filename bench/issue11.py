@@ -92,15 +92,32 @@ def _median_run(argv: list[str], runs: int, env: dict[str, str] | None = None) -
     return statistics.median(times)
 
 
-def startup(rig: Rig, runs: int) -> dict:
+def startup(rig: Rig, runs: int, bytecode: bool = True) -> dict:
     """Medians of exec-to-exit: the interpreter's floor, and `tumbler --open` knocking the
-    rig's server from the client namespace (interleaved so load affects both alike)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TUMBLER_")}
+    rig's server from the client namespace (interleaved so load affects both alike).
+
+    With `bytecode`, compiled modules are cached (in the rig's folder, through
+    PYTHONPYCACHEPREFIX, after a warm-up run), as an installed package has them; without,
+    every module is compiled from source at each start (PYTHONDONTWRITEBYTECODE=1).
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TUMBLER_")
+        and k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
+    }
+    if bytecode:
+        env["PYTHONPYCACHEPREFIX"] = str(rig.tmp / "pycache")
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["PYTHONPYCACHEPREFIX"] = str(rig.tmp / "no-pycache")  # empty: nothing cached
     url = f"tumbler://startup-secret@{SERVER_C}:{TUMBLER_PORT}/"
     floor = rig.client.argv([PYTHON, "-c", "pass"])
     script = Path(PYTHON).parent / "tumbler"  # the console script, as a user runs it
     client = rig.client.argv([str(script), "--open", url])
     ns_floor = rig.client.argv(["true"])
+    _median_run(floor, 1, env)  # warm-up: fills the bytecode cache
+    _median_run(client, 1, env)
     floors, clients, nss = [], [], []
     for _ in range(runs // 5 or 1):
         floors.append(_median_run(floor, 5, env))

@@ -6,10 +6,12 @@ without spoofing, must not starve the known ones, nor stop a knock from elsewher
 
 - each prefix (an IPv4 address, an IPv6 /64 by default) may start PREFIX_RATE new sources a
   second, after a burst of PREFIX_BURST;
-- new-source work is paid for in measured seconds from two shared buckets, each refilled at
-  SHARE of real time: one for a prefix's first new source (its own bucket full), one for the
-  rest. A prefix minting addresses drains only the second, so a knock from any other prefix
-  still finds the first; together they leave known sources at least 1 - 2 * SHARE of the time.
+- new-source work is paid for in measured CPU seconds (the thread's, so time the process
+  spent descheduled on a busy machine is not billed) from two shared buckets, each
+  refilled at SHARE of real time: one for a prefix's first new source (its own bucket
+  full), one for the rest. A prefix minting addresses drains only the second, so a knock
+  from any other prefix still finds the first; together they leave known sources at least
+  1 - 2 * SHARE of the time.
 
 Time, not hash counts, so that the bound holds on a slow or busy machine too.
 """
@@ -21,7 +23,7 @@ from tumbler.addresses import IPV6_PREFIX, source_prefix
 PREFIX_RATE = 25.0  # new sources a second per prefix: the kernel policy's knock rate
 PREFIX_BURST = 100.0
 SHARE = 0.25  # of real time, per shared bucket
-BURST_SECONDS = 0.05  # a shared bucket's depth
+BURST_SECONDS = 0.2  # a shared bucket's depth: dozens of 1,000-door sources
 MAX_PREFIXES = 65_536  # prefixes tracked at once; beyond, their buckets start afresh
 
 FIRST, MORE = 0, 1  # the shared buckets
