@@ -134,9 +134,9 @@ class Daemon:
             if bucket is None:
                 self.stats.count("shed")
                 return None
-            started = time.thread_time()
+            started = time.perf_counter()
             match = verifier.match_raw(raw, address, now)
-            self.budget.charge(bucket, time.thread_time() - started)
+            self.budget.charge(bucket, time.perf_counter() - started)
         if match is None:
             self.stats.count("no-door")
             return None

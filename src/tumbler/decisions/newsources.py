@@ -1,4 +1,4 @@
-"""How much time the daemon spends on sources it has not seen, per source prefix and overall.
+"""How much work the daemon spends on sources it has not seen, per source prefix and overall.
 
 A known source costs a table lookup; a new one costs its hashes (every door over the window,
 milliseconds with a thousand doors). A flood of new sources, which one IPv6 /64 supplies
@@ -6,14 +6,12 @@ without spoofing, must not starve the known ones, nor stop a knock from elsewher
 
 - each prefix (an IPv4 address, an IPv6 /64 by default) may start PREFIX_RATE new sources a
   second, after a burst of PREFIX_BURST;
-- new-source work is paid for in measured CPU seconds (the thread's, so time the process
-  spent descheduled on a busy machine is not billed) from two shared buckets, each
-  refilled at SHARE of real time: one for a prefix's first new source (its own bucket
-  full), one for the rest. A prefix minting addresses drains only the second, so a knock
-  from any other prefix still finds the first; together they leave known sources at least
-  1 - 2 * SHARE of the time.
-
-Time, not hash counts, so that the bound holds on a slow or busy machine too.
+- a prefix's first new source (its own bucket full) draws on a shared count, FIRST_RATE a
+  second after a burst of FIRST_BURST, whatever it costs: a knock from a quiet prefix is
+  refused only when that many other quiet prefixes started within the second;
+- the rest, a prefix minting addresses, is paid for in measured seconds (wall time: what a
+  knock waiting behind it would wait) from a bucket refilled at SHARE of real time, so such
+  a flood takes at most that share of the daemon's time and never the first-source count.
 """
 
 from __future__ import annotations
@@ -22,21 +20,25 @@ from tumbler.addresses import IPV6_PREFIX, source_prefix
 
 PREFIX_RATE = 25.0  # new sources a second per prefix: the kernel policy's knock rate
 PREFIX_BURST = 100.0
-SHARE = 0.25  # of real time, per shared bucket
-BURST_SECONDS = 0.2  # a shared bucket's depth: dozens of 1,000-door sources
+FIRST_RATE = 50.0  # first new sources of quiet prefixes, a second, all prefixes together
+FIRST_BURST = 50.0
+SHARE = 0.25  # of real time, for the further new sources of busy prefixes
+BURST_SECONDS = 0.05  # that bucket's depth
 MAX_PREFIXES = 65_536  # prefixes tracked at once; beyond, their buckets start afresh
 
-FIRST, MORE = 0, 1  # the shared buckets
+FIRST, MORE = 0, 1  # what an admitted source is charged to
 
 
 class NewSourceBudget:
-    """Per-prefix buckets (in sources) and two shared buckets (in seconds) for new sources."""
+    """Per-prefix buckets (in sources), a first-source count and a time bucket for the rest."""
 
     def __init__(
         self,
         ipv6_prefix: int = IPV6_PREFIX,
         prefix_rate: float = PREFIX_RATE,
         prefix_burst: float = PREFIX_BURST,
+        first_rate: float = FIRST_RATE,
+        first_burst: float = FIRST_BURST,
         share: float = SHARE,
         burst_seconds: float = BURST_SECONDS,
         max_prefixes: int = MAX_PREFIXES,
@@ -44,33 +46,44 @@ class NewSourceBudget:
         self.ipv6_prefix = ipv6_prefix
         self.prefix_rate = prefix_rate
         self.prefix_burst = prefix_burst
+        self.first_rate = first_rate
+        self.first_burst = first_burst
         self.share = share
         self.burst_seconds = burst_seconds
         self.max_prefixes = max_prefixes
         self._prefixes: dict[bytes, tuple[float, float]] = {}
-        self._shared = [burst_seconds, burst_seconds]
-        self._shared_at: float | None = None
+        self._first = first_burst
+        self._more = burst_seconds
+        self._at: float | None = None
 
     def admit(self, address: str, now: float) -> int | None:
-        """The shared bucket to charge for new source `address` (normalised), or None: shed."""
+        """FIRST or MORE for new source `address` (normalised) at `now`, or None: shed it."""
         key = source_prefix(address, self.ipv6_prefix)
         tokens, last = self._prefixes.get(key, (self.prefix_burst, now))
         tokens = min(self.prefix_burst, tokens + max(0.0, now - last) * self.prefix_rate)
         if tokens < 1.0:
             self._prefixes[key] = (tokens, now)
             return None
-        if self._shared_at is not None:
-            refill = max(0.0, now - self._shared_at) * self.share
-            self._shared = [min(self.burst_seconds, s + refill) for s in self._shared]
-        self._shared_at = now
-        bucket = FIRST if tokens >= self.prefix_burst else MORE
-        if self._shared[bucket] <= 0.0:
+        if self._at is not None:
+            elapsed = max(0.0, now - self._at)
+            self._first = min(self.first_burst, self._first + elapsed * self.first_rate)
+            self._more = min(self.burst_seconds, self._more + elapsed * self.share)
+        self._at = now
+        if tokens >= self.prefix_burst:
+            if self._first < 1.0:
+                return None
+            self._first -= 1.0
+            bucket = FIRST
+        elif self._more <= 0.0:
             return None
+        else:
+            bucket = MORE
         if key not in self._prefixes and len(self._prefixes) >= self.max_prefixes:
             self._prefixes.clear()
         self._prefixes[key] = (tokens - 1.0, now)
         return bucket
 
     def charge(self, bucket: int, seconds: float) -> None:
-        """Pay for the work an admitted source took; a bucket in debt admits nobody."""
-        self._shared[bucket] -= seconds
+        """Pay for the work a MORE source took; in debt, that bucket admits nobody."""
+        if bucket == MORE:
+            self._more -= seconds
