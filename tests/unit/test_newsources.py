@@ -63,7 +63,7 @@ def test_one_prefix_cannot_mint_unlimited_new_sources():
 
 
 def test_prefix_length_is_configurable():
-    budget = NewSourceBudget(ipv6_prefix=128, first_burst=1e9, burst_seconds=1e9)
+    budget = NewSourceBudget(ipv6_prefix=128, first_hashes=1e9, burst_seconds=1e9)
     assert all(budget.admit(f"2001:db8::{i:x}", 0.0) is not None for i in range(300))
 
 
@@ -86,17 +86,27 @@ def test_a_prefix_minting_addresses_spends_only_the_time_bucket():
     assert budget.admit("2001:db8:0:1::fd", now + 0.05) == MORE
 
 
-def test_first_sources_of_quiet_prefixes_are_counted():
-    budget = NewSourceBudget(first_rate=50.0, first_burst=50.0)
-    admitted = [budget.admit(f"10.0.{i // 256}.{i % 256}", 0.0) for i in range(1000)]
-    assert admitted.count(FIRST) == 50
+def test_first_sources_of_quiet_prefixes_are_counted_in_hashes():
+    budget = NewSourceBudget(first_hashes=150_000.0)
+    admitted = [budget.admit(f"10.0.{i // 256}.{i % 256}", 0.0, 3000) for i in range(1000)]
+    assert admitted.count(FIRST) == 50  # 1,000 doors: 3,000 hashes each
     assert admitted.count(None) == 950
-    later = [budget.admit(f"10.1.{i // 256}.{i % 256}", 0.5) for i in range(1000)]
+    later = [budget.admit(f"10.1.{i // 256}.{i % 256}", 0.5, 3000) for i in range(1000)]
     assert later.count(FIRST) == 25
+    cheap = NewSourceBudget(first_hashes=150_000.0)
+    one_door = [cheap.admit(f"10.2.{i // 256}.{i % 256}", 0.0, 3) for i in range(1000)]
+    assert one_door.count(FIRST) == 1000
+
+
+def test_a_source_dearer_than_the_allowance_goes_when_it_is_full():
+    budget = NewSourceBudget(first_hashes=1000.0)
+    assert budget.admit("10.0.0.1", 0.0, 3000) == FIRST
+    assert budget.admit("10.0.0.2", 2.0, 3000) is None  # still paying: -2,000 + 2,000
+    assert budget.admit("10.0.0.3", 3.0, 3000) == FIRST
 
 
 def test_tracked_prefixes_stay_bounded():
-    budget = NewSourceBudget(first_burst=1e12, max_prefixes=100)
+    budget = NewSourceBudget(first_hashes=1e12, max_prefixes=100)
     for i in range(5000):
         budget.admit(f"2001:db8:{i:x}::1", 0.0)
         assert len(budget._prefixes) <= 100

@@ -130,7 +130,7 @@ class Daemon:
         if verifier.knows(address, now):
             match = verifier.match_raw(raw, address, now)
         else:
-            bucket = self.budget.admit(address, now)
+            bucket = self.budget.admit(address, now, verifier.cost)
             if bucket is None:
                 self.stats.count("shed")
                 return None

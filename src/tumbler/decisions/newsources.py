@@ -6,9 +6,11 @@ without spoofing, must not starve the known ones, nor stop a knock from elsewher
 
 - each prefix (an IPv4 address, an IPv6 /64 by default) may start PREFIX_RATE new sources a
   second, after a burst of PREFIX_BURST;
-- a prefix's first new source (its own bucket full) draws on a shared count, FIRST_RATE a
-  second after a burst of FIRST_BURST, whatever it costs: a knock from a quiet prefix is
-  refused only when that many other quiet prefixes started within the second;
+- a prefix's first new source (its own bucket full) draws on a shared allowance of hashes,
+  FIRST_HASHES a second (after as many in a burst), charged its doors x window at
+  admission whatever the time it then takes: a knock from a quiet prefix is refused only
+  when other quiet prefixes used that allowance within the second (50 a second with 1,000
+  doors, 50,000 with one);
 - the rest, a prefix minting addresses, is paid for in measured seconds (wall time: what a
   knock waiting behind it would wait) from a bucket refilled at SHARE of real time, so such
   a flood takes at most that share of the daemon's time and never the first-source count.
@@ -20,8 +22,7 @@ from tumbler.addresses import IPV6_PREFIX, source_prefix
 
 PREFIX_RATE = 25.0  # new sources a second per prefix: the kernel policy's knock rate
 PREFIX_BURST = 100.0
-FIRST_RATE = 50.0  # first new sources of quiet prefixes, a second, all prefixes together
-FIRST_BURST = 50.0
+FIRST_HASHES = 150_000.0  # a second, for the first new sources of quiet prefixes
 SHARE = 0.25  # of real time, for the further new sources of busy prefixes
 BURST_SECONDS = 0.05  # that bucket's depth
 MAX_PREFIXES = 65_536  # prefixes tracked at once; beyond, their buckets start afresh
@@ -37,8 +38,7 @@ class NewSourceBudget:
         ipv6_prefix: int = IPV6_PREFIX,
         prefix_rate: float = PREFIX_RATE,
         prefix_burst: float = PREFIX_BURST,
-        first_rate: float = FIRST_RATE,
-        first_burst: float = FIRST_BURST,
+        first_hashes: float = FIRST_HASHES,
         share: float = SHARE,
         burst_seconds: float = BURST_SECONDS,
         max_prefixes: int = MAX_PREFIXES,
@@ -46,18 +46,20 @@ class NewSourceBudget:
         self.ipv6_prefix = ipv6_prefix
         self.prefix_rate = prefix_rate
         self.prefix_burst = prefix_burst
-        self.first_rate = first_rate
-        self.first_burst = first_burst
+        self.first_hashes = first_hashes
         self.share = share
         self.burst_seconds = burst_seconds
         self.max_prefixes = max_prefixes
         self._prefixes: dict[bytes, tuple[float, float]] = {}
-        self._first = first_burst
+        self._first = first_hashes
         self._more = burst_seconds
         self._at: float | None = None
 
-    def admit(self, address: str, now: float) -> int | None:
-        """FIRST or MORE for new source `address` (normalised) at `now`, or None: shed it."""
+    def admit(self, address: str, now: float, hashes: int = 1) -> int | None:
+        """FIRST or MORE for new source `address` (normalised) at `now`, or None: shed it.
+
+        `hashes` is what checking a new source costs (doors x minutes of the window).
+        """
         key = source_prefix(address, self.ipv6_prefix)
         tokens, last = self._prefixes.get(key, (self.prefix_burst, now))
         tokens = min(self.prefix_burst, tokens + max(0.0, now - last) * self.prefix_rate)
@@ -66,13 +68,14 @@ class NewSourceBudget:
             return None
         if self._at is not None:
             elapsed = max(0.0, now - self._at)
-            self._first = min(self.first_burst, self._first + elapsed * self.first_rate)
+            self._first = min(self.first_hashes, self._first + elapsed * self.first_hashes)
             self._more = min(self.burst_seconds, self._more + elapsed * self.share)
         self._at = now
         if tokens >= self.prefix_burst:
-            if self._first < 1.0:
+            # A source dearer than a whole second's allowance goes when the allowance is full.
+            if self._first < min(hashes, self.first_hashes):
                 return None
-            self._first -= 1.0
+            self._first -= hashes
             bucket = FIRST
         elif self._more <= 0.0:
             return None

@@ -68,6 +68,11 @@ class Verifier:
         self._stamps_minute: int | None = None
         self._stamps: tuple[bytes, ...] = ()
 
+    @property
+    def cost(self) -> int:
+        """Hashes a new source costs: every door over every minute of the window."""
+        return len(self._codes)
+
     def knows(self, address: str, now: float) -> bool:
         """True if `address` has a table for the minute of `now`: its datagrams cost a lookup."""
         return (address, int(now // 60)) in self._cache
