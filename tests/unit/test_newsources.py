@@ -110,3 +110,12 @@ def test_tracked_prefixes_stay_bounded():
     for i in range(5000):
         budget.admit(f"2001:db8:{i:x}::1", 0.0)
         assert len(budget._prefixes) <= 100
+
+
+def test_a_prefix_stays_busy_for_a_minute_after_its_last_new_source():
+    budget = NewSourceBudget()
+    assert budget.admit("192.0.2.1", 0.0, 3) == FIRST
+    # Its own bucket is full again within a second, but it is not quiet: the time bucket.
+    assert budget.admit("192.0.2.1", 5.0, 3) == MORE
+    assert budget.admit("192.0.2.1", 64.9, 3) == MORE
+    assert budget.admit("192.0.2.1", 125.0, 3) == FIRST

@@ -6,8 +6,8 @@ without spoofing, must not starve the known ones, nor stop a knock from elsewher
 
 - each prefix (an IPv4 address, an IPv6 /64 by default) may start PREFIX_RATE new sources a
   second, after a burst of PREFIX_BURST;
-- a prefix's first new source (its own bucket full) draws on a shared allowance of hashes,
-  FIRST_HASHES a second (after as many in a burst), charged its doors x window at
+- a quiet prefix's new source (none from it for QUIET seconds) draws on a shared allowance
+  of hashes, FIRST_HASHES a second (after as many in a burst), charged its doors x window at
   admission whatever the time it then takes: a knock from a quiet prefix is refused only
   when other quiet prefixes used that allowance within the second (50 a second with 1,000
   doors, 50,000 with one);
@@ -25,6 +25,7 @@ PREFIX_BURST = 100.0
 FIRST_HASHES = 150_000.0  # a second, for the first new sources of quiet prefixes
 SHARE = 0.25  # of real time, for the further new sources of busy prefixes
 BURST_SECONDS = 0.05  # that bucket's depth
+QUIET = 60.0  # seconds without a new source after which a prefix counts as quiet again
 MAX_PREFIXES = 65_536  # prefixes tracked at once; beyond, their buckets start afresh
 
 FIRST, MORE = 0, 1  # what an admitted source is charged to
@@ -71,7 +72,7 @@ class NewSourceBudget:
             self._first = min(self.first_hashes, self._first + elapsed * self.first_hashes)
             self._more = min(self.burst_seconds, self._more + elapsed * self.share)
         self._at = now
-        if tokens >= self.prefix_burst:
+        if now - last >= QUIET or key not in self._prefixes:
             # A source dearer than a whole second's allowance goes when the allowance is full.
             if self._first < min(hashes, self.first_hashes):
                 return None
