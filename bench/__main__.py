@@ -1,4 +1,4 @@
-"""./dev bench [--quick] [--only latency,flood,valid,memory,long,fuzz,v2,guess] [--knocks N] ...
+"""./dev bench [--quick] [--only latency,flood,valid,memory,long,fuzz,v2,guess,fleet] ...
 
 Builds the namespace rig (bench/rig.py), runs the chosen sections side by side in one run,
 and prints one table. Asserts nothing about speed: it measures.
@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+from bench import fleet as fleetmod
 from bench import flood as floodmod
 from bench import issue11
 from bench import memory as memmod
@@ -32,7 +33,20 @@ SECTIONS = (
     "fuzz",
     "v2",
     "guess",
+    "fleet",
 )
+RIG_SECTIONS = {
+    "latency",
+    "flood",
+    "newsource",
+    "prefix64",
+    "startup",
+    "valid",
+    "memory",
+    "long",
+    "v2",
+    "fleet",
+}
 
 
 def ms(x: float) -> str:
@@ -70,6 +84,7 @@ def section_latency(r, table: Table, knocks: int) -> None:
     systems = [
         Tumblerd(r, "nftables"),
         Tumblerd(r, "iptables"),
+        Tumblerd(r, "nftables", kind="fwknop", tag="fwknop door, SPA from the fwknop client"),
         Fwknopd(r),
         Fwknopd(r, exec_client=True),
         Knockd(r),
@@ -90,6 +105,14 @@ def section_flood(r, table: Table, count: int, sources: int) -> None:
             f"{res['rate']:,.0f} /CPU-s  ({res['handled']:,} of {res['sent']:,} sent at "
             f"{res['send_rate']:,.0f}/s; {res['cpu']:.2f} CPU-s)",
         )
+    with Tumblerd(r, "nftables", kind="fwknop", policy=False, tag="fwknop door") as t:
+        res = floodmod.junk_rate(r, t, count, sources)
+    table.add(
+        "flood",
+        f"tumblerd fwknop door, SPA-shaped junk ({floodmod.SPA_SIZE} chars), {sources} sources",
+        f"{res['rate']:,.0f} /CPU-s  ({res['handled']:,} of {res['sent']:,} sent at "
+        f"{res['send_rate']:,.0f}/s; {res['cpu']:.2f} CPU-s)",
+    )
     with Fwknopd(r) as f:
         res = floodmod.junk_rate(r, f, count, sources)
     table.add(
@@ -194,6 +217,7 @@ def section_valid(r, table: Table, knocks: int, sources: int) -> None:
     for system in (
         Tumblerd(r, "nftables", tag="kernel per-source limit"),
         Tumblerd(r, "nftables", limit=False, tag="policy without the per-source limit"),
+        Tumblerd(r, "nftables", kind="fwknop", tag="fwknop door, SPA junk"),
         Fwknopd(r),
     ):
         with system:
@@ -371,29 +395,37 @@ def main(argv=None) -> int:
     print(f"machine: {machine()}")
     print(f"command: ./dev bench {' '.join(argv if argv is not None else sys.argv[1:])}")
     table = Table()
-    clients = 5 * (args.knocks + 4) + args.valid * 3 + 50
+    clients = 8 * (args.knocks + 4) + args.valid * 3 + 50
     started = time.time()
     try:
-        with rig(clients=clients, flooders=4) as r:
-            r.listen(TARGET)
-            if "latency" in only:
-                section_latency(r, table, args.knocks)
-            if "flood" in only:
-                section_flood(r, table, args.junk, args.sources)
-            if "newsource" in only:
-                section_newsource(r, table, args.junk)
-            if "prefix64" in only:
-                section_prefix64(r, table, 3 if args.quick else 5)
-            if "startup" in only:
-                section_startup(r, table, 10 if args.quick else 40)
-            if "valid" in only:
-                section_valid(r, table, args.valid, args.sources)
-            if "memory" in only:
-                section_memory(r, table, args.knocks, args.memory_junk, 65536)
-            if "long" in only:
-                section_long(r, table, args.long, 65536)
-            if "v2" in only:
-                section_v2(r, table, args.junk, args.valid)
+        if set(only) & RIG_SECTIONS:
+            with rig(clients=clients, flooders=4) as r:
+                r.listen(TARGET)
+                if "latency" in only:
+                    section_latency(r, table, args.knocks)
+                if "flood" in only:
+                    section_flood(r, table, args.junk, args.sources)
+                if "newsource" in only:
+                    section_newsource(r, table, args.junk)
+                if "prefix64" in only:
+                    section_prefix64(r, table, 3 if args.quick else 5)
+                if "startup" in only:
+                    section_startup(r, table, 10 if args.quick else 40)
+                if "valid" in only:
+                    section_valid(r, table, args.valid, args.sources)
+                if "memory" in only:
+                    section_memory(r, table, args.knocks, args.memory_junk, 65536)
+                if "long" in only:
+                    section_long(r, table, args.long, 65536)
+                if "v2" in only:
+                    section_v2(r, table, args.junk, args.valid)
+                if "fleet" in only:
+                    fleetmod.knock_to_open(
+                        r,
+                        lambda what, result: table.add("fleet", what, result),
+                        args.knocks,
+                        lat_text,
+                    )
     except KeyboardInterrupt:
         print("\nbench: interrupted; rig removed", file=sys.stderr)
         return 130
@@ -401,6 +433,15 @@ def main(argv=None) -> int:
         section_fuzz(table, args.fuzz)
     if "guess" in only:
         section_guess(table)
+    if "fleet" in only:
+        claims, seconds = (200, 1.0) if args.quick else (2000, 5.0)
+        fleetmod.measure(
+            lambda what, result: table.add("fleet", what, result),
+            claims=claims,
+            seconds=seconds,
+            clients=8,
+            requests=50_000 if args.quick else 500_000,
+        )
     print()
     print(table.render())
     print(f"\n({time.time() - started:.0f}s; rig removed: {not leftover_namespaces()})")

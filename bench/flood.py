@@ -58,6 +58,8 @@ def tumbler_discards(system: Tumblerd) -> int:
 
 def junk_target(system: System) -> tuple[bool, int, str, int]:
     """(is tumblerd, port, junk kind, junk size) of the system a flood is aimed at."""
+    if isinstance(system, Tumblerd) and system.kind == "fwknop":
+        return True, FWKNOP_PORT, "fwknop", SPA_SIZE  # SPA-shaped junk at its fwknop door
     if isinstance(system, Tumblerd):
         return True, TUMBLER_PORT, "tumbler2" if system.version == 2 else "tumbler", 0
     return False, FWKNOP_PORT, "fwknop", SPA_SIZE

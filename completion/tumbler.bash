@@ -117,14 +117,14 @@ _tumbler() {
             takes="--door --open --host --port --realm --key-file"
             ;;
         *)
-            options="-h --help --open --secret-file --from -4 -6 --dry-run -v --verbose
-                --version"
-            takes="--open --secret-file --from"
+            options="-h --help --open --secret-file --fwknoprc --from -4 -6 --dry-run -v
+                --verbose --version"
+            takes="--open --secret-file --fwknoprc --from"
             ;;
     esac
 
     case $prev in
-        --secret-file | --profiles | --key-file)
+        --secret-file | --profiles | --key-file | --fwknoprc)
             _tumbler_files "$cur"
             return 0
             ;;
@@ -157,7 +157,7 @@ _tumblerd() {
     local cur prev command="" i
     _tumbler_current
     COMPREPLY=()
-    local commands="firewall status close demo"
+    local commands="firewall status close import-fwknop demo"
     for ((i = 1; i < COMP_CWORD; i++)); do
         if [[ " $commands " == *" ${COMP_WORDS[i]} "* ]]; then
             command=${COMP_WORDS[i]}
@@ -184,6 +184,7 @@ _tumblerd() {
         firewall) options="-h --help -c --config --print --backend" ;;
         status) options="-h --help -c --config --json" ;;
         close) options="-h --help -c --config" ;;
+        import-fwknop) options="-h --help" ;;
         demo) options="-h --help" ;;
         *) options="-h --help -c --config -p --port --check-config -v --verbose --version" ;;
     esac
@@ -198,7 +199,10 @@ _tumblerd() {
         firewall)
             local before
             before=$(_tumbler_positionals $((i + 1)) "-c --config --backend")
-            [[ $before -eq 0 ]] && _tumbler_reply "init list flush" "$cur"
+            [[ $before -eq 0 ]] && _tumbler_reply "init list flush remove" "$cur"
+            ;;
+        import-fwknop)
+            _tumbler_files "$cur"
             ;;
     esac
     return 0

@@ -72,6 +72,11 @@ def test_previous_and_next_minute_are_accepted(tumblerd: Tumblerd) -> None:
     settle(tumblerd, expected=2)
 
 
+def _with_nul(digest: bytes, at: int) -> bytes:
+    # Always a change: replacing a letter that may not occur would leave the knock valid.
+    return digest[:at] + b"\x00" + digest[at + 1 :]
+
+
 def _junk(rng: random.Random, n: int) -> list[bytes]:
     stamp = minute_stamp(datetime.now(UTC))
     good = knock_digest(stamp, "127.0.0.1", "open-pAsSwOrD").encode()
@@ -88,7 +93,7 @@ def _junk(rng: random.Random, n: int) -> list[bytes]:
         lambda: PREFIX + b" " + good + b"\n\n",
         lambda: PREFIX + b" " + good[:-1] + b"g",
         lambda: PREFIX + b" " + rng.randbytes(32).hex().encode(),  # right shape, wrong digest
-        lambda: PREFIX + b" " + good.replace(b"a", b"\x00"),
+        lambda: PREFIX + b" " + _with_nul(good, rng.randrange(len(good))),
     ]
     return [rng.choice(shapes)() for _ in range(n)]
 
@@ -274,3 +279,50 @@ def test_missing_log_and_state_folders_are_made_private(tmp_path: Path) -> None:
         daemon.stop()
     assert stat.S_IMODE(log.parent.stat().st_mode) == 0o750
     assert stat.S_IMODE(state.parent.stat().st_mode) == 0o700
+
+
+def test_check_config_refuses_a_door_the_firewall_cannot_hold(tmp_path: Path) -> None:
+    config = tmp_path / "tumblerd.conf"
+    config.write_text(
+        "[common]\n   firewall = nftables\n[door-wide]\n   secret = s\n   open = tcp/1-2000\n"
+    )
+    config.chmod(0o600)
+    result = run_tumblerd("--check-config", "--config", str(config))
+    assert result.returncode == 2
+    assert f"{config}:5: door wide opens 2000 ports" in result.stderr
+
+
+def test_a_locked_state_database_never_stops_a_knock(tumblerd: Tumblerd) -> None:
+    """Another process holds the database's write lock: knocks are still judged at once."""
+    import sqlite3
+
+    state = tumblerd.folder / "state.db"
+    other = sqlite3.connect(str(state), timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        datagram = tumblerd.knock("open-pAsSwOrD")
+        # Accepted while the lock is still held: the loop did not wait for it.
+        wait_until(tumblerd.lines, what="the knock, with the database locked")
+        tumblerd.send(datagram).close()
+        wait_until(
+            lambda: "locked by another connection" in tumblerd.log_text(),
+            what="the daemon to say the database is locked",
+        )
+    finally:
+        other.rollback()
+        other.close()
+
+    def claim_on_disk() -> bool:
+        with sqlite3.connect(str(state)) as db:
+            return db.execute("SELECT count(*) FROM replay").fetchone()[0] == 2
+
+    tumblerd.knock("sentinel-secret")  # its claim writes the pending one too: two rows
+    wait_until(claim_on_disk, what="the pending claim to reach the file")
+    tumblerd.stop()
+    tumblerd.start()
+    tumblerd.send(datagram).close()
+    # A knock on another door, in a later minute, sent after the replay: once its line is
+    # there, the replay was judged, and it opened nothing.
+    tumblerd.knock("sentinel-secret", when=datetime.now(UTC) + timedelta(minutes=1))
+    wait_until(lambda: len(tumblerd.lines()) == 3, what="the second sentinel knock")
+    assert [line.split()[0] for line in tumblerd.lines()] == ["open-ssh", "sentinel", "sentinel"]

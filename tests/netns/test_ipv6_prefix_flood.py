@@ -56,7 +56,7 @@ def test_a_flood_from_one_prefix_does_not_stop_a_knock_from_another(
     else:
         tool = "ip6tables" + backend.removeprefix("iptables")
         rules = topo.server.run([tool, "-w", "5", "-S", "INPUT"]).stdout
-        assert "--hashlimit-name tumbler_knock --hashlimit-srcmask 64 -j DROP" in rules, rules
+        assert "--hashlimit-name tumbler_knock --hashlimit-srcmask 64" in rules, rules
         v4 = topo.server.run([tool.replace("ip6", "ip"), "-w", "5", "-S", "INPUT"]).stdout
         assert "hashlimit-srcmask" not in v4
 

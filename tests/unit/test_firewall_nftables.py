@@ -330,7 +330,9 @@ def test_policy_render_and_commands() -> None:
     assert f"udp dport 8675 add @knock4 {limit}" in text
     assert "ip saddr . meta l4proto . th dport @open4 accept" in text
     assert "ip6 saddr . meta l4proto . th dport @open6 accept" in text
-    assert text.rstrip().endswith("meta l4proto udp drop\n\t}\n}")
+    assert "meta l4proto udp drop\n\t}\n\tchain output {" in text
+    unreachable = "icmpv6 type destination-unreachable icmpv6 code port-unreachable drop"
+    assert text.rstrip().endswith(f'oif != "lo" {unreachable}\n\t}}\n}}')
     cmds = b.policy_commands(8675)
     assert cmds[:3] == ENSURE
     assert cmds[3] == {
@@ -347,7 +349,9 @@ def test_policy_render_and_commands() -> None:
     }
     assert cmds[4] == {"flush": {"chain": {**OWN, "name": "input"}}}
     assert [c["add"]["set"]["name"] for c in cmds[5:7]] == ["knock4", "knock6"]
-    assert len(cmds) == 7 + 9
+    assert len(cmds) == 7 + 9 + 4
+    assert cmds[16]["add"]["chain"]["hook"] == "output"
+    assert cmds[18]["add"]["rule"]["expr"][-1] == {"drop": None}
     assert cmds[12]["add"]["rule"]["expr"] == [
         {
             "match": {
@@ -399,20 +403,18 @@ def test_auto_falls_back_and_explains() -> None:
         resolve_name("auto", Nothing())  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("prefix", "mask"), [(64, "ffff:ffff:ffff:ffff::"), (56, "ffff:ffff:ffff:ff00::")]
-)
-def test_policy_counts_an_ipv6_source_by_its_prefix(prefix: int, mask: str) -> None:
+def test_policy_counts_an_ipv6_source_by_its_64() -> None:
     b = nft_backend(FakeNft())
-    text = "\n".join(b.init_policy(8675, apply=False, ipv6_prefix=prefix))
+    text = "\n".join(b.init_policy(8675, apply=False))
+    mask = "ffff:ffff:ffff:ffff::"
     limit = f"{{ ip6 saddr & {mask} limit rate over 25/second burst 100 packets }} drop"
     assert f"udp dport 8675 add @knock6 {limit}" in text
     assert "add @knock4 { ip saddr limit" in text  # IPv4 stays per address
-    update = b.policy_commands(8675, ipv6_prefix=prefix)[11]["add"]["rule"]["expr"][1]["set"]
-    assert update["set"] == "@knock6"
-    assert update["elem"] == {"&": [{"payload": {"protocol": "ip6", "field": "saddr"}}, mask]}
-
-
-def test_policy_with_ipv6_prefix_128_counts_addresses() -> None:
-    text = "\n".join(nft_backend(FakeNft()).init_policy(8675, apply=False, ipv6_prefix=128))
-    assert "add @knock6 { ip6 saddr limit rate" in text
+    rules = [
+        c["add"]["rule"]["expr"] for c in b.policy_commands(8675) if "rule" in c.get("add", {})
+    ]
+    updates = [
+        e["set"] for expr in rules for e in expr if "set" in e and isinstance(e["set"], dict)
+    ]
+    (knock6,) = [u for u in updates if u.get("set") == "@knock6"]
+    assert knock6["elem"] == {"&": [{"payload": {"protocol": "ip6", "field": "saddr"}}, mask]}

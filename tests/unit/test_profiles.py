@@ -132,7 +132,7 @@ def test_open_bad_profile_file_exits_2_with_file_and_line(tmp_path: Path, capsys
     _, err = capsys.readouterr()
     assert status == 2
     assert err == f"tumbler: error: {path}:3: unknown key 'bogus' in [host-a] " + (
-        "(known: family, from, retry_after, secret_file, url, wait, wait_timeout)\n"
+        "(known: family, from, fwknoprc, retry_after, secret_file, url, wait, wait_timeout)\n"
     )
 
 

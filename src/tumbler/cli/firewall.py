@@ -1,18 +1,41 @@
-"""`tumblerd firewall init|list|flush`: library functions the argparse front-end calls."""
+"""`tumblerd firewall init|list|flush|remove`: library functions the argparse front-end calls."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TextIO
 
-from tumbler.actions.firewall.base import FirewallBackend, OpenEntry
-from tumbler.addresses import IPV6_PREFIX
+from tumbler.actions.firewall.base import FirewallBackend, KnockPorts, OpenEntry, knock_ports
 from tumbler.errors import FirewallError
 
-ACTIONS = ("init", "list", "flush")
+ACTIONS = ("init", "list", "flush", "remove")
+
+REMOVE_WARNING = (
+    "tumbler's default-closed policy is removed: every port it kept closed is reachable "
+    "again, unless another firewall blocks it"
+)
+
+
+CAP_NET_ADMIN = 12
+NEEDS_ROOT = "needs root (or CAP_NET_ADMIN)"
+
+
+def can_change_firewall() -> bool:
+    """True for root, or for a process whose effective capabilities hold CAP_NET_ADMIN."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 def format_table(entries: Sequence[OpenEntry], now: float) -> list[str]:
@@ -38,12 +61,11 @@ def format_table(entries: Sequence[OpenEntry], now: float) -> list[str]:
 def firewall_command(
     action: str,
     backend: FirewallBackend,
-    knock_port: int,
+    knock_port: KnockPorts,
     print_only: bool,
     out: TextIO,
     err: TextIO | None = None,
     now: float | None = None,
-    ipv6_prefix: int = IPV6_PREFIX,
 ) -> int:
     """Run one `tumblerd firewall` action; return the exit status (0 ok, 1 failed, 2 misuse).
 
@@ -53,14 +75,21 @@ def firewall_command(
     now = time.time() if now is None else now
     try:
         if action == "init":
-            lines = backend.init_policy(knock_port, apply=not print_only, ipv6_prefix=ipv6_prefix)
+            lines = backend.init_policy(knock_port, apply=not print_only)
             if print_only:
                 out.write("\n".join(lines) + "\n")
             else:
+                warnings = backend.policy_warnings()
+                ports = ", ".join(f"udp/{p}" for p in knock_ports(knock_port))
                 out.write(
                     f"default-closed policy applied ({backend.name}); "
-                    f"knock port udp/{knock_port} stays reachable\n"
+                    f"knock port {ports} stays reachable\n"
+                    if not warnings
+                    else f"policy applied ({backend.name}), but {len(warnings)} rule(s) not "
+                    "tumbler's still accept traffic: not default-closed\n"
                 )
+                for warning in warnings:
+                    err.write(f"warning: {warning}\n")
         elif action == "list":
             entries = backend.list_open(now)
             if entries:
@@ -72,6 +101,10 @@ def firewall_command(
             out.write(f"closed {len(closed)} opening(s)\n")
             for e in closed:
                 out.write(f"  {e.address}  {e.door}  {e.ports}\n")
+        elif action == "remove":
+            closed = backend.remove_policy()
+            err.write(f"warning: {REMOVE_WARNING} ({backend.name})\n")
+            out.write(f"policy removed; closed {len(closed)} opening(s)\n")
         else:
             err.write(f"tumblerd firewall: unknown action {action!r} (use {', '.join(ACTIONS)})\n")
             return 2

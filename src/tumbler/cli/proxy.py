@@ -27,7 +27,7 @@ from tumbler.cli.common import (
     parse,
     warn,
 )
-from tumbler.client import knock, profiles, sshproxy
+from tumbler.client import fwknop, knock, profiles, sshproxy
 from tumbler.client.sentknocks import SentKnocks
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
@@ -119,12 +119,6 @@ def knock_and_connect(
     started = time.monotonic()
     knock.resolve(url.host, url.port, family=family)  # fail on a bad name before knocking
     probe = knock.build_knock(url.host, url.port, secret, source=source, family=family)
-    fam = family or (socket.AF_INET6 if ":" in probe.target else socket.AF_INET)
-    same = connect_host.lower() == url.host.lower()
-    dial_fam, sockaddr = knock.resolve(
-        probe.target if same else connect_host, port, family=fam, socktype=socket.SOCK_STREAM
-    )[0]
-    target = normalize_address(sockaddr[0])
 
     sent = SentKnocks()
 
@@ -142,6 +136,71 @@ def knock_and_connect(
         knocker = sshproxy.FreshKnocker(send=send)  # each knock is fresh: no minute juggling
     else:
         knocker = sshproxy.MinuteKnocker(send=send)
+    return _knock_and_dial(
+        knocker,
+        probe.target,
+        url.host,
+        connect_host,
+        port,
+        family,
+        wait_timeout,
+        retry_after,
+        log,
+        started,
+    )
+
+
+def spa_and_connect(
+    target: fwknop.FwknopTarget,
+    connect_host: str,
+    port: int,
+    *,
+    source: str | None,
+    family: int,
+    wait_timeout: float,
+    retry_after: float,
+    log: sshproxy.Log | None = None,
+) -> Attempt:
+    """`knock_and_connect` for an fwknop server: each knock is a fresh SPA packet."""
+    started = time.monotonic()
+    probe = fwknop.send_spa(target, source=source, family=family, dry_run=True)
+
+    def send(when: datetime) -> None:
+        fwknop.send_spa(target, source=source, family=family)
+
+    return _knock_and_dial(
+        sshproxy.FreshKnocker(send=send),
+        probe.target,
+        target.host,
+        connect_host,
+        port,
+        family,
+        wait_timeout,
+        retry_after,
+        log,
+        started,
+    )
+
+
+def _knock_and_dial(
+    knocker: sshproxy.MinuteKnocker | sshproxy.FreshKnocker,
+    knocked: str,
+    knock_host: str,
+    connect_host: str,
+    port: int,
+    family: int,
+    wait_timeout: float,
+    retry_after: float,
+    log: sshproxy.Log | None,
+    started: float,
+) -> Attempt:
+    """Dial connect_host:port over the family the knock to `knocked` went out on."""
+    fam = family or (socket.AF_INET6 if ":" in knocked else socket.AF_INET)
+    same = connect_host.lower() == knock_host.lower()
+    dial_fam, sockaddr = knock.resolve(
+        knocked if same else connect_host, port, family=fam, socktype=socket.SOCK_STREAM
+    )[0]
+    target = normalize_address(sockaddr[0])
     dialer = sshproxy.Dialer(dial_fam, sockaddr)
     try:
         sock = sshproxy.knock_until_open(
@@ -229,6 +288,23 @@ def open_main(argv: Sequence[str]) -> int:
             known = ", ".join(loaded.profiles) or "none"
             raise ConfigError(f"no [host-{args.name}] (profiles: {known})", loaded.path)
         url = profile.url
+        if profile.fwknop is not None:
+            target = _fwknop_target(profile.fwknop, profile)
+            if profile.wait is None:
+                sent = fwknop.send_spa(target, source=profile.source, family=profile.family)
+                print(f"{profile.name}: sent an SPA packet to {sent.target} udp/{sent.port}")
+                return EXIT_OK
+            attempt = spa_and_connect(
+                target,
+                url.host,
+                profile.wait,
+                source=profile.source,
+                family=profile.family,
+                wait_timeout=profile.wait_timeout,
+                retry_after=profile.retry_after,
+                log=log,
+            )
+            return _report(profile, attempt)
         knock.resolve(url.host, url.port, family=profile.family)  # fail before asking
         secret = _secret(url, None, profile)
         if profile.wait is None:
@@ -248,21 +324,34 @@ def open_main(argv: Sequence[str]) -> int:
             retry_after=profile.retry_after,
             log=log,
         )
-        where = _where(url.host, attempt.target, profile.wait)
-        plural = "s" if attempt.knocks != 1 else ""
-        if attempt.sock is None:
-            raise knock.KnockError(
-                f"{profile.name}: {where} did not answer within {profile.wait_timeout:g} s "
-                f"({attempt.knocks} knock{plural}; last: {attempt.last_error})"
-            )
-        attempt.sock.close()
-        print(
-            f"{profile.name}: {where} answers after {attempt.elapsed:.1f} s "
-            f"({attempt.knocks} knock{plural})"
-        )
-        return EXIT_OK
+        return _report(profile, attempt)
 
     return guard(run)
+
+
+def _fwknop_target(url: fwknop.FwknopURL, profile: profiles.Profile | None) -> fwknop.FwknopTarget:
+    """The keys and settings for an fwknop:// url: the profile's fwknoprc, else the default."""
+    rc = profile.fwknoprc if profile is not None and profile.fwknoprc else None
+    path = Path(rc) if rc else fwknop.default_rc_path()
+    return fwknop.target_from_rc(url, fwknop.read_rc(path, warn), path)
+
+
+def _report(profile: profiles.Profile, attempt: Attempt) -> int:
+    """Say whether `tumbler open` got its port to answer."""
+    assert profile.wait is not None
+    where = _where(profile.url.host, attempt.target, profile.wait)
+    plural = "s" if attempt.knocks != 1 else ""
+    if attempt.sock is None:
+        raise knock.KnockError(
+            f"{profile.name}: {where} did not answer within {profile.wait_timeout:g} s "
+            f"({attempt.knocks} knock{plural}; last: {attempt.last_error})"
+        )
+    attempt.sock.close()
+    print(
+        f"{profile.name}: {where} answers after {attempt.elapsed:.1f} s "
+        f"({attempt.knocks} knock{plural})"
+    )
+    return EXIT_OK
 
 
 # --- tumbler ssh-proxy HOST PORT ----------------------------------------------------------
@@ -336,13 +425,22 @@ def ssh_proxy_main(argv: Sequence[str]) -> int:
     def run() -> int:
         loaded = _load_profiles(args.profiles, required=False)
         named = loaded.get(args.host) if loaded is not None else None
-        url = knock.parse_url(args.url) if args.url else None
+        spa_url: fwknop.FwknopURL | None = None
+        url: knock.KnockURL | None = None
+        if args.url and args.url.strip().lower().startswith(f"{fwknop.SCHEME}://"):
+            spa_url = fwknop.parse_fwknop_url(args.url)
+        elif args.url:
+            url = knock.parse_url(args.url)
         connect_host = named.url.host if named is not None else args.host
         profile = named
         if profile is None and loaded is not None:
-            profile = loaded.for_host(url.host if url is not None else args.host)
-        if url is None:
-            url = profile.url if profile is not None else _host_url(args.host)
+            given = spa_url.host if spa_url else url.host if url else args.host
+            profile = loaded.for_host(given)
+        if url is None and spa_url is None:
+            if profile is not None and profile.fwknop is not None:
+                spa_url = profile.fwknop
+            else:
+                url = profile.url if profile is not None else _host_url(args.host)
         if profile is not None:
             log(f"profile {profile.name} ({profile.path}:{profile.line})")
         family = args.family or (profile.family if profile is not None else 0)
@@ -356,20 +454,37 @@ def ssh_proxy_main(argv: Sequence[str]) -> int:
         retry_after = args.retry_after or (
             profile.retry_after if profile is not None else profiles.DEFAULT_RETRY_AFTER
         )
-        knock.resolve(url.host, url.port, family=family)  # fail before asking
-        secret = _secret(url, args.secret_file, profile)
-        log(f"knocking on {url}, then connecting to {connect_host} port {args.port}")
-        attempt = knock_and_connect(
-            url,
-            secret.value,
-            connect_host,
-            args.port,
-            source=source,
-            family=family,
-            wait_timeout=wait_timeout,
-            retry_after=retry_after,
-            log=log,
-        )
+        if spa_url is not None:
+            if args.secret_file is not None:
+                raise knock.KnockUsageError("fwknop:// URLs take their keys from an .fwknoprc")
+            target = _fwknop_target(spa_url, profile)
+            log(f"sending SPA to {spa_url}, then connecting to {connect_host} port {args.port}")
+            attempt = spa_and_connect(
+                target,
+                connect_host,
+                args.port,
+                source=source,
+                family=family,
+                wait_timeout=wait_timeout,
+                retry_after=retry_after,
+                log=log,
+            )
+        else:
+            assert url is not None
+            knock.resolve(url.host, url.port, family=family)  # fail before asking
+            secret = _secret(url, args.secret_file, profile)
+            log(f"knocking on {url}, then connecting to {connect_host} port {args.port}")
+            attempt = knock_and_connect(
+                url,
+                secret.value,
+                connect_host,
+                args.port,
+                source=source,
+                family=family,
+                wait_timeout=wait_timeout,
+                retry_after=retry_after,
+                log=log,
+            )
         where = _where(connect_host, attempt.target, args.port)
         plural = "s" if attempt.knocks != 1 else ""
         if attempt.sock is None:

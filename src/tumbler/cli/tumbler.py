@@ -56,6 +56,7 @@ def _delay(text: str) -> float:
 
 OPEN_USAGE = """\
 tumbler [--open] URL [--secret-file FILE] [--from ADDR] [-4|-6] [--dry-run] [-v]
+       tumbler [--open] fwknop://[STANZA@]HOST[:PORT]/[PORTS] [--fwknoprc FILE] [...]
        tumbler COMMAND [ARGS ...]"""
 
 OPEN_DESCRIPTION = """\
@@ -69,7 +70,13 @@ HOST; behind NAT, give the address the server sees with --from.
 
 A tumbler2://[KEY@]HOST[:PORT]/[?realm=REALM] URL sends a version 2 knock
 (docs/PROTOCOL.md): KEY is the 43 characters `tumbler keygen` prints, valid to the
-second and never guessable offline; REALM is the server's, if it has one."""
+second and never guessable offline; REALM is the server's, if it has one.
+
+fwknop://[STANZA@]HOST[:PORT]/[tcp/22,...] sends an fwknop SPA packet instead, to an
+fwknopd or a tumblerd fwknop door (PORT defaults to 62201), with the keys of a stanza
+of your ~/.fwknoprc (named before '@', else the one whose SPA_SERVER is HOST). The
+ports default to the stanza's ACCESS; --from 0.0.0.0 asks the server to allow the
+packet's source address (behind NAT, and over IPv6)."""
 
 
 def _open_epilog() -> str:
@@ -112,6 +119,11 @@ def _open_parser() -> Parser:
     parser.add_argument("--open", dest="open_url", metavar="URL", help="the door to knock on")
     parser.add_argument(
         "--secret-file", metavar="FILE", help="read the secret from the first line of FILE"
+    )
+    parser.add_argument(
+        "--fwknoprc",
+        metavar="FILE",
+        help="for fwknop:// URLs: the client's rc file (default $FWKNOPRC, else ~/.fwknoprc)",
     )
     parser.add_argument(
         "--from",
@@ -172,6 +184,10 @@ def open_main(argv: Sequence[str]) -> int:
             raise knock.KnockUsageError(
                 f"nothing to do: give --open URL or a command ({names}); see tumbler --help"
             )
+        if text.strip().lower().startswith("fwknop://"):
+            return _open_fwknop(args, text)
+        if args.fwknoprc is not None:
+            raise knock.KnockUsageError("--fwknoprc is for fwknop:// URLs")
         url = knock.parse_url(text)
         source = knock.normalize_source(args.source) if args.source is not None else None
         knock.resolve(url.host, url.port, family=args.family)  # fail before asking
@@ -193,6 +209,40 @@ def open_main(argv: Sequence[str]) -> int:
         return EXIT_OK
 
     return guard(run)
+
+
+def _open_fwknop(args: argparse.Namespace, text: str) -> int:
+    """`tumbler --open fwknop://...`: one SPA packet with the keys of an .fwknoprc stanza."""
+    from pathlib import Path
+
+    from tumbler.client import fwknop
+
+    if args.secret_file is not None:
+        raise knock.KnockUsageError("fwknop:// URLs take their keys from the .fwknoprc stanza")
+    url = fwknop.parse_fwknop_url(text)
+    path = Path(args.fwknoprc).expanduser() if args.fwknoprc else fwknop.default_rc_path()
+    target = fwknop.target_from_rc(url, fwknop.read_rc(path, warn), path)
+    result = fwknop.send_spa(
+        target,
+        source=args.source,
+        now=args.at.timestamp() if args.at is not None else None,
+        family=args.family,
+        dry_run=args.dry_run,
+    )
+    named = "" if result.host == result.target else f" ({result.host})"
+    mac = target.keys.hmac_digest if target.keys.hmac_key is not None else "none"
+    lines = [
+        f"target    {result.target} udp/{result.port}{named}",
+        f"allow     {result.allow_ip} {', '.join(str(p) for p in result.ports)}",
+        f"keys      from {path} [{target.stanza}] (mode {target.keys.mode}, HMAC {mac})",
+        f"packet    {len(result.datagram)} bytes of fwknop SPA",
+    ]
+    if args.dry_run:
+        print("\n".join(lines))
+        print("(dry run: nothing sent)")
+    elif args.verbose:
+        print("\n".join(lines), file=sys.stderr)
+    return EXIT_OK
 
 
 # --- tumbler knock HOST PORT ... ---------------------------------------------------------

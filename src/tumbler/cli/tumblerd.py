@@ -11,7 +11,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from tumbler import __version__
@@ -37,6 +36,7 @@ examples:
   tumblerd --check-config --config tumblerd.conf      check a config and exit
   tumblerd firewall init --print                      show the default-closed policy
   tumblerd firewall list                              what is open, for whom, until when
+  tumblerd firewall remove                            take the policy away (opens the host)
 
 signals: SIGHUP reloads the config (a broken one is refused, the old one keeps
 serving); SIGTERM and SIGINT stop cleanly.
@@ -111,9 +111,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     fw.add_argument(
         "action",
-        choices=("init", "list", "flush"),
-        help="init: apply the default-closed policy; list: what is open now; "
-        "flush: close all that tumblerd opened",
+        choices=("init", "list", "flush", "remove"),
+        help="init: apply the default-closed policy (again: converge, e.g. on a new knock "
+        "port); list: what is open now; flush: close all that tumblerd opened; "
+        "remove: take the policy away, which opens every port it kept closed",
     )
     fw.add_argument(
         "--print",
@@ -134,6 +135,14 @@ def _parser() -> argparse.ArgumentParser:
         "close", parents=[config_opts], help="close early what is open for an address"
     )
     close.add_argument("address", help="the IPv4 or IPv6 address to close for")
+    imp = sub.add_parser(
+        "import-fwknop",
+        help="print tumblerd doors equivalent to an fwknop access.conf",
+        description="Read fwknop's access.conf and print the equivalent [door-NAME] sections "
+        "on stdout; what cannot be carried over (GPG, NAT, command execution...) is listed on "
+        "stderr. The output holds the keys: write it to a file only you can read.",
+    )
+    imp.add_argument("access_conf", metavar="FILE", help="fwknop's access.conf")
     sub.add_parser(
         "demo",
         help="show a knock opening a port, end to end (as root: in network namespaces)",
@@ -199,21 +208,34 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
 
 def _firewall(args: argparse.Namespace, config: Config) -> int:
     from tumbler.actions.firewall import get_backend, resolve_name
-    from tumbler.cli.firewall import firewall_command
+    from tumbler.cli.firewall import NEEDS_ROOT, can_change_firewall, firewall_command
+    from tumbler.errors import FirewallError
 
-    name = resolve_name(args.backend or config.firewall)
+    wanted = args.backend or config.firewall
+    if not (args.print_only and args.action == "init"):
+        if not can_change_firewall():
+            print(f"tumblerd: error: firewall {args.action} {NEEDS_ROOT}", file=sys.stderr)
+            return 1
+        name = resolve_name(wanted)
+    elif wanted == "auto":
+        # Printing changes nothing and needs no root; probing does, so without it
+        # show what auto tries first.
+        try:
+            name = resolve_name(wanted)
+        except FirewallError:
+            name = "nftables"
+            print("tumblerd: auto could not probe (not root): showing nftables", file=sys.stderr)
+    else:
+        name = resolve_name(wanted)
     # Doors that fill an administrator's nftables set (`set = ...`): list and flush
     # must look there too, not only in tumbler's own table.
     sets = {d.name: d.set for d in config.doors if d.set} if name == "nftables" else None
     backend = get_backend(name, state_path=config.state, door_sets=sets)
-    return firewall_command(
-        args.action,
-        backend,
-        config.port,
-        args.print_only,
-        sys.stdout,
-        ipv6_prefix=config.ipv6_prefix,
-    )
+    # fwknop doors take SPA packets on fwknop's port too: the policy keeps both reachable.
+    ports = [config.port]
+    if config.fwknop_doors and config.fwknop_port != config.port:
+        ports.append(config.fwknop_port)
+    return firewall_command(args.action, backend, ports, args.print_only, sys.stdout)
 
 
 def _when(epoch: float) -> str:
@@ -225,8 +247,9 @@ def _ask(config: Config, message: dict[str, str]) -> dict[str, Any]:
     from tumbler.daemon.control import request
 
     if os.geteuid() != 0 and config.control == default_control_path():
-        root_socket = Path(ROOT_CONTROL)
-        if root_socket.exists() or root_socket.parent.exists():
+        # os.path, not Path.exists: root's directory is 0700, and on Python 3.11
+        # Path.exists raises PermissionError for what is inside it.
+        if os.path.exists(ROOT_CONTROL) or os.path.isdir(os.path.dirname(ROOT_CONTROL)):
             raise TumblerError(
                 f"tumblerd {message['command']} needs root (the control socket "
                 f"{ROOT_CONTROL} is root's); run it with sudo"
@@ -274,6 +297,31 @@ def _close(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _import_fwknop(path: str) -> int:
+    """Print the doors for an access.conf; 0 if at least one door came out, 1 if none."""
+    from tumbler.protocols.fwknop_access import convert_access_conf
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        result = convert_access_conf(text, path)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"tumblerd: error: cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        print(f"tumblerd: error: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(result.text)
+    for note in result.warnings:
+        print(f"tumblerd: warning: {note}", file=sys.stderr)
+    for note in result.not_carried:
+        print(f"tumblerd: {note}", file=sys.stderr)
+    if not result.doors:
+        print(f"tumblerd: no door could be made from {path}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = _main(argv)
@@ -299,6 +347,8 @@ def _main(argv: Sequence[str] | None) -> int:
         from tumbler.lab.demo import main as demo
 
         return demo()
+    if args.command == "import-fwknop":
+        return _import_fwknop(args.access_conf)
     if args.port is not None and not 1 <= args.port <= 65535:
         print(f"tumblerd: error: --port {args.port} is out of range 1-65535", file=sys.stderr)
         return 2
@@ -310,6 +360,16 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.check_config:
         for warning in config.warnings:
             print(f"tumblerd: warning: {warning}", file=sys.stderr)
+        if config.fwknop_doors:
+            from tumbler.protocols.fwknop import crypto_missing
+
+            missing = crypto_missing()
+            if missing is not None:
+                names = ", ".join(d.name for d in config.fwknop_doors)
+                print(
+                    f"tumblerd: warning: fwknop doors {names} will be off: {missing}",
+                    file=sys.stderr,
+                )
         if _refuse_untrusted(config):
             return EXIT_USAGE
         print(f"{args.config}: ok, {len(config.doors)} doors")

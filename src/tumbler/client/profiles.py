@@ -31,12 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from tumbler.client import knock
+from tumbler.client import fwknop, knock
 from tumbler.config.inifile import NAME, NAME_RULE, Section, read_sections
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
 from tumbler.filemodes import readable_by_others, writable_by_others
 from tumbler.ports import parse_port
+from tumbler.protocols.fwknop import DEFAULT_PORT as SPA_PORT
 
 PROFILES_ENV = "TUMBLER_PROFILES"
 DEFAULT_WAIT_TIMEOUT = 10.0
@@ -58,6 +59,8 @@ class Profile:
     wait: int | None = None
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT
     retry_after: float = DEFAULT_RETRY_AFTER
+    fwknop: fwknop.FwknopURL | None = None  # a fwknop:// url; `url` then has its host and port
+    fwknoprc: str | None = None  # the .fwknoprc holding its keys (default: ~/.fwknoprc)
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,10 @@ def default_path(environ: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "tumbler" / "hosts.conf"
 
 
-def _url(text: str) -> knock.KnockURL:
+def _url(text: str) -> knock.KnockURL | fwknop.FwknopURL:
     try:
+        if text.lower().startswith(f"{fwknop.SCHEME}://"):
+            return fwknop.parse_fwknop_url(text)
         return knock.parse_url(text)
     except knock.KnockUsageError as exc:
         raise ValueError(str(exc)) from None
@@ -127,6 +132,7 @@ _KEYS: dict[str, Callable[[str], object]] = {
     "wait": _port,
     "wait_timeout": parse_duration,
     "retry_after": parse_duration,
+    "fwknoprc": _text,
 }
 
 
@@ -141,9 +147,24 @@ def _build(section: Section, path: str) -> Profile:
     if "url" not in section:
         raise ConfigError(f"[host-{name}] has no url (tumbler://HOST[:PORT]/)", path, section.line)
     secret_file = section.get("secret_file", cast(str | None, None))
+    url = section.get("url", cast(knock.KnockURL | fwknop.FwknopURL, knock.KnockURL("")))
+    rc = section.get("fwknoprc", cast(str | None, None))
+    spa_url: fwknop.FwknopURL | None = None
+    if isinstance(url, fwknop.FwknopURL):
+        if secret_file is not None:
+            raise ConfigError(
+                f"[host-{name}]: an fwknop:// url takes its keys from fwknoprc, not secret_file",
+                path,
+                section.line_of("secret_file"),
+            )
+        spa_url, url = url, knock.KnockURL(url.host, url.port or SPA_PORT)
+    elif rc is not None:
+        raise ConfigError(
+            f"[host-{name}]: fwknoprc needs an fwknop:// url", path, section.line_of("fwknoprc")
+        )
     return Profile(
         name=name,
-        url=section.get("url", knock.KnockURL("")),
+        url=url,
         path=path,
         line=section.line,
         secret_file=_secret_path(secret_file, Path(path).parent) if secret_file else None,
@@ -152,6 +173,8 @@ def _build(section: Section, path: str) -> Profile:
         wait=section.get("wait", cast(int | None, None)),
         wait_timeout=section.get("wait_timeout", DEFAULT_WAIT_TIMEOUT),
         retry_after=section.get("retry_after", DEFAULT_RETRY_AFTER),
+        fwknop=spa_url,
+        fwknoprc=_secret_path(rc, Path(path).parent) if rc else None,
     )
 
 

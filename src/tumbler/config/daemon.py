@@ -25,18 +25,26 @@ from pathlib import Path
 from typing import cast
 
 from tumbler.addresses import IPV6_PREFIX, normalize_address
+from tumbler.config import fwknop as fwknop_config
 from tumbler.config.inifile import NAME_RULE, Section, read_sections
+from tumbler.config.redisurl import RedisAccess, is_redis_url, parse_redis_url
 from tumbler.doors import SequenceDoor, is_door_name
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
 from tumbler.filemodes import readable_by_others
-from tumbler.ports import PortSpec, parse_port, parse_port_list
+from tumbler.ports import MAX_PORTS_EACH, PortSpec, parse_port, parse_port_list, port_count
 from tumbler.protocols import tumbler2
+from tumbler.protocols.fwknop import FwknopDoor
 from tumbler.protocols.tumbler1 import DEFAULT_PORT
 from tumbler.secretfile import SecretFileError, read_secret_file
 
 ROOT_CONTROL = "/run/tumbler/control.sock"
 DEFAULT_WINDOW_SECONDS = 60  # a v2 knock's time may be this many seconds either side of ours
+# The largest windows a config may set. A claim is held as long as a receiver with the
+# largest window could still accept the knock: after a reload to a larger window, or in a
+# fleet whose servers differ, a shorter claim would let the same knock in a second time.
+MAX_WINDOW_MINUTES = 60
+MAX_WINDOW_SECONDS = 3600
 FIREWALLS = ("auto", "nftables", "iptables", "iptables-nft", "iptables-legacy")
 
 
@@ -59,6 +67,8 @@ class Door:
     sequence: tuple[PortSpec, ...] = ()
     sequence_timeout: float = 10.0
     secret_file: Path | None = None  # where `secret` was read from, for the start-up checks
+    kind: str = "tumbler"
+    fwknop: FwknopDoor | None = field(default=None, repr=False)  # for kind = fwknop
 
     @property
     def is_sequence(self) -> bool:
@@ -84,12 +94,14 @@ class Config:
     state: str = ""
     replay: str = "sqlite"
     replay_fallback: str | None = None
+    replay_access: RedisAccess = field(default_factory=RedisAccess)
     command_timeout: float = 30.0
     firewall: str = "auto"
     sequence_source: str = "nflog"
     nflog_group: int = 8675
     ipv6_prefix: int = IPV6_PREFIX
     control: str = ""
+    fwknop_port: int = fwknop_config.DEFAULT_PORT
     doors: tuple[Door, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -104,6 +116,11 @@ class Config:
     @property
     def sequence_doors(self) -> tuple[Door, ...]:
         return tuple(d for d in self.doors if d.is_sequence)
+
+    @property
+    def fwknop_doors(self) -> tuple[FwknopDoor, ...]:
+        """The fwknop doors in file order, which is the order packets are tried in."""
+        return tuple(d.fwknop for d in self.doors if d.fwknop is not None)
 
 
 def default_state_dir() -> Path:
@@ -136,6 +153,12 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
+def _at_most(value: float, limit: float) -> float:
+    if value > limit:
+        raise ValueError(f"{value:g} s is more than {limit:g} s")
+    return value
+
+
 def _choice(*options: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in options:
@@ -155,9 +178,15 @@ def _listen(text: str) -> tuple[str, ...]:
 
 
 def _replay(text: str) -> str:
-    if text in ("sqlite", "memory") or text.startswith(("redis://", "rediss://", "unix://")):
+    if text in ("sqlite", "memory"):
         return text
-    raise ValueError(f"replay must be sqlite, memory or a redis:// URL, got {text!r}")
+    if is_redis_url(text):
+        parse_redis_url(text)  # raises ValueError naming what is wrong, never the password
+        return text
+    raise ValueError(
+        "replay must be sqlite, memory or a Redis URL (redis://, rediss://, unix://, "
+        f"redis+sentinel://, redis+cluster://), got {text.partition('://')[0]!r}"
+    )
 
 
 def _fallback(text: str) -> str:
@@ -213,18 +242,27 @@ _COMMON: dict[str, Callable[[str], object]] = {
     "port": parse_port,
     "log": _text,
     "listen": _listen,
-    "window": _int_in(0, 60),
-    "window_seconds": _int_in(0, 3600),
+    "window": _int_in(0, MAX_WINDOW_MINUTES),
+    "window_seconds": _int_in(0, MAX_WINDOW_SECONDS),
     "realm": _realm,
     "state": _text,
     "replay": _replay,
     "replay_fallback": _fallback,
+    "replay_acks": _int_in(0, 16),
+    "replay_ack_timeout": lambda t: _at_most(parse_duration(t), 5.0),
+    "replay_user": _text,
+    "replay_password": _text,
+    "replay_password_file": _text,
+    "replay_tls_ca": _text,
+    "replay_tls_cert": _text,
+    "replay_tls_key": _text,
     "command_timeout": parse_duration,
     "firewall": _choice(*FIREWALLS),
     "sequence_source": _sequence_source,
     "nflog_group": _int_in(1, 65535),
     "ipv6_prefix": _int_in(1, 128),
     "control": _text,
+    "fwknop_port": _int_in(1, 65535),
 }
 
 _DOOR: dict[str, Callable[[str], object]] = {
@@ -240,6 +278,7 @@ _DOOR: dict[str, Callable[[str], object]] = {
     "set": _set_name,
     "sequence": lambda t: parse_port_list(t, allow_range=False),
     "sequence_timeout": parse_duration,
+    **fwknop_config.DOOR_KEYS,
 }
 
 
@@ -262,14 +301,114 @@ def _others_can_read(path: Path) -> bool:
         return False
 
 
-def _read_secret_file(ref: str, base: Path, path: str, line: int) -> tuple[str, Path | None]:
-    """The door's secret, and its file's path when group or others can read that file."""
-    secret_path = (base / ref) if not os.path.isabs(ref) else Path(ref)
+def _read_secret_file(
+    ref: str, base: Path, path: str, line: int, key: str = "secret_file"
+) -> tuple[str, Path | None]:
+    """The secret (or password), and its file's path when group or others can read it."""
+    secret_path = _beside(ref, base)
     try:
         found = read_secret_file(secret_path)
     except SecretFileError as exc:
-        raise ConfigError(f"secret_file {str(secret_path)!r}: {exc.reason}", path, line) from None
+        raise ConfigError(f"{key} {str(secret_path)!r}: {exc.reason}", path, line) from None
     return found.secret, (secret_path if found.exposed else None)
+
+
+def _check_port_limit(section: Section, name: str, path: str, firewall: str) -> None:
+    """Refuse a door that opens more ports than nftables (which `auto` tries first) holds.
+
+    Without an administrator's `set`, nftables keeps every opened port as its own element;
+    checked here so that the first knock does not find out.
+    """
+    if firewall not in ("nftables", "auto") or "set" in section.values:
+        return
+    count = port_count(section.get("open", cast(tuple[PortSpec, ...], ())))
+    if count > MAX_PORTS_EACH:
+        chosen = "auto, which tries nftables first" if firewall == "auto" else "nftables"
+        raise ConfigError(
+            f"door {name} opens {count} ports, but with firewall = {chosen} a door opens at "
+            f"most {MAX_PORTS_EACH} (iptables has no such limit)",
+            path,
+            section.line_of("open"),
+        )
+
+
+def _beside(ref: str, base: Path) -> Path:
+    """A path from the config, relative to the config's folder unless absolute."""
+    return (base / ref) if not os.path.isabs(ref) else Path(ref)
+
+
+_REDIS_KEYS = (
+    "replay_fallback",
+    "replay_acks",
+    "replay_ack_timeout",
+    "replay_user",
+    "replay_password",
+    "replay_password_file",
+    "replay_tls_ca",
+    "replay_tls_cert",
+    "replay_tls_key",
+)
+
+
+def _replay_access(common: Section, base: Path, path: str) -> tuple[RedisAccess, list[Path]]:
+    """The replay_* keys beside a Redis URL: login, TLS files, acknowledgements."""
+    replay = common.get("replay", "sqlite")
+    has = common.values.__contains__
+    for key in _REDIS_KEYS:
+        if has(key) and not is_redis_url(replay):
+            raise ConfigError(
+                f"{key} only applies to a redis replay store", path, common.line_of(key)
+            )
+    if not is_redis_url(replay):
+        return RedisAccess(), []
+    target = parse_redis_url(replay)
+    if has("replay_password") and has("replay_password_file"):
+        raise ConfigError(
+            "give replay_password or replay_password_file, not both",
+            path,
+            common.line_of("replay_password_file"),
+        )
+    password: str | None = common.get("replay_password", cast(str | None, None))
+    files: list[Path] = []
+    if has("replay_password_file"):
+        line = common.line_of("replay_password_file")
+        ref = common.get("replay_password_file", "")
+        password, exposed = _read_secret_file(ref, base, path, line, "replay_password_file")
+        if exposed is not None:
+            files.append(exposed)
+    tls_files: dict[str, str | None] = {}
+    for key in ("replay_tls_ca", "replay_tls_cert", "replay_tls_key"):
+        given = common.get(key, cast(str | None, None))
+        if given is None:
+            tls_files[key] = None
+            continue
+        if not target.tls:
+            raise ConfigError(
+                f"{key} needs TLS: use rediss:// (or rediss+sentinel://, rediss+cluster://)",
+                path,
+                common.line_of(key),
+            )
+        file = _beside(given, base)
+        if not file.is_file() or not os.access(file, os.R_OK):
+            raise ConfigError(
+                f"{key} {str(file)!r} is not a readable file", path, common.line_of(key)
+            )
+        tls_files[key] = str(file)
+    if (tls_files["replay_tls_cert"] is None) != (tls_files["replay_tls_key"] is None):
+        key = "replay_tls_cert" if has("replay_tls_cert") else "replay_tls_key"
+        raise ConfigError(
+            "replay_tls_cert and replay_tls_key go together", path, common.line_of(key)
+        )
+    access = RedisAccess(
+        user=common.get("replay_user", cast(str | None, None)),
+        password=password,
+        tls_ca=tls_files["replay_tls_ca"],
+        tls_cert=tls_files["replay_tls_cert"],
+        tls_key=tls_files["replay_tls_key"],
+        acks=common.get("replay_acks", cast(int | None, None)),
+        ack_timeout=common.get("replay_ack_timeout", RedisAccess.ack_timeout),
+    )
+    return access, files
 
 
 def _door_key(
@@ -307,9 +446,27 @@ def _check_protocols(section: Section, name: str, secret: bool, key: bool, path:
         raise ConfigError(f"door {name}: a key is for protocol 2, not listed here", path, line)
 
 
-def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door, list[Path]]:
+def _door(
+    section: Section, base: Path, path: str, firewall: str, warnings: list[str]
+) -> tuple[Door, list[Path]]:
     name = section.name[len("door-") :]
     has = section.values.__contains__
+    if section.get("kind", "tumbler") == "fwknop":
+        spa_door, notes = fwknop_config.fwknop_door(section, name, path)
+        warnings += notes
+        door = Door(
+            name=name,
+            line=section.line,
+            command=section.get("command", cast(str | None, None)),
+            open=spa_door.open_ports,
+            timeout=section.get("timeout", 30.0),
+            firewall=section.get("firewall", firewall),
+            set=section.get("set", cast(str | None, None)),
+            kind="fwknop",
+            fwknop=spa_door,
+        )
+        return door, []
+    fwknop_config.check_not_fwknop(section, name, path)
     secret_files: list[Path] = []
     if has("secret") and has("secret_file"):
         raise ConfigError(
@@ -354,6 +511,7 @@ def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door,
     for option in ("timeout", "firewall", "set"):
         if has(option) and not has("open"):
             raise ConfigError(f"door {name}: {option} needs an open", path, section.line_of(option))
+    _check_port_limit(section, name, path, section.get("firewall", firewall))
     door = Door(
         name=name,
         line=section.line,
@@ -393,7 +551,7 @@ def _permission_warnings(path: str, holds_secret: bool, exposed: list[Path]) -> 
     config = Path(path)
     files = [config] if holds_secret and path != "<config>" and _others_can_read(config) else []
     return [
-        f"{f} holds a secret and is readable by group or others; run: chmod 600 {f}"
+        f"{f} holds a secret or password and is readable by group or others; run: chmod 600 {f}"
         for f in files + exposed
     ]
 
@@ -405,13 +563,14 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
     common = next((s for s in sections if s.name == "common"), Section("common", 0))
     firewall = common.get("firewall", "auto")
     doors: list[Door] = []
+    warnings: list[str] = []
     secret_files: list[Path] = []
     secrets: dict[str, str] = {}
     key_ids: dict[bytes, str] = {}
     for section in sections:
         if section.name == "common":
             continue
-        door, files = _door(section, base, path, firewall)
+        door, files = _door(section, base, path, firewall, warnings)
         secret_files += files
         if door.secret is not None:
             if door.secret in secrets:
@@ -435,13 +594,11 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         raise ConfigError("no [door-NAME] section: the daemon would have nothing to open", path)
     _one_iptables_variant(doors, path)
     replay = common.get("replay", "sqlite")
-    if "replay_fallback" in common.values and replay in ("sqlite", "memory"):
-        raise ConfigError(
-            "replay_fallback only applies to a redis:// replay store",
-            path,
-            common.line_of("replay_fallback"),
-        )
-    holds_secret = any("secret" in s.values or "key" in s.values for s in sections)
+    replay_access, password_files = _replay_access(common, base, path)
+    secret_files += password_files
+    holds_secret = any(
+        key in s.values for s in sections for key in ("secret", "key", *fwknop_config.SECRET_KEYS)
+    ) or ("replay_password" in common.values)
     return Config(
         path=path,
         port=common.get("port", DEFAULT_PORT),
@@ -453,14 +610,16 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         state=common.get("state", str(default_state_dir() / "state.db")),
         replay=replay,
         replay_fallback=common.get("replay_fallback", cast(str | None, None)),
+        replay_access=replay_access,
         command_timeout=common.get("command_timeout", 30.0),
         firewall=firewall,
         sequence_source=common.get("sequence_source", "nflog"),
         nflog_group=common.get("nflog_group", 8675),
         ipv6_prefix=common.get("ipv6_prefix", IPV6_PREFIX),
         control=common.get("control", default_control_path()),
+        fwknop_port=common.get("fwknop_port", fwknop_config.DEFAULT_PORT),
         doors=tuple(doors),
-        warnings=tuple(_permission_warnings(path, holds_secret, secret_files)),
+        warnings=tuple(_permission_warnings(path, holds_secret, secret_files) + warnings),
     )
 
 

@@ -12,6 +12,7 @@ REJECT_REASONS = (
     "bad-mac",
     "clock-skew",
     "replay",
+    "refused",
     "store-down",
 )
 

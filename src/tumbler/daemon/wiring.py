@@ -39,12 +39,14 @@ from tumbler.errors import (
     TumblerError,
 )
 from tumbler.events import ConnectionAttempt
+from tumbler.protocols import fwknop as spa
 from tumbler.protocols import tumbler2
 from tumbler.protocols.tumbler1 import digest_bytes
 from tumbler.sources import udp
 
 if TYPE_CHECKING:  # imported when used: a daemon without firewall doors never loads them
     from tumbler.actions.firewall import FirewallBackend, OpenEntry
+    from tumbler.ports import PortSpec
     from tumbler.sources.nflog import NflogReader
 
 log = logging.getLogger("tumblerd")
@@ -63,6 +65,7 @@ class Runtime:
     verifier2: Verifier2[Door]
     doors: dict[str, Door] = field(default_factory=dict)
     matcher: SequenceMatcher | None = None
+    fwknop: tuple[spa.FwknopDoor, ...] = ()  # in file order; empty without `cryptography`
 
 
 class Daemon:
@@ -74,7 +77,7 @@ class Daemon:
         self.stats = Stats(log)
         self.budget = NewSourceBudget(config.ipv6_prefix)
         self.replay: ReplayCache = open_replay_cache(
-            config.replay, config.state, config.replay_fallback
+            config.replay, config.state, config.replay_fallback, config.replay_access
         )
         self.started = time.time()
         self._sockets: list[socket.socket] = []
@@ -83,6 +86,7 @@ class Daemon:
         self._backends: dict[tuple[str, str | None], FirewallBackend] = {}
         self._stop = asyncio.Event()
         self._claimed: dict[str, float] = {}
+        self._store_failing = False
         self._skew_logged = float("-inf")
         self._skew_quiet = 0
         self.last_skew: dict[str, Any] | None = None
@@ -98,26 +102,41 @@ class Daemon:
         sequence_doors = [
             SequenceDoor(d.name, d.sequence, d.sequence_timeout) for d in config.sequence_doors
         ]
+        fwknop_doors = config.fwknop_doors
+        missing = spa.crypto_missing()
+        if fwknop_doors and missing is not None:
+            names = ", ".join(d.name for d in fwknop_doors)
+            log.error("fwknop doors %s disabled, the other doors serve: %s", names, missing)
+            fwknop_doors = ()
         return Runtime(
             config=config,
             verifier=Verifier(config.doors, config.window),
             verifier2=Verifier2(config.key_doors, config.realm, config.window_seconds),
             doors={d.name: d for d in config.doors},
             matcher=SequenceMatcher(sequence_doors) if sequence_doors else None,
+            fwknop=fwknop_doors,
         )
 
     # -- receive path -------------------------------------------------------------------
 
     def _on_readable(self, sock: socket.socket) -> None:
-        udp.read_batch(sock, self.handle)
+        # An SPA packet is up to 1500 bytes; without fwknop doors, longer than a Tumbler
+        # datagram is junk whatever its length, and the smaller read says so.
+        size = spa.MAX_PACKET + 1 if self.runtime.fwknop else udp.RECV_SIZE
+        udp.read_batch(sock, self.handle, size)
 
     def handle(self, data: bytes, address: str, now: float) -> Door | None:
         """Decide one datagram from `address` (normalised); return the door it opened, if any.
 
+        One path for every kind: the shape tells an fwknop SPA packet (140 to 1500 base64
+        characters) from a Tumbler datagram (at most 77 bytes) before any cryptography.
         Never replies.
         """
+        runtime = self.runtime
+        if runtime.fwknop and spa.classify(data):
+            return self._handle_spa(data, address, now)
         if tumbler2.is_v2(data):
-            if data[tumbler2.KEY_ID_SLICE] not in self.runtime.verifier2:
+            if data[tumbler2.KEY_ID_SLICE] not in runtime.verifier2:
                 self.stats.count(UNKNOWN_KEY)  # before parsing: a flood's cheapest path
                 return None
             return self._handle_v2(tumbler2.parse(data), address, now)
@@ -183,28 +202,75 @@ class Daemon:
         self, door: Door, claim: str, expires: float, address: str, now: float, detail: str
     ) -> Door | None:
         """Claim a proved knock in the replay cache; if it is fresh, open the door."""
-        held = self._claimed.get(claim)
-        if held is not None and held > now:
-            self.stats.count("replay")
-            return None
-        try:
-            fresh = self.replay.claim(claim, expires)
-        except ReplayStoreError as exc:
-            self.stats.count("store-down")
-            log.error(
-                "knock for door %s from %s refused, replay store failing: %s",
-                door.name,
-                address,
-                exc,
-            )
-            return None
-        self._claimed[claim] = expires
-        if not fresh:
-            self.stats.count("replay")
+        if not self._claim(claim, expires, door.name, address, now):
             return None
         self.stats.count("accepted")
         log.info("knock accepted: door %s from %s (%s)", door.name, address, detail)
         self._spawn(self._act(door, address))
+        return door
+
+    def _claim(self, key: str, expires: float, door: str, address: str, now: float) -> bool:
+        """Claim a knock once, here and in the replay store; False (counted) if not fresh."""
+        held = self._claimed.get(key)
+        if held is not None and held > now:
+            self.stats.count("replay")
+            return False
+        try:
+            fresh = self.replay.claim(key, expires)
+        except ReplayStoreError as exc:
+            self.stats.count("store-down")
+            if not self._store_failing:  # one line per outage: a flood must not fill the log
+                self._store_failing = True
+                log.error(
+                    "knock for door %s from %s refused, replay store failing: %s "
+                    "(further refusals are counted as store-down until it answers)",
+                    door,
+                    address,
+                    exc,
+                )
+            return False
+        self._store_failing = False
+        self._claimed[key] = expires
+        if not fresh:
+            self.stats.count("replay")
+        return fresh
+
+    def _handle_spa(self, data: bytes, address: str, now: float) -> Door | None:
+        """An fwknop SPA packet: the first door whose keys open it decides; replay by content."""
+        try:
+            grant = spa.first_grant(data, self.runtime.fwknop, address, now)
+        except spa.SpaRejected as exc:
+            if exc.door is None:  # no door's keys open it: junk, as far as anyone can tell
+                self.stats.count("no-door")
+                return None
+            if exc.replay_key is not None:
+                # A refused packet repeated is counted as a replay, and logged only once.
+                key = f"fwknop:{exc.replay_key}"
+                held = self._claimed.get(key)
+                if held is not None and held > now:
+                    self.stats.count("replay")
+                    return None
+                self._claimed[key] = exc.replay_until
+            self.stats.count("refused")
+            self.stats.count(f"fwknop-{exc.reason}")
+            if exc.reason != "age":  # old packets are counted, not logged: a flood could replay one
+                log.info("fwknop packet for door %s from %s refused: %s", exc.door, address, exc)
+            return None
+        # Content, not bytes: the same request encrypted again under a new salt is a replay.
+        if not self._claim(
+            f"fwknop:{grant.replay_key}", grant.replay_until, grant.door, address, now
+        ):
+            return None
+        door = self.runtime.doors[grant.door]
+        self.stats.count("accepted")
+        log.info(
+            "fwknop packet accepted: door %s from %s for %s (user %s)",
+            door.name,
+            address,
+            grant.address,
+            grant.user,
+        )
+        self._spawn(self._act(door, grant.address, grant.ports, grant.timeout))
         return door
 
     def attempt(self, event: ConnectionAttempt) -> list[Door]:
@@ -301,9 +367,17 @@ class Daemon:
             self._backends[key] = backend
         return backend
 
-    async def _act(self, door: Door, address: str) -> None:
+    async def _act(
+        self,
+        door: Door,
+        address: str,
+        ports: tuple[PortSpec, ...] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Open the door's ports (or, for an SPA grant, the ports and time it asked for)."""
         loop = asyncio.get_running_loop()
-        if door.open:
+        ports = door.open if ports is None else ports
+        if ports:
             try:
                 backend = self.backend_for(door)
                 expires = await loop.run_in_executor(
@@ -311,19 +385,18 @@ class Daemon:
                     backend.open,
                     door.name,
                     address,
-                    door.open,
-                    door.timeout,
+                    ports,
+                    door.timeout if timeout is None else timeout,
                     time.time(),
                 )
             except (FirewallError, OSError, ValueError) as exc:
                 self.stats.count("failed")
                 log.error("knock for door %s from %s failed: firewall: %s", door.name, address, exc)
                 return
-            ports = ", ".join(str(p) for p in door.open)
             log.info(
                 "door %s: opened %s for %s until %s",
                 door.name,
-                ports,
+                ", ".join(str(p) for p in ports),
                 address,
                 time.strftime("%H:%M:%S", time.localtime(expires)),
             )
@@ -352,6 +425,10 @@ class Daemon:
                     log.info("door %s: closed for %s", entry.door, entry.address)
             if self.runtime.matcher is not None:
                 self.runtime.matcher.prune(now)
+            try:
+                await loop.run_in_executor(None, self.replay.probe)
+            except ReplayStoreError as exc:
+                log.error("replay store probe failed: %s", exc)
             if now - last_prune >= PRUNE_EVERY:
                 last_prune = now
                 self._claimed = {d: e for d, e in self._claimed.items() if e > now}
@@ -363,13 +440,21 @@ class Daemon:
 
     def _restore_firewalls(self) -> None:
         """Re-arm what a previous run opened and close what expired while we were down."""
+        from tumbler.actions.firewall import DoorGrant
+
         now = time.time()
-        for door in self.runtime.doors.values():
-            if door.open:
-                try:
-                    self.backend_for(door).restore(now)
-                except FirewallError as exc:
-                    log.error("door %s: could not restore firewall state: %s", door.name, exc)
+        doors = [door for door in self.runtime.doors.values() if door.open]
+        # What each door may open now: a kept row that no door could open is dropped.
+        grants = {d.name: DoorGrant(d.open, d.timeout) for d in doors if not d.set}
+        restored: set[int] = set()
+        for door in doors:
+            try:
+                backend = self.backend_for(door)
+                if id(backend) not in restored:
+                    restored.add(id(backend))
+                    backend.restore(now, grants)
+            except FirewallError as exc:
+                log.error("door %s: could not restore firewall state: %s", door.name, exc)
 
     # -- control ---------------------------------------------------------------------------
 
@@ -433,7 +518,17 @@ class Daemon:
             return
         for warning in config.warnings:
             log.warning("%s", warning)
-        for key in ("port", "listen", "state", "replay", "sequence_source", "nflog_group"):
+        for key in (
+            "port",
+            "listen",
+            "state",
+            "replay",
+            "replay_fallback",
+            "replay_access",
+            "sequence_source",
+            "nflog_group",
+            "fwknop_port",
+        ):
             if getattr(config, key) != getattr(old, key):
                 log.warning("reload: %s changed; it takes effect at the next restart", key)
         try:
@@ -441,6 +536,11 @@ class Daemon:
         except ValueError as exc:
             log.error("reload refused, still serving the previous config: %s", exc)
             return
+        if bool(runtime.fwknop) != bool(self.runtime.fwknop):
+            log.warning(
+                "reload: fwknop doors came or went; port %d follows at the next restart",
+                config.fwknop_port,
+            )
         self.runtime = runtime
         log.info("reloaded %s: %d doors", config.path, len(config.doors))
         self._restore_firewalls()
@@ -473,9 +573,14 @@ class Daemon:
         except OSError as exc:
             log.error("control socket %s unavailable: %s", config.control, exc)
             self._control = None
+        spa_port = bool(self.runtime.fwknop) and config.fwknop_port != self.port
         try:
             self._sockets = udp.bind_sockets(config.listen, self.port)
+            if spa_port:
+                self._sockets += udp.bind_sockets(config.listen, config.fwknop_port)
         except BaseException:
+            for sock in self._sockets:
+                sock.close()
             if self._control is not None:
                 await self._control.close()
             raise
@@ -503,6 +608,13 @@ class Daemon:
             if config.key_doors
             else "",
         )
+        if self.runtime.fwknop:
+            log.info(
+                "fwknop doors %s: SPA packets taken on udp port %d%s",
+                ", ".join(d.name for d in self.runtime.fwknop),
+                config.fwknop_port,
+                f" and {self.port}" if spa_port else "",
+            )
         if self.on_ready is not None:
             self.on_ready()
         try:

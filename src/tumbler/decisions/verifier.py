@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tumbler.config.daemon import Door
+from tumbler.config.daemon import MAX_WINDOW_MINUTES, Door
 from tumbler.protocols.tumbler1 import stamp_for_minute
 
 # Total expected digests kept across all cached sources; bounds memory whatever the door count.
@@ -169,6 +169,7 @@ class Verifier:
         expected = hashlib.sha256(stamp.encode("ascii") + address.encode("ascii") + secret)
         if not hmac.compare_digest(expected.digest(), raw):
             return None
-        # A stamp for minute m is accepted until the end of minute m + window.
-        expires = (minute + offset + self.window + 1) * 60.0
+        # A stamp for minute m is accepted until the end of minute m + window, and some
+        # receiver (this one after a reload, another of the fleet) may have the largest.
+        expires = (minute + offset + MAX_WINDOW_MINUTES + 1) * 60.0
         return Match(door, stamp, raw.hex(), offset, expires)

@@ -76,14 +76,14 @@ def _grow_receive_buffer(sock: socket.socket) -> None:
             continue
 
 
-def read_batch(sock: socket.socket, handle: Handler) -> None:
-    """Read up to BATCH datagrams and hand each to `handle` with its source and time."""
+def read_batch(sock: socket.socket, handle: Handler, size: int = RECV_SIZE) -> None:
+    """Read up to BATCH datagrams of at most `size` bytes; hand each on with source and time."""
     # The kernel already prints an IPv4 source in canonical dotted form; only IPv6
     # text needs normalising (cached, since a flood repeats its sources).
     canonical = sock.family == socket.AF_INET
     for _ in range(BATCH):
         try:
-            data, source = sock.recvfrom(RECV_SIZE)
+            data, source = sock.recvfrom(size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:  # e.g. a queued ICMP error; never fatal

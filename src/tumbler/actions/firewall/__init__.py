@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from tumbler.actions.firewall.base import FirewallBackend, OpenEntry
+from tumbler.actions.firewall.base import DoorGrant, FirewallBackend, OpenEntry
 from tumbler.actions.firewall.iptables import (
     IptablesBackend,
     IptablesLegacyBackend,
@@ -22,6 +22,7 @@ __all__ = [
     "BACKENDS",
     "CommandError",
     "CommandResult",
+    "DoorGrant",
     "FirewallBackend",
     "IptablesBackend",
     "IptablesLegacyBackend",

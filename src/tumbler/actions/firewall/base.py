@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 from tumbler.actions.firewall.runner import Runner
-from tumbler.addresses import IPV6_PREFIX, address_version, normalize_address
+from tumbler.addresses import address_version, normalize_address
 from tumbler.doors import is_door_name
 from tumbler.errors import FirewallError
 from tumbler.ports import PortSpec
@@ -46,6 +46,21 @@ class OpenEntry:
         return max(0.0, self.expires - now)
 
 
+@dataclass(frozen=True)
+class DoorGrant:
+    """What the config lets one door open: these ports, for at most `timeout` seconds."""
+
+    ports: tuple[PortSpec, ...]
+    timeout: float
+
+    def allows(self, spec: PortSpec) -> bool:
+        """True if one of the door's port specs covers all of `spec`."""
+        return any(
+            p.proto == spec.proto and p.first <= spec.first and spec.last <= p.last
+            for p in self.ports
+        )
+
+
 def check_door(door: str) -> str:
     """Return the door name, or raise FirewallError if it could not be a rule tag."""
     if not is_door_name(door):
@@ -70,6 +85,15 @@ def timeout_seconds(timeout: float) -> int:
     if not math.isfinite(timeout) or timeout <= 0:
         raise FirewallError(f"timeout must be a positive number of seconds, not {timeout!r}")
     return max(1, math.ceil(timeout))
+
+
+# The knock port, or several (tumblerd's own and fwknop's 62201), that the policy keeps open.
+KnockPorts = int | Sequence[int]
+
+
+def knock_ports(knock: KnockPorts) -> tuple[int, ...]:
+    """The knock ports as a tuple, whether one port or several was given."""
+    return (knock,) if isinstance(knock, int) else tuple(knock)
 
 
 def ports_text(ports: Sequence[PortSpec]) -> str:
@@ -114,10 +138,12 @@ class FirewallBackend(ABC):
         """Close what is due at `now`; return what was closed."""
 
     @abstractmethod
-    def restore(self, now: float) -> list[OpenEntry]:
-        """At daemon start: close what expired while it was down, re-arm the rest.
+    def restore(self, now: float, doors: Mapping[str, DoorGrant] | None = None) -> list[OpenEntry]:
+        """At daemon start and reload: close what expired while it was down, re-arm the rest.
 
-        Returns what was closed.
+        `doors` is what the current config lets each door open; whatever a backend kept
+        that no door could have opened is dropped (None checks the form only). Returns
+        what was closed.
         """
 
     @abstractmethod
@@ -133,26 +159,31 @@ class FirewallBackend(ABC):
         """Close everything this daemon opened (the policy, if any, stays)."""
 
     @abstractmethod
-    def render_policy(self, knock_port: int, ipv6_prefix: int = IPV6_PREFIX) -> list[str]:
+    def render_policy(self, knock_port: KnockPorts) -> list[str]:
         """The default-closed policy as text an administrator can read (`--print`)."""
 
     @abstractmethod
-    def apply_policy(self, knock_port: int, ipv6_prefix: int = IPV6_PREFIX) -> None:
-        """Apply the default-closed policy; running it again changes nothing."""
+    def apply_policy(self, knock_port: KnockPorts) -> None:
+        """Apply the default-closed policy; running it again converges on the same rules.
 
-    def init_policy(
-        self, knock_port: int, apply: bool = True, ipv6_prefix: int = IPV6_PREFIX
-    ) -> list[str]:
-        """Render the default-closed policy and, with `apply`, put it in place.
-
-        Its per-source knock limit counts an IPv6 source by its /`ipv6_prefix`.
+        A changed knock port (or set of ports) replaces the old one.
         """
-        if not 1 <= knock_port <= 65535:
-            raise FirewallError(f"knock port {knock_port} out of range 1-65535")
-        if not 1 <= ipv6_prefix <= 128:
-            raise FirewallError(f"IPv6 prefix length {ipv6_prefix} out of range 1-128")
-        lines = self.render_policy(knock_port, ipv6_prefix)
+
+    @abstractmethod
+    def remove_policy(self) -> list[OpenEntry]:
+        """Take the default-closed policy away again, closing the doors it held open."""
+
+    def policy_warnings(self) -> list[str]:
+        """What in the firewall keeps open what the policy claims to close."""
+        return []
+
+    def init_policy(self, knock_port: KnockPorts, apply: bool = True) -> list[str]:
+        """Render the default-closed policy and, with `apply`, put it in place."""
+        for port in knock_ports(knock_port):
+            if not 1 <= port <= 65535:
+                raise FirewallError(f"knock port {port} out of range 1-65535")
+        lines = self.render_policy(knock_port)
         if apply:
             with self._lock:
-                self.apply_policy(knock_port, ipv6_prefix)
+                self.apply_policy(knock_port)
         return lines
