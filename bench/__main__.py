@@ -15,14 +15,18 @@ import time
 
 from bench import fleet as fleetmod
 from bench import flood as floodmod
+from bench import issue11
 from bench import memory as memmod
 from bench.latency import Sources, measure, summary
-from bench.rig import SERVER_F, leftover_namespaces, proc_rss_kib, rig
+from bench.rig import SERVER_F, WIDE_FLOOD4, leftover_namespaces, proc_rss_kib, rig
 from bench.systems import TARGET, Fwknopd, Knockd, Tumblerd
 
 SECTIONS = (
     "latency",
     "flood",
+    "newsource",
+    "prefix64",
+    "startup",
     "valid",
     "memory",
     "long",
@@ -32,7 +36,19 @@ SECTIONS = (
     "fleet",
     "signed",
 )
-RIG_SECTIONS = {"latency", "flood", "valid", "memory", "long", "v2", "fleet", "signed"}
+RIG_SECTIONS = {
+    "latency",
+    "flood",
+    "newsource",
+    "prefix64",
+    "startup",
+    "valid",
+    "memory",
+    "long",
+    "v2",
+    "fleet",
+    "signed",
+}
 
 
 def ms(x: float) -> str:
@@ -81,11 +97,7 @@ def section_latency(r, table: Table, knocks: int) -> None:
 
 
 def section_flood(r, table: Table, count: int, sources: int) -> None:
-    table.add(
-        "flood",
-        "SHA-256 of 90 bytes in this Python (ceiling)",
-        f"{floodmod.sha256_ceiling():,.0f} digests/CPU-s",
-    )
+    ceiling(table)
     for doors in (1, 100, 1000):
         with Tumblerd(r, "nftables", doors=doors, policy=False, tag=f"{doors} doors") as t:
             res = floodmod.junk_rate(r, t, count, sources)
@@ -111,6 +123,89 @@ def section_flood(r, table: Table, count: int, sources: int) -> None:
         f"{res['rate']:,.0f} /CPU-s  ({res['handled']:,} of {res['sent']:,} sent at "
         f"{res['send_rate']:,.0f}/s; {res['cpu']:.2f} CPU-s)",
     )
+
+
+CEILING: list[float] = []
+WARMUP_BASE = "10.222.0.0"  # the warm-up's sources, never used by the measured flood
+
+
+def ceiling(table: Table) -> float:
+    """The SHA-256 ceiling, measured once per run (the first section that needs it)."""
+    if not CEILING:
+        CEILING.append(floodmod.sha256_ceiling())
+        table.add(
+            "flood",
+            "SHA-256 of 90 bytes in this Python (ceiling)",
+            f"{CEILING[0]:,.0f} digests/CPU-s",
+        )
+    return CEILING[0]
+
+
+def section_newsource(r, table: Table, count: int) -> None:
+    """Junk from a new source per datagram: the verifier in-process, then live tumblerd."""
+    top = ceiling(table)
+    n = min(count, 200_000)
+    rate = issue11.verifier_rate(1, False, n)
+    table.add(
+        "newsource",
+        "verifier in-process, junk from 16 sources, 1 door",
+        f"{rate:,.0f} /CPU-s  ({rate / top:.3f} x ceiling)",
+    )
+    for doors in (1, 100, 1000):
+        m = n if doors == 1 else max(300, n // (doors * 2))
+        rate = issue11.verifier_rate(doors, True, m)
+        table.add(
+            "newsource",
+            f"verifier in-process, new source per datagram, {doors} door(s)",
+            f"{rate:,.0f} /CPU-s  ({rate / top:.4f} x ceiling; n={m:,})",
+        )
+    base = WIDE_FLOOD4.split("/")[0]  # up to 393,216 sources before WARMUP_BASE
+    for doors in (1, 100, 1000):
+        with Tumblerd(r, "nftables", doors=doors, policy=False, tag=f"{doors} doors") as t:
+            res = floodmod.junk_rate(
+                r, t, count, count, base=base, warmup_base=WARMUP_BASE, distinct=count
+            )
+        table.add(
+            "newsource",
+            f"tumblerd junk discarded, {doors} door(s), a new source per datagram",
+            f"{res['rate']:,.0f} /CPU-s  ({res['rate'] / top:.4f} x ceiling; "
+            f"{res['handled']:,} of {res['sent']:,} sent at {res['send_rate']:,.0f}/s, "
+            f"{res['shed']:,} of them shed by the new-source budget; {res['cpu']:.2f} CPU-s)",
+        )
+
+
+def section_prefix64(r, table: Table, rounds: int) -> None:
+    """500 junk datagrams from 500 addresses of one IPv6 /64, then a valid knock (1,000 doors)."""
+    ceiling(table)
+    for limit, tag in ((True, "kernel /64 limit"), (False, "policy without the kernel limit")):
+        res = issue11.prefix_flood(r, 1000, 500, limit, rounds)
+        ok = [x for x in res["times"] if x is not None]
+        c = res["counters"]
+        table.add(
+            "prefix64",
+            f"tumblerd 1,000 doors, 500 junk from one /64 then a knock ({tag})",
+            f"{len(ok)}/{len(res['times'])} opened; p50 {ms(summary(ok)['p50'])} "
+            f"max {ms(max(ok) if ok else float('nan'))} ms; daemon {res['cpu']:.2f} CPU-s "
+            f"in {rounds} rounds (no-door {c['no-door']:,}, shed {c['shed']:,})"
+            + ("" if res["alive"] else "  DAEMON DIED"),
+        )
+
+
+def section_startup(r, table: Table, runs: int) -> None:
+    for bytecode, how in ((True, "bytecode cached"), (False, "no bytecode cache")):
+        res = issue11.startup(r, runs, bytecode)
+        table.add(
+            "startup",
+            f"python3 -c pass (the interpreter's floor), exec to exit, {how}",
+            f"{res['floor'] * 1000:.1f} ms median (n={res['runs']}; ip netns exec "
+            f"{res['netns'] * 1000:.1f} ms subtracted)",
+        )
+        table.add(
+            "startup",
+            f"tumbler --open URL (sends its knock), exec to exit, {how}",
+            f"{res['client'] * 1000:.1f} ms median "
+            f"({res['client'] / res['floor']:.2f} x the floor)",
+        )
 
 
 def valid_text(times: list) -> str:
@@ -332,6 +427,12 @@ def main(argv=None) -> int:
                     section_latency(r, table, args.knocks)
                 if "flood" in only:
                     section_flood(r, table, args.junk, args.sources)
+                if "newsource" in only:
+                    section_newsource(r, table, args.junk)
+                if "prefix64" in only:
+                    section_prefix64(r, table, 3 if args.quick else 5)
+                if "startup" in only:
+                    section_startup(r, table, 10 if args.quick else 40)
                 if "valid" in only:
                     section_valid(r, table, args.valid, args.sources)
                 if "memory" in only:

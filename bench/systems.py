@@ -99,6 +99,7 @@ class Tumblerd(System):
         version: int = 1,
         authorized_keys: str | None = None,
         kind: str = "tumbler",
+        ipv6: bool = False,
     ) -> None:
         super().__init__(rig)
         self.kind = kind
@@ -120,7 +121,7 @@ class Tumblerd(System):
             "[common]",
             f"port = {TUMBLER_PORT}",
             f"log = {self.log}",
-            "listen = 0.0.0.0",
+            "listen = 0.0.0.0, ::" if ipv6 else "listen = 0.0.0.0",
             f"state = {self.dir / 'state.db'}",
             f"control = {self.control}",
             f"firewall = {backend}",

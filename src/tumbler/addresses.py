@@ -7,6 +7,7 @@ key, a command-line option) gives it this form, so that one host is one string e
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 Address = str | bytes | ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -51,3 +52,26 @@ def packet_address(address: str | bytes) -> str | None:
 def address_version(normalized: str) -> int:
     """4 or 6, for an address in the form `normalize_address` gives."""
     return 6 if ":" in normalized else 4
+
+
+IPV6_PREFIX = 64
+"""How much of an IPv6 source counts as one source: a site gets a /64 and holds 2^64 of them."""
+
+
+def source_prefix(normalized: str, ipv6_prefix: int = IPV6_PREFIX) -> bytes:
+    """The part of a source address that limits count by: all of IPv4, an IPv6 /`ipv6_prefix`.
+
+    Takes the form `normalize_address` gives; the key is packed bytes, masked.
+    """
+    if ":" not in normalized:
+        return socket.inet_pton(socket.AF_INET, normalized)
+    packed = socket.inet_pton(socket.AF_INET6, normalized)
+    whole, bits = divmod(ipv6_prefix, 8)
+    if not bits:
+        return packed[:whole]
+    return packed[:whole] + bytes([packed[whole] & (0xFF00 >> bits) & 0xFF])
+
+
+def ipv6_prefix_mask(ipv6_prefix: int = IPV6_PREFIX) -> str:
+    """The netmask of an IPv6 /`ipv6_prefix` as an address (64 gives ffff:ffff:ffff:ffff::)."""
+    return str(ipaddress.IPv6Network(f"::/{ipv6_prefix}").netmask)

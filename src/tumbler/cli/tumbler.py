@@ -14,8 +14,8 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, NamedTuple
 
 from tumbler import __version__
 from tumbler.cli.common import (
@@ -29,8 +29,11 @@ from tumbler.cli.common import (
     parse,
     warn,
 )
-from tumbler.client import knock, signed
+from tumbler.client import knock
 from tumbler.client.sentknocks import SentKnocks
+
+if TYPE_CHECKING:
+    from tumbler.client.signed import SignedKnockResult
 
 
 def _time(text: str) -> datetime:
@@ -182,7 +185,7 @@ def describe(result: knock.KnockResult, secret_origin: str) -> str:
     )
 
 
-def describe_signed(result: signed.SignedKnockResult) -> str:
+def describe_signed(result: SignedKnockResult) -> str:
     """A signed knock explained line by line: which key, for what, and the datagram."""
     named = "" if result.host == result.target else f" ({result.host})"
     chosen = "given with --from" if result.address_given else "picked by the kernel"
@@ -201,6 +204,8 @@ def describe_signed(result: signed.SignedKnockResult) -> str:
 
 def _open_signed(args: argparse.Namespace, text: str) -> int:
     """`tumbler tumbler+ssh://HOST/`: one signed knock per key (docs/SIGNED-KNOCKS.md)."""
+    from tumbler.client import signed  # the SSH machinery, for signed knocks only
+
     if args.secret_file is not None:
         raise knock.KnockUsageError("a tumbler+ssh:// door takes an SSH key, not --secret-file")
     url = signed.parse_ssh_url(text)
@@ -248,7 +253,7 @@ def open_main(argv: Sequence[str]) -> int:
             return _open_fwknop(args, text)
         if args.fwknoprc is not None:
             raise knock.KnockUsageError("--fwknoprc is for fwknop:// URLs")
-        if signed.is_ssh_url(text):
+        if knock.is_ssh_url(text):
             return _open_signed(args, text)
         if args.ssh_key is not None:
             raise knock.KnockUsageError("--ssh-key is for a tumbler+ssh:// door")
@@ -375,7 +380,7 @@ def knock_main(argv: Sequence[str]) -> int:
 
         def show(done: knock.SequenceKnock) -> None:
             print(
-                f"knock {done.index + 1}/{total}: {done.spec} -> {done.target}: {done.outcome}",
+                f"knock {done.position + 1}/{total}: {done.spec} -> {done.target}: {done.outcome}",
                 flush=True,
             )
 
@@ -428,8 +433,7 @@ def _load_sniff() -> Handler | None:
     return main
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     """A subcommand: a one-line summary for --help and a lazy loader of its main."""
 
     summary: str

@@ -28,7 +28,7 @@ from tumbler.client.sshagent import (
 from tumbler.protocols import sshsig
 from tumbler.protocols import tumbler1 as protocol
 
-SCHEME = "tumbler+ssh"
+SCHEME = knock.SSH_SCHEME
 URL_SHAPE = "tumbler+ssh://[USER@]HOST[:PORT]/[?realm=REALM]"
 DEFAULT_KEY_FILES = ("id_ed25519", "id_ecdsa", "id_rsa")
 # More keys than this in an agent is unusual; knocking with them all would be a flood.
@@ -55,8 +55,7 @@ class SshKnockURL:
         return f"{SCHEME}://{user}{host}:{self.port}/{query}"
 
 
-def is_ssh_url(text: str) -> bool:
-    return text.strip().lower().startswith(SCHEME + "://")
+is_ssh_url = knock.is_ssh_url
 
 
 def parse_ssh_url(text: str) -> SshKnockURL:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from tumbler.addresses import normalize_address
+from tumbler.addresses import IPV6_PREFIX, normalize_address
 from tumbler.config import fwknop as fwknop_config
 from tumbler.config.inifile import NAME_RULE, Section, read_sections
 from tumbler.config.redisurl import RedisAccess, is_redis_url, parse_redis_url
@@ -110,6 +110,7 @@ class Config:
     sequence_source: str = "nflog"
     sequence_log_prefix: str | None = None
     nflog_group: int = 8675
+    ipv6_prefix: int = IPV6_PREFIX
     control: str = ""
     metrics: tuple[str, int] | None = None  # (address, port) of the Prometheus endpoint
     fwknop_port: int = fwknop_config.DEFAULT_PORT
@@ -306,6 +307,7 @@ _COMMON: dict[str, Callable[[str], object]] = {
     "sequence_source": _sequence_source,
     "sequence_log_prefix": _log_prefix,
     "nflog_group": _int_in(1, 65535),
+    "ipv6_prefix": _int_in(1, 128),
     "control": _text,
     "metrics": _metrics,
     "fwknop_port": _int_in(1, 65535),
@@ -734,6 +736,7 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         sequence_source=sequence_source,
         sequence_log_prefix=common.get("sequence_log_prefix", cast(str | None, None)),
         nflog_group=common.get("nflog_group", 8675),
+        ipv6_prefix=common.get("ipv6_prefix", IPV6_PREFIX),
         control=common.get("control", default_control_path()),
         fwknop_port=common.get("fwknop_port", fwknop_config.DEFAULT_PORT),
         metrics=metrics,

@@ -8,6 +8,7 @@ from collections import Counter
 REJECT_REASONS = (
     "malformed",
     "no-door",
+    "shed",
     "bad-mac",
     "clock-skew",
     "replay",

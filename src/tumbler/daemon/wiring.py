@@ -25,6 +25,7 @@ from tumbler.config.daemon import Config, Door, load_config
 from tumbler.daemon import sdnotify
 from tumbler.daemon.control import ControlServer
 from tumbler.daemon.stats import Stats
+from tumbler.decisions.newsources import NewSourceBudget
 from tumbler.decisions.replay import ReplayCache, open_replay_cache
 from tumbler.decisions.sequence import SequenceMatcher
 from tumbler.decisions.signed import Refusal, SignedMatch, SignedVerifier
@@ -42,7 +43,7 @@ from tumbler.events import ConnectionAttempt
 from tumbler.protocols import fwknop as spa
 from tumbler.protocols import sshsig, tumbler2
 from tumbler.protocols.sshkeys import KEY_ID_LEN, SshSupportMissing
-from tumbler.protocols.tumbler1 import parse_datagram
+from tumbler.protocols.tumbler1 import digest_bytes
 from tumbler.sources import udp
 
 if TYPE_CHECKING:  # imported when used: a daemon without firewall doors never loads them
@@ -80,6 +81,7 @@ class Daemon:
         self.runtime = self._build(config)
         self.port = port if port is not None else config.port
         self.stats = Stats(log)
+        self.budget = NewSourceBudget(config.ipv6_prefix)
         self.replay: ReplayCache = open_replay_cache(
             config.replay, config.state, config.replay_fallback, config.replay_access
         )
@@ -168,16 +170,31 @@ class Daemon:
                 return None
             return self._handle_v2(tumbler2.parse(data), address, now)
         try:
-            digest = parse_datagram(data)
+            raw = digest_bytes(data)
         except MalformedDatagram:
             self.stats.count("malformed")
             return None
-        match = runtime.verifier.match(digest, address, now)
+        verifier = self.runtime.verifier
+        if verifier.knows(address, now):
+            match = verifier.match_raw(raw, address, now)
+        else:
+            bucket = self.budget.admit(address, now, verifier.cost)
+            if bucket is None:
+                self.stats.count("shed")
+                return None
+            started = time.perf_counter()
+            match = verifier.match_raw(raw, address, now)
+            self.budget.charge(bucket, time.perf_counter() - started)
         if match is None:
             self.stats.count("no-door")
             return None
         return self._claim_and_act(
-            match.door, digest, match.expires, address, now, f"minute {match.minute_offset:+d}"
+            match.door,
+            match.digest,
+            match.expires,
+            address,
+            now,
+            f"minute {match.minute_offset:+d}",
         )
 
     def _handle_v2(self, knock: tumbler2.Knock2, address: str, now: float) -> Door | None:

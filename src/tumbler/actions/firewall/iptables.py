@@ -61,6 +61,7 @@ from tumbler.actions.firewall.base import (
     timeout_seconds,
 )
 from tumbler.actions.firewall.runner import Runner
+from tumbler.addresses import IPV6_PREFIX
 from tumbler.errors import FirewallError
 from tumbler.ports import PROTOCOLS, PortSpec
 from tumbler.statedb import open_state_db
@@ -628,6 +629,8 @@ class IptablesBackend(FirewallBackend):
             *("-m", "hashlimit", "--hashlimit-above", f"{KNOCK_RATE}/sec"),
             *("--hashlimit-burst", str(KNOCK_BURST), "--hashlimit-mode", "srcip"),
             *("--hashlimit-name", "tumbler_knock"),
+            # An IPv6 source counts by its /IPV6_PREFIX: one prefix holds 2^64 addresses.
+            *(("--hashlimit-srcmask", str(IPV6_PREFIX)) if version == 6 else ()),
         ]
         targets = ["ACCEPT"] * len(rules)
         for port in knock_ports(knock_port):

@@ -71,6 +71,7 @@ from tumbler.actions.firewall.base import (
 )
 from tumbler.actions.firewall.libnft import default_runner
 from tumbler.actions.firewall.runner import CommandError, Runner
+from tumbler.addresses import IPV6_PREFIX, ipv6_prefix_mask
 from tumbler.errors import FirewallError
 from tumbler.ports import MAX_PORTS_EACH, PortSpec
 
@@ -208,9 +209,16 @@ def _knock_limit(knock_port: int, version: int) -> tuple[str, list[Json]]:
     """Drop knock datagrams beyond KNOCK_RATE from one source, before the daemon reads them.
 
     A flood from a few addresses then costs the kernel, not the daemon's socket buffer, so
-    a genuine knock from another address still gets through.
+    a genuine knock from another address still gets through. An IPv6 source counts by its
+    /IPV6_PREFIX, since one prefix holds more addresses than any set could.
     """
-    field = f"{'ip' if version == 4 else 'ip6'} saddr"
+    ip = "ip" if version == 4 else "ip6"
+    key: Json = _payload(ip, "saddr")
+    field = f"{ip} saddr"
+    if version == 6:
+        mask = ipv6_prefix_mask(IPV6_PREFIX)
+        key = {"&": [key, mask]}
+        field = f"{field} & {mask}"
     text = (
         f"udp dport {knock_port} add @{LIMIT_SETS[version]} "
         f"{{ {field} limit rate over {KNOCK_RATE}/second burst {KNOCK_BURST} packets }} drop"
@@ -219,7 +227,7 @@ def _knock_limit(knock_port: int, version: int) -> tuple[str, list[Json]]:
     update = {
         "set": {
             "op": "add",
-            "elem": _payload(field.split()[0], "saddr"),
+            "elem": key,
             "set": f"@{LIMIT_SETS[version]}",
             "stmt": [limit],
         }
