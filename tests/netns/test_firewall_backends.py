@@ -148,9 +148,9 @@ def test_flush_and_close(closed: tuple[FirewallBackend, Topology]) -> None:
     now = time.time()
     for address in (topo.a4, topo.a6, topo.b4):
         backend.open("ssh", address, OPEN, 60, now)
-    assert [e.address for e in backend.close(topo.b4)] == [topo.b4]
+    assert [e.address for e in backend.close(topo.b4, now=now)] == [topo.b4]
     assert reach(topo, PORT, "a4", "b4") == {"a4": True, "b4": False}
-    assert len(backend.flush()) == 2
+    assert len(backend.flush(now)) == 2
     assert tumbler_rules(backend, topo.server) == {4: 0, 6: 0}
     assert reach(topo, PORT, "a4", "a6") == {"a4": False, "a6": False}
     assert backend.list_open(time.time()) == []
@@ -249,7 +249,7 @@ def test_nftables_fills_an_administrators_set(topology: Topology, tmp_path: Path
     now = time.time()
     own.open("ssh", topology.a4, OPEN, 30, now)
     assert reach(topology, PORT, "a4") == {"a4": False}  # an accept in another table is not enough
-    own.flush()
+    own.flush(now)
 
     his = get_backend("nftables", state_path="", runner=runner, set_name="inet filter tumbler_ssh")
     now = time.time()

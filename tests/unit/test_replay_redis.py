@@ -92,9 +92,9 @@ def make(fake: FakeRedis, clock: Clock, fallback: MemoryReplayCache | None = Non
 def test_claim_once_with_prefixed_key_and_ttl_with_slack(fake, clock):
     cache = make(fake, clock)
     expires = time.time() + 120
-    assert cache.claim(D1, expires) is True
-    assert cache.claim(D1, expires) is False
-    assert cache.claim(D2, expires) is True
+    assert cache.claim(D1, expires, time.time()) is True
+    assert cache.claim(D1, expires, time.time()) is False
+    assert cache.claim(D2, expires, time.time()) is True
     assert set(fake.keys) == {"tumbler:replay:" + D1, "tumbler:replay:" + D2}
     px = fake.keys["tumbler:replay:" + D1]
     assert 149_000 <= px <= 150_001  # 120 s to go + 30 s slack, in ms
@@ -103,7 +103,7 @@ def test_claim_once_with_prefixed_key_and_ttl_with_slack(fake, clock):
 
 def test_expired_already_still_gets_a_positive_ttl(fake, clock):
     cache = make(fake, clock)
-    assert cache.claim(D1, time.time() - 3600) is True
+    assert cache.claim(D1, time.time() - 3600, time.time()) is True
     assert fake.keys["tumbler:replay:" + D1] == 1
 
 
@@ -116,7 +116,7 @@ def test_down_without_fallback_fails_closed_and_logs_once(fake, clock, caplog):
                 ReplayStoreError,
                 match=re.escape("redis redis://127.0.0.1:1/0 unreachable: Connection refused"),
             ):
-                cache.claim(D1, time.time() + 120)
+                cache.claim(D1, time.time() + 120, time.time())
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert "refusing every knock" in errors[0].getMessage()
@@ -127,15 +127,15 @@ def test_down_is_not_retried_before_the_interval(fake, clock):
     cache = make(fake, clock)
     fake.down = True
     with pytest.raises(ReplayStoreError):
-        cache.claim(D1, time.time() + 120)
+        cache.claim(D1, time.time() + 120, time.time())
     calls = fake.calls
     for _ in range(50):  # a replay flood during an outage costs no network round trip
         with pytest.raises(ReplayStoreError):
-            cache.claim(D1, time.time() + 120)
+            cache.claim(D1, time.time() + 120, time.time())
     assert fake.calls == calls
     clock.t += 2.0
     with pytest.raises(ReplayStoreError):
-        cache.claim(D1, time.time() + 120)
+        cache.claim(D1, time.time() + 120, time.time())
     assert fake.calls == calls + 1
 
 
@@ -143,11 +143,11 @@ def test_back_up_logs_info_and_claims_in_redis_again(fake, clock, caplog):
     cache = make(fake, clock)
     fake.down = True
     with pytest.raises(ReplayStoreError):
-        cache.claim(D1, time.time() + 120)
+        cache.claim(D1, time.time() + 120, time.time())
     fake.down = False
     clock.t += 5
     with caplog.at_level(logging.INFO, logger="tumblerd"):
-        assert cache.claim(D1, time.time() + 120) is True
+        assert cache.claim(D1, time.time() + 120, time.time()) is True
     assert cache.up
     assert any("is back after 5 s" in r.getMessage() for r in caplog.records)
 
@@ -158,9 +158,11 @@ def test_fallback_claims_locally_warns_once_then_copies_back(fake, clock, caplog
     fake.down = True
     expires = time.time() + 120
     with caplog.at_level(logging.INFO, logger="tumblerd"):
-        assert cache.claim(D1, expires) is True
-        assert cache.claim(D1, expires) is False  # the local store still refuses replays
-        assert cache.claim(D2, expires) is True
+        assert cache.claim(D1, expires, time.time()) is True
+        assert (
+            cache.claim(D1, expires, time.time()) is False
+        )  # the local store still refuses replays
+        assert cache.claim(D2, expires, time.time()) is True
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1
         assert "local memory store" in warnings[0].getMessage()
@@ -168,8 +170,8 @@ def test_fallback_claims_locally_warns_once_then_copies_back(fake, clock, caplog
         fake.down = False
         clock.t += 3
         # D1 was claimed locally during the outage: copied back first, so refused now.
-        assert cache.claim(D1, expires) is False
-        assert cache.claim(D3, expires) is True
+        assert cache.claim(D1, expires, time.time()) is False
+        assert cache.claim(D3, expires, time.time()) is True
     assert {"tumbler:replay:" + d for d in (D1, D2, D3)} == set(fake.keys)
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert any("is back" in m and "2 local claims copied" in m for m in infos)
@@ -179,9 +181,9 @@ def test_write_through_refuses_what_this_server_already_accepted(fake, clock):
     local = MemoryReplayCache()
     cache = make(fake, clock, fallback=local)
     expires = time.time() + 120
-    assert cache.claim(D1, expires) is True
+    assert cache.claim(D1, expires, time.time()) is True
     fake.keys.clear()  # Redis restarted without persistence and forgot every key
-    assert cache.claim(D1, expires) is False
+    assert cache.claim(D1, expires, time.time()) is False
     assert len(local) == 1
 
 
@@ -190,8 +192,8 @@ def test_prune_probes_a_down_redis_and_prunes_the_fallback(fake, clock, caplog):
     cache = make(fake, clock, fallback=local)
     fake.down = True
     now = time.time()
-    cache.claim(D1, now + 120)
-    cache.claim(D2, now + 1)
+    cache.claim(D1, now + 120, time.time())
+    cache.claim(D2, now + 1, time.time())
     assert cache.prune(now + 10) == 1  # D2 expired in the fallback
     assert not cache.up
     fake.down = False
@@ -205,7 +207,7 @@ def test_prune_probes_a_down_redis_and_prunes_the_fallback(fake, clock, caplog):
 
 def test_prune_without_fallback_is_a_noop(fake, clock):
     cache = make(fake, clock)
-    cache.claim(D1, time.time() + 120)
+    cache.claim(D1, time.time() + 120, time.time())
     calls = fake.calls
     assert cache.prune(time.time() + 1000) == 0
     assert fake.calls == calls  # Redis expires its keys by itself
@@ -228,7 +230,7 @@ def test_logs_never_show_the_password_or_the_digest(fake, clock, caplog):
             client=fake,
             clock=clock,
         )
-        cache.claim(D1, time.time() + 60)
+        cache.claim(D1, time.time() + 60, time.time())
     text = caplog.text
     assert "hunter" not in text
     assert D1[:16] not in text
@@ -258,8 +260,8 @@ def test_open_replay_cache_builds_redis_with_fallback(tmp_path):
     cache = open_replay_cache("redis://127.0.0.1:1/0", str(tmp_path / "r.db"), "sqlite")
     try:
         assert cache.name == "redis"
-        assert cache.claim(D1, time.time() + 60) is True
-        assert cache.claim(D1, time.time() + 60) is False
+        assert cache.claim(D1, time.time() + 60, time.time()) is True
+        assert cache.claim(D1, time.time() + 60, time.time()) is False
     finally:
         cache.close()
 

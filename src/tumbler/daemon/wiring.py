@@ -14,34 +14,24 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from tumbler.actions import command as door_command
 from tumbler.addresses import normalize_address
 from tumbler.config.daemon import Config, Door, load_config
 from tumbler.daemon import sdnotify
 from tumbler.daemon.control import ControlServer
+from tumbler.daemon.dispatch import Dispatcher
+from tumbler.daemon.pipeline import Pipeline, Runtime, build_runtime
 from tumbler.daemon.stats import Stats
 from tumbler.decisions.replay import ReplayCache, open_replay_cache
-from tumbler.decisions.sequence import SequenceMatcher
-from tumbler.decisions.verifier import Verifier
-from tumbler.doors import SequenceDoor
-from tumbler.errors import (
-    ConfigError,
-    FirewallError,
-    MalformedDatagram,
-    ReplayStoreError,
-    TumblerError,
-)
+from tumbler.decisions.replay.recent import RecentClaims
+from tumbler.errors import ConfigError, FirewallError, ReplayStoreError, TumblerError
 from tumbler.events import ConnectionAttempt
-from tumbler.protocols.tumbler1 import parse_datagram
 from tumbler.sources import udp
 
-if TYPE_CHECKING:  # imported when used: a daemon without firewall doors never loads them
-    from tumbler.actions.firewall import FirewallBackend, OpenEntry
+if TYPE_CHECKING:  # imported when used: a daemon without sequence doors never loads it
     from tumbler.sources.nflog import NflogReader
 
 log = logging.getLogger("tumblerd")
@@ -50,33 +40,35 @@ TICK = 1.0
 PRUNE_EVERY = 60.0
 
 
-@dataclass
-class Runtime:
-    """What a config builds; swapped whole on reload so a datagram sees one config or the other."""
-
-    config: Config
-    verifier: Verifier
-    doors: dict[str, Door] = field(default_factory=dict)
-    matcher: SequenceMatcher | None = None
-
-
 class Daemon:
-    """The knock daemon for one config file."""
+    """The knock daemon for one config file: sources in, a pipeline deciding, a dispatcher acting.
 
-    def __init__(self, config: Config, port: int | None = None) -> None:
-        self.runtime = self._build(config)
+    `dispatcher` may be given (tests pass a recorder); otherwise one acts on this host.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        port: int | None = None,
+        *,
+        replay: ReplayCache | None = None,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
         self.port = port if port is not None else config.port
         self.stats = Stats(log)
-        self.replay: ReplayCache = open_replay_cache(
-            config.replay, config.state, config.replay_fallback
+        store = (
+            replay
+            if replay is not None
+            else open_replay_cache(config.replay, config.state, config.replay_fallback)
         )
+        self.replay: ReplayCache = RecentClaims(store)
+        self.pipeline = Pipeline(build_runtime(config), self.replay, self.stats)
+        if dispatcher is None:
+            dispatcher = Dispatcher(self.stats, config.state)
+        self.dispatcher = dispatcher
         self.started = time.time()
         self._sockets: list[socket.socket] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._firewall_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="firewall")
-        self._backends: dict[tuple[str, str | None], FirewallBackend] = {}
         self._stop = asyncio.Event()
-        self._claimed: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nflog: NflogReader | None = None
         self._nflog_rules = False
@@ -84,17 +76,10 @@ class Daemon:
         self._control: ControlServer | None = None
         self.on_ready: Callable[[], None] | None = None
 
-    @staticmethod
-    def _build(config: Config) -> Runtime:
-        sequence_doors = [
-            SequenceDoor(d.name, d.sequence, d.sequence_timeout) for d in config.sequence_doors
-        ]
-        return Runtime(
-            config=config,
-            verifier=Verifier(config.doors, config.window),
-            doors={d.name: d for d in config.doors},
-            matcher=SequenceMatcher(sequence_doors) if sequence_doors else None,
-        )
+    @property
+    def runtime(self) -> Runtime:
+        """The config in force and what it built; replaced whole by a reload."""
+        return self.pipeline.runtime
 
     # -- receive path -------------------------------------------------------------------
 
@@ -102,61 +87,22 @@ class Daemon:
         udp.read_batch(sock, self.handle)
 
     def handle(self, data: bytes, address: str, now: float) -> Door | None:
-        """Decide one datagram from `address` (normalised); return the door it opened, if any.
+        """Decide one datagram from `address` (normalised), act on it; the door it opened.
 
         Never replies.
         """
-        try:
-            digest = parse_datagram(data)
-        except MalformedDatagram:
-            self.stats.count("malformed")
-            return None
-        runtime = self.runtime
-        match = runtime.verifier.match(digest, address, now)
-        if match is None:
-            self.stats.count("no-door")
-            return None
-        held = self._claimed.get(digest)
-        if held is not None and held > now:
-            self.stats.count("replay")
-            return None
-        try:
-            fresh = self.replay.claim(digest, match.expires)
-        except ReplayStoreError as exc:
-            self.stats.count("store-down")
-            log.error(
-                "knock for door %s from %s refused, replay store failing: %s",
-                match.door.name,
-                address,
-                exc,
-            )
-            return None
-        self._claimed[digest] = match.expires
-        if not fresh:
-            self.stats.count("replay")
-            return None
-        self.stats.count("accepted")
-        log.info(
-            "knock accepted: door %s from %s (minute %+d)",
-            match.door.name,
-            address,
-            match.minute_offset,
-        )
-        self._spawn(self._act(match.door, address))
-        return match.door
+        verdict = self.pipeline.decide(data, address, now)
+        if verdict.door is not None:
+            self.dispatcher.act(verdict.door, address, self.runtime.config.command_timeout)
+        return verdict.door
 
     def attempt(self, event: ConnectionAttempt) -> list[Door]:
         """Feed one connection attempt to the sequence matcher; act on completed doors."""
-        runtime = self.runtime
-        if runtime.matcher is None:
-            return []
         opened = []
-        for name in runtime.matcher.feed(event):
-            door = runtime.doors[name]
-            self.stats.count("sequence")
-            log.info("knock sequence completed: door %s from %s", name, event.source)
-            self._spawn(self._act(door, event.source))
-            opened.append(door)
+        for verdict in self.pipeline.attempt(event):
+            assert verdict.door is not None
+            self.dispatcher.act(verdict.door, event.source, self.runtime.config.command_timeout)
+            opened.append(verdict.door)
         return opened
 
     def _on_nflog(self) -> None:
@@ -219,57 +165,6 @@ class Daemon:
                 log.error("could not remove the nflog rules: %s", exc)
             self._nflog_rules = False
 
-    # -- actions --------------------------------------------------------------------------
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def backend_for(self, door: Door) -> FirewallBackend:
-        """The firewall backend a door names, made once and kept for the daemon's life."""
-        key = (door.firewall, door.set)
-        backend = self._backends.get(key)
-        if backend is None:
-            from tumbler.actions.firewall import get_backend
-
-            backend = get_backend(
-                door.firewall, state_path=self.runtime.config.state, set_name=door.set
-            )
-            self._backends[key] = backend
-        return backend
-
-    async def _act(self, door: Door, address: str) -> None:
-        loop = asyncio.get_running_loop()
-        if door.open:
-            try:
-                backend = self.backend_for(door)
-                expires = await loop.run_in_executor(
-                    self._firewall_pool,
-                    backend.open,
-                    door.name,
-                    address,
-                    door.open,
-                    door.timeout,
-                    time.time(),
-                )
-            except (FirewallError, OSError, ValueError) as exc:
-                self.stats.count("failed")
-                log.error("knock for door %s from %s failed: firewall: %s", door.name, address, exc)
-                return
-            ports = ", ".join(str(p) for p in door.open)
-            log.info(
-                "door %s: opened %s for %s until %s",
-                door.name,
-                ports,
-                address,
-                time.strftime("%H:%M:%S", time.localtime(expires)),
-            )
-        if door.command:
-            await door_command.run_command(
-                door.command, address, door.name, self.runtime.config.command_timeout, log
-            )
-
     # -- housekeeping -------------------------------------------------------------------
 
     async def _housekeeping(self) -> None:
@@ -280,19 +175,11 @@ class Daemon:
                 await asyncio.wait_for(self._stop.wait(), TICK)
             now = time.time()
             self.stats.flush(now)
-            for backend in list(self._backends.values()):
-                try:
-                    closed = await loop.run_in_executor(self._firewall_pool, backend.expire, now)
-                except FirewallError as exc:
-                    log.error("firewall expiry failed, will retry: %s", exc)
-                    continue
-                for entry in closed or ():
-                    log.info("door %s: closed for %s", entry.door, entry.address)
+            await self.dispatcher.expire(now)
             if self.runtime.matcher is not None:
                 self.runtime.matcher.prune(now)
             if now - last_prune >= PRUNE_EVERY:
                 last_prune = now
-                self._claimed = {d: e for d, e in self._claimed.items() if e > now}
                 try:
                     pruned = await loop.run_in_executor(None, self.replay.prune, now)
                     log.debug("replay cache: pruned %d expired digests", pruned)
@@ -300,28 +187,14 @@ class Daemon:
                     log.error("replay cache prune failed: %s", exc)
 
     def _restore_firewalls(self) -> None:
-        """Re-arm what a previous run opened and close what expired while we were down."""
-        now = time.time()
-        for door in self.runtime.doors.values():
-            if door.open:
-                try:
-                    self.backend_for(door).restore(now)
-                except FirewallError as exc:
-                    log.error("door %s: could not restore firewall state: %s", door.name, exc)
+        self.dispatcher.restore(self.runtime.doors.values(), time.time())
 
     # -- control ---------------------------------------------------------------------------
-
-    async def _open_entries(self) -> list[OpenEntry]:
-        loop = asyncio.get_running_loop()
-        now = time.time()
-        entries: list[OpenEntry] = []
-        for backend in list(self._backends.values()):
-            entries += await loop.run_in_executor(self._firewall_pool, backend.list_open, now)
-        return sorted(entries)
 
     async def control(self, message: dict[str, Any]) -> dict[str, Any]:
         """Answer one control request (`status`, `close`)."""
         command = message.get("command")
+        now = time.time()
         if command == "status":
             config = self.runtime.config
             return {
@@ -329,12 +202,12 @@ class Daemon:
                 "pid": os.getpid(),
                 "config": config.path,
                 "started": self.started,
-                "uptime": time.time() - self.started,
+                "uptime": now - self.started,
                 "port": self.port,
                 "doors": sorted(self.runtime.doors),
                 "counters": dict(self.stats.total),
                 "replay": self.replay.name,
-                "open": [asdict(e) for e in await self._open_entries()],
+                "open": [asdict(e) for e in await self.dispatcher.open_entries(now)],
             }
         if command == "close":
             address = message.get("address")
@@ -342,12 +215,7 @@ class Daemon:
                 address = normalize_address(str(address))
             except ValueError:
                 return {"ok": False, "error": f"not an IP address: {address!r}"}
-            loop = asyncio.get_running_loop()
-            closed: list[OpenEntry] = []
-            for backend in list(self._backends.values()):
-                closed += await loop.run_in_executor(self._firewall_pool, backend.close, address)
-            for entry in closed:
-                log.info("door %s: closed early for %s (control request)", entry.door, address)
+            closed = await self.dispatcher.close(address, now)
             return {"ok": True, "closed": [asdict(e) for e in closed]}
         return {"ok": False, "error": f"unknown command {command!r}"}
 
@@ -374,11 +242,11 @@ class Daemon:
             if getattr(config, key) != getattr(old, key):
                 log.warning("reload: %s changed; it takes effect at the next restart", key)
         try:
-            runtime = self._build(config)
+            runtime = build_runtime(config)
         except ValueError as exc:
             log.error("reload refused, still serving the previous config: %s", exc)
             return
-        self.runtime = runtime
+        self.pipeline.runtime = runtime
         log.info("reloaded %s: %d doors", config.path, len(config.doors))
         self._restore_firewalls()
         if self._loop is not None and (
@@ -437,27 +305,6 @@ class Daemon:
         finally:
             await self._shutdown(loop)
 
-    async def _close_on_stop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """At a clean stop, close what only a running daemon would close on time.
-
-        The two kinds of backend differ here. nftables elements carry their timeout in
-        the kernel, so they stay after the stop and close on time by themselves (a
-        restart within the timeout keeps the knocker's access). iptables rules
-        (`kernel_timeouts` False) would stay open with no daemon to remove them, so
-        they are flushed now; if the daemon dies instead (SIGKILL, crash), the next
-        start closes what expired and re-arms the rest from the state database.
-        """
-        for backend in list(self._backends.values()):
-            if backend.kernel_timeouts:
-                continue
-            try:
-                closed = await loop.run_in_executor(self._firewall_pool, backend.flush)
-            except FirewallError as exc:
-                log.error("could not close the open doors at stop (the next start will): %s", exc)
-                continue
-            for entry in closed:
-                log.info("door %s: closed for %s (tumblerd stopping)", entry.door, entry.address)
-
     async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
         self._stop_sequence_source(loop)
         if self._control is not None:
@@ -465,13 +312,10 @@ class Daemon:
         for sock in self._sockets:
             loop.remove_reader(sock.fileno())
             sock.close()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=5.0)
-            for task in pending:
-                task.cancel()
+        await self.dispatcher.drain()
         self.stats.flush(time.time(), force=True)
-        await self._close_on_stop(loop)
-        self._firewall_pool.shutdown(wait=True)
+        await self.dispatcher.close_on_stop(time.time())
+        self.dispatcher.shutdown()
         self.replay.close()
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.stats.total.items())) or "nothing"
         log.info("tumblerd stopped (%s)", counts)

@@ -426,7 +426,7 @@ class IptablesBackend(FirewallBackend):
         with self._lock:
             return _group(self.state.rows("expires > ?", [now]))
 
-    def close(self, address: str, door: str | None = None) -> list[OpenEntry]:
+    def close(self, address: str, door: str | None = None, *, now: float) -> list[OpenEntry]:
         addr, version = normalise_address(address)
         with self._lock:
             rows = [
@@ -442,7 +442,7 @@ class IptablesBackend(FirewallBackend):
             self._close_keys({key for key, _ in rows}, stray)
         return _closed(rows, stray)
 
-    def flush(self) -> list[OpenEntry]:
+    def flush(self, now: float) -> list[OpenEntry]:
         with self._lock:
             rows = self.state.rows()
             stray = [r for version in (4, 6) for r in self._safe_rules(version)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 from tumbler.errors import ReplayStoreError
@@ -22,8 +21,7 @@ class MemoryReplayCache:
         self._claims: dict[str, float] = {}
         self._lock = threading.Lock()  # the daemon prunes from a worker thread
 
-    def claim(self, digest: str, expires: float, now: float | None = None) -> bool:
-        now = time.time() if now is None else now
+    def claim(self, digest: str, expires: float, now: float) -> bool:
         with self._lock:
             held = self._claims.get(digest)
             if held is not None and held > now:
@@ -62,8 +60,7 @@ class SqliteReplayCache:
             raise ReplayStoreError(f"cannot open replay database {self.path}: {exc}") from exc
         self._lock = threading.Lock()
 
-    def claim(self, digest: str, expires: float, now: float | None = None) -> bool:
-        now = time.time() if now is None else now
+    def claim(self, digest: str, expires: float, now: float) -> bool:
         try:
             with self._lock, self._db:
                 self._db.execute(

@@ -131,8 +131,7 @@ class RedisReplayCache:
 
     # -- claims -----------------------------------------------------------------------------
 
-    def claim(self, digest: str, expires: float) -> bool:
-        now = time.time()
+    def claim(self, digest: str, expires: float, now: float) -> bool:
         with self._lock:
             if self._down_since is None or self._clock() >= self._next_try:
                 try:
@@ -142,8 +141,8 @@ class RedisReplayCache:
                 except self._errors as exc:
                     self._outage(exc)
                 else:
-                    return fresh and self._write_through(digest, expires)
-            return self._claim_locally(digest, expires)
+                    return fresh and self._write_through(digest, expires, now)
+            return self._claim_locally(digest, expires, now)
 
     def _key(self, digest: str) -> str:
         return self.key_prefix + digest
@@ -156,21 +155,21 @@ class RedisReplayCache:
             self._client.set(self._key(digest), b"1", nx=True, px=self._ttl_ms(expires, now))
         )
 
-    def _write_through(self, digest: str, expires: float) -> bool:
+    def _write_through(self, digest: str, expires: float, now: float) -> bool:
         if self.fallback is None:
             return True
         try:
-            return self.fallback.claim(digest, expires)
+            return self.fallback.claim(digest, expires, now)
         except ReplayStoreError as exc:  # Redis has the claim; it is the one that matters
             log.warning(
                 "replay fallback %s failing (redis claim kept): %s", self.fallback.name, exc
             )
             return True
 
-    def _claim_locally(self, digest: str, expires: float) -> bool:
+    def _claim_locally(self, digest: str, expires: float, now: float) -> bool:
         if self.fallback is None:
             raise ReplayStoreError(f"redis {self.where} unreachable: {self._last_error}")
-        fresh = self.fallback.claim(digest, expires)
+        fresh = self.fallback.claim(digest, expires, now)
         if fresh and len(self._pending) < MAX_PENDING:
             self._pending[digest] = expires
         return fresh
