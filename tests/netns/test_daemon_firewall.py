@@ -316,7 +316,8 @@ def test_knock_opens_for_the_knocker_only_and_times_out(
 def test_server_answers_no_knock(backend: str, topology: Topology, tmp_path: Path) -> None:
     """A capture on the server: knocks arrive, valid or not, and nothing goes back."""
     topo = topology
-    daemon = serve(topo, tmp_path, backend, [door("ssh", SECRET)])
+    # A door open throughout, however slowly a loaded machine runs the knocking clients.
+    daemon = serve(topo, tmp_path, backend, [door("ssh", SECRET, 30)])
     cap = Capture(topo.server, tmp_path / "server.pcap").start()
     try:
         valid4 = knock(topo.a, topo.server4)
@@ -359,7 +360,9 @@ def test_server_answers_no_knock(backend: str, topology: Topology, tmp_path: Pat
 
 def test_replayed_datagram_opens_nothing(backend: str, topology: Topology, tmp_path: Path) -> None:
     topo = topology
-    daemon = serve(topo, tmp_path, backend, [door("ssh", SECRET)])
+    # Open long enough to outlast the replays below on a loaded machine, short enough to
+    # watch it close.
+    daemon = serve(topo, tmp_path, backend, [door("ssh", SECRET, 6)])
     datagram = knock(topo.a, topo.server4)
     knocked = time.time()
     daemon.wait_opened(topo.a4)
