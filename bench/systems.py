@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from bench.rig import PYTHON, SERVER_C, Rig
+from tumbler.lab.ready import start_ready
 
 TARGET = 2222  # the TCP port every door opens
 TUMBLER_PORT = 8675
@@ -141,10 +142,9 @@ class Tumblerd(System):
                             ["nft", "delete", "rule", "inet", "tumbler", "input", "handle", handle]
                         )
         with open(self.dir / "stderr", "wb") as err:
-            self.proc = self.rig.server.popen(
-                self.tumblerd(), stdout=subprocess.DEVNULL, stderr=err
+            self.proc = start_ready(
+                self.rig.server.popen, self.tumblerd(), stdout=subprocess.DEVNULL, stderr=err
             )
-        _wait_for(self.log, "listening", self.proc)
 
     def knock(self, src: str) -> dict:
         return {"kind": "tumbler", "secret": self.secret, "knock_port": TUMBLER_PORT}

@@ -16,7 +16,8 @@ import pytest
 import redis
 
 from tests.integration.conftest import DOORS
-from tests.integration.daemon import Tumblerd, wait_until
+from tests.integration.daemon import Tumblerd
+from tests.waiting import wait_until
 from tumbler.decisions.replay.local import MemoryReplayCache
 from tumbler.decisions.replay.redis import RedisReplayCache
 

@@ -35,6 +35,7 @@ from tests.netns.netns import Namespace, Topology, can_connect, reach
 from tests.waiting import wait_until
 from tumbler.actions.firewall import BACKENDS as BACKEND_CLASSES
 from tumbler.actions.firewall import IptablesLegacyBackend
+from tumbler.lab.ready import NotReady, start_ready
 
 PORT = 2222
 KNOCK = 8675
@@ -121,26 +122,19 @@ class Tumblerd:
         return self.log.read_text() if self.log.exists() else ""
 
     def start(self) -> Tumblerd:
-        """Start tumblerd; return once it is listening (after it restored its firewall)."""
-        before = self.log_text().count("tumblerd listening")
+        """Start tumblerd; return once it said READY=1 (after it restored its firewall)."""
         errors = self.folder / "tumblerd.stderr"
         with open(errors, "ab") as stderr:
-            self.proc = self.ns.popen(
-                [*TUMBLERD, "--config", str(self.config)],
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                env=self.env,
-            )
-
-        def listening() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"tumblerd exited {self.proc.returncode}: {errors.read_text()}"
+            try:
+                self.proc = start_ready(
+                    self.ns.popen,
+                    [*TUMBLERD, "--config", str(self.config)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    env=self.env,
                 )
-            return self.log_text().count("tumblerd listening") > before
-
-        wait_until(listening, "tumblerd to listen")
+            except NotReady as exc:
+                raise AssertionError(f"tumblerd {exc}: {errors.read_text()}") from None
         return self
 
     def alive(self) -> bool:
