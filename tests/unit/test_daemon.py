@@ -204,3 +204,10 @@ def test_control_commands(daemon: Daemon) -> None:
     assert bad["ok"] is False and "not an IP address" in bad["error"]
     unknown = asyncio.run(daemon.control({"command": "reboot"}))
     assert unknown["ok"] is False
+
+
+def test_the_config_builds_each_sequence_door_once(daemon: Daemon) -> None:
+    (door,) = daemon.runtime.config.sequence_doors
+    assert daemon.runtime.matcher is not None
+    assert daemon.runtime.matcher.doors == (door.sequence_door,)
+    assert daemon.runtime.matcher.doors[0] is door.sequence_door

@@ -20,17 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
+from tumbler.actions import firewall as firewall_names
 from tumbler.addresses import normalize_address
 from tumbler.config.inifile import NAME_RULE, Section, read_sections
-from tumbler.doors import SequenceDoor, is_door_name
+from tumbler.decisions.replay import LOCAL_STORES, check_replay_spec
+from tumbler.doors import DEFAULT_SEQUENCE_TIMEOUT, SequenceDoor, is_door_name
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
+from tumbler.events import NFLOG_GROUP
 from tumbler.filemodes import readable_by_others
 from tumbler.ports import PortSpec, parse_port, parse_port_list
 from tumbler.protocols.tumbler1 import DEFAULT_PORT
 from tumbler.secretfile import SecretFileError, read_secret_file
 
-FIREWALLS = ("auto", "nftables", "iptables", "iptables-nft", "iptables-legacy")
+FIREWALLS = firewall_names.NAMES
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,9 @@ class Door:
     firewall: str = "auto"
     set: str | None = None
     sequence: tuple[PortSpec, ...] = ()
-    sequence_timeout: float = 10.0
+    sequence_timeout: float = DEFAULT_SEQUENCE_TIMEOUT
+    sequence_door: SequenceDoor | None = field(default=None, repr=False, compare=False)
+    """The matcher's door, built (and so checked) once, by the config."""
 
     @property
     def is_sequence(self) -> bool:
@@ -68,7 +73,7 @@ class Config:
     command_timeout: float = 30.0
     firewall: str = "auto"
     sequence_source: str = "nflog"
-    nflog_group: int = 8675
+    nflog_group: int = NFLOG_GROUP
     control: str = ""
     doors: tuple[Door, ...] = ()
     warnings: tuple[str, ...] = ()
@@ -130,14 +135,8 @@ def _listen(text: str) -> tuple[str, ...]:
     return addresses
 
 
-def _replay(text: str) -> str:
-    if text in ("sqlite", "memory") or text.startswith(("redis://", "rediss://", "unix://")):
-        return text
-    raise ValueError(f"replay must be sqlite, memory or a redis:// URL, got {text!r}")
-
-
 def _fallback(text: str) -> str:
-    return _choice("sqlite", "memory")(text)
+    return _choice(*LOCAL_STORES)(text)
 
 
 def _sequence_source(text: str) -> str:
@@ -171,7 +170,7 @@ _COMMON: dict[str, Callable[[str], object]] = {
     "listen": _listen,
     "window": _int_in(0, 60),
     "state": _text,
-    "replay": _replay,
+    "replay": check_replay_spec,
     "replay_fallback": _fallback,
     "command_timeout": parse_duration,
     "firewall": _choice(*FIREWALLS),
@@ -256,9 +255,14 @@ def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door,
         raise ConfigError(
             f"door {name} does nothing: give it a command, an open, or both", path, section.line
         )
+    sequence_door = None
     if has("sequence"):
         try:
-            SequenceDoor(name, section.get("sequence", ()), section.get("sequence_timeout", 10.0))
+            sequence_door = SequenceDoor(
+                name,
+                section.get("sequence", ()),
+                section.get("sequence_timeout", Door.sequence_timeout),
+            )
         except ValueError as exc:
             raise ConfigError(f"door {name}: {exc}", path, section.line_of("sequence")) from None
     for key in ("timeout", "firewall", "set"):
@@ -270,11 +274,12 @@ def _door(section: Section, base: Path, path: str, firewall: str) -> tuple[Door,
         secret=secret,
         command=section.get("command", cast(str | None, None)),
         open=section.get("open", cast(tuple[PortSpec, ...], ())),
-        timeout=section.get("timeout", 30.0),
+        timeout=section.get("timeout", Door.timeout),
         firewall=section.get("firewall", firewall),
         set=section.get("set", cast(str | None, None)),
         sequence=section.get("sequence", cast(tuple[PortSpec, ...], ())),
-        sequence_timeout=section.get("sequence_timeout", 10.0),
+        sequence_timeout=section.get("sequence_timeout", Door.sequence_timeout),
+        sequence_door=sequence_door,
     )
     return door, secret_files
 
@@ -311,7 +316,7 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
     base = base if base is not None else Path(path).parent
     sections = _split(text, path)
     common = next((s for s in sections if s.name == "common"), Section("common", 0))
-    firewall = common.get("firewall", "auto")
+    firewall = common.get("firewall", Config.firewall)
     doors: list[Door] = []
     secret_files: list[Path] = []
     secrets: dict[str, str] = {}
@@ -332,8 +337,8 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
     if not doors:
         raise ConfigError("no [door-NAME] section: the daemon would have nothing to open", path)
     _one_iptables_variant(doors, path)
-    replay = common.get("replay", "sqlite")
-    if "replay_fallback" in common.values and replay in ("sqlite", "memory"):
+    replay = common.get("replay", Config.replay)
+    if "replay_fallback" in common.values and replay in LOCAL_STORES:
         raise ConfigError(
             "replay_fallback only applies to a redis:// replay store",
             path,
@@ -342,17 +347,17 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
     holds_secret = any("secret" in s.values for s in sections)
     return Config(
         path=path,
-        port=common.get("port", DEFAULT_PORT),
+        port=common.get("port", Config.port),
         log=common.get("log", cast(str | None, None)),
         listen=common.get("listen", Config.listen),
-        window=common.get("window", 1),
+        window=common.get("window", Config.window),
         state=common.get("state", str(default_state_dir() / "state.db")),
         replay=replay,
         replay_fallback=common.get("replay_fallback", cast(str | None, None)),
-        command_timeout=common.get("command_timeout", 30.0),
+        command_timeout=common.get("command_timeout", Config.command_timeout),
         firewall=firewall,
-        sequence_source=common.get("sequence_source", "nflog"),
-        nflog_group=common.get("nflog_group", 8675),
+        sequence_source=common.get("sequence_source", Config.sequence_source),
+        nflog_group=common.get("nflog_group", Config.nflog_group),
         control=common.get("control", default_control_path()),
         doors=tuple(doors),
         warnings=tuple(_permission_warnings(path, holds_secret, secret_files)),

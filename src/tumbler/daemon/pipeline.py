@@ -16,7 +16,6 @@ from tumbler.daemon.stats import Stats
 from tumbler.decisions.replay import ReplayCache
 from tumbler.decisions.sequence import SequenceMatcher
 from tumbler.decisions.verifier import Verifier
-from tumbler.doors import SequenceDoor
 from tumbler.errors import MalformedDatagram, ReplayStoreError
 from tumbler.events import ConnectionAttempt
 from tumbler.protocols.tumbler1 import parse_datagram
@@ -29,16 +28,14 @@ class Runtime:
     """What a config builds; swapped whole on reload so a datagram sees one config or the other."""
 
     config: Config
-    verifier: Verifier
+    verifier: Verifier[Door]
     doors: dict[str, Door] = field(default_factory=dict)
     matcher: SequenceMatcher | None = None
 
 
 def build_runtime(config: Config) -> Runtime:
-    """The verifier and sequence matcher for `config`; ValueError if a sequence is unusable."""
-    sequence_doors = [
-        SequenceDoor(d.name, d.sequence, d.sequence_timeout) for d in config.sequence_doors
-    ]
+    """The verifier and the sequence matcher for `config`, whose doors it checked already."""
+    sequence_doors = [d.sequence_door for d in config.sequence_doors if d.sequence_door]
     return Runtime(
         config=config,
         verifier=Verifier(config.doors, config.window),

@@ -241,12 +241,7 @@ class Daemon:
         for key in ("port", "listen", "state", "replay", "sequence_source", "nflog_group"):
             if getattr(config, key) != getattr(old, key):
                 log.warning("reload: %s changed; it takes effect at the next restart", key)
-        try:
-            runtime = build_runtime(config)
-        except ValueError as exc:
-            log.error("reload refused, still serving the previous config: %s", exc)
-            return
-        self.pipeline.runtime = runtime
+        self.pipeline.runtime = build_runtime(config)
         log.info("reloaded %s: %d doors", config.path, len(config.doors))
         self._restore_firewalls()
         if self._loop is not None and (

@@ -17,8 +17,8 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
-from tumbler.config.daemon import Door
 from tumbler.protocols.tumbler1 import stamp_for_minute
 
 # Total expected digests kept across all cached sources; bounds memory whatever the door count.
@@ -28,24 +28,37 @@ CACHE_DIGESTS = 1_000_000
 TABLE_OVERHEAD = 6
 
 
+class SecretDoor(Protocol):
+    """What the verifier needs of a door: its name and secret (None for a sequence door)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def secret(self) -> str | None: ...
+
+
+D = TypeVar("D", bound=SecretDoor)
+
+
 @dataclass(frozen=True)
-class Match:
+class Match(Generic[D]):
     """A knock that proved a door's secret for a minute inside the window."""
 
-    door: Door
+    door: D
     stamp: str
     digest: str
     minute_offset: int
     expires: float  # epoch seconds after which no receiver could accept this digest again
 
 
-class Verifier:
+class Verifier(Generic[D]):
     """Checks digests against every secret door over the window, for one config."""
 
-    def __init__(self, doors: Sequence[Door], window: int) -> None:
+    def __init__(self, doors: Sequence[D], window: int) -> None:
         self.doors = tuple(d for d in doors if d.secret is not None)
         self.window = window
-        self._secrets = [(d, d.secret.encode("utf-8")) for d in self.doors]  # type: ignore[union-attr]
+        self._secrets = [(d, d.secret.encode("utf-8")) for d in self.doors if d.secret is not None]
         per_source = max(1, len(self.doors) * (2 * window + 1))
         self._capacity = max(16, CACHE_DIGESTS // (per_source + TABLE_OVERHEAD))
         self._key = secrets.token_bytes(32)
@@ -79,7 +92,7 @@ class Verifier:
             self._cache.popitem(last=False)
         return table
 
-    def match(self, digest: str, address: str, now: float) -> Match | None:
+    def match(self, digest: str, address: str, now: float) -> Match[D] | None:
         """The door `digest` opens for `address` (normalised) at epoch `now`, or None.
 
         `digest` is the lowercase hex text that protocol.parse_datagram returns.

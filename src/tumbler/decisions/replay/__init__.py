@@ -10,7 +10,25 @@ from tumbler.decisions.replay.base import ReplayCache
 from tumbler.decisions.replay.local import MemoryReplayCache, SqliteReplayCache
 from tumbler.errors import ReplayStoreError
 
-__all__ = ["MemoryReplayCache", "ReplayCache", "SqliteReplayCache", "open_replay_cache"]
+__all__ = [
+    "LOCAL_STORES",
+    "REMOTE_SCHEMES",
+    "MemoryReplayCache",
+    "ReplayCache",
+    "SqliteReplayCache",
+    "check_replay_spec",
+    "open_replay_cache",
+]
+
+LOCAL_STORES = ("sqlite", "memory")
+REMOTE_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def check_replay_spec(spec: str) -> str:
+    """`spec` if it names a store (a local one, or a Redis URL); else ValueError."""
+    if spec in LOCAL_STORES or spec.startswith(REMOTE_SCHEMES):
+        return spec
+    raise ValueError(f"replay must be sqlite, memory or a redis:// URL, got {spec!r}")
 
 
 def open_replay_cache(spec: str, state_path: str, fallback: str | None = None) -> ReplayCache:
@@ -19,7 +37,7 @@ def open_replay_cache(spec: str, state_path: str, fallback: str | None = None) -
         return MemoryReplayCache()
     if spec == "sqlite":
         return SqliteReplayCache(state_path)
-    if spec.startswith(("redis://", "rediss://", "unix://")):
+    if spec.startswith(REMOTE_SCHEMES):
         from tumbler.decisions.replay.redis import RedisReplayCache  # optional extra
 
         local = open_replay_cache(fallback, state_path) if fallback else None
