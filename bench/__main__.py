@@ -1,4 +1,4 @@
-"""./dev bench [--quick] [--only latency,flood,valid,memory,long,fuzz] [--knocks N] ...
+"""./dev bench [--quick] [--only latency,flood,valid,memory,long,fuzz,v2,guess] [--knocks N] ...
 
 Builds the namespace rig (bench/rig.py), runs the chosen sections side by side in one run,
 and prints one table. Asserts nothing about speed: it measures.
@@ -19,7 +19,7 @@ from bench.latency import Sources, measure, summary
 from bench.rig import SERVER_F, leftover_namespaces, proc_rss_kib, rig
 from bench.systems import TARGET, Fwknopd, Knockd, Tumblerd
 
-SECTIONS = ("latency", "flood", "valid", "memory", "long", "fuzz")
+SECTIONS = ("latency", "flood", "valid", "memory", "long", "fuzz", "v2", "guess")
 
 
 def ms(x: float) -> str:
@@ -112,6 +112,45 @@ def section_valid(r, table: Table, knocks: int, sources: int) -> None:
             f"{system.name}, unpaced flood from {sources} sources",
             valid_text(res["times"]) + ("" if alive else "  DAEMON DIED"),
         )
+
+
+def section_v2(r, table: Table, count: int, knocks: int) -> None:
+    """v1 and v2 side by side: junk from a new source per datagram, valid knocks under flood.
+
+    65,536 spoofed sources and as many distinct payloads, paired one to one, so no source
+    repeats within 65,536 datagrams. v1 junk is a well-formed knock with a random digest,
+    v2 junk the magic then 64 random bytes (an unknown key id). v1 needs one round of
+    hashing per new source and minute (3 x doors SHA-256): its 1-door row sends 65,536
+    datagrams, its 1,000-door row 500 (each costs milliseconds, and a larger backlog
+    would outlast the bench's wait for the queue to drain).
+    """
+    fresh = 65536
+    for version, doors in ((1, 1), (1, 1000), (2, 1), (2, 1000)):
+        n = count if version == 2 else min(count, fresh if doors == 1 else 500)
+        tag = f"v{version}, {doors} doors"
+        with Tumblerd(r, "nftables", doors=doors, policy=False, tag=tag, version=version) as t:
+            res = floodmod.junk_rate(r, t, n, fresh, warmup=0, variety=fresh)
+        table.add(
+            "v2",
+            f"v{version} junk discarded, {doors} door(s), a new source per datagram",
+            f"{res['rate']:,.0f} /CPU-s  ({res['handled']:,} of {res['sent']:,} sent at "
+            f"{res['send_rate']:,.0f}/s; {res['cpu']:.2f} CPU-s)",
+        )
+    with Tumblerd(r, "nftables", doors=1000, tag="v2, 1000 doors", version=2) as t:
+        res = floodmod.valid_under_flood(r, t, Sources(r), knocks, fresh)
+        alive = t.alive()
+    table.add(
+        "v2",
+        "valid v2 knocks, unpaced v2-shape flood from 65,536 sources, 1,000 doors",
+        valid_text(res["times"]) + ("" if alive else "  DAEMON DIED"),
+    )
+
+
+def section_guess(table: Table) -> None:
+    from bench.guess import rows
+
+    for what, result in rows(200_000, 10):
+        table.add("guess", what, result)
 
 
 def section_memory(r, table: Table, knocks: int, junk: int, sources: int) -> None:
@@ -255,11 +294,15 @@ def main(argv=None) -> int:
                 section_memory(r, table, args.knocks, args.memory_junk, 65536)
             if "long" in only:
                 section_long(r, table, args.long, 65536)
+            if "v2" in only:
+                section_v2(r, table, args.junk, args.valid)
     except KeyboardInterrupt:
         print("\nbench: interrupted; rig removed", file=sys.stderr)
         return 130
     if "fuzz" in only:
         section_fuzz(table, args.fuzz)
+    if "guess" in only:
+        section_guess(table)
     print()
     print(table.render())
     print(f"\n({time.time() - started:.0f}s; rig removed: {not leftover_namespaces()})")

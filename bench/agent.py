@@ -22,6 +22,7 @@ import time
 import traceback
 from datetime import UTC, datetime
 
+from tumbler.protocols import tumbler2
 from tumbler.protocols.tumbler1 import make_knock
 
 
@@ -71,6 +72,10 @@ def knock(req):
         s.bind((src, 0))
         if kind == "tumbler":
             datagrams = [(make_knock(req["secret"], src, datetime.now(UTC)), req["knock_port"])]
+        elif kind == "tumbler2":
+            key = tumbler2.decode_key(req["key"])
+            data = tumbler2.build(key, time.time(), os.urandom(tumbler2.NONCE_LEN), src, "")
+            datagrams = [(data, req["knock_port"])]
         elif kind == "raw":
             datagrams = [(base64.b64decode(d), p) for p, d in req["datagrams"]]
         else:
@@ -91,6 +96,8 @@ def junk(kind: str, n: int, size: int = 0) -> list[bytes]:
     rng = random.Random(5)
     if kind == "tumbler":  # well-formed, random digests
         return [b"TUMBLER1: " + rng.randbytes(32).hex().encode() for _ in range(n)]
+    if kind == "tumbler2":  # v2 shape: the magic, then random key ids, times, nonces, MACs
+        return [tumbler2.MAGIC + rng.randbytes(tumbler2.DATAGRAM_LEN - 4) for _ in range(n)]
     if kind == "fwknop":  # random base64 text of an SPA packet's size
         return [
             base64.b64encode(rng.randbytes(size * 3 // 4 + 3)).rstrip(b"=")[:size] for _ in range(n)

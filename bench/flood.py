@@ -51,35 +51,41 @@ def settle(rig: Rig, seconds: float = 30.0) -> None:
 
 def tumbler_discards(system: Tumblerd) -> int:
     counters = system.counters()
-    return sum(counters.get(k, 0) for k in ("malformed", "no-door", "replay"))
+    return sum(
+        counters.get(k, 0) for k in ("malformed", "no-door", "bad-mac", "clock-skew", "replay")
+    )
 
 
 def junk_target(system: System) -> tuple[bool, int, str, int]:
     """(is tumblerd, port, junk kind, junk size) of the system a flood is aimed at."""
     if isinstance(system, Tumblerd):
-        return True, TUMBLER_PORT, "tumbler", 0
+        return True, TUMBLER_PORT, "tumbler2" if system.version == 2 else "tumbler", 0
     return False, FWKNOP_PORT, "fwknop", SPA_SIZE
 
 
-def junk_rate(rig: Rig, system: System, count: int, sources: int) -> dict:
-    """Flood `count` junk datagrams; return discards per CPU-second of the daemon."""
+def junk_rate(
+    rig: Rig,
+    system: System,
+    count: int,
+    sources: int,
+    warmup: int = 20000,
+    variety: int = 4096,
+    base: str = "10.215.1.1",
+) -> dict:
+    """Flood `count` junk datagrams; return discards per CPU-second of the daemon.
+
+    `variety` distinct payloads are paired round-robin with `sources` addresses from
+    `base` on; the warm-up (caches, allocator) sends `warmup` of the same packets first.
+    """
     is_tumbler, port, kind, size = junk_target(system)
-    # Warm up (caches, allocator), then measure.
-    rig.flood_agent.call(
-        op="flood",
-        kind=kind,
-        size=size,
-        dst=SERVER_F,
-        port=port,
-        count=min(count, 20000),
-        sources=sources,
-    )
+    flood = {"kind": kind, "size": size, "dst": SERVER_F, "port": port, "sources": sources}
+    flood |= {"variety": variety, "base": base}
+    if warmup:
+        rig.flood_agent.call(op="flood", count=min(count, warmup), **flood)
     settle(rig)
     before_n = tumbler_discards(system) if is_tumbler else udp_in(rig)["InDatagrams"]
     before_cpu = proc_cpu_seconds(system.pid)
-    sent = rig.flood_agent.call(
-        op="flood", kind=kind, size=size, dst=SERVER_F, port=port, count=count, sources=sources
-    )
+    sent = rig.flood_agent.call(op="flood", count=count, **flood)
     settle(rig)
     cpu = proc_cpu_seconds(system.pid) - before_cpu
     after_n = tumbler_discards(system) if is_tumbler else udp_in(rig)["InDatagrams"]

@@ -3,13 +3,14 @@
     .venv/bin/python -m bench.fuzz --seconds 60        (or --iterations N)
 
 Seeds are valid knocks (for the doors of a small config, from a few source addresses, in
-the current minute and its neighbours) and their accepted variants; each round takes a seed,
+the current minute and its neighbours; v2 knocks at the edges of their window too) and
+their accepted variants; each round takes a seed,
 applies 1-4 random mutations (bit flips, byte edits, truncation, splices, case changes,
 line endings) and feeds the result to tumblerd's deciding half, `Pipeline.decide`, built as
 the daemon builds it, with a memory replay cache and the clock frozen at one moment.
 Anything but a clean accept or refusal (an exception) is counted and the first few are
 printed. A door opened by a mutant must be a replay-free exact knock: every accepted
-datagram is checked against the protocol's own digest.
+datagram is checked against the protocol's own digest (v1) or MAC and window (v2).
 
 With `--atheris` (if the atheris package is installed) the same target runs under
 libFuzzer's coverage-guided mutator instead.
@@ -30,15 +31,22 @@ from tumbler.daemon.pipeline import Pipeline, build_runtime
 from tumbler.daemon.stats import Stats
 from tumbler.decisions.replay.local import MemoryReplayCache
 from tumbler.decisions.replay.recent import RecentClaims
+from tumbler.protocols import tumbler2
 from tumbler.protocols.tumbler1 import knock_digest, make_knock, minute_stamp, parse_datagram
 
 SECRETS = ["open-pAsSwOrD", "second door", "Ünïcode ☃"]
 ADDRESSES = ["192.168.0.5", "10.0.0.1", "2001:db8::7", "127.0.0.1"]
 NOW = datetime(2004, 11, 27, 15, 30, 30, tzinfo=UTC)
+KEYS = [bytes(range(32)), bytes(range(1, 33)), bytes(32)]
+REALM = "fuzz.example"
 
 CONFIG = (
     "[common]\nreplay = memory\nstate = /nonexistent/state.db\ncontrol = /nonexistent/c\n"
+    f"realm = {REALM}\n"
     + "".join(f"[door-d{i}]\nsecret = {s}\ncommand = true\n" for i, s in enumerate(SECRETS))
+    + "".join(
+        f"[door-k{i}]\nkey = {tumbler2.encode_key(k)}\ncommand = true\n" for i, k in enumerate(KEYS)
+    )
 )
 
 
@@ -49,7 +57,21 @@ def seeds() -> list[bytes]:
             for minutes in (-1, 0, 1):
                 data = make_knock(secret, address, NOW + timedelta(minutes=minutes))
                 out += [data, data + b"\n", data + b"\r\n", data.upper(), data.replace(b" ", b"")]
+    rng = random.Random(2)
+    for key in KEYS:
+        for address in ADDRESSES:
+            for seconds in (-61, -60, 0, 60, 61):
+                nonce = rng.randbytes(tumbler2.NONCE_LEN)
+                when = NOW.timestamp() + seconds
+                out.append(tumbler2.build(key, when, nonce, address, REALM))
     return out
+
+
+def claim_of(data: bytes) -> str:
+    """What the replay cache holds for an accepted datagram."""
+    if tumbler2.is_v2(data):
+        return "2:" + tumbler2.parse(data).mac.hex()
+    return parse_datagram(data)
 
 
 def mutate(rng: random.Random, data: bytes, pool: list[bytes] | None = None) -> bytes:
@@ -69,7 +91,9 @@ def mutate(rng: random.Random, data: bytes, pool: list[bytes] | None = None) -> 
         elif op == 4:
             del buf[pos:]
         elif op == 5:
-            buf[pos:pos] = rng.choice([b"\n", b"\r\n", b"\r", b" ", b"\x00", b"TUMBLER1:", b"\xff"])
+            buf[pos:pos] = rng.choice(
+                [b"\n", b"\r\n", b"\r", b" ", b"\x00", b"TUMBLER1:", b"\xff", tumbler2.MAGIC]
+            )
         elif op == 6:
             buf = bytearray(bytes(buf).swapcase())
         elif op == 7 and pool:
@@ -96,7 +120,12 @@ class Target:
 
     def __call__(self, data: bytes, address: str) -> None:
         door = self.pipeline.decide(data, address, self.when).door
-        if door is not None:
+        if door is not None and tumbler2.is_v2(data):
+            knock = tumbler2.parse(data)
+            assert door.key is not None and tumbler2.verify(knock, door.key, address, REALM)
+            assert tumbler2.within_window(tumbler2.clock_offset(knock, self.when), 60)
+            self.opened.append((data, address))
+        elif door is not None:
             # Whatever opened must be an exact knock for that door, source and window.
             digest = parse_datagram(data)
             stamps = [minute_stamp(NOW + timedelta(minutes=m)) for m in (-1, 0, 1)]
@@ -121,7 +150,7 @@ def run(iterations: int, seconds: float, seed: int, quiet: bool = False) -> dict
             except Exception:
                 errors.append(f"{data!r} from {address}:\n{traceback.format_exc()}")
             done += 1
-    replays = len(target.opened) - len({parse_datagram(d) for d, _ in target.opened})
+    replays = len(target.opened) - len({claim_of(d) for d, _ in target.opened})
     result = {
         "iterations": done,
         "exceptions": len(errors),

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bench.rig import PYTHON, SERVER_C, Rig
 from tumbler.lab.ready import start_ready
+from tumbler.protocols import tumbler2
 
 TARGET = 2222  # the TCP port every door opens
 TUMBLER_PORT = 8675
@@ -95,6 +96,7 @@ class Tumblerd(System):
         replay: str = "sqlite",
         tag: str = "",
         limit: bool = True,
+        version: int = 1,
     ) -> None:
         super().__init__(rig)
         self.limit = limit
@@ -109,6 +111,8 @@ class Tumblerd(System):
         self.control = self.dir / "control.sock"
         # The door the client knocks on is the last one, so a lookup cannot stop early.
         self.secret = f"bench-secret-{pysecrets.token_hex(8)}"
+        self.version = version
+        self.key_text = tumbler2.encode_key(pysecrets.token_bytes(32))
         lines = [
             "[common]",
             f"port = {TUMBLER_PORT}",
@@ -120,8 +124,14 @@ class Tumblerd(System):
             f"replay = {replay}",
         ]
         for i in range(doors):
-            secret = self.secret if i == doors - 1 else f"other-{i}-{pysecrets.token_hex(8)}"
-            lines += [f"[door-d{i}]", f"secret = {secret}", f"open = tcp/{TARGET}", "timeout = 1h"]
+            if version == 2:
+                last = i == doors - 1
+                key = self.key_text if last else tumbler2.encode_key(pysecrets.token_bytes(32))
+                proof = ["protocol = 2", f"key = {key}"]
+            else:
+                secret = self.secret if i == doors - 1 else f"other-{i}-{pysecrets.token_hex(8)}"
+                proof = [f"secret = {secret}"]
+            lines += [f"[door-d{i}]", *proof, f"open = tcp/{TARGET}", "timeout = 1h"]
         self.config.write_text("\n".join(lines) + "\n")
         self.config.chmod(0o600)
 
@@ -147,6 +157,8 @@ class Tumblerd(System):
             )
 
     def knock(self, src: str) -> dict:
+        if self.version == 2:
+            return {"kind": "tumbler2", "key": self.key_text, "knock_port": TUMBLER_PORT}
         return {"kind": "tumbler", "secret": self.secret, "knock_port": TUMBLER_PORT}
 
     def status(self) -> dict:

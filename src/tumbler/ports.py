@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 PROTOCOLS = ("tcp", "udp")
+
+# nftables keeps what a door opens port by port (one set element each, so that doors with
+# overlapping ranges never collide); this bounds how many ports one door may open there.
+MAX_PORTS_EACH = 1024
 
 
 @dataclass(frozen=True, order=True)
@@ -60,3 +65,8 @@ def parse_port_list(
     if not items:
         raise ValueError("empty port list")
     return tuple(parse_port_spec(item, default_proto, allow_range) for item in items)
+
+
+def port_count(specs: Iterable[PortSpec]) -> int:
+    """How many distinct protocol/port pairs the specs cover."""
+    return len({(s.proto, port) for s in specs for port in range(s.first, s.last + 1)})

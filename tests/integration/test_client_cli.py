@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.daemon import Tumblerd
 from tests.loopback import HAVE_IPV6
+from tests.waiting import wait_until
 from tumbler import __version__
 from tumbler.addresses import normalize_address
 from tumbler.protocols import tumbler1 as protocol
@@ -335,3 +337,27 @@ def test_knock_delay_is_respected():
             sock.close()
     assert result.returncode == 0, result.stderr
     assert elapsed >= 0.3  # two pauses of 150 ms between three knocks
+
+
+def test_knocks_in_the_same_minute_are_all_accepted_then_the_client_says_wait(
+    tmp_path: Path,
+) -> None:
+    daemon = Tumblerd(
+        tmp_path,
+        f"[door-a]\n   secret = {SECRET}\n   command = echo %IP% >> OUT\n",
+        common="   window = 2\n",  # the test may cross a minute: the knocks stay inside
+    )
+    daemon.start()
+    try:
+        at = datetime.now(UTC).isoformat()
+        url = f"tumbler://127.0.0.1:{daemon.port}/"
+        env = _env(TUMBLER_SECRET=SECRET)
+        for n in range(1, 4):
+            result = tumbler("--open", url, "--at", at, env=env)
+            assert result.returncode == 0, result.stderr
+            wait_until(lambda n=n: len(daemon.lines()) == n, what=f"knock {n} accepted")
+        fourth = tumbler("--open", url, "--at", at, env=env)
+        assert fourth.returncode == 1
+        assert "would refuse another as a replay; try again in" in fourth.stderr
+    finally:
+        daemon.stop()

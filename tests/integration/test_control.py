@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
 
@@ -78,8 +79,8 @@ def test_close_of_an_address_with_nothing_open(tumblerd: Tumblerd) -> None:
     assert result.returncode == 0, result.stderr
     assert "nothing was open for 192.0.2.1" in result.stdout
     bad = tumblerd_cli(tumblerd, "close", "not-an-address")
-    assert bad.returncode == 1
-    assert "not an IP address" in bad.stderr
+    assert bad.returncode == 2  # a usage error, found before asking the daemon
+    assert "not an IPv4 or IPv6 address" in bad.stderr
 
 
 def test_status_without_a_daemon_says_so(tmp_path) -> None:
@@ -87,3 +88,79 @@ def test_status_without_a_daemon_says_so(tmp_path) -> None:
     result = tumblerd_cli(daemon, "status")
     assert result.returncode == 1
     assert "is tumblerd running?" in result.stderr
+
+
+def test_a_second_daemon_on_a_live_control_socket_refuses_to_start(
+    tumblerd: Tumblerd, tmp_path_factory
+) -> None:
+    pid = tumblerd.proc.pid
+    second = Tumblerd(
+        tmp_path_factory.mktemp("second"), "[door-b]\n   secret = b\n   command = true\n"
+    )
+    text = second.config.read_text().replace(
+        str(second.folder / "control.sock"), str(tumblerd.folder / "control.sock")
+    )
+    second.config.write_text(text)
+    result = subprocess.run(
+        [*TUMBLERD, "--config", str(second.config)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert f"control socket {tumblerd.folder / 'control.sock'} is in use" in result.stderr
+    assert f"(pid {pid})" in result.stderr
+    # The first daemon is still reachable after the second gave up.
+    assert tumblerd_cli(tumblerd, "status").returncode == 0
+
+
+def test_a_stale_control_socket_is_replaced(tmp_path) -> None:
+    daemon = Tumblerd(tmp_path, "[door-a]\n   secret = s\n   command = true\n")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(tmp_path / "control.sock"))  # the file of a socket nobody listens on
+    stale.close()
+    daemon.start()
+    try:
+        assert tumblerd_cli(daemon, "status").returncode == 0
+    finally:
+        daemon.stop()
+
+
+def test_a_port_in_use_is_named(tumblerd: Tumblerd, tmp_path_factory) -> None:
+    second = Tumblerd(
+        tmp_path_factory.mktemp("second"), "[door-b]\n   secret = b\n   command = true\n"
+    )
+    result = subprocess.run(
+        [*TUMBLERD, "--config", str(second.config), "--port", str(tumblerd.port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert f"udp 127.0.0.1:{tumblerd.port}: Address already in use" in result.stderr
+    assert not (second.folder / "control.sock").exists()
+
+
+def test_deeply_nested_json_is_a_bad_request(tumblerd: Tumblerd) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(tumblerd.folder / "control.sock"))
+        sock.sendall(b"[" * 4000 + b"\n")
+        answer = json.loads(sock.makefile().readline())
+    assert answer == {"ok": False, "error": "bad request"}
+    assert tumblerd.alive()
+    assert "Traceback" not in (tumblerd.folder / "stderr").read_text()
+
+
+def test_status_into_a_closed_pipe_is_quiet(tumblerd: Tumblerd) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `| head -1` that has already exited
+    try:
+        result = subprocess.run(
+            [*TUMBLERD, "status", "--config", str(tumblerd.config)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 1
+    assert result.stderr == ""

@@ -7,6 +7,7 @@ import random
 import select
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -230,3 +231,58 @@ def test_firewall_init_print_works_before_any_config_exists() -> None:
         result = run_tumblerd("firewall", "init", "--print", "--backend", backend)
         assert result.returncode == 0, result.stderr
         assert expected in result.stdout
+
+
+def test_a_config_others_can_change_stops_the_start_with_the_fix(tmp_path: Path) -> None:
+    daemon = Tumblerd(tmp_path, "[door-a]\n   secret = s3cret\n   command = true\n")
+    daemon.config.chmod(0o666)
+    for argv in (["--check-config"], []):
+        result = subprocess.run(
+            [*TUMBLERD, *argv, "--config", str(daemon.config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2
+        assert (
+            f"tumblerd: error: config file {daemon.config} is writable by group or others; "
+            f"run: chmod go-w {daemon.config}"
+        ) in result.stderr.splitlines()
+    assert not daemon.log.exists()  # refused before anything was opened
+
+
+def test_missing_log_and_state_folders_are_made_private(tmp_path: Path) -> None:
+    daemon = Tumblerd(tmp_path, "[door-a]\n   secret = s3cret\n   command = echo %IP% >> OUT\n")
+    text = daemon.config.read_text()
+    log = tmp_path / "var" / "log" / "tumbler" / "tumblerd.log"
+    state = tmp_path / "var" / "lib" / "tumbler" / "state.db"
+    text = text.replace(str(daemon.log), str(log)).replace(str(tmp_path / "state.db"), str(state))
+    daemon.config.write_text(text)
+    daemon.log = log
+    check = subprocess.run(
+        [*TUMBLERD, "--check-config", "--config", str(daemon.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stderr
+    assert not log.parent.exists()  # checking makes nothing
+    daemon.start()
+    try:
+        daemon.knock("s3cret")
+        wait_until(daemon.lines, what="the knock")
+    finally:
+        daemon.stop()
+    assert stat.S_IMODE(log.parent.stat().st_mode) == 0o750
+    assert stat.S_IMODE(state.parent.stat().st_mode) == 0o700
+
+
+def test_check_config_refuses_a_door_the_firewall_cannot_hold(tmp_path: Path) -> None:
+    config = tmp_path / "tumblerd.conf"
+    config.write_text(
+        "[common]\n   firewall = nftables\n[door-wide]\n   secret = s\n   open = tcp/1-2000\n"
+    )
+    config.chmod(0o600)
+    result = run_tumblerd("--check-config", "--config", str(config))
+    assert result.returncode == 2
+    assert f"{config}:5: door wide opens 2000 ports" in result.stderr

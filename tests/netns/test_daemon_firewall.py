@@ -18,9 +18,11 @@ rule) even when a test fails.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -590,3 +592,128 @@ def test_failed_firewall_change(backend: str, topology: Topology, tmp_path: Path
     assert reach(topo, PORT) == {"a4": True, "b4": False, "a6": False, "b6": False}
     assert addresses(openings(topo, backend)) == [topo.a4]
     assert daemon.alive()
+
+
+def policy_text(topo: Topology, backend: str) -> str:
+    """The default-closed policy as the kernel holds it now (both families for iptables)."""
+    if backend == "nftables":
+        return topo.server.run(["nft", "list", "ruleset"]).stdout
+    variant = backend.removeprefix("iptables")
+    return "".join(
+        topo.server.run([f"{tool}{variant}-save", "-t", "filter"]).stdout
+        for tool in ("iptables", "ip6tables")
+    )
+
+
+def test_init_again_converges_and_remove_opens(
+    backend: str, topology: Topology, tmp_path: Path
+) -> None:
+    """`firewall init` twice, then on a new knock port, is one policy; `remove` takes it away."""
+    topo = topology
+    daemon = Tumblerd(topo, tmp_path, backend, [door("ssh", SECRET)]).init()
+    first = policy_text(topo, backend)
+    daemon.init()  # was: "Could not process rule: File exists" (nftables)
+    assert policy_text(topo, backend).count(f"dport {KNOCK}") == first.count(f"dport {KNOCK}")
+
+    moved = KNOCK + 100
+    daemon.config.write_text(
+        daemon.config.read_text().replace(f"port = {KNOCK}", f"port = {moved}")
+    )
+    daemon.init()
+    text = policy_text(topo, backend)
+    assert f"dport {moved}" in text and f"dport {KNOCK}" not in text, text
+    topo.server.listen(PORT)
+    daemon.start()
+    where = f"tumbler://{SECRET}@{topo.server4}:{moved}/"
+    topo.a.run([*TUMBLER, "--open", where], timeout=30)
+    daemon.wait_opened(topo.a4)
+    assert reach(topo, PORT, "a4", "b4") == {"a4": True, "b4": False}
+    assert daemon.stop() == 0
+
+    removed = topo.server.run([*TUMBLERD, "firewall", "remove", "--config", str(daemon.config)])
+    assert "warning:" in removed.stderr and "reachable again" in removed.stderr, removed.stderr
+    assert reach(topo, PORT) == {"a4": True, "b4": True, "a6": True, "b6": True}
+    assert "tumbler" not in policy_text(topo, backend).lower()
+    daemon.init()  # and back again
+    assert reach(topo, PORT, "b4", "b6") == {"b4": False, "b6": False}
+
+
+def test_iptables_init_reports_accept_rules_of_the_administrator(
+    backend: str, topology: Topology, tmp_path: Path
+) -> None:
+    """An ACCEPT for tcp/PORT already in INPUT stays open: init says so, never "closed"."""
+    if backend == "nftables":
+        pytest.skip("an accept in another nftables table cannot undo tumbler's drop")
+    topo = topology
+    variant = backend.removeprefix("iptables")
+    accept = ["-A", "INPUT", "-p", "tcp", "-m", "tcp", "--dport", str(PORT), "-j", "ACCEPT"]
+    topo.server.run([f"iptables{variant}", *accept])
+    loopback = ["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"]  # lets in nothing from outside
+    topo.server.run([f"iptables{variant}", *loopback])
+    topo.server.listen(PORT)
+    daemon = Tumblerd(topo, tmp_path, backend, [door("ssh", SECRET)])
+    init = topo.server.run([*TUMBLERD, "firewall", "init", "--config", str(daemon.config)])
+    assert "default-closed policy applied" not in init.stdout, init.stdout
+    assert "not default-closed" in init.stdout
+    assert f"--dport {PORT} -j ACCEPT" in init.stderr and "stays open" in init.stderr, init.stderr
+    assert len(init.stderr.splitlines()) == 1, init.stderr  # not the loopback rule
+    assert reach(topo, PORT, "b4", "b6") == {"b4": True, "b6": False}  # what the warning says
+
+
+def test_iptables_state_rows_are_checked_against_the_config(
+    backend: str, topology: Topology, tmp_path: Path
+) -> None:
+    """A tampered state database re-arms nothing but what the config's doors could open."""
+    if backend == "nftables":
+        pytest.skip("nftables keeps no state database: the kernel times its elements")
+    topo = topology
+    daemon = serve(topo, tmp_path, backend, [door("ssh", SECRET, 60)])
+    assert daemon.stop() == 0
+    now = time.time()
+    b, a, port = topo.b4, topo.a4, PORT
+    hostile = [
+        (
+            b,
+            "ssh -j ACCEPT\n-I INPUT 1 -j ACCEPT\n-A TUMBLER -j ACCEPT",
+            "tcp",
+            port,
+            port,
+            now + 30,
+        ),
+        (b, "ssh", "tcp", 1, 65535, 2100000000.0),  # every port, until 2036
+        (b, "ssh", "tcp", port, port, 2100000000.0),  # far beyond the door's timeout
+        (b, "gone", "tcp", port, port, now + 30),  # no such door
+        (b, "ssh", "icmp", port, port, now + 30),
+        ("10.213.0.0/24", "ssh", "tcp", port, port, now + 30),
+        ("::ffff:10.213.0.3", "ssh", "tcp", port, port, now + 30),
+        (b, "ssh", "tcp", "22 -j ACCEPT", port, now + 30),
+        (topo.b6, 'ssh"', "tcp", port, port, now + 30),
+        (a, "ssh", "tcp", port, port, now + 30),  # the one genuine row
+    ]
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.executemany("INSERT INTO firewall_iptables VALUES (?, ?, ?, ?, ?, ?)", hostile)
+    db.close()
+    variant = backend.removeprefix("iptables")
+    for tag in ("tumbler:bad door:2100000000", "tumbler:ssh:2100000000"):  # rules, no rows
+        rule = ["-s", f"{b}/32", "-p", "tcp", "-m", "tcp", "--dport", str(port)]
+        rule += ["-m", "comment", "--comment", tag, "-j", "ACCEPT"]
+        topo.server.run([f"iptables{variant}", "-A", "TUMBLER", *rule])
+    daemon.start()
+    assert reach(topo, PORT) == {"a4": True, "b4": False, "a6": False, "b6": False}
+    assert reach(topo, 5999, "b4") == {"b4": False}
+    assert openings(topo, backend) == [(a, "ssh", float(math.ceil(now + 30)))]
+    for tool in (f"iptables{variant}", f"ip6tables{variant}"):
+        rules = topo.server.run([tool, "-S"]).stdout.splitlines()
+        assert not [r for r in rules if r.endswith("-j ACCEPT") and "tumbler:" not in r], rules
+    log = daemon.log_text()
+    assert log.count("state database: dropped") == len(hostile) - 1, log
+    assert "'ssh -j ACCEPT\\n-I INPUT 1 -j ACCEPT\\n-A TUMBLER -j ACCEPT'" in log
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("SELECT address, door FROM firewall_iptables").fetchall() == [(a, "ssh")]
+        db.execute("INSERT INTO firewall_iptables VALUES (?, ?, ?, ?, ?, ?)", hostile[1])
+    db.close()
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)  # a reload checks the rows again
+    daemon.wait_log("reloaded")
+    assert daemon.log_text().count("state database: dropped") == len(hostile)
+    assert reach(topo, 5999, "b4") == {"b4": False}

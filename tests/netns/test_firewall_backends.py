@@ -12,6 +12,8 @@ import json
 import re
 import shlex
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns.netns import Lab, Namespace, Topology, reach
+from tests.netns.capture import Capture
+from tests.netns.netns import Lab, Namespace, Topology, can_connect, reach
+from tests.waiting import wait_until
 from tumbler.actions.firewall import (
     FirewallBackend,
     IptablesBackend,
@@ -372,3 +376,106 @@ def test_policy_limits_knock_datagrams_per_source(closed: tuple[FirewallBackend,
     # The burst allowance (100) and a little refill get through; the rest is dropped.
     assert 90 <= seen.get(topo.a4, 0) <= 200, seen
     assert seen.get(topo.b4) == 5, seen
+
+
+@pytest.mark.parametrize("name", ["iptables-nft", "iptables-legacy"])
+def test_iptables_policy_is_both_families_or_neither(
+    name: str, topology: Topology, tmp_path: Path
+) -> None:
+    """ip6tables failing after iptables succeeded: IPv4 is put back, not left closed alone."""
+    topology.server.listen(PORT)
+    v6 = f"ip6{name[2:]}-restore"
+    runner = Tamper(topology.server.runner(), rename={v6: f"{v6}-not-installed"})
+    broken = make(name, topology, tmp_path, runner)
+    with pytest.raises(FirewallError, match="both or neither"):
+        broken.init_policy(KNOCK)
+    assert reach(topology, PORT) == {"a4": True, "b4": True, "a6": True, "b6": True}
+    for tool in (name, f"ip6{name[2:]}"):
+        rules = topology.server.run([tool, "-S"]).stdout
+        assert "-P INPUT ACCEPT" in rules and "tumbler" not in rules.lower(), rules
+    # Removing fails the same way, and leaves the working policy in place.
+    make(name, topology, tmp_path).init_policy(KNOCK)
+    with pytest.raises(FirewallError, match="both or neither"):
+        broken.remove_policy()
+    assert reach(topology, PORT) == {"a4": False, "b4": False, "a6": False, "b6": False}
+
+
+def test_knock_port_is_silent_with_the_daemon_stopped(
+    closed: tuple[FirewallBackend, Topology], tmp_path: Path
+) -> None:
+    """Nothing listens on the knock port: still no ICMP port unreachable gives it away."""
+    backend, topo = closed
+    cap = Capture(topo.server, tmp_path / "server.pcap").start()
+    try:
+        for host in (topo.server4, topo.server6):
+            for port in (KNOCK, KNOCK + 1):  # the knock port, and one the policy drops
+                send = "import socket, sys; socket.socket(int(sys.argv[1]), socket.SOCK_DGRAM)"
+                send += ".sendto(b'x', (sys.argv[2], int(sys.argv[3])))"
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                topo.a.run([sys.executable, "-c", send, str(int(family)), host, str(port)])
+        # A control, sent last: the capture does see what the server sends (a SYN-ACK).
+        backend.open("ssh", topo.a4, OPEN, 30, time.time())
+        assert can_connect(topo.a, topo.server4, PORT)
+        wait_until(
+            lambda: any(p.proto == "tcp" and p.src == topo.server4 for p in cap.packets()),
+            "the capture to see the server's SYN-ACK",
+        )
+    finally:
+        cap.stop()
+    packets = cap.packets()
+    server = {topo.server4, topo.server6}
+    assert len([p for p in packets if p.proto == "udp" and p.dst in server]) == 4, packets
+    assert [p for p in packets if p.src in server and p.is_icmp_error] == []
+
+
+class LockProbe(Runner):
+    """Runs the real programs; before each one, tries to take the state database's write lock.
+
+    A backend that held a transaction across a firewall program would make every other
+    writer of that file (the replay claims) wait for the program to finish.
+    """
+
+    def __init__(self, base: Runner, database: Path) -> None:
+        super().__init__(base.prefix, base.timeout)
+        self.database = database
+        self.locked: list[str] = []
+        self.programs = 0
+
+    def run(
+        self, argv: Sequence[str], input: str | None = None, check: bool = True
+    ) -> CommandResult:
+        if self.database.exists():
+            self.programs += 1
+            other = sqlite3.connect(self.database, timeout=0, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                other.execute("ROLLBACK")
+            except sqlite3.OperationalError as exc:
+                self.locked.append(f"{shlex.join(argv)}: {exc}")
+            finally:
+                other.close()
+        return super().run(argv, input, check)
+
+
+@pytest.mark.parametrize("name", ["iptables-nft", "iptables-legacy"])
+def test_no_transaction_is_held_across_a_firewall_program(
+    name: str, topology: Topology, tmp_path: Path
+) -> None:
+    database = tmp_path / "state.sqlite"
+    probe = LockProbe(topology.server.runner(), database)
+    backend = make(name, topology, tmp_path, probe)
+    backend.init_policy(KNOCK)
+    topology.server.listen(PORT)
+    now = time.time()
+    for address in (topology.a4, topology.a6, topology.b4):
+        backend.open("ssh", address, OPEN, 60, now)
+        backend.open("ssh", address, OPEN, 60, now + 1)  # a refresh
+    assert reach(topology, PORT, "a4", "b4") == {"a4": True, "b4": True}
+    backend.close(topology.b4, now=now)
+    assert [e.address for e in backend.expire(now + 62)] == [topology.a4, topology.a6]
+    backend.open("ssh", topology.a4, OPEN, 60, now)
+    again = make(name, topology, tmp_path, probe)  # a restart
+    assert again.restore(now + 1) == []
+    assert len(again.flush(now + 1)) == 1
+    assert probe.programs >= 10
+    assert probe.locked == []

@@ -136,10 +136,12 @@ def record(topo: Topology, folder: Path) -> Capture:
 
     at = datetime.now(UTC).replace(second=30, microsecond=0).isoformat()
     url = f"tumbler://{SECRET}@{topo.server4}/"
-    for _ in range(2):  # the same minute twice: the same datagram
-        topo.a.run([*TUMBLER, "--open", url, "--at", at])
+    topo.a.run([*TUMBLER, "--open", url, "--at", at])
+    # The client would take the next minute for a second knock (client.sentknocks), so the
+    # replays are sent raw: A's own datagram again from A, then from B.
     datagram = make_knock(SECRET, topo.a4, datetime.fromisoformat(at))
-    topo.b.run([sys.executable, "-c", _SEND, topo.server4, str(KNOCK_PORT), datagram.hex()])
+    for sender in (topo.a, topo.b):
+        sender.run([sys.executable, "-c", _SEND, topo.server4, str(KNOCK_PORT), datagram.hex()])
 
     # Stop only once both captures hold the last datagram (tcpdump drops what it has not
     # yet written when it is told to stop).

@@ -475,7 +475,7 @@ def test_undecodable_secret_file_is_a_config_error(tmp_path):
 
 def test_nul_in_secret_file_path_is_a_config_error(tmp_path):
     err, path = load_error(tmp_path, "[door-a]\n command = t\n secret_file = a\x00b\n")
-    assert str(err).startswith(f"{path}:3: secret_file ")
+    assert str(err).startswith(f"{path}:3: control character")
     assert "\x00" not in str(err)
 
 
@@ -520,3 +520,54 @@ def test_doors_may_mix_nftables_and_one_iptables_variant(tmp_path):
         "[door-c]\n   secret = c\n   open = tcp/81\n   firewall = iptables\n",
     )
     assert [d.firewall for d in config.doors] == ["iptables", "nftables", "iptables"]
+
+
+# One comment rule for both files (see tumbler.inifile).
+
+
+def test_trailing_comments_are_cut_except_in_secret_and_command() -> None:
+    config = parse_config(
+        "[common]   # the daemon\n"
+        "   port = 9000        # the knock port\n"
+        "   firewall = nftables   # or iptables\n"
+        "[door-ssh]\n"
+        "   secret = s3cr#t with # inside\n"
+        "   command = logger 'opened #%IP%' # not a comment: commands run to the end\n"
+        "   open = tcp/22 # ssh\n"
+    )
+    assert config.port == 9000
+    assert config.firewall == "nftables"
+    [door] = config.doors
+    assert door.secret == "s3cr#t with # inside"
+    assert door.command == "logger 'opened #%IP%' # not a comment: commands run to the end"
+    assert [str(p) for p in door.open] == ["tcp/22"]
+
+
+@pytest.mark.parametrize("bad", ["\x00", "\x1b", "\x7f", "\x0c", "\x0b", "\x85"])
+def test_a_control_character_in_a_value_is_refused_at_parse_time(bad: str) -> None:
+    text = f"[common]\n   log = /tmp/x{bad}y\n[door-a]\n   secret = abc{bad}def\n   command = t\n"
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "/etc/t.conf")
+    message = str(err.value)
+    assert message.startswith("/etc/t.conf:2:")
+    assert "control character" in message
+    assert "abc" not in message
+
+
+@pytest.mark.parametrize("firewall", ["nftables", "auto"])
+def test_door_opening_more_ports_than_nftables_holds_is_refused(tmp_path, firewall):
+    text = (
+        f"[common]\n   firewall = {firewall}\n"
+        "[door-wide]\n   secret = s\n   timeout = 30\n   open = tcp/22, udp/60000-61023\n"
+    )
+    err, path = load_error(tmp_path, text)
+    assert str(err).startswith(f"{path}:6: door wide opens 1025 ports")
+    assert "at most 1024" in str(err)
+
+
+def test_port_limit_is_nftables_own(tmp_path):
+    ports = "tcp/22, udp/60000-61023"
+    assert load(tmp_path, f"[door-a]\n secret = s\n firewall = iptables\n open = {ports}\n")
+    with_set = f"[door-a]\n secret = s\n set = inet filter t\n open = {ports}\n"
+    assert load(tmp_path, f"[common]\n firewall = nftables\n{with_set}")  # his rule says the ports
+    assert load(tmp_path, "[door-a]\n secret = s\n open = tcp/1-1024\n")  # exactly the limit

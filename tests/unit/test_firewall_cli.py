@@ -1,4 +1,4 @@
-"""`tumblerd firewall init|list|flush` output and exit codes, over a stub backend."""
+"""`tumblerd firewall init|list|flush|remove` output and exit codes, over a stub backend."""
 
 from __future__ import annotations
 
@@ -54,6 +54,9 @@ class Stub(FirewallBackend):
     def apply_policy(self, knock_port: int) -> None:
         self.applied.append(knock_port)
 
+    def remove_policy(self) -> list[OpenEntry]:
+        return self.flush(0.0)
+
 
 def run(action: str, backend: FirewallBackend, print_only: bool = False) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
@@ -101,3 +104,22 @@ def test_errors_and_misuse() -> None:
     assert code == 1 and "nft not found" in err
     code, _, err = run("explode", Stub([]))
     assert code == 2 and "unknown action" in err
+
+
+def test_remove_warns_what_it_opens() -> None:
+    code, out, err = run("remove", Stub([OpenEntry("10.213.0.2", "ssh", "tcp/22", 1030.0)]))
+    assert code == 0
+    assert out == "policy removed; closed 1 opening(s)\n"
+    assert err.startswith("warning: tumbler's default-closed policy is removed: every port")
+
+
+class Warned(Stub):
+    def policy_warnings(self) -> list[str]:
+        return ["INPUT also accepts '-p tcp --dport 22 -j ACCEPT', not tumbler's rule"]
+
+
+def test_init_with_rules_that_still_accept_never_says_closed() -> None:
+    code, out, err = run("init", Warned([]))
+    assert code == 0
+    assert "default-closed" not in out.replace("not default-closed", "")
+    assert err.startswith("warning: INPUT also accepts")

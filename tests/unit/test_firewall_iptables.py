@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tumbler.actions.firewall import get_backend
+from tumbler.actions.firewall import DoorGrant, get_backend
 from tumbler.actions.firewall.iptables import (
     IptablesBackend,
     IptablesLegacyBackend,
     StateStore,
     parse_rule,
+    restore_line,
+    row_problem,
 )
 from tumbler.actions.firewall.runner import CommandError, CommandResult
 from tumbler.errors import FirewallError
@@ -29,7 +31,9 @@ class FakeXtables:
     """Just enough of iptables/ip6tables(-restore) to check what the backend asks for."""
 
     def __init__(self) -> None:
-        self.chains: dict[int, dict[str, list[list[str]]]] = {4: {"INPUT": []}, 6: {"INPUT": []}}
+        self.chains: dict[int, dict[str, list[list[str]]]] = {
+            v: {"INPUT": [], "OUTPUT": []} for v in (4, 6)
+        }
         self.policy = {4: "ACCEPT", 6: "ACCEPT"}
         self.calls: list[tuple[tuple[str, ...], str | None]] = []
         self.fail: Callable[[tuple[str, ...], str | None], bool] = lambda argv, text: False
@@ -56,7 +60,9 @@ class FakeXtables:
         if op == "-S":
             if chain not in chains:
                 return self._done(full, 1, err="No chain/target/match by that name.", check=check)
-            lines = [f"-N {chain}"] + [f"-A {chain} {render(rule)}" for rule in chains[chain]]
+            head = f"-P {chain} {self.policy[version]}" if chain == "INPUT" else f"-N {chain}"
+            head = "-P OUTPUT ACCEPT" if chain == "OUTPUT" else head
+            lines = [head] + [f"-A {chain} {render(rule)}" for rule in chains[chain]]
             return self._done(full, 0, "\n".join(lines) + "\n")
         if op == "-N":
             if chain in chains:
@@ -86,9 +92,18 @@ class FakeXtables:
             if line.startswith(":INPUT "):
                 policy = line.split()[1]
                 continue
+            if line.startswith(":"):
+                chains.setdefault(line[1:].split()[0], [])
+                continue
             op, chain, *spec = shlex.split(line)
             if op == "-A":
                 chains[chain].append(spec)
+            elif op == "-I":
+                chains[chain].insert(int(spec[0]) - 1, spec[1:])
+            elif op == "-F":
+                chains[chain].clear()
+            elif op == "-X" and not chains[chain]:
+                del chains[chain]
             elif op == "-D" and spec in chains[chain]:
                 chains[chain].remove(spec)
             else:
@@ -324,39 +339,60 @@ def test_list_groups_ports_per_address_and_door(xt: FakeXtables, db: str) -> Non
 def test_policy_render_and_idempotent_apply(xt: FakeXtables, db: str) -> None:
     b = backend(xt, db)
     lines = b.init_policy(8675, apply=False)
+    tag = "-m comment --comment tumbler:policy"
     assert lines[:8] == [
         "iptables -N TUMBLER",
         "iptables -I INPUT 1 -j TUMBLER",
-        "iptables -A INPUT -i lo -j ACCEPT",
-        "iptables -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        f"iptables -A INPUT -i lo {tag} -j ACCEPT",
+        f"iptables -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED {tag} -j ACCEPT",
         "iptables -A INPUT -p udp -m udp --dport 8675 "
         "-m hashlimit --hashlimit-above 25/sec --hashlimit-burst 100 "
-        "--hashlimit-mode srcip --hashlimit-name tumbler_knock -j DROP",
-        "iptables -A INPUT -p udp -m udp --dport 8675 -j ACCEPT",
-        "iptables -A INPUT -p udp -j DROP",
-        "iptables -P INPUT DROP",
+        f"--hashlimit-mode srcip --hashlimit-name tumbler_knock {tag} -j DROP",
+        f"iptables -A INPUT -p udp -m udp --dport 8675 {tag} -j ACCEPT",
+        f"iptables -A INPUT -p udp {tag} -j DROP",
+        f"iptables -A OUTPUT '!' -o lo -p icmp -m icmp --icmp-type 3/3 {tag} -j DROP",
     ]
-    assert "ip6tables -A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j ACCEPT" in lines
+    assert lines[8] == "iptables -P INPUT DROP"
+    assert f"ip6tables -A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 {tag} -j ACCEPT" in lines
     assert xt.calls == []  # rendering changes nothing
+    xt.chains[4]["INPUT"].append(["-p", "tcp", "--dport", "80", "-j", "ACCEPT"])  # his own
     b.init_policy(8675)
     assert xt.policy == {4: "DROP", 6: "DROP"}
+    tags = [*tag.split()]
     assert xt.chains[4]["INPUT"] == [
         ["-j", "TUMBLER"],
-        ["-i", "lo", "-j", "ACCEPT"],
-        ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+        ["-p", "tcp", "--dport", "80", "-j", "ACCEPT"],
+        ["-i", "lo", *tags, "-j", "ACCEPT"],
+        ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", *tags, "-j", "ACCEPT"],
         [
             *("-p", "udp", "-m", "udp", "--dport", "8675", "-m", "hashlimit"),
             *("--hashlimit-above", "25/sec", "--hashlimit-burst", "100"),
-            *("--hashlimit-mode", "srcip", "--hashlimit-name", "tumbler_knock", "-j", "DROP"),
+            *(
+                "--hashlimit-mode",
+                "srcip",
+                "--hashlimit-name",
+                "tumbler_knock",
+                *tags,
+                "-j",
+                "DROP",
+            ),
         ],
-        ["-p", "udp", "-m", "udp", "--dport", "8675", "-j", "ACCEPT"],
-        ["-p", "udp", "-j", "DROP"],
+        ["-p", "udp", "-m", "udp", "--dport", "8675", *tags, "-j", "ACCEPT"],
+        ["-p", "udp", *tags, "-j", "DROP"],
     ]
     policy_batch = next(text for argv, text in xt.calls if argv[0] == "iptables-restore")
-    assert policy_batch.startswith("*filter\n:INPUT DROP [0:0]\n-A INPUT -i lo -j ACCEPT\n")
+    assert policy_batch.startswith("*filter\n:TUMBLER - [0:0]\n-I INPUT 1 -j TUMBLER\n")
+    assert "\n-A OUTPUT ! -o lo -p icmp" in policy_batch  # iptables-restore has no shell quotes
     before = {v: list(c["INPUT"]) for v, c in xt.chains.items()}
     b.init_policy(8675)
     assert {v: c["INPUT"] for v, c in xt.chains.items()} == before
+    b.init_policy(9000)  # a new knock port replaces the old one
+    text = "\n".join(render(rule) for rule in xt.chains[4]["INPUT"])
+    assert "--dport 9000" in text and "--dport 8675" not in text
+    assert len(xt.chains[4]["INPUT"]) == len(before[4])
+    b.remove_policy()
+    assert xt.chains[4] == {"INPUT": [["-p", "tcp", "--dport", "80", "-j", "ACCEPT"]], "OUTPUT": []}
+    assert xt.policy == {4: "ACCEPT", 6: "ACCEPT"}
 
 
 def test_parse_rule_ignores_foreign_rules() -> None:
@@ -431,20 +467,11 @@ def test_failed_commit_undoes_the_firewall_change(
     b = backend(xt, db)
     real = StateStore.transaction
 
-    class NoCommit:
-        def __init__(self, conn: sqlite3.Connection) -> None:
-            self.conn = conn
-
-        def execute(self, *args: object) -> sqlite3.Cursor:
-            return self.conn.execute(*args)  # type: ignore[arg-type]
-
-        def commit(self) -> None:
-            raise sqlite3.OperationalError("disk I/O error")
-
     @contextmanager
-    def transaction(self: StateStore) -> Iterator[NoCommit]:
+    def transaction(self: StateStore) -> Iterator[sqlite3.Connection]:
         with real(self) as conn:
-            yield NoCommit(conn)
+            yield conn
+            raise sqlite3.OperationalError("disk I/O error")  # as the commit would
 
     monkeypatch.setattr(StateStore, "transaction", transaction)
     with pytest.raises(FirewallError, match="disk I/O error"):
@@ -482,3 +509,38 @@ def test_a_chain_flushed_by_hand_is_read_again_and_the_knock_still_opens(
         "--noflush",
     ]
     assert [(e.address, e.expires) for e in b.list_open(1010.0)] == [("10.213.0.2", 1040.0)]
+
+
+@pytest.mark.parametrize(
+    "token", ["", "a b", "a\tb", "x\n-I", 'say"hi', "it's", "back\\slash", "\x00", "é"]
+)
+def test_restore_line_refuses_what_iptables_restore_would_misread(token: str) -> None:
+    with pytest.raises(FirewallError, match="refusing"):
+        restore_line(["-A", "TUMBLER", "--comment", token])
+    assert restore_line(["-A", "OUTPUT", "!", "-o", "lo"]) == "-A OUTPUT ! -o lo"
+
+
+def test_row_problem_checks_form_and_the_config() -> None:
+    doors = {"ssh": DoorGrant((PortSpec("tcp", 22, 22), PortSpec("udp", 6000, 6010)), 30.0)}
+    now = 1000.0
+    good = ("10.0.0.1", "ssh", "udp", 6001, 6002)
+    assert row_problem(good, now + 30, doors, now) is None
+    assert row_problem(("fd00::1", "ssh", "tcp", 22, 22), now, doors, now) is None
+    bad = {
+        ("10.0.0.1 ", "ssh", "tcp", 22, 22): "normal form",
+        ("::ffff:10.0.0.1", "ssh", "tcp", 22, 22): "normal form",
+        ("10.0.0.0/8", "ssh", "tcp", 22, 22): "not an IP address",
+        ("10.0.0.1", "ssh\n-I INPUT", "tcp", 22, 22): "door name",
+        ("10.0.0.1", "web", "tcp", 22, 22): "no such door",
+        ("10.0.0.1", "ssh", "icmp", 22, 22): "neither tcp nor udp",
+        ("10.0.0.1", "ssh", "tcp", 1, 65535): "does not open these ports",
+        ("10.0.0.1", "ssh", "tcp", "22", 22): "not a port range",
+        ("10.0.0.1", "ssh", "tcp", 23, 22): "not a port range",
+        ("10.0.0.1", "ssh", "tcp", 0, 22): "not a port range",
+        (b"10.0.0.1", "ssh", "tcp", 22, 22): "not text",
+    }
+    for key, why in bad.items():
+        assert why in (row_problem(key, now + 10, doors, now) or ""), key
+    assert "timeout" in (row_problem(good, 2100000000.0, doors, now) or "")
+    assert "expiry" in (row_problem(good, float("nan"), doors, now) or "")
+    assert row_problem(("10.0.0.1", "web", "tcp", 1, 9), 2e9, None, now) is None  # form only

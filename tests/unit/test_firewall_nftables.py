@@ -330,7 +330,9 @@ def test_policy_render_and_commands() -> None:
     assert f"udp dport 8675 add @knock4 {limit}" in text
     assert "ip saddr . meta l4proto . th dport @open4 accept" in text
     assert "ip6 saddr . meta l4proto . th dport @open6 accept" in text
-    assert text.rstrip().endswith("meta l4proto udp drop\n\t}\n}")
+    assert "meta l4proto udp drop\n\t}\n\tchain output {" in text
+    unreachable = "icmpv6 type destination-unreachable icmpv6 code port-unreachable drop"
+    assert text.rstrip().endswith(f'oif != "lo" {unreachable}\n\t}}\n}}')
     cmds = b.policy_commands(8675)
     assert cmds[:3] == ENSURE
     assert cmds[3] == {
@@ -347,7 +349,9 @@ def test_policy_render_and_commands() -> None:
     }
     assert cmds[4] == {"flush": {"chain": {**OWN, "name": "input"}}}
     assert [c["add"]["set"]["name"] for c in cmds[5:7]] == ["knock4", "knock6"]
-    assert len(cmds) == 7 + 9
+    assert len(cmds) == 7 + 9 + 4
+    assert cmds[16]["add"]["chain"]["hook"] == "output"
+    assert cmds[18]["add"]["rule"]["expr"][-1] == {"drop": None}
     assert cmds[12]["add"]["rule"]["expr"] == [
         {
             "match": {

@@ -159,3 +159,12 @@ def test_open_without_wait_knocks_once(tmp_path: Path, capsys) -> None:
         assert out == f"lo: knocked on 127.0.0.1 udp/{port}\n"
         data, _ = door.recvfrom(200)
         assert data.startswith(b"TUMBLER1: ")
+
+
+def test_profiles_follow_the_daemon_comment_rule() -> None:
+    parsed = profiles.parse_profiles(
+        "[host-a]   # laptop\n   url = tumbler://h.example/  # comment\n   wait = 22 # ssh\n"
+    )
+    assert parsed.profiles["a"].wait == 22
+    with pytest.raises(ConfigError, match=r"<profiles>:2: control character"):
+        profiles.parse_profiles("[host-a]\n   url = tumbler://h.example/\x00\n")

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tumbler.config.daemon import Door
+from tumbler.config.daemon import MAX_WINDOW_MINUTES, Door
 from tumbler.decisions import verifier as verifier_module
 from tumbler.decisions.verifier import Verifier
 from tumbler.protocols.tumbler1 import knock_digest, minute_stamp
@@ -117,24 +117,34 @@ def test_no_secret_doors_matches_nothing():
 
 
 @pytest.mark.parametrize("window", [0, 1, 3])
-def test_expiry_is_the_end_of_minute_m_plus_window(window):
+def test_expiry_is_the_end_of_minute_m_plus_the_largest_window(window):
     v = Verifier([OPEN], window)
     for offset in range(-window, window + 1):
         match = v.match(digest_at(offset), ADDRESS, EPOCH)
         assert match is not None
         stamp_minute_start = MINUTE_START + 60 * offset
-        assert match.expires == stamp_minute_start + 60 * (window + 1)
+        assert match.expires == stamp_minute_start + 60 * (MAX_WINDOW_MINUTES + 1)
 
 
-def test_expiry_agrees_with_what_the_verifier_accepts():
-    # Just before `expires` the digest still matches; at `expires` it no longer does.
-    v = Verifier([OPEN], 1)
+def test_expiry_agrees_with_what_the_largest_window_accepts():
+    # Just before `expires` a receiver with the largest window still accepts the digest;
+    # at `expires` none does.
+    v = Verifier([OPEN], MAX_WINDOW_MINUTES)
     for offset in (-1, 0, 1):
         digest = digest_at(offset)
         match = v.match(digest, ADDRESS, EPOCH)
         assert match is not None
         assert v.match(digest, ADDRESS, match.expires - 0.001) is not None
         assert v.match(digest, ADDRESS, match.expires) is None
+
+
+def test_a_claim_outlives_a_reload_to_a_larger_window():
+    digest = digest_at(0)
+    accepted = Verifier([OPEN], 1).match(digest, ADDRESS, EPOCH)
+    assert accepted is not None
+    later = EPOCH + 4 * 60  # past what window 1 accepts, inside what window 5 accepts
+    assert Verifier([OPEN], 5).match(digest, ADDRESS, later) is not None
+    assert accepted.expires > later  # so the replay cache still refuses it
 
 
 def test_cache_stays_bounded_over_many_addresses(monkeypatch):

@@ -42,13 +42,14 @@ from typing import IO, Any, BinaryIO
 
 from tumbler.addresses import normalize_address
 from tumbler.errors import MalformedDatagram, TumblerError
+from tumbler.protocols import tumbler2
 from tumbler.protocols.tumbler1 import DEFAULT_PORT, knock_digest, minute_stamp
 from tumbler.protocols.tumbler1 import parse_datagram as _parse_datagram
 
 JSON_VERSION = 1
 DEFAULT_WINDOW = 10
-# Lengths a Tumbler datagram can have on the wire (see protocol.MIN/MAX_DATAGRAM).
-LIKELY_LENGTHS = range(73, 78)
+# Lengths a Tumbler datagram can have on the wire (v1: protocol.MIN/MAX_DATAGRAM; v2: 68).
+LIKELY_LENGTHS = (tumbler2.DATAGRAM_LEN, *range(73, 78))
 MAX_CANDIDATE_ADDRESSES = 64
 
 PCAP_MAGICS = {
@@ -129,6 +130,16 @@ class Check:
     made_for: str | None = None
     for_source: bool | None = None
     window: int | None = None
+    offset_seconds: int | None = None  # v2: the knock's time minus the capture's
+
+
+@dataclass(frozen=True, slots=True)
+class V2Fields:
+    """What a v2 datagram shows anyone: its key id and the sender's clock."""
+
+    key_id: str
+    sent: int  # seconds since the epoch, as the sender's clock said
+    knock: tumbler2.Knock2 = field(repr=False, compare=False)
 
 
 @dataclass(slots=True)
@@ -147,6 +158,7 @@ class TumblerKnock:
     digest: str | None  # None: payload unknown, a likely knock by size and port only
     replay_of: int | None = None
     check: Check | None = None
+    v2: V2Fields | None = None  # set for a version 2 datagram (its digest is then the MAC)
 
 
 @dataclass(slots=True)
@@ -547,6 +559,40 @@ def check_digest(
     return Check("no-match", window=window)
 
 
+def check_v2(
+    knock: tumbler2.Knock2,
+    source: str,
+    moment: datetime | None,
+    keys: Sequence[bytes],
+    realm: str = "",
+    candidates: Sequence[str] = (),
+) -> Check:
+    """Which key and address made a v2 knock: the key by its id, then one MAC per address.
+
+    status: "match", "unknown-key" (no key given has this id) or "bad-mac" (the key, but
+    neither the source nor any address in the capture: another realm, or a forgery).
+    """
+    index = next((i for i, key in enumerate(keys, 1) if tumbler2.key_id(key) == knock.key_id), None)
+    if index is None:
+        return Check("unknown-key")
+    source = normalize_address(source)
+    addresses = [source] + [a for a in dict.fromkeys(candidates) if a != source]
+    for address in addresses[: MAX_CANDIDATE_ADDRESSES + 1]:
+        if tumbler2.verify(knock, keys[index - 1], address, realm):
+            offset = None if moment is None else tumbler2.clock_offset(knock, moment.timestamp())
+            sent = datetime.fromtimestamp(min(knock.time, 253402300799), UTC)
+            return Check(
+                "match",
+                secret=index,
+                stamp=str(knock.time),
+                minute=sent,
+                made_for=address,
+                for_source=address == source,
+                offset_seconds=offset,
+            )
+    return Check("bad-mac", secret=index)
+
+
 def tumbler_digest(payload: bytes) -> str | None:
     """The digest of a Tumbler datagram, or None for any other payload."""
     try:
@@ -564,6 +610,8 @@ def analyze(
     window: int = DEFAULT_WINDOW,
     include_refused: bool = True,
     udp_knocks: bool = False,
+    keys: Sequence[bytes] = (),
+    realm: str = "",
 ) -> Report:
     """Pair SYNs with their answers and pick out knocks and Tumbler datagrams.
 
@@ -604,7 +652,13 @@ def analyze(
                     a.answer = "refused"
             continue
         replied.add((p.dst, p.dport, p.src, p.sport))
-        digest = tumbler_digest(p.payload) if p.payload is not None else None
+        v2: V2Fields | None = None
+        if p.payload is not None and tumbler2.is_v2(p.payload):
+            k2 = tumbler2.parse(p.payload)
+            v2 = V2Fields(k2.key_id.hex(), k2.time, k2)
+            digest: str | None = k2.mac.hex()
+        else:
+            digest = tumbler_digest(p.payload) if p.payload is not None else None
         likely = p.payload is None and p.dport == tumbler_port and p.length in LIKELY_LENGTHS
         if digest is None and not likely:
             datagrams.append(
@@ -615,6 +669,7 @@ def analyze(
         t = TumblerKnock(
             number, p.src, p.sport, p.dst, p.dport, p.time, p.time_text, order, p.length, digest
         )
+        t.v2 = v2
         if digest is not None:
             t.replay_of = seen_digests.get(digest)
             seen_digests.setdefault(digest, number)
@@ -628,10 +683,16 @@ def analyze(
     if udp_knocks:
         report.knocks += [d for d in datagrams if (d.src, d.sport, d.dst, d.dport) not in replied]
         report.knocks.sort(key=lambda k: k.order)
+    if keys:
+        for t in report.tumbler:
+            if t.v2 is not None:
+                t.check = check_v2(t.v2.knock, t.src, t.time, keys, realm, list(seen_addresses))
     if secrets:
         cache: dict[tuple[str, str, datetime | None], Check] = {}
         candidates = list(seen_addresses)
         for t in report.tumbler:
+            if t.v2 is not None:
+                continue
             if t.digest is None:
                 t.check = Check("no-payload", window=window)
                 continue
@@ -654,6 +715,23 @@ def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _describe_check2(check: Check, source: str) -> str:
+    if check.status == "match":
+        whom = "for its source" if check.for_source else f"for {check.made_for}, NOT its source"
+        offset = (
+            "capture time unknown"
+            if check.offset_seconds is None
+            else f"{check.offset_seconds:+d} s from capture"
+        )
+        return f"made with key {check.secret} ({offset}) {whom}"
+    if check.status == "bad-mac":
+        return (
+            f"key {check.secret} by its id, but the MAC fits neither {source} nor any address"
+            " in the capture (another realm, or forged)"
+        )
+    return "no key given has this key id"
 
 
 def _describe_check(check: Check, source: str) -> str:
@@ -697,7 +775,10 @@ def format_report(report: Report, verbose: bool = False) -> str:
                 out.append(line)
                 continue
             where = _hostport(e.dst, e.dport)
-            if e.digest is None:
+            if e.v2 is not None:
+                sent = _iso(datetime.fromtimestamp(min(e.v2.sent, 253402300799), UTC))
+                line = f"  Tumbler v2 knock #{e.number} on {where} key id {e.v2.key_id} sent {sent}"
+            elif e.digest is None:
                 line = f"  Likely Tumbler knock #{e.number} on {where} (UDP, {e.length} bytes)"
             else:
                 line = f"  Tumbler knock #{e.number} on {where} digest {e.digest[:16]}..."
@@ -706,7 +787,9 @@ def format_report(report: Report, verbose: bool = False) -> str:
             if verbose and e.time_text:
                 line += f" [at {e.time_text}, from port {e.sport}]"
             out.append(line)
-            if e.check is not None:
+            if e.check is not None and e.v2 is not None:
+                out.append(f"      {_describe_check2(e.check, e.src)}")
+            elif e.check is not None:
                 out.append(f"      {_describe_check(e.check, e.src)}")
     if not groups:
         out.append("No knocks found.")
@@ -727,12 +810,15 @@ def report_to_json(report: Report) -> dict[str, Any]:
                   "source_port", "time" (ISO UTC or null), "time_text", "answer":
                   "none"|"refused"|null (udp), "retransmissions"}],
                   "tumbler": [{"number", "host", "port", "source_port", "time",
-                  "time_text", "length", "digest" (null: likely, payload unknown),
-                  "replay_of" (number or null), "check" (null without --secret)}]}],
+                  "time_text", "length", "digest" (null: likely, payload unknown; v2: the
+                  MAC), "replay_of" (number or null), "check" (null without --secret or
+                  --key), and for v2 only "version": 2, "key_id", "sent" (epoch s)}]}],
      "connections": [{"source", "source_port", "host", "port", "time", "time_text"}]}
 
     check: {"status": "match"|"no-match"|"unknown-time"|"no-payload", "secret",
-    "stamp", "minute", "offset_minutes", "made_for", "for_source", "window_minutes"}.
+    "stamp", "minute", "offset_minutes", "made_for", "for_source", "window_minutes"};
+    for v2 the status is "match"|"unknown-key"|"bad-mac", "secret" is the key's number,
+    "stamp" the sent time, and a match adds "offset_seconds" when the capture has a date.
     """
     sources = []
     for source, events in report.by_source().items():
@@ -764,6 +850,11 @@ def report_to_json(report: Report) -> dict[str, Any]:
                         "digest": e.digest,
                         "replay_of": e.replay_of,
                         "check": _check_json(e.check),
+                        **(
+                            {"version": 2, "key_id": e.v2.key_id, "sent": e.v2.sent}
+                            if e.v2 is not None
+                            else {}
+                        ),
                     }
                 )
         sources.append({"address": source, "knocks": knocks, "tumbler": tumbler})
@@ -802,6 +893,7 @@ def _check_json(check: Check | None) -> dict[str, Any] | None:
         "made_for": check.made_for,
         "for_source": check.for_source,
         "window_minutes": check.window,
+        **({"offset_seconds": check.offset_seconds} if check.offset_seconds is not None else {}),
     }
 
 

@@ -25,7 +25,7 @@ EXIT_INTERRUPTED = 130
 Handler = Callable[[list[str]], int]
 
 # A secret typed into a URL where an option was expected must not come back in an error.
-_URL_SECRET = re.compile(r"(tumbler://)[^/?#\s]*@", re.IGNORECASE)
+_URL_SECRET = re.compile(r"(tumbler2?://)[^/?#\s]*@", re.IGNORECASE)
 
 
 def redact(text: str) -> str:

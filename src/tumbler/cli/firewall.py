@@ -1,7 +1,8 @@
-"""`tumblerd firewall init|list|flush`: library functions the argparse front-end calls."""
+"""`tumblerd firewall init|list|flush|remove`: library functions the argparse front-end calls."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -11,7 +12,30 @@ from typing import TextIO
 from tumbler.actions.firewall.base import FirewallBackend, OpenEntry
 from tumbler.errors import FirewallError
 
-ACTIONS = ("init", "list", "flush")
+ACTIONS = ("init", "list", "flush", "remove")
+
+REMOVE_WARNING = (
+    "tumbler's default-closed policy is removed: every port it kept closed is reachable "
+    "again, unless another firewall blocks it"
+)
+
+
+CAP_NET_ADMIN = 12
+NEEDS_ROOT = "needs root (or CAP_NET_ADMIN)"
+
+
+def can_change_firewall() -> bool:
+    """True for root, or for a process whose effective capabilities hold CAP_NET_ADMIN."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 def format_table(entries: Sequence[OpenEntry], now: float) -> list[str]:
@@ -55,10 +79,16 @@ def firewall_command(
             if print_only:
                 out.write("\n".join(lines) + "\n")
             else:
+                warnings = backend.policy_warnings()
                 out.write(
                     f"default-closed policy applied ({backend.name}); "
                     f"knock port udp/{knock_port} stays reachable\n"
+                    if not warnings
+                    else f"policy applied ({backend.name}), but {len(warnings)} rule(s) not "
+                    "tumbler's still accept traffic: not default-closed\n"
                 )
+                for warning in warnings:
+                    err.write(f"warning: {warning}\n")
         elif action == "list":
             entries = backend.list_open(now)
             if entries:
@@ -70,6 +100,10 @@ def firewall_command(
             out.write(f"closed {len(closed)} opening(s)\n")
             for e in closed:
                 out.write(f"  {e.address}  {e.door}  {e.ports}\n")
+        elif action == "remove":
+            closed = backend.remove_policy()
+            err.write(f"warning: {REMOVE_WARNING} ({backend.name})\n")
+            out.write(f"policy removed; closed {len(closed)} opening(s)\n")
         else:
             err.write(f"tumblerd firewall: unknown action {action!r} (use {', '.join(ACTIONS)})\n")
             return 2

@@ -1,8 +1,9 @@
 """`tumbler open NAME` and `tumbler ssh-proxy HOST PORT`: the argparse front-ends.
 
-Both knock, then wait for a TCP port to answer, knocking again with a neighbouring
-minute when it does not (see `tumbler.client.sshproxy`). They live apart from `cli.tumbler`
-so that the plain knock stays small; `cli.tumbler` loads this module only when asked.
+Both knock, then wait for a TCP port to answer, knocking again (v1: with a neighbouring
+minute; v2: just again) when it does not (see `tumbler.client.sshproxy`). They live apart
+from `cli.tumbler` so that the plain knock stays small; `cli.tumbler` loads this module
+only when asked.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tumbler.cli.common import (
     warn,
 )
 from tumbler.client import knock, profiles, sshproxy
+from tumbler.client.sentknocks import SentKnocks
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
 from tumbler.ports import parse_port
@@ -124,10 +126,22 @@ def knock_and_connect(
     )[0]
     target = normalize_address(sockaddr[0])
 
-    def send(when: datetime) -> None:
-        knock.knock_url(url, secret, source=source, when=when, family=family)
+    sent = SentKnocks()
 
-    knocker = sshproxy.MinuteKnocker(send=send)
+    def send(when: datetime) -> bool:
+        try:
+            knock.knock_url(
+                url, secret, source=source, when=when, family=family, sent=sent, offsets=(0,)
+            )
+        except knock.NoFreshMinute:
+            return False
+        return True
+
+    knocker: sshproxy.MinuteKnocker | sshproxy.FreshKnocker
+    if url.version == 2:
+        knocker = sshproxy.FreshKnocker(send=send)  # each knock is fresh: no minute juggling
+    else:
+        knocker = sshproxy.MinuteKnocker(send=send)
     dialer = sshproxy.Dialer(dial_fam, sockaddr)
     try:
         sock = sshproxy.knock_until_open(
@@ -153,8 +167,9 @@ def _where(host: str, target: str, port: int) -> str:
 
 OPEN_DESCRIPTION = """\
 Knock on a host named in your profile file, then (when the profile has `wait`) wait
-until that TCP port answers, knocking again with a neighbouring minute every
-`retry_after` seconds, for at most `wait_timeout` seconds."""
+until that TCP port answers, knocking again every `retry_after` seconds (a tumbler://
+door with a neighbouring minute, a tumbler2:// door with a fresh nonce), for at most
+`wait_timeout` seconds."""
 
 OPEN_EPILOG = f"""\
 profile file: --profiles FILE, else ${profiles.PROFILES_ENV}, else
@@ -218,7 +233,7 @@ def open_main(argv: Sequence[str]) -> int:
         secret = _secret(url, None, profile)
         if profile.wait is None:
             result = knock.knock_url(
-                url, secret.value, source=profile.source, family=profile.family
+                url, secret.value, source=profile.source, family=profile.family, sent=SentKnocks()
             )
             print(f"{profile.name}: knocked on {result.target} udp/{result.port}")
             return EXIT_OK
@@ -253,8 +268,9 @@ def open_main(argv: Sequence[str]) -> int:
 # --- tumbler ssh-proxy HOST PORT ----------------------------------------------------------
 
 PROXY_DESCRIPTION = """\
-Be ssh's ProxyCommand: knock, connect to HOST:PORT (knocking again with a
-neighbouring minute every --retry-after seconds while the port does not answer), then
+Be ssh's ProxyCommand: knock, connect to HOST:PORT (knocking again every
+--retry-after seconds while the port does not answer: a tumbler:// door with a
+neighbouring minute, a tumbler2:// door with a fresh nonce), then
 relay stdin and stdout to the connection. Nothing but the connection's bytes goes to
 stdout; errors (and, with -v, a narrative) go to stderr.
 

@@ -17,6 +17,7 @@ from tumbler.audit.sniff import (
     report_to_json,
 )
 from tumbler.cli.common import EXIT_USAGE, exit_status
+from tumbler.protocols import tumbler2
 from tumbler.protocols.tumbler1 import DEFAULT_PORT
 from tumbler.secretfile import SecretFileError, read_secret_file
 
@@ -28,13 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Audit a capture for knocks: TCP connection attempts that never got a "
             "SYN-ACK (classic port knocks, which anyone watching can replay) and Tumbler "
-            "datagrams (replays flagged). Reads `tcpdump -n` text or a pcap/pcapng file."
+            "datagrams, v1 and v2 (replays flagged; --secret or --key checks them). Reads "
+            "`tcpdump -n` text or a pcap/pcapng file."
         ),
     )
     p.add_argument("input", nargs="?", default="-", help="capture or tcpdump text (default stdin)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="Tumbler UDP port (8675)")
     p.add_argument("--secret", action="append", default=[], help="a door secret (repeatable)")
     p.add_argument("--secret-file", action="append", default=[], help="file holding a secret")
+    p.add_argument("--key", action="append", default=[], help="a v2 door key (repeatable)")
+    p.add_argument("--key-file", action="append", default=[], help="file holding a v2 key")
+    p.add_argument("--realm", default="", help="the realm v2 knocks were made for")
     p.add_argument(
         "--window", type=int, default=DEFAULT_WINDOW, help="minutes searched either side (10)"
     )
@@ -61,9 +66,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         secrets = [*args.secret, *(read_secret_file(f).secret for f in args.secret_file)]
+        key_texts = [*args.key, *(read_secret_file(f).secret for f in args.key_file)]
     except SecretFileError as exc:
         print(f"tumbler sniff: {exc}", file=sys.stderr)
         return exit_status(exc)
+    try:
+        keys = [tumbler2.decode_key(k) for k in key_texts]
+        tumbler2.realm_bytes(args.realm)
+    except ValueError as exc:  # BadKey is a ValueError; neither quotes the value
+        print(f"tumbler sniff: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         stats = Stats()
         if args.input == "-":
@@ -82,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         window=args.window,
         include_refused=not args.no_refused,
         udp_knocks=args.udp,
+        keys=keys,
+        realm=args.realm,
     )
     try:
         if args.json:

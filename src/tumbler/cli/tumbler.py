@@ -30,6 +30,7 @@ from tumbler.cli.common import (
     warn,
 )
 from tumbler.client import knock
+from tumbler.client.sentknocks import SentKnocks
 
 
 def _time(text: str) -> datetime:
@@ -64,7 +65,11 @@ secret, for this minute and for your address. The daemon runs the door's command
 
 URL is tumbler://[SECRET@]HOST[:PORT]/ (PORT defaults to 8675; an IPv6 HOST goes in
 brackets). The address put into the knock is the one your kernel picks to reach
-HOST; behind NAT, give the address the server sees with --from."""
+HOST; behind NAT, give the address the server sees with --from.
+
+A tumbler2://[KEY@]HOST[:PORT]/[?realm=REALM] URL sends a version 2 knock
+(docs/PROTOCOL.md): KEY is the 43 characters `tumbler keygen` prints, valid to the
+second and never guessable offline; REALM is the server's, if it has one."""
 
 
 def _open_epilog() -> str:
@@ -79,6 +84,8 @@ the secret, first found wins:
   2. --secret-file FILE, its first line (keep the file chmod 600)
   3. the environment variable {knock.SECRET_ENV}
   4. a prompt on the terminal, without echo
+  for tumbler2://, 1 to 3 hold the key; the prompt asks for the passphrase the key
+  was made from (tumbler keygen --passphrase)
 
 examples:
   tumbler --open tumbler://host.example.org/          asks for the secret
@@ -86,6 +93,8 @@ examples:
   tumbler --open tumbler://[fd00::1]/ --secret-file ~/.config/tumbler/ssh
   tumbler --open tumbler://host/ --from 203.0.113.9   behind NAT
   tumbler --open tumbler://host/ --dry-run            show the knock, send nothing
+  tumbler --open tumbler2://host/ --secret-file ~/.config/tumbler/host.key
+  tumbler keygen --door ssh --host host.example.org   a v2 key, for both sides
   tumbler knock host.example.org 42 196 udp/69        a classic knock sequence
 
 exit status: 0 knock sent, 1 failure (name, network, file), 2 bad usage (URL, secret)."""
@@ -130,13 +139,19 @@ def describe(result: knock.KnockResult, secret_origin: str) -> str:
     named = "" if result.host == result.target else f" ({result.host})"
     chosen = "given with --from" if result.address_given else "picked by the kernel"
     moment = result.when.astimezone(UTC)
+    if result.version == 2:
+        stamp = f"time      {result.stamp} ({moment:%Y-%m-%d %H:%M:%S} UTC), protocol 2"
+        origin = f"key       from {secret_origin}"
+    else:
+        stamp = f"stamp     {result.stamp} ({moment:%Y-%m-%d %H:%M} UTC)"
+        origin = f"secret    from {secret_origin}"
     return "\n".join(
         [
             f"target    {result.target} udp/{result.port}{named}",
             f"address   {result.address} ({chosen})",
-            f"stamp     {result.stamp} ({moment:%Y-%m-%d %H:%M} UTC)",
-            f"secret    from {secret_origin}",
-            f"datagram  {result.datagram.decode('ascii')}",
+            stamp,
+            origin,
+            f"datagram  {result.shown}",
         ]
     )
 
@@ -168,6 +183,7 @@ def open_main(argv: Sequence[str]) -> int:
             when=args.at,
             family=args.family,
             dry_run=args.dry_run,
+            sent=SentKnocks(),
         )
         if args.dry_run:
             print(describe(result, secret.origin))
@@ -280,6 +296,12 @@ def _load_ssh_proxy() -> Handler | None:
     return proxy_cli.ssh_proxy_main
 
 
+def _load_keygen() -> Handler | None:
+    from tumbler.cli import keygen
+
+    return keygen.keygen_main
+
+
 def _load_sniff() -> Handler | None:
     """Imported only when asked for: it is another module's, with optional extras."""
     try:
@@ -305,6 +327,9 @@ COMMANDS: dict[str, Command] = {
     "ssh-proxy": Command("ssh ProxyCommand: knock, wait for the port, relay", _load_ssh_proxy),
     "knock": Command("send a classic port-knock sequence (TCP SYNs, UDP)", _load_knock),
     "sniff": Command("audit tcpdump output or a capture: knocks anyone could replay", _load_sniff),
+    "keygen": Command(
+        "make a v2 key: a door stanza for the server, a URL for the client", _load_keygen
+    ),
 }
 
 

@@ -11,12 +11,14 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from tumbler import __version__
-from tumbler.cli.common import exit_status
+from tumbler.cli.common import EXIT_FAILURE, EXIT_USAGE, exit_status
 from tumbler.cli.logfmt import JournalFormatter, stderr_is_journal
 from tumbler.config.daemon import (
     FIREWALLS,
+    ROOT_CONTROL,
     Config,
     default_control_path,
     default_state_dir,
@@ -24,6 +26,7 @@ from tumbler.config.daemon import (
 )
 from tumbler.daemon import sdnotify
 from tumbler.errors import ConfigError, TumblerError
+from tumbler.protocols.tumbler1 import normalize_address
 
 DEFAULT_CONFIG = "/etc/tumbler/tumblerd.conf"
 
@@ -33,10 +36,12 @@ examples:
   tumblerd --check-config --config tumblerd.conf      check a config and exit
   tumblerd firewall init --print                      show the default-closed policy
   tumblerd firewall list                              what is open, for whom, until when
+  tumblerd firewall remove                            take the policy away (opens the host)
 
 signals: SIGHUP reloads the config (a broken one is refused, the old one keeps
-serving); SIGTERM and SIGINT stop cleanly.  exit status: 0 ok, 1 runtime failure,
-2 bad config or usage.
+serving); SIGTERM and SIGINT stop cleanly.
+
+exit status (every command): 0 done, 1 failed at run time, 2 bad usage or config.
 """
 
 
@@ -106,9 +111,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     fw.add_argument(
         "action",
-        choices=("init", "list", "flush"),
-        help="init: apply the default-closed policy; list: what is open now; "
-        "flush: close all that tumblerd opened",
+        choices=("init", "list", "flush", "remove"),
+        help="init: apply the default-closed policy (again: converge, e.g. on a new knock "
+        "port); list: what is open now; flush: close all that tumblerd opened; "
+        "remove: take the policy away, which opens every port it kept closed",
     )
     fw.add_argument(
         "--print",
@@ -150,9 +156,27 @@ def _config_for(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
+def _refuse_untrusted(config: Config) -> bool:
+    """Print why the daemon must not start on these files; True if there was any reason."""
+    from tumbler.daemon import paths
+
+    problems = paths.check(config)
+    for problem in problems:
+        print(f"tumblerd: error: {problem}", file=sys.stderr)
+    return bool(problems)
+
+
 def _serve(args: argparse.Namespace, config: Config) -> int:
+    from tumbler.daemon import paths
     from tumbler.daemon.wiring import Daemon
 
+    if _refuse_untrusted(config):
+        return EXIT_USAGE
+    try:
+        paths.make_folders(config)
+    except OSError as exc:
+        print(f"tumblerd: error: cannot make {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILURE
     try:
         setup_logging(config.log, args.verbose)
     except OSError as exc:
@@ -176,9 +200,25 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
 
 def _firewall(args: argparse.Namespace, config: Config) -> int:
     from tumbler.actions.firewall import get_backend, resolve_name
-    from tumbler.cli.firewall import firewall_command
+    from tumbler.cli.firewall import NEEDS_ROOT, can_change_firewall, firewall_command
+    from tumbler.errors import FirewallError
 
-    name = resolve_name(args.backend or config.firewall)
+    wanted = args.backend or config.firewall
+    if not (args.print_only and args.action == "init"):
+        if not can_change_firewall():
+            print(f"tumblerd: error: firewall {args.action} {NEEDS_ROOT}", file=sys.stderr)
+            return 1
+        name = resolve_name(wanted)
+    elif wanted == "auto":
+        # Printing changes nothing and needs no root; probing does, so without it
+        # show what auto tries first.
+        try:
+            name = resolve_name(wanted)
+        except FirewallError:
+            name = "nftables"
+            print("tumblerd: auto could not probe (not root): showing nftables", file=sys.stderr)
+    else:
+        name = resolve_name(wanted)
     # Doors that fill an administrator's nftables set (`set = ...`): list and flush
     # must look there too, not only in tumbler's own table.
     sets = {d.name: d.set for d in config.doors if d.set} if name == "nftables" else None
@@ -190,10 +230,23 @@ def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
-def _status(args: argparse.Namespace, config: Config) -> int:
+def _ask(config: Config, message: dict[str, str]) -> dict[str, Any]:
+    """Ask the running daemon; a user who is not root is told so, not that it is down."""
     from tumbler.daemon.control import request
 
-    answer = request(config.control, {"command": "status"})
+    if os.geteuid() != 0 and config.control == default_control_path():
+        # os.path, not Path.exists: root's directory is 0700, and on Python 3.11
+        # Path.exists raises PermissionError for what is inside it.
+        if os.path.exists(ROOT_CONTROL) or os.path.isdir(os.path.dirname(ROOT_CONTROL)):
+            raise TumblerError(
+                f"tumblerd {message['command']} needs root (the control socket "
+                f"{ROOT_CONTROL} is root's); run it with sudo"
+            )
+    return request(config.control, message)
+
+
+def _status(args: argparse.Namespace, config: Config) -> int:
+    answer = _ask(config, {"command": "status"})
     if args.json:
         print(json.dumps(answer, indent=2, sort_keys=True))
         return 0
@@ -205,6 +258,12 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     )
     counters = answer["counters"]
     print("knocks: " + (", ".join(f"{k} {v}" for k, v in sorted(counters.items())) or "none"))
+    skew = answer.get("last_clock_skew")
+    if skew:
+        print(
+            f"clock skew: last v2 knock refused for door {skew['door']} from {skew['address']} "
+            f"at {_when(skew['at'])}, its clock off by {skew['offset']:+d} s"
+        )
     entries = answer["open"]
     if not entries:
         print("open: nothing")
@@ -217,9 +276,7 @@ def _status(args: argparse.Namespace, config: Config) -> int:
 
 
 def _close(args: argparse.Namespace, config: Config) -> int:
-    from tumbler.daemon.control import request
-
-    answer = request(config.control, {"command": "close", "address": args.address})
+    answer = _ask(config, {"command": "close", "address": args.address})
     closed = answer["closed"]
     for e in closed:
         print(f"closed: {e['address']} door {e['door']} {e['ports']}")
@@ -229,7 +286,26 @@ def _close(args: argparse.Namespace, config: Config) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the try: a closed pipe is found here, not at exit
+        return code
+    except BrokenPipeError:
+        # `tumblerd status | head -1`: the reader left; say nothing more, and let the
+        # interpreter's own flush at exit find stdout pointing nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "close":
+        try:
+            args.address = normalize_address(args.address)
+        except ValueError:
+            parser.error(f"close: not an IPv4 or IPv6 address: {args.address!r}")
     if args.command == "demo":
         from tumbler.lab.demo import main as demo
 
@@ -245,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check_config:
         for warning in config.warnings:
             print(f"tumblerd: warning: {warning}", file=sys.stderr)
+        if _refuse_untrusted(config):
+            return EXIT_USAGE
         print(f"{args.config}: ok, {len(config.doors)} doors")
         return 0
     try:

@@ -14,6 +14,7 @@ import getpass
 import ipaddress
 import os
 import re
+import secrets
 import selectors
 import socket
 import time
@@ -21,22 +22,29 @@ import urllib.parse
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from tumbler import secretfile
 from tumbler.addresses import normalize_address
+from tumbler.client.sentknocks import SentKnocks
 from tumbler.errors import TumblerError
 from tumbler.ports import PortSpec, parse_port, parse_port_spec
 from tumbler.protocols import tumbler1 as protocol
+from tumbler.protocols import tumbler2
 from tumbler.secretfile import SecretFileError
 
 SCHEME = "tumbler"
+SCHEME2 = "tumbler2"
 SECRET_ENV = "TUMBLER_SECRET"  # noqa: S105 (a variable name, not a secret)
 # A secret file's first line longer than this is the wrong file, not a secret.
 # Between classic knocks: long enough that knocks stay in order across a real network,
 # short enough that a 3-port sequence takes 0.2 s, far inside a 10 s sequence_timeout.
 DEFAULT_DELAY_MS = 100
+# The minutes a knock may be stamped with, in order, when this one was used already: the
+# daemon's default window (1) accepts the previous, current and next minute, and the next
+# stays valid longest.
+FRESH_OFFSETS = (0, 1, -1)
 # How long a classic TCP knock waits to learn whether it was answered (only reported).
 REPLY_WAIT = 0.05
 # What a classic UDP knock carries: one byte, as knockd's `knock` client sends.
@@ -54,25 +62,36 @@ class KnockUsageError(KnockError):
     """Bad input from the user (URL, secret, address, port): exit status 2."""
 
 
+class NoFreshMinute(KnockError):
+    """Every minute the daemon would accept was used for this address already."""
+
+
 # --- URL -------------------------------------------------------------------------------
 
 _SCHEME_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*\Z")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?\Z")
-URL_SHAPE = "tumbler://[SECRET@]HOST[:PORT]/"
+URL_SHAPE = "tumbler://[SECRET@]HOST[:PORT]/ or tumbler2://[KEY@]HOST[:PORT]/[?realm=REALM]"
 
 
 @dataclass(frozen=True)
 class KnockURL:
-    """A parsed `tumbler://[SECRET@]HOST[:PORT]/`; the secret is kept out of repr and str."""
+    """A parsed door URL; the secret (v1) or key text (v2) is kept out of repr and str.
+
+    `version` is 1 for `tumbler://` and 2 for `tumbler2://`; `realm` is v2's.
+    """
 
     host: str
     port: int = protocol.DEFAULT_PORT
     secret: str | None = field(default=None, repr=False)
+    version: int = 1
+    realm: str = ""
 
     def __str__(self) -> str:
         host = f"[{self.host.replace('%', '%25')}]" if ":" in self.host else self.host
-        return f"{SCHEME}://{host}:{self.port}/"
+        scheme = SCHEME2 if self.version == 2 else SCHEME
+        query = f"?realm={urllib.parse.quote(self.realm, safe='')}" if self.realm else ""
+        return f"{scheme}://{host}:{self.port}/{query}"
 
 
 def _bad_url(reason: str) -> KnockUsageError:
@@ -122,11 +141,15 @@ def parse_url(text: str) -> KnockURL:
     scheme, sep, rest = text.partition("://")
     if not sep:
         raise _bad_url("no '://'")
-    if scheme.lower() != SCHEME:
+    if scheme.lower() not in (SCHEME, SCHEME2):
         shown = f" {scheme}://" if _SCHEME_SHAPE.match(scheme) else ""
-        raise _bad_url(f"scheme{shown} is not {SCHEME}://")
+        raise _bad_url(f"scheme{shown} is not {SCHEME}:// or {SCHEME2}://")
+    version = 2 if scheme.lower() == SCHEME2 else 1
     end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
     authority, tail = rest[:end], rest[end:]
+    realm = ""
+    if version == 2:
+        realm, tail = _realm_query(tail)
     if tail not in ("", "/"):
         raise _bad_url("nothing may follow HOST:PORT/ (write / ? # in a secret as %2F %3F %23)")
     userinfo, at, hostport = authority.rpartition("@")
@@ -141,7 +164,36 @@ def parse_url(text: str) -> KnockURL:
         except UnicodeDecodeError:
             raise _bad_url("the secret's %-escapes are not UTF-8") from None
     host, port = _split_hostport(hostport)
-    return KnockURL(host, port, secret)
+    if version == 2 and secret is not None:
+        _check_key_text(secret, "the URL")
+    return KnockURL(host, port, secret, version, realm)
+
+
+def _realm_query(tail: str) -> tuple[str, str]:
+    """Split `/?realm=R` (or `?realm=R`) off a v2 URL's tail: (realm, what is left)."""
+    path, mark, query = tail.partition("?")
+    if not mark:
+        return "", tail
+    name, eq, value = query.partition("=")
+    if name != "realm" or not eq or "&" in value or "#" in value:
+        raise _bad_url("the only query a tumbler2:// URL takes is ?realm=REALM")
+    try:
+        realm = urllib.parse.unquote(value, errors="strict")
+        tumbler2.realm_bytes(realm)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _bad_url(f"bad realm: {exc}") from None
+    return realm, path
+
+
+def _check_key_text(text: str, origin: str) -> bytes:
+    """The key `text` spells, or a usage error that names `origin` but never the text."""
+    try:
+        return tumbler2.decode_key(text)
+    except tumbler2.BadKey:
+        raise KnockUsageError(
+            f"{origin} does not hold a v2 key (43 characters of base64url, as tumbler keygen "
+            "prints)"
+        ) from None
 
 
 # --- secret ----------------------------------------------------------------------------
@@ -206,7 +258,27 @@ def resolve_secret(
 
     The first source present wins, and an empty secret from it is an error rather than
     a reason to fall through: an empty variable or file is a mistake worth hearing about.
+    For a v2 URL the result is always key text: the URL, the file and the variable must
+    hold a key, and what is typed at the prompt is a passphrase, turned into the key with
+    the URL's realm (docs/PROTOCOL.md, "Passphrases").
     """
+    found = _find_secret(url, secret_file, environ, prompt, warn)
+    if url.version != 2:
+        return found
+    if found.origin == "the prompt":
+        key = tumbler2.derive_key(found.value, url.realm)
+        return Secret(tumbler2.encode_key(key), "the prompt (a passphrase)")
+    _check_key_text(found.value, found.origin)
+    return found
+
+
+def _find_secret(
+    url: KnockURL,
+    secret_file: str | None,
+    environ: Mapping[str, str] | None,
+    prompt: Callable[[str], str] | None,
+    warn: Warn | None,
+) -> Secret:
     environ = os.environ if environ is None else environ
     if url.secret is not None:
         if secret_file is not None and warn is not None:
@@ -218,7 +290,8 @@ def resolve_secret(
         return _nonempty(environ[SECRET_ENV], SECRET_ENV)
     if prompt is None:
         raise KnockUsageError(f"no secret given; use the URL, --secret-file or {SECRET_ENV}")
-    return _nonempty(prompt(str(url)), "the prompt")
+    label = f"{url} (its passphrase)" if url.version == 2 else str(url)
+    return _nonempty(prompt(label), "the prompt")
 
 
 # --- addresses -------------------------------------------------------------------------
@@ -294,14 +367,53 @@ class KnockResult:
     address: str  # the address inside the hash
     address_given: bool  # True when --from chose it, False when the kernel did
     when: datetime
-    stamp: str
+    stamp: str  # v1: the minute stamp; v2: the time in seconds since the epoch
     datagram: bytes
     sent: bool
+    version: int = 1
 
     @property
     def digest(self) -> str:
-        """The knock K, as a receiver parses it out of the datagram."""
+        """v1: the knock K, as a receiver parses it out of the datagram; v2: the MAC, in hex."""
+        if self.version == 2:
+            return tumbler2.parse(self.datagram).mac.hex()
         return protocol.parse_datagram(self.datagram)
+
+    @property
+    def shown(self) -> str:
+        """The datagram as text: v1's is ASCII, v2's is binary and shown in hex."""
+        return self.datagram.hex() if self.version == 2 else self.datagram.decode("ascii")
+
+
+def _fresh_minute(
+    when: datetime,
+    address: str,
+    secret: str,
+    sent: SentKnocks | None,
+    offsets: Sequence[int],
+) -> tuple[datetime, str, str]:
+    """(moment, stamp, digest) of the first minute in `offsets` this user has not knocked
+    with yet for `address` and `secret`; without `sent`, simply `when`'s own minute."""
+    candidates: list[tuple[datetime, str, str, float]] = []
+    for offset in offsets if sent is not None else (0,):
+        moment = when + timedelta(minutes=offset)
+        stamp = protocol.minute_stamp(moment)
+        # Another client picks this minute again only while it is within a minute of now.
+        expires = (moment.timestamp() // 60 + 2) * 60
+        candidates.append((moment, stamp, protocol.knock_digest(stamp, address, secret), expires))
+    if sent is None:
+        return candidates[0][:3]
+    try:
+        index = sent.claim_first([(c[2], c[3]) for c in candidates], when.timestamp())
+    except OSError:
+        return candidates[0][:3]  # no state directory: knock as the article's client does
+    if index is None:
+        wait = 60 - int(when.timestamp()) % 60
+        raise NoFreshMinute(
+            f"already knocked {len(candidates)} times this minute for {address}: tumblerd "
+            f"would refuse another as a replay; try again in {wait} s"
+        )
+    return candidates[index][:3]
 
 
 def _knock(
@@ -313,17 +425,31 @@ def _knock(
     when: datetime | None,
     family: int,
     send: bool,
+    sent: SentKnocks | None = None,
+    offsets: Sequence[int] = FRESH_OFFSETS,
+    version: int = 1,
+    realm: str = "",
 ) -> KnockResult:
     if not secret:
         raise KnockUsageError("empty secret")
+    key = _check_key_text(secret, "the secret") if version == 2 else b""
     when = datetime.now(UTC) if when is None else when
     address = normalize_source(source) if source is not None else None
     sock, sockaddr = _connected_udp(host, port, family)
     with sock:
         if address is None:
             address = normalize_address(sock.getsockname()[0])
-        stamp = protocol.minute_stamp(when)
-        datagram = protocol.encode_datagram(protocol.knock_digest(stamp, address, secret))
+        if version == 2:
+            seconds = int(when.timestamp())
+            stamp = str(seconds)
+            datagram = tumbler2.build(
+                key, seconds, secrets.token_bytes(tumbler2.NONCE_LEN), address, realm
+            )
+        else:  # v1: the minute must be one this user has not knocked with yet
+            when, stamp, digest = _fresh_minute(
+                when, address, secret, sent if send else None, offsets
+            )
+            datagram = protocol.encode_datagram(digest)
         if send:
             try:
                 sock.send(datagram)
@@ -339,6 +465,7 @@ def _knock(
         stamp=stamp,
         datagram=datagram,
         sent=send,
+        version=version,
     )
 
 
@@ -350,9 +477,21 @@ def build_knock(
     source: str | None = None,
     when: datetime | None = None,
     family: int = 0,
+    version: int = 1,
+    realm: str = "",
 ) -> KnockResult:
     """Resolve `host` and pick the address as `send_knock` would, but send nothing."""
-    return _knock(host, port, secret, source=source, when=when, family=family, send=False)
+    return _knock(
+        host,
+        port,
+        secret,
+        source=source,
+        when=when,
+        family=family,
+        send=False,
+        version=version,
+        realm=realm,
+    )
 
 
 def send_knock(
@@ -363,14 +502,34 @@ def send_knock(
     source: str | None = None,
     when: datetime | None = None,
     family: int = 0,
+    sent: SentKnocks | None = None,
+    offsets: Sequence[int] = FRESH_OFFSETS,
+    version: int = 1,
+    realm: str = "",
 ) -> KnockResult:
     """Send one Tumbler datagram to `host`; nothing comes back, by design.
 
     The hashed address is `source` when given (a client behind NAT knows its public
     address), else the local address of the very socket the datagram leaves from.
-    `when` defaults to now; tests and clock-skew checks pass their own.
+    `when` defaults to now; tests and clock-skew checks pass their own. With `sent`,
+    a v1 minute is the first of `offsets` (from `when`) not used for this address and
+    secret yet (see client.sentknocks), and NoFreshMinute says when none is left. A
+    `version` 2 knock takes key text as `secret`, and the `realm` the server is
+    configured with; its nonce makes every knock new, so it needs no such memory.
     """
-    return _knock(host, port, secret, source=source, when=when, family=family, send=True)
+    return _knock(
+        host,
+        port,
+        secret,
+        source=source,
+        when=when,
+        family=family,
+        send=True,
+        sent=sent,
+        offsets=offsets,
+        version=version,
+        realm=realm,
+    )
 
 
 def knock_url(
@@ -381,10 +540,33 @@ def knock_url(
     when: datetime | None = None,
     family: int = 0,
     dry_run: bool = False,
+    sent: SentKnocks | None = None,
+    offsets: Sequence[int] = FRESH_OFFSETS,
 ) -> KnockResult:
     """`send_knock` (or `build_knock` when `dry_run`) for a parsed URL."""
-    make = build_knock if dry_run else send_knock
-    return make(url.host, url.port, secret, source=source, when=when, family=family)
+    if dry_run:
+        return build_knock(
+            url.host,
+            url.port,
+            secret,
+            source=source,
+            when=when,
+            family=family,
+            version=url.version,
+            realm=url.realm,
+        )
+    return send_knock(
+        url.host,
+        url.port,
+        secret,
+        source=source,
+        when=when,
+        family=family,
+        sent=sent,
+        offsets=offsets,
+        version=url.version,
+        realm=url.realm,
+    )
 
 
 # --- classic port-knock sequences ------------------------------------------------------

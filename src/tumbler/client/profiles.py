@@ -10,6 +10,10 @@
        wait_timeout = 10         # seconds (or 30s, 1m)
        retry_after = 3           # knock again (next minute) if not open by then
 
+    [host-db1]
+       url = tumbler2://db1.example.org/?realm=fleet.example   # a version 2 door
+       secret_file = ~/.config/tumbler/db1.key     # its key, as `tumbler keygen` prints it
+
 The format is the daemon's (sections, `#` comments, indented `key = value`), so one
 habit serves both files, and every error names the file and line. The file is found
 at `--profiles FILE`, else $TUMBLER_PROFILES, else $XDG_CONFIG_HOME/tumbler/hosts.conf
@@ -21,7 +25,6 @@ keep chmod 600.
 from __future__ import annotations
 
 import os
-import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,9 +41,6 @@ from tumbler.ports import parse_port
 PROFILES_ENV = "TUMBLER_PROFILES"
 DEFAULT_WAIT_TIMEOUT = 10.0
 DEFAULT_RETRY_AFTER = 3.0
-# A trailing comment needs a space before '#', so a '#' inside a value (a %23 is better)
-# is not cut; the daemon's format has whole-line comments only, profiles allow both.
-_TRAILING_COMMENT = re.compile(r"\s+#.*\Z")
 _FAMILIES = {"4": socket.AF_INET, "6": socket.AF_INET6}
 
 
@@ -52,7 +52,7 @@ class Profile:
     url: knock.KnockURL
     path: str
     line: int
-    secret_file: str | None = None
+    secret_file: str | None = None  # for a tumbler2:// url, the file of its key
     source: str | None = None  # `from`, already normalized
     family: int = 0
     wait: int | None = None
@@ -160,13 +160,9 @@ def _schema(header: str) -> Mapping[str, Callable[[str], object]] | None:
     return _KEYS if ok else None
 
 
-def _strip(raw: str) -> str:
-    return _TRAILING_COMMENT.sub("", raw.strip())
-
-
 def parse_profiles(text: str, path: str = "<profiles>") -> Profiles:
     """Parse profile text; raise ConfigError naming path and line on the first problem."""
-    sections = read_sections(text, path, _schema, f"[host-NAME], {NAME_RULE}", _strip)
+    sections = read_sections(text, path, _schema, f"[host-NAME], {NAME_RULE}")
     profiles = {p.name: p for p in (_build(section, path) for section in sections)}
     return Profiles(path, profiles)
 

@@ -27,6 +27,8 @@ Why each piece is the way it is:
   digest, which the daemon refuses as a replay. `MinuteKnocker` therefore stamps each
   retry with a minute the daemon's window (default 1) still accepts but that was not
   used yet: now, then the next minute, then the previous one; never a stamp twice.
+  A version 2 knock carries a fresh nonce, so it never repeats: `FreshKnocker` simply
+  knocks again, stamped now.
 - ssh reads the proxy's stdout as the connection, so nothing else may ever be written
   there; diagnostics go to stderr. When ssh closes its side (stdin EOF), the socket's
   write side is shut down so the server sees EOF too; the relay ends when the server
@@ -47,12 +49,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from tumbler.client.knock import SockAddr
+from tumbler.client.knock import FRESH_OFFSETS, SockAddr
 from tumbler.protocols import tumbler1 as protocol
 
-# The minutes a retry may use, in order. The daemon's default window is 1 (previous,
-# current and next minute); the next minute comes first because it stays valid longest.
-OFFSETS = (0, 1, -1)
+OFFSETS = FRESH_OFFSETS
 ATTEMPT_EVERY = 0.25  # seconds between fresh connection attempts
 ATTEMPT_LIFETIME = 3.0  # how long one attempt stays in flight (a slow first answer)
 BUFSIZE = 65536
@@ -69,7 +69,9 @@ def _utcnow() -> datetime:
 class MinuteKnocker:
     """Sends knocks stamped so that no two share a minute, hence never the same digest.
 
-    `send(when)` sends one knock stamped at `when`; `clock` gives the current time.
+    `send(when)` sends one knock stamped at `when`, or returns False when that minute was
+    already used (by another run of the client: see client.sentknocks); `clock` gives the
+    current time.
     Both are arguments so that tests can freeze time and count what was sent.
     """
 
@@ -90,10 +92,38 @@ class MinuteKnocker:
             stamp = protocol.minute_stamp(when)
             if stamp in used:
                 continue
-            self.send(when)
+            if self.send(when) is False:  # another client of this user took that minute
+                continue
             self.sent.append((offset, stamp))
             return offset
         return None
+
+    @staticmethod
+    def note(offset: int) -> str:
+        return f"minute {offset:+d}"
+
+
+@dataclass
+class FreshKnocker:
+    """Sends v2 knocks: each has its own nonce, so a retry is just another knock, now.
+
+    The same interface as MinuteKnocker, so knock_until_open takes either.
+    """
+
+    send: Callable[[datetime], object]
+    clock: Callable[[], datetime] = _utcnow
+    sent: list[tuple[int, str]] = field(default_factory=list)  # (0, ISO time) in order
+
+    def knock(self) -> int | None:
+        """Send a knock stamped now; always 0 (no minute offset is ever needed)."""
+        now = self.clock()
+        self.send(now)
+        self.sent.append((0, now.isoformat(timespec="seconds")))
+        return 0
+
+    @staticmethod
+    def note(offset: int) -> str:
+        return "fresh nonce"
 
 
 class Dialer:
@@ -184,7 +214,7 @@ class Dialer:
 
 
 def knock_until_open(
-    knocker: MinuteKnocker,
+    knocker: MinuteKnocker | FreshKnocker,
     dial: Callable[[float], T | None],
     *,
     retry_after: float,
@@ -205,7 +235,7 @@ def knock_until_open(
             if offset is None:
                 log("no fresh minute left to knock with; still waiting")
             else:
-                log(f"knock {len(knocker.sent)} sent (minute {offset:+d})")
+                log(f"knock {len(knocker.sent)} sent ({knocker.note(offset)})")
 
     start = clock()
     deadline = start + wait_timeout

@@ -1,7 +1,15 @@
 """The article's config format (Listing Two), read the same way for tumblerd and the client.
 
     [section-name]
-       key = value        # indentation allowed; '#' and ';' start whole-line comments
+       key = value        # indentation allowed; a comment after whitespace
+    # '#' or ';' first on a line makes it a comment
+
+One comment rule for tumblerd's config and the client's profiles: a line whose first
+non-blank character is `#` or `;` is a comment, and so is the rest of a line from a `#`
+that follows whitespace. The values of `secret` and `command` are the exception: they run
+to the end of the line, so a secret or a shell command may hold ` #` (a `#` with no space
+before it works in every value). Control characters (a NUL, an escape) are refused in any
+line: they cannot be meant, and a value holding one would fail only when used.
 
 Each line is checked on its own and each value parsed by its key's parser, so an error
 names the file and line. No message quotes a value, nor a key that does not look like
@@ -25,6 +33,10 @@ NAME_RULE = DOOR_NAME_RULE
 # Line breaks as an editor counts them (str.splitlines also breaks at \f, \x85, \u2028...).
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _KEY_SHAPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TRAILING_COMMENT = re.compile(r"\s#.*\Z", re.DOTALL)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # C0 but tab, DEL, C1
+# Keys whose value is free text taken to the end of the line (see the module docstring).
+VERBATIM = frozenset({"secret", "command"})
 
 T = TypeVar("T")
 Parser = Callable[[str], object]
@@ -54,21 +66,22 @@ def read_sections(
     path: str,
     schema: Callable[[str], Mapping[str, Parser] | None],
     expected: str,
-    strip: Callable[[str], str] = str.strip,
 ) -> list[Section]:
     """Cut `text` into sections of parsed values; raise ConfigError at the first bad line.
 
     `schema(header)` gives the parsers of a section's keys, or None for a header that is
-    not allowed; `expected` names the allowed headers in errors; `strip` cleans a line
-    (the client's profiles also cut trailing comments).
+    not allowed; `expected` names the allowed headers in errors.
     """
     sections: list[Section] = []
     seen: set[str] = set()
     for number, raw in enumerate(_LINE_BREAK.split(text), start=1):
-        line = strip(raw)
+        line = raw.strip()
         if not line or line.startswith(("#", ";")):
             continue
+        if _CONTROL.search(raw):
+            raise ConfigError("control character in line (only tabs and spaces)", path, number)
         if line.startswith("["):
+            line = _TRAILING_COMMENT.sub("", line).rstrip()
             if not line.endswith("]"):
                 raise ConfigError(f"bad section header {line!r}", path, number)
             name = line[1:-1].strip()
@@ -81,6 +94,8 @@ def read_sections(
             continue
         key, sep, value = line.partition("=")
         key, value = key.strip(), value.strip()
+        if key not in VERBATIM:
+            value = _TRAILING_COMMENT.sub("", value).rstrip()
         if not sep or not key:
             raise ConfigError("expected 'key = value' or a [section] header", path, number)
         # A key that does not look like one may be a secret lacking its '=' ('secret aGVs=').

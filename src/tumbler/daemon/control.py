@@ -30,11 +30,28 @@ class ControlError(TumblerError):
     """The control socket could not be reached or refused the request."""
 
 
-def peer_uid(sock: socket.socket) -> int:
-    """The uid of the process at the other end, as the kernel vouches for it."""
+def peer_creds(sock: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end, as the kernel vouches for them."""
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return pid, uid
+
+
+def answering_pid(path: Path) -> int | None:
+    """The pid of a live server on the socket at `path`, or None if nothing answers there.
+
+    A socket file left by a daemon that died refuses connections, and may be replaced;
+    one that accepts belongs to a running daemon, whose pid the kernel tells us.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2.0)
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return None
+        except OSError as exc:
+            raise ControlError(f"control socket {path}: {exc.strerror or exc}") from None
+        return peer_creds(probe)[0]
 
 
 class ControlServer:
@@ -44,10 +61,22 @@ class ControlServer:
         self.path = Path(path)
         self.handler = handler
         self._server: asyncio.base_events.Server | None = None
+        self._inode: int | None = None
 
     async def start(self) -> None:
+        """Listen; refuse (ControlError) when another daemon already answers on the path.
+
+        Two daemons on one control socket would each take it from the other, and the one
+        that stopped last would leave the survivor unreachable.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with contextlib.suppress(FileNotFoundError):
+        if self.path.exists() or self.path.is_symlink():
+            pid = answering_pid(self.path)
+            if pid is not None:
+                raise ControlError(
+                    f"control socket {self.path} is in use by a running tumblerd (pid {pid}); "
+                    "stop it first, or give this daemon its own `control` path"
+                )
             self.path.unlink()  # a stale socket from a run that died
         old = os.umask(0o177)
         try:
@@ -55,19 +84,23 @@ class ControlServer:
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
+        self._inode = os.lstat(self.path).st_ino
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        # Remove the socket only if it is still ours, never one that replaced it.
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            if self._inode is not None and os.lstat(self.path).st_ino == self._inode:
+                self.path.unlink()
+        self._inode = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             sock = writer.get_extra_info("socket")
-            uid = peer_uid(sock)
+            _pid, uid = peer_creds(sock)
             if uid not in (0, os.geteuid()):
                 log.warning("control: refused a request from uid %d", uid)
                 answer: dict[str, Any] = {"ok": False, "error": "permission denied"}
@@ -86,7 +119,7 @@ class ControlServer:
         try:
             line = await asyncio.wait_for(reader.readline(), 5.0)
             request = json.loads(line[:MAX_REQUEST])
-        except (TimeoutError, ValueError):
+        except (TimeoutError, ValueError, RecursionError):  # RecursionError: deep nesting
             return {"ok": False, "error": "bad request"}
         if not isinstance(request, dict):
             return {"ok": False, "error": "bad request"}
@@ -117,7 +150,7 @@ def request(path: str, message: dict[str, Any], timeout: float = 10.0) -> dict[s
         raise ControlError(f"control socket {path}: {exc}") from None
     try:
         answer = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ControlError("the daemon sent no answer") from None
     if not answer.get("ok"):
         raise ControlError(str(answer.get("error", "request failed")))

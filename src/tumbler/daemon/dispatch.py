@@ -100,12 +100,20 @@ class Dispatcher:
 
     def restore(self, doors: Iterable[Door], now: float) -> None:
         """Re-arm what a previous run opened and close what expired while we were down."""
-        for door in doors:
-            if door.open:
-                try:
-                    self.backend_for(door).restore(now)
-                except FirewallError as exc:
-                    log.error("door %s: could not restore firewall state: %s", door.name, exc)
+        from tumbler.actions.firewall import DoorGrant
+
+        opening = [door for door in doors if door.open]
+        # What each door may open now: a kept row that no door could open is dropped.
+        grants = {d.name: DoorGrant(d.open, d.timeout) for d in opening if not d.set}
+        restored: set[int] = set()
+        for door in opening:
+            try:
+                backend = self.backend_for(door)
+                if id(backend) not in restored:
+                    restored.add(id(backend))
+                    backend.restore(now, grants)
+            except FirewallError as exc:
+                log.error("door %s: could not restore firewall state: %s", door.name, exc)
 
     async def open_entries(self, now: float) -> list[OpenEntry]:
         loop = asyncio.get_running_loop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-REJECT_REASONS = ("malformed", "no-door", "replay", "store-down")
+REJECT_REASONS = ("malformed", "no-door", "bad-mac", "clock-skew", "replay", "store-down")
 
 
 class Stats:

@@ -206,6 +206,7 @@ class Daemon:
                 "port": self.port,
                 "doors": sorted(self.runtime.doors),
                 "counters": dict(self.stats.total),
+                "last_clock_skew": self.pipeline.last_skew,
                 "replay": self.replay.name,
                 "open": [asdict(e) for e in await self.dispatcher.open_entries(now)],
             }
@@ -265,7 +266,20 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self._loop = loop
         config = self.runtime.config
-        self._sockets = udp.bind_sockets(config.listen, self.port)
+        # The control socket first: a second daemon on the same socket refuses to start
+        # before it touches a port or a firewall.
+        self._control = ControlServer(config.control, self.control)
+        try:
+            await self._control.start()
+        except OSError as exc:
+            log.error("control socket %s unavailable: %s", config.control, exc)
+            self._control = None
+        try:
+            self._sockets = udp.bind_sockets(config.listen, self.port)
+        except BaseException:
+            if self._control is not None:
+                await self._control.close()
+            raise
         for sock in self._sockets:
             loop.add_reader(sock.fileno(), self._on_readable, sock)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -281,18 +295,15 @@ class Daemon:
             f"[{a}]:{self.port}" if ":" in a else f"{a}:{self.port}" for a in config.listen
         )
         log.info(
-            "tumblerd listening on udp %s with %d doors (window %d, replay %s)",
+            "tumblerd listening on udp %s with %d doors (window %d, replay %s%s)",
             where,
             len(config.doors),
             config.window,
             self.replay.name,
+            f", {len(config.key_doors)} v2 doors, window {config.window_seconds} s"
+            if config.key_doors
+            else "",
         )
-        self._control = ControlServer(config.control, self.control)
-        try:
-            await self._control.start()
-        except OSError as exc:
-            log.error("control socket %s unavailable: %s", config.control, exc)
-            self._control = None
         if self.on_ready is not None:
             self.on_ready()
         try:

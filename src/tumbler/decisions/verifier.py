@@ -25,6 +25,10 @@ from tumbler.protocols.tumbler1 import stamp_for_minute
 # A cached digest costs about 85 bytes (an 8-byte blinded key and a shared index in a dict);
 # a source's table itself costs about as much as TABLE_OVERHEAD digests. About 85 MB at most.
 CACHE_DIGESTS = 1_000_000
+# The largest window a config may set. A claim is held as long as a receiver with the
+# largest window could still accept the knock: after a reload to a larger window, or in a
+# fleet whose servers differ, a shorter claim would let the same knock in a second time.
+MAX_WINDOW_MINUTES = 60
 TABLE_OVERHEAD = 6
 
 
@@ -114,6 +118,7 @@ class Verifier(Generic[D]):
         expected = hashlib.sha256(stamp.encode("ascii") + address.encode("ascii") + secret)
         if len(raw) != 32 or not hmac.compare_digest(expected.digest(), raw):
             return None
-        # A stamp for minute m is accepted until the end of minute m + window.
-        expires = (minute + offset + self.window + 1) * 60.0
+        # A stamp for minute m is accepted until the end of minute m + window, and some
+        # receiver (this one after a reload, another of the fleet) may have the largest.
+        expires = (minute + offset + MAX_WINDOW_MINUTES + 1) * 60.0
         return Match(door, stamp, digest, offset, expires)

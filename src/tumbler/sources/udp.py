@@ -51,7 +51,11 @@ def bind_sockets(addresses: tuple[str, ...], port: int) -> list[socket.socket]:
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             _grow_receive_buffer(sock)
-            sock.bind((address, port))
+            try:
+                sock.bind((address, port))
+            except OSError as exc:
+                shown = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+                raise OSError(exc.errno, f"udp {shown}: {exc.strerror}") from None
             sock.setblocking(False)
     except OSError:
         for sock in socks:

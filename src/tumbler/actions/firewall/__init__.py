@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from tumbler.actions.firewall.base import FirewallBackend, OpenEntry
+from tumbler.actions.firewall.base import DoorGrant, FirewallBackend, OpenEntry
 from tumbler.actions.firewall.iptables import (
     IptablesBackend,
     IptablesLegacyBackend,
@@ -23,6 +23,7 @@ __all__ = [
     "NAMES",
     "CommandError",
     "CommandResult",
+    "DoorGrant",
     "FirewallBackend",
     "IptablesBackend",
     "IptablesLegacyBackend",

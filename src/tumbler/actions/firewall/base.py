@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -44,6 +44,21 @@ class OpenEntry:
     def remaining(self, now: float) -> float:
         """Seconds left before it closes (0 when due)."""
         return max(0.0, self.expires - now)
+
+
+@dataclass(frozen=True)
+class DoorGrant:
+    """What the config lets one door open: these ports, for at most `timeout` seconds."""
+
+    ports: tuple[PortSpec, ...]
+    timeout: float
+
+    def allows(self, spec: PortSpec) -> bool:
+        """True if one of the door's port specs covers all of `spec`."""
+        return any(
+            p.proto == spec.proto and p.first <= spec.first and spec.last <= p.last
+            for p in self.ports
+        )
 
 
 def check_door(door: str) -> str:
@@ -114,10 +129,12 @@ class FirewallBackend(ABC):
         """Close what is due at `now`; return what was closed."""
 
     @abstractmethod
-    def restore(self, now: float) -> list[OpenEntry]:
-        """At daemon start: close what expired while it was down, re-arm the rest.
+    def restore(self, now: float, doors: Mapping[str, DoorGrant] | None = None) -> list[OpenEntry]:
+        """At daemon start and reload: close what expired while it was down, re-arm the rest.
 
-        Returns what was closed.
+        `doors` is what the current config lets each door open; whatever a backend kept
+        that no door could have opened is dropped (None checks the form only). Returns
+        what was closed.
         """
 
     @abstractmethod
@@ -138,7 +155,18 @@ class FirewallBackend(ABC):
 
     @abstractmethod
     def apply_policy(self, knock_port: int) -> None:
-        """Apply the default-closed policy; running it again changes nothing."""
+        """Apply the default-closed policy; running it again converges on the same rules.
+
+        A changed knock port replaces the old one.
+        """
+
+    @abstractmethod
+    def remove_policy(self) -> list[OpenEntry]:
+        """Take the default-closed policy away again, closing the doors it held open."""
+
+    def policy_warnings(self) -> list[str]:
+        """What in the firewall keeps open what the policy claims to close."""
+        return []
 
     def init_policy(self, knock_port: int, apply: bool = True) -> list[str]:
         """Render the default-closed policy and, with `apply`, put it in place."""

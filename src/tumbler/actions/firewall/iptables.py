@@ -14,9 +14,11 @@ no daemon to close it (`kernel_timeouts` is False).
 
 All rule changes of one call go through a single `iptables-restore --noflush`
 batch per address family, which the kernel applies atomically: a rejected rule
-leaves the chain as it was. The database row is written in the same SQLite
-transaction and rolled back if the firewall refuses; if the commit itself fails
-the firewall change is undone.
+leaves the chain as it was. The database rows are written after the batch, in a
+short transaction of their own (never one held across a firewall program, which
+would make every other writer of the file wait); if that write fails the firewall
+change is undone, and a crash in between leaves a rule whose comment says when
+it is due.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import re
 import shlex
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -35,6 +38,7 @@ from tumbler.actions.firewall.base import (
     COMMENT_PREFIX,
     KNOCK_BURST,
     KNOCK_RATE,
+    DoorGrant,
     FirewallBackend,
     OpenEntry,
     check_door,
@@ -43,14 +47,16 @@ from tumbler.actions.firewall.base import (
 )
 from tumbler.actions.firewall.runner import Runner
 from tumbler.errors import FirewallError
-from tumbler.ports import PortSpec
+from tumbler.ports import PROTOCOLS, PortSpec
 from tumbler.statedb import open_state_db
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tumblerd.firewall")
 
 CHAIN = "TUMBLER"
 WAIT = ["-w", "5"]
 ND_TYPES = ("133", "134", "135", "136")  # router/neighbour solicitation and advertisement
+POLICY_COMMENT = f"{COMMENT_PREFIX}policy"
+POLICY_TAG = ("-m", "comment", "--comment", POLICY_COMMENT)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS firewall_iptables (
@@ -125,6 +131,23 @@ def parse_rule(line: str) -> Rule | None:
         return None
 
 
+# iptables-restore splits a line on whitespace and knows double quotes only, not the
+# shell's quoting rules; every value tumbler writes is plain, so anything else is refused.
+_UNSAFE = re.compile(r"[^\x21-\x7e]|[\"'\\]")
+
+
+def restore_line(tokens: Sequence[str]) -> str:
+    """One iptables-restore line; raise FirewallError on a token it would misread.
+
+    Whitespace, a quote, a backslash, a control or non-ASCII character in any value
+    could split it or start a new command, so it is refused rather than quoted.
+    """
+    for token in tokens:
+        if not token or _UNSAFE.search(token):
+            raise FirewallError(f"refusing {token!r} in an iptables-restore line")
+    return " ".join(tokens)
+
+
 class StateStore:
     """Pending closes in the state database, behind a lock so that any thread may use it.
 
@@ -187,6 +210,41 @@ class StateStore:
             "WHERE address = ? AND door = ? AND proto = ? AND first = ? AND last = ?",
             list(keys),
         )
+
+
+def row_problem(
+    key: Sequence[object], expires: object, doors: Mapping[str, DoorGrant] | None, now: float
+) -> str | None:
+    """Why a state row (or a rule's tag) must not be used, or None if it may.
+
+    The state database is input like any other: a row is used only in the form tumbler
+    writes it, and, with `doors`, only if a door of the current config opens those ports
+    for at most that long.
+    """
+    address, door, proto, first, last = key
+    if not (isinstance(address, str) and isinstance(door, str) and isinstance(proto, str)):
+        return "not text"
+    try:
+        if normalise_address(address)[0] != address:
+            return "address not in normal form"
+        check_door(door)
+    except FirewallError as exc:
+        return str(exc)
+    if proto not in PROTOCOLS:
+        return "protocol neither tcp nor udp"
+    if type(first) is not int or type(last) is not int or not 1 <= first <= last <= 65535:
+        return "not a port range"
+    if type(expires) not in (int, float) or not math.isfinite(expires):  # type: ignore[arg-type]
+        return "not an expiry time"
+    if doors is not None:
+        grant = doors.get(door)
+        if grant is None:
+            return "no such door in the config"
+        if not grant.allows(PortSpec(proto, first, last)):
+            return "the door does not open these ports"
+        if expires > now + timeout_seconds(grant.timeout) + 1:  # type: ignore[operator]
+            return "expires later than the door's timeout allows"
+    return None
 
 
 def _comment_expiry(expires: float) -> int:
@@ -277,18 +335,26 @@ class IptablesBackend(FirewallBackend):
 
     @staticmethod
     def _line(op: str, rule: Rule, chain: str = CHAIN) -> str:
-        return shlex.join([op, chain, *rule.spec()])
+        return restore_line([op, chain, *rule.spec()])
 
     @staticmethod
     def _undo(lines: list[str]) -> list[str]:
         flip = {"-A": "-D", "-D": "-A"}
         return [flip[line[:2]] + line[2:] for line in reversed(lines) if line[:2] in flip]
 
-    def _commit_or_undo(self, version: int, lines: list[str], db: sqlite3.Connection) -> None:
-        """Commit the caller's transaction for an applied batch, or undo the batch."""
+    def _record(
+        self, version: int, lines: list[str], write: Callable[[sqlite3.Connection], None]
+    ) -> None:
+        """Write the rows for a batch already applied, in a transaction of its own; undo
+        the batch if that fails.
+
+        No transaction is ever open while a firewall program runs: every other writer
+        of the state database (replay claims among them) would wait for the program.
+        """
         try:
-            db.commit()
-        except sqlite3.Error as exc:
+            with self.state.transaction() as db:
+                write(db)
+        except (sqlite3.Error, FirewallError) as exc:
             try:
                 self._restore(version, self._undo(lines))
             except FirewallError:
@@ -309,29 +375,24 @@ class IptablesBackend(FirewallBackend):
         ]
         if not wanted:
             raise FirewallError("a door with no ports to open")
+
+        def write(db: sqlite3.Connection) -> None:
+            for rule in wanted:
+                self.state.upsert(db, rule.key, expires)
+
         with self._lock:
             try:
-                with self.state.transaction() as db:
-                    known = self._recorded(db, addr, door) if version in self._ready else None
-                    for rule in wanted:
-                        self.state.upsert(db, rule.key, expires)
-                    lines = self._open_lines(version, wanted, known)
-                    self._commit_or_undo(version, lines, db)
+                known = self._recorded(addr, door) if version in self._ready else None
             except sqlite3.Error as exc:
                 raise FirewallError(f"state database {self.state.path}: {exc}") from exc
+            lines = self._open_lines(version, wanted, known)
+            self._record(version, lines, write)
         return expires
 
-    def _recorded(self, db: sqlite3.Connection, address: str, door: str) -> list[Rule]:
+    def _recorded(self, address: str, door: str) -> list[Rule]:
         """The rules the state database says are in the chain for this address and door."""
-        cur = db.execute(
-            "SELECT proto, first, last, expires FROM firewall_iptables "
-            "WHERE address = ? AND door = ?",
-            (address, door),
-        )
-        return [
-            Rule(address, door, proto, first, last, _comment_expiry(expires))
-            for proto, first, last, expires in cur.fetchall()
-        ]
+        rows = self.state.rows("address = ? AND door = ?", [address, door])
+        return [Rule(*key, _comment_expiry(expires)) for key, expires in rows]
 
     def _open_lines(self, version: int, wanted: list[Rule], known: list[Rule] | None) -> list[str]:
         """Apply the rules a knock wants; return the lines applied.
@@ -371,25 +432,49 @@ class IptablesBackend(FirewallBackend):
         versions = {6 if ":" in key[0] else 4 for key in keys}
         versions |= {r.version for r in extra}
         extra = list(extra)
+        for version in sorted(versions):
+            doomed = [r for r in self._kernel_rules(version) if r.key in keys or r in extra]
+            lines = [self._line("-D", r) for r in dict.fromkeys(doomed)]
+            self._restore(version, lines)
+        # Only once the rules are gone: a row left by a failure here closes again later.
         with self.state.transaction() as db:
             self.state.delete(db, keys)
-            for version in sorted(versions):
-                doomed = [r for r in self._kernel_rules(version) if r.key in keys or r in extra]
-                lines = [self._line("-D", r) for r in dict.fromkeys(doomed)]
-                self._restore(version, lines)
+
+    def _checked(
+        self, rows: list[tuple[Key, float]], doors: Mapping[str, DoorGrant] | None, now: float
+    ) -> list[tuple[Key, float]]:
+        """The rows that pass `row_problem`; the rest are deleted and logged, never used."""
+        good, bad = [], []
+        for key, expires in rows:
+            problem = row_problem(key, expires, doors, now)
+            if problem is None:
+                good.append((key, expires))
+            else:
+                bad.append(key)
+                log.warning(
+                    "state database: dropped a row (%s): address %r door %r ports %r %r-%r "
+                    "expires %r",
+                    problem,
+                    *key,
+                    expires,
+                )
+        if bad:
+            with self.state.transaction() as db:
+                self.state.delete(db, bad)
+        return good
 
     def expire(self, now: float) -> list[OpenEntry]:
         with self._lock:
-            due = self.state.rows("expires <= ?", [now])
+            due = self._checked(self.state.rows("expires <= ?", [now]), None, now)
             if not due:
                 return []
             self._close_keys({key for key, _ in due})
         return _group(due)
 
-    def restore(self, now: float) -> list[OpenEntry]:
+    def restore(self, now: float, doors: Mapping[str, DoorGrant] | None = None) -> list[OpenEntry]:
         closed: list[tuple[Key, float]] = []
         with self._lock:
-            rows = dict(self.state.rows())
+            rows = dict(self._checked(self.state.rows(), doors, now))
             for version in (4, 6):
                 mine = {k: e for k, e in rows.items() if (6 if ":" in k[0] else 4) == version}
                 try:
@@ -399,32 +484,51 @@ class IptablesBackend(FirewallBackend):
                         raise
                     log.warning("IPv%d firewall unavailable; nothing to restore there", version)
                     continue
-                lines: list[str] = []
-                with self.state.transaction() as db:
-                    for key, expires in mine.items():
-                        if expires <= now:
-                            closed.append((key, expires))
-                            self.state.delete(db, [key])
-                    wanted = [Rule(*key, _comment_expiry(e)) for key, e in mine.items() if e > now]
-                    for rule in existing:
-                        if rule.key in rows:
-                            continue
-                        if rule.expires <= now:  # no row: the comment says when it was due
-                            closed.append((rule.key, float(rule.expires)))
-                        else:
-                            self.state.upsert(db, rule.key, float(rule.expires))
-                            wanted.append(rule)
-                    wanted_keys = {r.key for r in wanted}
-                    lines = self._converge(wanted, [r for r in existing if r.key in wanted_keys])
-                    lines.extend(self._line("-D", r) for r in existing if r.key not in wanted_keys)
-                    self._restore(version, lines)
-                    self._commit_or_undo(version, lines, db)
+                due = [(key, e) for key, e in mine.items() if e <= now]
+                closed.extend(due)
+                wanted = [Rule(*key, _comment_expiry(e)) for key, e in mine.items() if e > now]
+                adopted: list[Rule] = []
+                for rule in existing:
+                    if rule.key in rows:
+                        continue
+                    problem = row_problem(rule.key, rule.expires, doors, now)
+                    if problem is not None:  # closed below, and not reported as a door
+                        log.warning("iptables: removing %r from %s (%s)", rule, CHAIN, problem)
+                    elif rule.expires <= now:  # no row: the comment says when it was due
+                        closed.append((rule.key, float(rule.expires)))
+                    else:
+                        adopted.append(rule)
+                wanted += adopted
+                wanted_keys = {r.key for r in wanted}
+                lines = self._converge(wanted, [r for r in existing if r.key in wanted_keys])
+                unnamed: list[Rule] = []
+                for rule in existing:
+                    if rule.key not in wanted_keys:
+                        try:
+                            lines.append(self._line("-D", rule))
+                        except FirewallError:  # a tag no batch line can name
+                            unnamed.append(rule)
+                self._restore(version, lines)
+                for rule in unnamed:  # an argv needs no quoting: delete it on its own
+                    self._ipt(version, "-D", CHAIN, *rule.spec())
+
+                def write(
+                    db: sqlite3.Connection,
+                    due: list[tuple[Key, float]] = due,
+                    adopted: list[Rule] = adopted,
+                ) -> None:
+                    self.state.delete(db, [key for key, _ in due])
+                    for rule in adopted:
+                        self.state.upsert(db, rule.key, float(rule.expires))
+
+                self._record(version, lines, write)
                 self._ready.add(version)
         return _group(closed)
 
     def list_open(self, now: float) -> list[OpenEntry]:
         with self._lock:
-            return _group(self.state.rows("expires > ?", [now]))
+            rows = self.state.rows("expires > ?", [now])
+            return _group([row for row in rows if row_problem(*row, None, now) is None])
 
     def close(self, address: str, door: str | None = None, *, now: float) -> list[OpenEntry]:
         addr, version = normalise_address(address)
@@ -460,28 +564,42 @@ class IptablesBackend(FirewallBackend):
 
     @staticmethod
     def policy_rules(version: int, knock_port: int) -> list[list[str]]:
-        """INPUT rules of the default-closed policy, after the jump to TUMBLER."""
+        """INPUT rules of the default-closed policy, after the jump to TUMBLER.
+
+        Each is tagged `tumbler:policy`, so that `init` run again, or `remove`, finds
+        exactly these and leaves the administrator's own rules alone.
+        """
         rules = [
-            ["-i", "lo", "-j", "ACCEPT"],
-            ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+            ["-i", "lo"],
+            ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"],
         ]
         if version == 6:
-            rules.extend(
-                ["-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", t, "-j", "ACCEPT"]
-                for t in ND_TYPES
-            )
+            rules.extend(["-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", t] for t in ND_TYPES)
         knock = ["-p", "udp", "-m", "udp", "--dport", str(knock_port)]
-        rules.append(
-            [
-                *knock,
-                *("-m", "hashlimit", "--hashlimit-above", f"{KNOCK_RATE}/sec"),
-                *("--hashlimit-burst", str(KNOCK_BURST), "--hashlimit-mode", "srcip"),
-                *("--hashlimit-name", "tumbler_knock", "-j", "DROP"),
-            ]
+        limit = [
+            *("-m", "hashlimit", "--hashlimit-above", f"{KNOCK_RATE}/sec"),
+            *("--hashlimit-burst", str(KNOCK_BURST), "--hashlimit-mode", "srcip"),
+            *("--hashlimit-name", "tumbler_knock"),
+        ]
+        targets = ["ACCEPT"] * len(rules) + ["DROP", "ACCEPT", "DROP"]
+        rules += [[*knock, *limit], knock, ["-p", "udp"]]
+        return [
+            [*rule, *POLICY_TAG, "-j", target] for rule, target in zip(rules, targets, strict=True)
+        ]
+
+    @staticmethod
+    def output_rules(version: int) -> list[list[str]]:
+        """OUTPUT rules: no ICMP port unreachable leaves for another host.
+
+        Without them, UDP to the knock port while tumblerd is stopped (or on an address it
+        does not listen on) draws a port unreachable, while every other UDP port is silent.
+        """
+        match = (
+            ["-p", "icmp", "-m", "icmp", "--icmp-type", "3/3"]
+            if version == 4
+            else ["-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", "1/4"]
         )
-        rules.append([*knock, "-j", "ACCEPT"])
-        rules.append(["-p", "udp", "-j", "DROP"])
-        return rules
+        return [["!", "-o", "lo", *match, *POLICY_TAG, "-j", "DROP"]]
 
     def render_policy(self, knock_port: int) -> list[str]:
         lines: list[str] = []
@@ -493,23 +611,150 @@ class IptablesBackend(FirewallBackend):
                 shlex.join([tool, "-A", "INPUT", *rule])
                 for rule in self.policy_rules(version, knock_port)
             )
+            lines.extend(
+                shlex.join([tool, "-A", "OUTPUT", *rule]) for rule in self.output_rules(version)
+            )
             lines.append(shlex.join([tool, "-P", "INPUT", "DROP"]))
         return lines
 
+    def _chain_rules(self, version: int, chain: str) -> tuple[str, list[list[str]]]:
+        """(policy, rules) of a built-in chain as `iptables -S` shows them, tokenised."""
+        _, out = self._ipt(version, "-S", chain)
+        policy, rules = "ACCEPT", []
+        for line in out.splitlines():
+            tokens = shlex.split(line)
+            if tokens[:2] == ["-P", chain] and len(tokens) == 3:
+                policy = tokens[2]
+            elif tokens[:2] == ["-A", chain]:
+                rules.append(tokens[2:])
+        return policy, rules
+
+    def _policy_plan(self, version: int, knock_port: int | None) -> tuple[list[str], list[str]]:
+        """(batch, undo) that bring one family's policy to `knock_port`, or remove it (None).
+
+        Only reads the kernel; the batch replaces every rule tagged `tumbler:policy`, so a
+        changed knock port leaves no trace of the old one. `undo` puts back what was there.
+        """
+        policy, rules = self._chain_rules(version, "INPUT")
+        has_chain = self._ipt(version, "-S", CHAIN, check=False)[0] == 0
+        has_jump = ["-j", CHAIN] in rules
+        _, output = self._chain_rules(version, "OUTPUT")
+        old = [["INPUT", *rule] for rule in rules if _is_policy(rule)]
+        old += [["OUTPUT", *rule] for rule in output if _is_policy(rule)]
+        new = []
+        if knock_port is not None:
+            new = [["INPUT", *rule] for rule in self.policy_rules(version, knock_port)]
+            new += [["OUTPUT", *rule] for rule in self.output_rules(version)]
+        jump = ["INPUT", "1", "-j", CHAIN]
+        batch: list[str] = []
+        undo: list[str] = []
+        if knock_port is not None:
+            if not has_chain:
+                batch.append(f":{CHAIN} - [0:0]")
+            if not has_jump:
+                batch.append(restore_line(["-I", *jump]))
+            batch.append(":INPUT DROP [0:0]")
+        else:
+            if has_chain:
+                undo.append(f":{CHAIN} - [0:0]")
+            if has_jump:
+                batch.append(restore_line(["-D", "INPUT", "-j", CHAIN]))
+            if has_chain:
+                batch.extend([f"-F {CHAIN}", f"-X {CHAIN}"])
+            batch.append(":INPUT ACCEPT [0:0]")
+        batch.extend(restore_line(["-D", *rule]) for rule in old)
+        batch.extend(restore_line(["-A", *rule]) for rule in new)
+        undo.extend(restore_line(["-D", *rule]) for rule in reversed(new))
+        undo.extend(restore_line(["-A", *rule]) for rule in old)
+        undo.append(f":INPUT {policy} [0:0]")
+        if knock_port is not None:
+            if not has_jump:
+                undo.append(restore_line(["-D", "INPUT", "-j", CHAIN]))
+            if not has_chain:
+                undo.append(f"-X {CHAIN}")
+        elif has_jump:
+            undo.append(restore_line(["-I", *jump]))
+        return batch, undo
+
+    def _apply_both(self, knock_port: int | None) -> None:
+        """Apply one family's plan, then the other's; if the second fails, undo the first.
+
+        Both families are read (and so known to work) before either changes, and a policy
+        that closed IPv4 while IPv6 stayed wide open is never left behind.
+        """
+        plans = {version: self._policy_plan(version, knock_port) for version in (4, 6)}
+        applied: list[int] = []
+        for version, (batch, _) in plans.items():
+            try:
+                self._restore(version, batch)
+            except FirewallError as exc:
+                for done in applied:
+                    try:
+                        self._restore(done, plans[done][1])
+                    except FirewallError:
+                        log.exception("could not undo the IPv%d policy change", done)
+                kept = " and ".join(f"IPv{v}" for v in applied) or "nothing"
+                raise FirewallError(
+                    f"IPv{version}: {exc} (so {kept} was put back as it was: both or neither)"
+                ) from exc
+            applied.append(version)
+        self._ready.clear()
+
     def apply_policy(self, knock_port: int) -> None:
-        """Add the missing policy rules and set INPUT's policy to DROP, one batch per family.
+        """Put the policy in place for both families or for neither, one batch each.
 
         The policy change rides in the same batch as the accepts, so an
         administrator on SSH is never cut off half-way.
         """
+        self._apply_both(knock_port)
+
+    def remove_policy(self) -> list[OpenEntry]:
+        """Delete the policy rules and chain TUMBLER, set INPUT's policy to ACCEPT."""
+        with self._lock:
+            rows = self.state.rows()
+            stray = [r for version in (4, 6) for r in self._safe_rules(version)]
+            self._apply_both(None)
+            with self.state.transaction() as db:
+                self.state.delete(db, [key for key, _ in rows])
+        return _closed(rows, stray)
+
+    def policy_warnings(self) -> list[str]:
+        """ACCEPT rules of the administrator's own in INPUT: what they match stays open."""
+        warnings = []
         for version in (4, 6):
-            self._ensure_chain(version)
-            lines = [":INPUT DROP [0:0]"]
-            for rule in self.policy_rules(version, knock_port):
-                code, _ = self._ipt(version, "-C", "INPUT", *rule, check=False)
-                if code != 0:
-                    lines.append(shlex.join(["-A", "INPUT", *rule]))
-            self._restore(version, lines)
+            tool = self.tool(version)
+            _, rules = self._chain_rules(version, "INPUT")
+            for rule in rules:
+                if rule[-2:] == ["-j", "ACCEPT"] and not _is_policy(rule) and not _harmless(rule):
+                    spec = shlex.join(rule)
+                    warnings.append(
+                        f"INPUT also accepts '{spec}', not tumbler's rule, so that stays open; "
+                        f"to close it: {tool} -D INPUT {spec}"
+                    )
+        return warnings
+
+
+def _harmless(rule: Sequence[str]) -> bool:
+    """An ACCEPT that lets in nothing the policy does not: loopback, replies, IPv6 ND.
+
+    These are what the policy itself accepts (an older `init` left them untagged), so
+    reporting them would only bury the rules that do keep a port open.
+    """
+    core = list(rule[:-2])  # without the final -j ACCEPT
+    if core == ["-i", "lo"]:
+        return True
+    states = {"RELATED,ESTABLISHED", "ESTABLISHED,RELATED", "ESTABLISHED"}
+    if len(core) == 4 and core[:3] == ["-m", "conntrack", "--ctstate"] and core[3] in states:
+        return True
+    nd = ["-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type"]
+    return len(core) == 6 and core[:5] == nd and core[5] in ND_TYPES
+
+
+def _is_policy(rule: Sequence[str]) -> bool:
+    """True for a rule tumbler's policy added (tagged `tumbler:policy`)."""
+    return any(
+        flag == "--comment" and value == POLICY_COMMENT for flag, value in itertools.pairwise(rule)
+    )
 
 
 class IptablesNftBackend(IptablesBackend):

@@ -13,7 +13,9 @@ Two set-ups are supported:
     init` adds a base chain `input` (hook input, policy drop) that accepts
     loopback, established/related traffic, IPv6 neighbour discovery, the knock
     port, and whatever the two sets hold; other UDP is dropped without an ICMP
-    reply. Use this when tumbler's chain is the host's input policy.
+    reply, and a chain `output` drops the ICMP port unreachable the kernel would send
+    for the knock port when nothing listens there. Use this when tumbler's chain is
+    the host's input policy.
 
 (b) an administrator's own ruleset. In nftables an `accept` in one table does
     not undo a `drop` in another table hooked at input, so tumbler's table
@@ -38,6 +40,7 @@ the set never holds a duplicate.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +49,7 @@ from tumbler.actions.firewall.base import (
     COMMENT_PREFIX,
     KNOCK_BURST,
     KNOCK_RATE,
+    DoorGrant,
     FirewallBackend,
     OpenEntry,
     check_door,
@@ -55,7 +59,7 @@ from tumbler.actions.firewall.base import (
 from tumbler.actions.firewall.libnft import default_runner
 from tumbler.actions.firewall.runner import CommandError, Runner
 from tumbler.errors import FirewallError
-from tumbler.ports import PortSpec
+from tumbler.ports import MAX_PORTS_EACH, PortSpec
 
 NFT = "nft"
 FAMILY = "inet"
@@ -65,8 +69,9 @@ SETS = {4: "open4", 6: "open6"}
 SET_TYPES = {4: "ipv4_addr", 6: "ipv6_addr"}
 ADDR_FAMILIES = {"ip", "ip6", "inet", "bridge", "netdev"}
 # Ranges are stored port by port (a plain hash set: no interval overlaps to
-# trip over when two doors open overlapping ranges); this bounds one knock.
-MAX_PORTS = 1024
+# trip over when two doors open overlapping ranges); this bounds one knock, and
+# the config refuses a door that opens more.
+MAX_PORTS = MAX_PORTS_EACH
 LIMIT_SETS = {4: "knock4", 6: "knock6"}
 LIMIT_SET_SIZE = 65535
 LIMIT_SET_TIMEOUT = 60
@@ -169,6 +174,8 @@ def _limit_set_specs() -> list[Json]:
             "name": name,
             "type": SET_TYPES[version],
             "size": LIMIT_SET_SIZE,
+            # The kernel marks these sets `dynamic` once a rule adds to them, so adding
+            # them again differs ("File exists"): `apply_policy` deletes and remakes them.
             "flags": ["timeout"],
             "timeout": LIMIT_SET_TIMEOUT,
         }
@@ -217,6 +224,30 @@ def policy_rules(knock_port: int) -> list[tuple[str, list[Json]]]:
             [_match(_meta("l4proto"), "udp"), {"drop": None}],
         ),
     ]
+
+
+OUTPUT_CHAIN = "output"
+
+
+def output_rules() -> list[tuple[str, list[Json]]]:
+    """The output chain's rules: no ICMP port unreachable leaves for another host.
+
+    Without them, UDP to the knock port while tumblerd is stopped (or on an address it
+    does not listen on) draws a port unreachable, while every other UDP port is silent.
+    """
+    rules = []
+    for proto in ("icmp", "icmpv6"):
+        text = (
+            f'oif != "lo" {proto} type destination-unreachable {proto} code port-unreachable drop'
+        )
+        expr = [
+            _match(_meta("oif"), "lo", "!="),
+            _match(_payload(proto, "type"), "destination-unreachable"),
+            _match(_payload(proto, "code"), "port-unreachable"),
+            {"drop": None},
+        ]
+        rules.append((text, expr))
+    return rules
 
 
 class NftablesBackend(FirewallBackend):
@@ -372,7 +403,7 @@ class NftablesBackend(FirewallBackend):
         """Nothing to do: the kernel removes elements whose timeout ran out."""
         return []
 
-    def restore(self, now: float) -> list[OpenEntry]:
+    def restore(self, now: float, doors: Mapping[str, DoorGrant] | None = None) -> list[OpenEntry]:
         """Nothing to do: elements kept timing out in the kernel while the daemon was down."""
         return []
 
@@ -451,24 +482,59 @@ class NftablesBackend(FirewallBackend):
         lines.append("\t\ttype filter hook input priority filter; policy drop;")
         lines.extend(f"\t\t{text}" for text, _ in policy_rules(knock_port))
         lines.append("\t}")
+        lines.append(f"\tchain {OUTPUT_CHAIN} {{")
+        lines.append("\t\ttype filter hook output priority filter; policy accept;")
+        lines.extend(f"\t\t{text}" for text, _ in output_rules())
+        lines.append("\t}")
         lines.append("}")
         return lines
 
-    def policy_commands(self, knock_port: int) -> list[Json]:
-        """The JSON transaction `apply_policy` sends: idempotent, keeps open elements."""
+    def policy_commands(self, knock_port: int, existing: Sequence[str] = ()) -> list[Json]:
+        """The JSON transaction `apply_policy` sends: converges, keeps open elements.
+
+        `existing` names the rate-limit sets already in the kernel: they are deleted and
+        made again (after the chain is flushed, so no rule refers to them), so a set
+        made by an older version with other flags or size cannot make `add` fail.
+        """
         chain = {"family": FAMILY, "table": TABLE, "name": CHAIN}
         base = {**chain, "type": "filter", "hook": "input", "prio": 0, "policy": "drop"}
         commands = self._ensure_own()
         commands.append({"add": {"chain": base}})
         commands.append({"flush": {"chain": chain}})
+        for name in existing:
+            commands.append({"delete": {"set": {"family": FAMILY, "table": TABLE, "name": name}}})
         commands.extend({"add": {"set": spec}} for spec in _limit_set_specs())
         for _, expr in policy_rules(knock_port):
             rule = {"family": FAMILY, "table": TABLE, "chain": CHAIN, "expr": expr}
             commands.append({"add": {"rule": rule}})
+        output = {"family": FAMILY, "table": TABLE, "name": OUTPUT_CHAIN}
+        hook = {**output, "type": "filter", "hook": "output", "prio": 0, "policy": "accept"}
+        commands.append({"add": {"chain": hook}})
+        commands.append({"flush": {"chain": output}})
+        for _, expr in output_rules():
+            rule = {"family": FAMILY, "table": TABLE, "chain": OUTPUT_CHAIN, "expr": expr}
+            commands.append({"add": {"rule": rule}})
         return commands
 
+    def _own_limit_sets(self) -> list[str]:
+        """The rate-limit sets now in tumbler's table (none if the table does not exist)."""
+        found = []
+        for name in LIMIT_SETS.values():
+            items = self._list("set", FAMILY, TABLE, name)
+            if items and any("set" in item for item in items):
+                found.append(name)
+        return found
+
     def apply_policy(self, knock_port: int) -> None:
-        self._apply(self.policy_commands(knock_port))
+        self._apply(self.policy_commands(knock_port, self._own_limit_sets()))
+
+    def remove_policy(self) -> list[OpenEntry]:
+        """Delete tumbler's table: the policy, its sets, and every door open in them."""
+        with self._lock:
+            closed = [e for e in self._elements(time.time()) if e[0] in OWN_SETS.values()]
+            if self._list("table", FAMILY, TABLE) is not None:
+                self._apply([{"delete": {"table": {"family": FAMILY, "name": TABLE}}}])
+        return _group(closed)
 
 
 def _port_keys(address: str, ports: Sequence[PortSpec]) -> list[Json]:

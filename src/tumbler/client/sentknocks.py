@@ -1,0 +1,66 @@
+"""The knocks this user sent lately, remembered across runs of the client.
+
+The v1 knock is a function of the minute, the address and the secret, so a second
+`tumbler --open` within the same UTC minute would send the very digest the daemon has
+just accepted, and the daemon rightly refuses it as a replay: the user's ssh then times
+out with no clue why. Every knock the client sends (`--open`, `open NAME`, `ssh-proxy`)
+is therefore recorded here, and the next one takes a neighbouring minute the daemon's
+window still accepts, or the client says it must wait.
+
+Only digests are kept, which an eavesdropper sees on the wire anyway; never a secret.
+The file lives in the user's state directory, mode 0600, and is locked while it is read
+and rewritten, so clients started together cannot pick the same minute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+MAX_ENTRIES = 4096  # a bound on the file whatever happens; entries live two minutes
+
+
+def default_path() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "tumbler" / "sent-knocks"
+
+
+class SentKnocks:
+    """Digests sent, each until the moment no daemon window could still accept it."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path if path is not None else default_path()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, float]]:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "r+", encoding="ascii", errors="replace") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            entries: dict[str, float] = {}
+            for line in handle.read().splitlines():
+                digest, _, expires = line.partition(" ")
+                with contextlib.suppress(ValueError):
+                    entries[digest] = float(expires)
+            yield entries
+            kept = sorted(entries.items(), key=lambda item: item[1])[-MAX_ENTRIES:]
+            handle.seek(0)
+            handle.truncate()
+            handle.write("".join(f"{d} {e:.0f}\n" for d, e in kept))
+
+    def claim_first(self, candidates: list[tuple[str, float]], now: float) -> int | None:
+        """Record the first candidate (digest, expires) not sent before; its index, or None.
+
+        Expired entries are forgotten on the way, so the file stays small.
+        """
+        with self._locked() as entries:
+            for digest in [d for d, e in entries.items() if e <= now]:
+                del entries[digest]
+            for index, (digest, expires) in enumerate(candidates):
+                if digest not in entries:
+                    entries[digest] = expires
+                    return index
+        return None
