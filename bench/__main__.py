@@ -1,4 +1,4 @@
-"""./dev bench [--quick] [--only latency,flood,valid,memory,long,fuzz,v2,guess] [--knocks N] ...
+"""./dev bench [--quick] [--only latency,flood,valid,memory,long,fuzz,v2,guess,fleet] ...
 
 Builds the namespace rig (bench/rig.py), runs the chosen sections side by side in one run,
 and prints one table. Asserts nothing about speed: it measures.
@@ -13,13 +13,42 @@ import subprocess
 import sys
 import time
 
+from bench import fleet as fleetmod
 from bench import flood as floodmod
+from bench import issue11
 from bench import memory as memmod
 from bench.latency import Sources, measure, summary
-from bench.rig import SERVER_F, leftover_namespaces, proc_rss_kib, rig
+from bench.rig import SERVER_F, WIDE_FLOOD4, leftover_namespaces, proc_rss_kib, rig
 from bench.systems import TARGET, Fwknopd, Knockd, Tumblerd
 
-SECTIONS = ("latency", "flood", "valid", "memory", "long", "fuzz", "v2", "guess")
+SECTIONS = (
+    "latency",
+    "flood",
+    "newsource",
+    "prefix64",
+    "startup",
+    "valid",
+    "memory",
+    "long",
+    "fuzz",
+    "v2",
+    "guess",
+    "fleet",
+    "signed",
+)
+RIG_SECTIONS = {
+    "latency",
+    "flood",
+    "newsource",
+    "prefix64",
+    "startup",
+    "valid",
+    "memory",
+    "long",
+    "v2",
+    "fleet",
+    "signed",
+}
 
 
 def ms(x: float) -> str:
@@ -57,6 +86,7 @@ def section_latency(r, table: Table, knocks: int) -> None:
     systems = [
         Tumblerd(r, "nftables"),
         Tumblerd(r, "iptables"),
+        Tumblerd(r, "nftables", kind="fwknop", tag="fwknop door, SPA from the fwknop client"),
         Fwknopd(r),
         Fwknopd(r, exec_client=True),
         Knockd(r),
@@ -67,11 +97,7 @@ def section_latency(r, table: Table, knocks: int) -> None:
 
 
 def section_flood(r, table: Table, count: int, sources: int) -> None:
-    table.add(
-        "flood",
-        "SHA-256 of 90 bytes in this Python (ceiling)",
-        f"{floodmod.sha256_ceiling():,.0f} digests/CPU-s",
-    )
+    ceiling(table)
     for doors in (1, 100, 1000):
         with Tumblerd(r, "nftables", doors=doors, policy=False, tag=f"{doors} doors") as t:
             res = floodmod.junk_rate(r, t, count, sources)
@@ -81,6 +107,14 @@ def section_flood(r, table: Table, count: int, sources: int) -> None:
             f"{res['rate']:,.0f} /CPU-s  ({res['handled']:,} of {res['sent']:,} sent at "
             f"{res['send_rate']:,.0f}/s; {res['cpu']:.2f} CPU-s)",
         )
+    with Tumblerd(r, "nftables", kind="fwknop", policy=False, tag="fwknop door") as t:
+        res = floodmod.junk_rate(r, t, count, sources)
+    table.add(
+        "flood",
+        f"tumblerd fwknop door, SPA-shaped junk ({floodmod.SPA_SIZE} chars), {sources} sources",
+        f"{res['rate']:,.0f} /CPU-s  ({res['handled']:,} of {res['sent']:,} sent at "
+        f"{res['send_rate']:,.0f}/s; {res['cpu']:.2f} CPU-s)",
+    )
     with Fwknopd(r) as f:
         res = floodmod.junk_rate(r, f, count, sources)
     table.add(
@@ -89,6 +123,89 @@ def section_flood(r, table: Table, count: int, sources: int) -> None:
         f"{res['rate']:,.0f} /CPU-s  ({res['handled']:,} of {res['sent']:,} sent at "
         f"{res['send_rate']:,.0f}/s; {res['cpu']:.2f} CPU-s)",
     )
+
+
+CEILING: list[float] = []
+WARMUP_BASE = "10.222.0.0"  # the warm-up's sources, never used by the measured flood
+
+
+def ceiling(table: Table) -> float:
+    """The SHA-256 ceiling, measured once per run (the first section that needs it)."""
+    if not CEILING:
+        CEILING.append(floodmod.sha256_ceiling())
+        table.add(
+            "flood",
+            "SHA-256 of 90 bytes in this Python (ceiling)",
+            f"{CEILING[0]:,.0f} digests/CPU-s",
+        )
+    return CEILING[0]
+
+
+def section_newsource(r, table: Table, count: int) -> None:
+    """Junk from a new source per datagram: the verifier in-process, then live tumblerd."""
+    top = ceiling(table)
+    n = min(count, 200_000)
+    rate = issue11.verifier_rate(1, False, n)
+    table.add(
+        "newsource",
+        "verifier in-process, junk from 16 sources, 1 door",
+        f"{rate:,.0f} /CPU-s  ({rate / top:.3f} x ceiling)",
+    )
+    for doors in (1, 100, 1000):
+        m = n if doors == 1 else max(300, n // (doors * 2))
+        rate = issue11.verifier_rate(doors, True, m)
+        table.add(
+            "newsource",
+            f"verifier in-process, new source per datagram, {doors} door(s)",
+            f"{rate:,.0f} /CPU-s  ({rate / top:.4f} x ceiling; n={m:,})",
+        )
+    base = WIDE_FLOOD4.split("/")[0]  # up to 393,216 sources before WARMUP_BASE
+    for doors in (1, 100, 1000):
+        with Tumblerd(r, "nftables", doors=doors, policy=False, tag=f"{doors} doors") as t:
+            res = floodmod.junk_rate(
+                r, t, count, count, base=base, warmup_base=WARMUP_BASE, distinct=count
+            )
+        table.add(
+            "newsource",
+            f"tumblerd junk discarded, {doors} door(s), a new source per datagram",
+            f"{res['rate']:,.0f} /CPU-s  ({res['rate'] / top:.4f} x ceiling; "
+            f"{res['handled']:,} of {res['sent']:,} sent at {res['send_rate']:,.0f}/s, "
+            f"{res['shed']:,} of them shed by the new-source budget; {res['cpu']:.2f} CPU-s)",
+        )
+
+
+def section_prefix64(r, table: Table, rounds: int) -> None:
+    """500 junk datagrams from 500 addresses of one IPv6 /64, then a valid knock (1,000 doors)."""
+    ceiling(table)
+    for limit, tag in ((True, "kernel /64 limit"), (False, "policy without the kernel limit")):
+        res = issue11.prefix_flood(r, 1000, 500, limit, rounds)
+        ok = [x for x in res["times"] if x is not None]
+        c = res["counters"]
+        table.add(
+            "prefix64",
+            f"tumblerd 1,000 doors, 500 junk from one /64 then a knock ({tag})",
+            f"{len(ok)}/{len(res['times'])} opened; p50 {ms(summary(ok)['p50'])} "
+            f"max {ms(max(ok) if ok else float('nan'))} ms; daemon {res['cpu']:.2f} CPU-s "
+            f"in {rounds} rounds (no-door {c['no-door']:,}, shed {c['shed']:,})"
+            + ("" if res["alive"] else "  DAEMON DIED"),
+        )
+
+
+def section_startup(r, table: Table, runs: int) -> None:
+    for bytecode, how in ((True, "bytecode cached"), (False, "no bytecode cache")):
+        res = issue11.startup(r, runs, bytecode)
+        table.add(
+            "startup",
+            f"python3 -c pass (the interpreter's floor), exec to exit, {how}",
+            f"{res['floor'] * 1000:.1f} ms median (n={res['runs']}; ip netns exec "
+            f"{res['netns'] * 1000:.1f} ms subtracted)",
+        )
+        table.add(
+            "startup",
+            f"tumbler --open URL (sends its knock), exec to exit, {how}",
+            f"{res['client'] * 1000:.1f} ms median "
+            f"({res['client'] / res['floor']:.2f} x the floor)",
+        )
 
 
 def valid_text(times: list) -> str:
@@ -102,6 +219,7 @@ def section_valid(r, table: Table, knocks: int, sources: int) -> None:
     for system in (
         Tumblerd(r, "nftables", tag="kernel per-source limit"),
         Tumblerd(r, "nftables", limit=False, tag="policy without the per-source limit"),
+        Tumblerd(r, "nftables", kind="fwknop", tag="fwknop door, SPA junk"),
         Fwknopd(r),
     ):
         with system:
@@ -254,6 +372,26 @@ def machine() -> str:
     )
 
 
+def section_signed(r, table: Table, count: int, sources: int, seconds: float) -> None:
+    """Signed knocks: verify cost in process, then junk against a real tumblerd."""
+    from bench import signed as signedmod
+
+    for what, result in signedmod.rows(seconds):
+        table.add("signed", what + " (in process)", result)
+    public, key_id = signedmod.bench_key()
+    for label, kid in (("random key ids", ""), ("a valid key id", key_id)):
+        with Tumblerd(r, "nftables", policy=False, authorized_keys=public, tag="signed") as t:
+            res = floodmod.junk_rate(r, t, count, sources, kind="signed", key_id=kid)
+            counters = t.counters()
+        verified = counters.get("signed-bad-signature", 0)
+        table.add(
+            "signed",
+            f"tumblerd signed junk discarded, {label}, {sources} sources",
+            f"{res['rate']:,.0f} /CPU-s  ({res['handled']:,} of {res['sent']:,} sent at "
+            f"{res['send_rate']:,.0f}/s; {res['cpu']:.2f} CPU-s; {verified:,} verified)",
+        )
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="./dev bench", description=__doc__.split("\n\n")[1])
     p.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
@@ -279,23 +417,39 @@ def main(argv=None) -> int:
     print(f"machine: {machine()}")
     print(f"command: ./dev bench {' '.join(argv if argv is not None else sys.argv[1:])}")
     table = Table()
-    clients = 5 * (args.knocks + 4) + args.valid * 3 + 50
+    clients = 8 * (args.knocks + 4) + args.valid * 3 + 50
     started = time.time()
     try:
-        with rig(clients=clients, flooders=4) as r:
-            r.listen(TARGET)
-            if "latency" in only:
-                section_latency(r, table, args.knocks)
-            if "flood" in only:
-                section_flood(r, table, args.junk, args.sources)
-            if "valid" in only:
-                section_valid(r, table, args.valid, args.sources)
-            if "memory" in only:
-                section_memory(r, table, args.knocks, args.memory_junk, 65536)
-            if "long" in only:
-                section_long(r, table, args.long, 65536)
-            if "v2" in only:
-                section_v2(r, table, args.junk, args.valid)
+        if set(only) & RIG_SECTIONS:
+            with rig(clients=clients, flooders=4) as r:
+                r.listen(TARGET)
+                if "latency" in only:
+                    section_latency(r, table, args.knocks)
+                if "flood" in only:
+                    section_flood(r, table, args.junk, args.sources)
+                if "newsource" in only:
+                    section_newsource(r, table, args.junk)
+                if "prefix64" in only:
+                    section_prefix64(r, table, 3 if args.quick else 5)
+                if "startup" in only:
+                    section_startup(r, table, 10 if args.quick else 40)
+                if "valid" in only:
+                    section_valid(r, table, args.valid, args.sources)
+                if "memory" in only:
+                    section_memory(r, table, args.knocks, args.memory_junk, 65536)
+                if "long" in only:
+                    section_long(r, table, args.long, 65536)
+                if "v2" in only:
+                    section_v2(r, table, args.junk, args.valid)
+                if "fleet" in only:
+                    fleetmod.knock_to_open(
+                        r,
+                        lambda what, result: table.add("fleet", what, result),
+                        args.knocks,
+                        lat_text,
+                    )
+                if "signed" in only:
+                    section_signed(r, table, args.junk, args.sources, 0.2 if args.quick else 1.0)
     except KeyboardInterrupt:
         print("\nbench: interrupted; rig removed", file=sys.stderr)
         return 130
@@ -303,6 +457,15 @@ def main(argv=None) -> int:
         section_fuzz(table, args.fuzz)
     if "guess" in only:
         section_guess(table)
+    if "fleet" in only:
+        claims, seconds = (200, 1.0) if args.quick else (2000, 5.0)
+        fleetmod.measure(
+            lambda what, result: table.add("fleet", what, result),
+            claims=claims,
+            seconds=seconds,
+            clients=8,
+            requests=50_000 if args.quick else 500_000,
+        )
     print()
     print(table.render())
     print(f"\n({time.time() - started:.0f}s; rig removed: {not leftover_namespaces()})")

@@ -91,13 +91,27 @@ def knock(req):
     return answer
 
 
-def junk(kind: str, n: int, size: int = 0) -> list[bytes]:
+def junk(kind: str, n: int, size: int = 0, key_id: str = "") -> list[bytes]:
     """`n` junk payloads of one kind, reproducible."""
     rng = random.Random(5)
     if kind == "tumbler":  # well-formed, random digests
         return [b"TUMBLER1: " + rng.randbytes(32).hex().encode() for _ in range(n)]
     if kind == "tumbler2":  # v2 shape: the magic, then random key ids, times, nonces, MACs
         return [tumbler2.MAGIC + rng.randbytes(tumbler2.DATAGRAM_LEN - 4) for _ in range(n)]
+    if kind == "signed":  # signed-knock shape, Ed25519 size: `key_id` (hex), else random ids
+        from tumbler.protocols import sshsig
+        from tumbler.protocols.sshkeys import Signature
+
+        now = int(time.time())
+        return [
+            sshsig.encode_datagram(
+                bytes.fromhex(key_id) if key_id else rng.randbytes(8),
+                now,
+                rng.randbytes(16),
+                Signature("ssh-ed25519", rng.randbytes(64)),
+            )
+            for _ in range(n)
+        ]
     if kind == "fwknop":  # random base64 text of an SPA packet's size
         return [
             base64.b64encode(rng.randbytes(size * 3 // 4 + 3)).rstrip(b"=")[:size] for _ in range(n)
@@ -138,21 +152,63 @@ def packet(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
     return ip + udp + payload
 
 
+def _sum16(data: bytes) -> int:
+    total = sum(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def packet6(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
+    """An IPv6 + UDP datagram from any source address (IPv6 needs the UDP checksum)."""
+    s, d = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+    length = 8 + len(payload)
+    pseudo = s + d + struct.pack("!IxxxB", length, 17)
+    udp = struct.pack("!HHHH", sport, dport, length, 0)
+    odd = b"\0" if len(payload) % 2 else b""
+    checksum = ~_sum16(pseudo + udp + payload + odd) & 0xFFFF or 0xFFFF
+    udp = struct.pack("!HHHH", sport, dport, length, checksum)
+    return struct.pack("!IHBB", 6 << 28, length, 17, 64) + s + d + udp + payload
+
+
 def flood(req):
-    """Unpaced (or `pps`-paced) junk from `sources` spoofed addresses, through a raw socket."""
+    """Unpaced (or `pps`-paced) junk from `sources` spoofed addresses, through a raw socket.
+
+    `distinct` packets are built (default: up to 65,536) and sent round-robin; with
+    `distinct` >= `count` every datagram comes from a source not used before. `family` 6
+    sends from addresses of the /64 `prefix6` (or of `sources` /64s under it, `per64`).
+    """
     dst, port = req["dst"], req["port"]
-    base = ipaddress.IPv4Address(req.get("base", "10.215.1.1"))
     n_src = int(req.get("sources", 256))
-    payloads = junk(req["kind"], int(req.get("variety", 4096)), req.get("size", 0))
+    payloads = junk(
+        req["kind"], int(req.get("variety", 4096)), req.get("size", 0), req.get("key_id", "")
+    )
     # One packet per (source, payload) pairing would be too many; pair them round-robin.
-    n = max(n_src, len(payloads))
-    if n > 65536:
-        n = 65536
-    packets = [
-        packet(str(base + (i % n_src)), dst, 40000 + i % 20000, port, payloads[i % len(payloads)])
-        for i in range(n)
-    ]
-    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    n = min(max(n_src, len(payloads)), int(req.get("distinct", 65536)))
+    if req.get("family") == 6:
+        net = ipaddress.IPv6Network(req["prefix6"])
+        base6 = int(net.network_address)
+        packets = [
+            packet6(
+                str(ipaddress.IPv6Address(base6 + 1 + (i % n_src))),
+                dst,
+                40000 + i % 20000,
+                port,
+                payloads[i % len(payloads)],
+            )
+            for i in range(n)
+        ]
+        family = socket.AF_INET6
+    else:
+        base = ipaddress.IPv4Address(req.get("base", "10.215.1.1"))
+        packets = [
+            packet(
+                str(base + (i % n_src)), dst, 40000 + i % 20000, port, payloads[i % len(payloads)]
+            )
+            for i in range(n)
+        ]
+        family = socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
     target = (dst, 0)
     count = int(req.get("count") or 10**12)

@@ -16,6 +16,8 @@ from bench.latency import knock_once
 from bench.rig import SERVER_F, Rig, proc_cpu_seconds
 from bench.systems import FWKNOP_PORT, TUMBLER_PORT, System, Tumblerd
 
+# What tumblerd counts as a discarded datagram; `shed` is new-source work its budget refused.
+DISCARDS = ("malformed", "no-door", "shed", "bad-mac", "clock-skew", "replay")
 SPA_SIZE = 225  # base64 characters of an fwknop SPA packet with HMAC, as the client builds it
 
 
@@ -51,13 +53,13 @@ def settle(rig: Rig, seconds: float = 30.0) -> None:
 
 def tumbler_discards(system: Tumblerd) -> int:
     counters = system.counters()
-    return sum(
-        counters.get(k, 0) for k in ("malformed", "no-door", "bad-mac", "clock-skew", "replay")
-    )
+    return sum(v for k, v in counters.items() if k in DISCARDS or k.startswith("signed-"))
 
 
 def junk_target(system: System) -> tuple[bool, int, str, int]:
     """(is tumblerd, port, junk kind, junk size) of the system a flood is aimed at."""
+    if isinstance(system, Tumblerd) and system.kind == "fwknop":
+        return True, FWKNOP_PORT, "fwknop", SPA_SIZE  # SPA-shaped junk at its fwknop door
     if isinstance(system, Tumblerd):
         return True, TUMBLER_PORT, "tumbler2" if system.version == 2 else "tumbler", 0
     return False, FWKNOP_PORT, "fwknop", SPA_SIZE
@@ -71,26 +73,39 @@ def junk_rate(
     warmup: int = 20000,
     variety: int = 4096,
     base: str = "10.215.1.1",
+    kind: str = "",
+    key_id: str = "",
+    warmup_base: str | None = None,
+    distinct: int | None = None,
 ) -> dict:
     """Flood `count` junk datagrams; return discards per CPU-second of the daemon.
 
     `variety` distinct payloads are paired round-robin with `sources` addresses from
-    `base` on; the warm-up (caches, allocator) sends `warmup` of the same packets first.
+    `base` on; the warm-up (caches, allocator) sends `warmup` of the same packets first,
+    or from `warmup_base` on. `distinct` packets are built (the agent's default: up to
+    65,536); with `distinct` >= `count` each datagram comes from a source of its own.
+    `kind` and `key_id` override the system's own junk (signed-knock junk, say).
     """
-    is_tumbler, port, kind, size = junk_target(system)
-    flood = {"kind": kind, "size": size, "dst": SERVER_F, "port": port, "sources": sources}
-    flood |= {"variety": variety, "base": base}
+    is_tumbler, port, default_kind, size = junk_target(system)
+    flood = {"kind": kind or default_kind, "size": size, "dst": SERVER_F, "port": port}
+    flood |= {"sources": sources, "variety": variety, "base": base, "key_id": key_id}
+    if distinct is not None:
+        flood["distinct"] = distinct
     if warmup:
-        rig.flood_agent.call(op="flood", count=min(count, warmup), **flood)
+        warm = flood | ({"base": warmup_base} if warmup_base else {})
+        rig.flood_agent.call(op="flood", count=min(count, warmup), **warm)
     settle(rig)
+    before = system.counters() if is_tumbler else {}
     before_n = tumbler_discards(system) if is_tumbler else udp_in(rig)["InDatagrams"]
     before_cpu = proc_cpu_seconds(system.pid)
     sent = rig.flood_agent.call(op="flood", count=count, **flood)
     settle(rig)
     cpu = proc_cpu_seconds(system.pid) - before_cpu
+    after = system.counters() if is_tumbler else {}
     after_n = tumbler_discards(system) if is_tumbler else udp_in(rig)["InDatagrams"]
     handled = after_n - before_n
     return {
+        "shed": after.get("shed", 0) - before.get("shed", 0),
         "sent": sent["sent"],
         "send_rate": sent["sent"] / sent["seconds"],
         "handled": handled,

@@ -22,16 +22,19 @@ import argparse
 import logging
 import random
 import sys
+import tempfile
 import time
 import traceback
 from datetime import UTC, datetime, timedelta
 
+from tumbler.client.sshagent import FileSigner, sign_knock
 from tumbler.config.daemon import parse_config
 from tumbler.daemon.pipeline import Pipeline, build_runtime
 from tumbler.daemon.stats import Stats
 from tumbler.decisions.replay.local import MemoryReplayCache
 from tumbler.decisions.replay.recent import RecentClaims
-from tumbler.protocols import tumbler2
+from tumbler.protocols import sshsig, tumbler2
+from tumbler.protocols.sshkeys import load_verifier
 from tumbler.protocols.tumbler1 import knock_digest, make_knock, minute_stamp, parse_datagram
 
 SECRETS = ["open-pAsSwOrD", "second door", "Ünïcode ☃"]
@@ -50,6 +53,16 @@ CONFIG = (
 )
 
 
+def _signer() -> FileSigner:
+    """A fixed Ed25519 key for the signed door, so that seeds are the same every run."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return FileSigner(ed25519.Ed25519PrivateKey.from_private_bytes(bytes(32)), "fuzz@tumbler")
+
+
+SIGNER = _signer()
+
+
 def seeds() -> list[bytes]:
     out = []
     for secret in SECRETS:
@@ -64,6 +77,10 @@ def seeds() -> list[bytes]:
                 nonce = rng.randbytes(tumbler2.NONCE_LEN)
                 when = NOW.timestamp() + seconds
                 out.append(tumbler2.build(key, when, nonce, address, REALM))
+    for address in ADDRESSES:  # signed knocks (docs/SIGNED-KNOCKS.md), a few seconds apart
+        for seconds in (-30, 0, 30):
+            when = int(NOW.timestamp()) + seconds
+            out.append(sign_knock(SIGNER, address, REALM, when, bytes([seconds % 256]) * 16))
     return out
 
 
@@ -71,6 +88,8 @@ def claim_of(data: bytes) -> str:
     """What the replay cache holds for an accepted datagram."""
     if tumbler2.is_v2(data):
         return "2:" + tumbler2.parse(data).mac.hex()
+    if sshsig.looks_signed(data):
+        return sshsig.claim_token(sshsig.parse_datagram(data))
     return parse_datagram(data)
 
 
@@ -111,10 +130,17 @@ class Target:
     """The deciding half alone: what it would open is recorded, nothing acts."""
 
     def __init__(self) -> None:
-        config = parse_config(CONFIG, "<fuzz>")
+        self._dir = tempfile.TemporaryDirectory(prefix="tumbler-fuzz-")
+        keys = f"{self._dir.name}/ssh-users"
+        with open(keys, "w") as f:
+            f.write(SIGNER.key.openssh(SIGNER.comment) + "\n")
+        config = parse_config(
+            CONFIG + f"[door-signed]\nauthorized_keys = {keys}\ncommand = true\n", "<fuzz>"
+        )
         self.stats = Stats(logging.getLogger("bench.fuzz"))
         replay = RecentClaims(MemoryReplayCache())
         self.pipeline = Pipeline(build_runtime(config), replay, self.stats)
+        self.verify = load_verifier(SIGNER.key)
         self.opened: list[tuple[bytes, str]] = []
         self.when = NOW.timestamp()
 
@@ -124,6 +150,11 @@ class Target:
             knock = tumbler2.parse(data)
             assert door.key is not None and tumbler2.verify(knock, door.key, address, REALM)
             assert tumbler2.within_window(tumbler2.clock_offset(knock, self.when), 60)
+            self.opened.append((data, address))
+        elif door is not None and sshsig.looks_signed(data):
+            knock = sshsig.parse_datagram(data)
+            assert sshsig.verify_knock(SIGNER.key, self.verify, knock, address, REALM)
+            assert abs(knock.time - self.when) <= 60
             self.opened.append((data, address))
         elif door is not None:
             # Whatever opened must be an exact knock for that door, source and window.

@@ -36,6 +36,12 @@ SERVER_C = "10.214.0.1"
 SERVER_F = "10.215.0.1"
 CLIENT_GW = "10.214.0.2"
 FLOOD_GW = "10.215.0.2"
+# Spoofed sources beyond the flooders' own addresses: a new IPv4 source per datagram comes
+# from this /13 (524,288 addresses); IPv6 floods come from /64s of FLOOD_NET6.
+WIDE_FLOOD4 = "10.216.0.0/13"
+SERVER_F6 = "fd00:215::1"
+FLOOD_GW6 = "fd00:215::2"
+FLOOD_NET6 = "fd00:216::/32"
 PREFIX = "tmbb-"
 
 
@@ -164,6 +170,9 @@ class Rig:
                 "link set eth-f up",
                 f"route add 10.214.0.0/16 via {CLIENT_GW}",
                 f"route add 10.215.0.0/16 via {FLOOD_GW}",
+                f"route add {WIDE_FLOOD4} via {FLOOD_GW}",
+                f"addr add {SERVER_F6}/64 dev eth-f nodad",
+                f"route add {FLOOD_NET6} via {FLOOD_GW6}",
             ]
         )
         self.client.batch(
@@ -173,8 +182,9 @@ class Rig:
         )
         self.flood.batch(
             [f"addr add {FLOOD_GW}/24 dev eth0", "link set eth0 up"]
+            + [f"addr add {FLOOD_GW6}/64 dev eth0 nodad"]
             + [f"addr add {flood_address(i)}/32 dev eth0" for i in range(self.flooders)]
-            + [f"route add default via {SERVER_F}"]
+            + [f"route add default via {SERVER_F}", f"route add ::/0 via {SERVER_F6}"]
         )
 
     def reset_firewall(self) -> None:

@@ -1,6 +1,7 @@
 """The daemons under test, each set up default-closed in the rig's server namespace.
 
-    Tumblerd   tumbler's own daemon (nftables or iptables backend, N doors)
+    Tumblerd   tumbler's own daemon (nftables or iptables backend, N doors; Tumbler
+               doors, or doors of kind fwknop that take fwknop SPA packets)
     Fwknopd    Debian's fwknop-server in UDP server mode (Rijndael + HMAC SPA)
     Knockd     Debian's knockd with a 3-port UDP sequence and an iptables command
 
@@ -97,8 +98,12 @@ class Tumblerd(System):
         tag: str = "",
         limit: bool = True,
         version: int = 1,
+        authorized_keys: str | None = None,
+        kind: str = "tumbler",
+        ipv6: bool = False,
     ) -> None:
         super().__init__(rig)
+        self.kind = kind
         self.limit = limit
         self.backend = backend
         self.doors = doors
@@ -117,13 +122,20 @@ class Tumblerd(System):
             "[common]",
             f"port = {TUMBLER_PORT}",
             f"log = {self.log}",
-            "listen = 0.0.0.0",
+            "listen = 0.0.0.0, ::" if ipv6 else "listen = 0.0.0.0",
             f"state = {self.dir / 'state.db'}",
             f"control = {self.control}",
             f"firewall = {backend}",
             f"replay = {replay}",
         ]
         for i in range(doors):
+            if kind == "fwknop":  # keys per door; the client uses the last door's
+                self.key = base64.b64encode(pysecrets.token_bytes(32)).decode()
+                self.hmac = base64.b64encode(pysecrets.token_bytes(64)).decode()
+                lines += [f"[door-d{i}]", "kind = fwknop", f"fwknop_key_base64 = {self.key}"]
+                lines += [f"fwknop_hmac_key_base64 = {self.hmac}"]
+                lines += [f"open = tcp/{TARGET}", "timeout = 1h"]
+                continue
             if version == 2:
                 last = i == doors - 1
                 key = self.key_text if last else tumbler2.encode_key(pysecrets.token_bytes(32))
@@ -132,6 +144,10 @@ class Tumblerd(System):
                 secret = self.secret if i == doors - 1 else f"other-{i}-{pysecrets.token_hex(8)}"
                 proof = [f"secret = {secret}"]
             lines += [f"[door-d{i}]", *proof, f"open = tcp/{TARGET}", "timeout = 1h"]
+        if authorized_keys is not None:  # a signed door beside the others (docs/SIGNED-KNOCKS.md)
+            keys = self.dir / "ssh-users"
+            keys.write_text(authorized_keys)
+            lines += ["[door-signed]", f"authorized_keys = {keys}", f"open = tcp/{TARGET}"]
         self.config.write_text("\n".join(lines) + "\n")
         self.config.chmod(0o600)
 
@@ -157,6 +173,9 @@ class Tumblerd(System):
             )
 
     def knock(self, src: str) -> dict:
+        if self.kind == "fwknop":  # an SPA packet the fwknop client built for `src`
+            data = base64.b64encode(spa_packet(self.dir, self.key, self.hmac, src)).decode()
+            return {"kind": "raw", "datagrams": [[FWKNOP_PORT, data]]}
         if self.version == 2:
             return {"kind": "tumbler2", "key": self.key_text, "knock_port": TUMBLER_PORT}
         return {"kind": "tumbler", "secret": self.secret, "knock_port": TUMBLER_PORT}
@@ -183,6 +202,26 @@ class Tumblerd(System):
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def fwknop_argv(key: str, hmac: str, src: str, dst: str = SERVER_C) -> list[str]:
+    """The fwknop client asking tcp/TARGET for `src`, with Rijndael and HMAC keys."""
+    return [
+        *("fwknop", "--no-rc-file", "-A", f"tcp/{TARGET}", "-a", src, "-D", dst),
+        *("--key-base64-rijndael", key, "--key-base64-hmac", hmac, "--use-hmac"),
+    ]
+
+
+def spa_packet(folder: Path, key: str, hmac: str, src: str) -> bytes:
+    """A fresh SPA packet built by the fwknop client (-T: not sent), for sending from `src`."""
+    out = folder / f"spa-{src}"
+    subprocess.run(
+        [*fwknop_argv(key, hmac, src), "-T", "-B", str(out)],
+        capture_output=True,
+        check=True,
+        env={**os.environ, "HOME": str(folder)},
+    )
+    return out.read_text().strip().encode()
 
 
 class Fwknopd(System):
@@ -217,10 +256,7 @@ class Fwknopd(System):
         ]
 
     def client_argv(self, src: str, dst: str = SERVER_C) -> list[str]:
-        return [
-            *("fwknop", "--no-rc-file", "-A", f"tcp/{TARGET}", "-a", src, "-D", dst),
-            *("--key-base64-rijndael", self.key, "--key-base64-hmac", self.hmac, "--use-hmac"),
-        ]
+        return fwknop_argv(self.key, self.hmac, src, dst)
 
     def start(self) -> None:
         srv = self.rig.server
@@ -232,11 +268,7 @@ class Fwknopd(System):
 
     def packet(self, src: str) -> bytes:
         """A fresh SPA packet built by the fwknop client (-T: not sent), for sending from `src`."""
-        out = self.dir / f"spa-{src}"
-        subprocess.run(
-            [*self.client_argv(src), "-T", "-B", str(out)], capture_output=True, check=True
-        )
-        return out.read_text().strip().encode()
+        return spa_packet(self.dir, self.key, self.hmac, src)
 
     def knock(self, src: str) -> dict:
         if self.exec_client:

@@ -99,32 +99,33 @@ _tumbler() {
             takes="--profiles"
             ;;
         ssh-proxy)
-            options="-h --help --profiles --url --secret-file --from -4 -6 --wait-timeout
-                --retry-after -v --verbose"
-            takes="--profiles --url --secret-file --from --wait-timeout --retry-after"
+            options="-h --help --profiles --url --secret-file --ssh-key --from -4 -6
+                --wait-timeout --retry-after -v --verbose"
+            takes="--profiles --url --secret-file --ssh-key --from --wait-timeout --retry-after"
             ;;
         knock)
             options="-h --help -4 -6 -u --udp --delay -v --verbose --dry-run"
             takes="--delay"
             ;;
         sniff)
-            options="-h --help --port --secret --secret-file --key --key-file --realm --window
-                --udp --no-refused --date --json -v --verbose"
-            takes="--port --secret --secret-file --key --key-file --realm --window --date"
+            options="-h --help --port --secret --secret-file --key --key-file --authorized-keys
+                --realm --window --udp --no-refused --date --json -v --verbose"
+            takes="--port --secret --secret-file --key --key-file --authorized-keys --realm --window
+                --date"
             ;;
         keygen)
             options="-h --help --door --open --host --port --realm --passphrase --key-file --qr"
             takes="--door --open --host --port --realm --key-file"
             ;;
         *)
-            options="-h --help --open --secret-file --from -4 -6 --dry-run -v --verbose
-                --version"
-            takes="--open --secret-file --from"
+            options="-h --help --open --secret-file --ssh-key --fwknoprc --from -4 -6 --dry-run
+                -v --verbose --version"
+            takes="--open --secret-file --ssh-key --fwknoprc --from"
             ;;
     esac
 
     case $prev in
-        --secret-file | --profiles | --key-file)
+        --secret-file | --profiles | --key-file | --ssh-key | --authorized-keys | --fwknoprc)
             _tumbler_files "$cur"
             return 0
             ;;
@@ -157,7 +158,7 @@ _tumblerd() {
     local cur prev command="" i
     _tumbler_current
     COMPREPLY=()
-    local commands="firewall status close demo"
+    local commands="firewall status close import-fwknop demo"
     for ((i = 1; i < COMP_CWORD; i++)); do
         if [[ " $commands " == *" ${COMP_WORDS[i]} "* ]]; then
             command=${COMP_WORDS[i]}
@@ -184,6 +185,7 @@ _tumblerd() {
         firewall) options="-h --help -c --config --print --backend" ;;
         status) options="-h --help -c --config --json" ;;
         close) options="-h --help -c --config" ;;
+        import-fwknop) options="-h --help" ;;
         demo) options="-h --help" ;;
         *) options="-h --help -c --config -p --port --check-config -v --verbose --version" ;;
     esac
@@ -199,6 +201,9 @@ _tumblerd() {
             local before
             before=$(_tumbler_positionals $((i + 1)) "-c --config --backend")
             [[ $before -eq 0 ]] && _tumbler_reply "init list flush remove" "$cur"
+            ;;
+        import-fwknop)
+            _tumbler_files "$cur"
             ;;
     esac
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tumbler.addresses import normalize_address
+from tumbler.addresses import packet_address
 
 PORT_UNSEEN = 0
 """Port of an attempt the source could not see in detail (e.g. rate-limited): always a reset."""
@@ -14,10 +14,11 @@ PORT_UNSEEN = 0
 class ConnectionAttempt:
     """A new inbound connection attempt: a TCP SYN without ACK, or a UDP datagram.
 
-    `source` and `dest` are addresses as text (IPv4 dotted, IPv6 RFC 5952, an IPv4-mapped
-    IPv6 address in its IPv4 form). `when` is the time the source saw it, on the clock the
-    daemon gave the source. `port` is `PORT_UNSEEN` (0) for attempts that were counted
-    but not logged in detail: no door has port 0, so such an event resets progress.
+    `source` and `dest` are addresses as text (IPv4 dotted, IPv6 RFC 5952; never an
+    IPv4-mapped IPv6 address, see `canonical_address`). `when` is the time the source saw
+    it, on the clock the daemon gave the source. `port` is `PORT_UNSEEN` (0) for attempts
+    that were counted but not logged in detail: no door has port 0, so such an event resets
+    progress.
     """
 
     source: str
@@ -29,14 +30,11 @@ class ConnectionAttempt:
 
 
 def canonical_address(address: str | bytes) -> str | None:
-    """An address as the protocol writes it (RFC 5952; IPv4-mapped as IPv4), None if invalid.
+    """An address as the protocol writes it, None if invalid or IPv4-mapped.
 
-    Takes text, or 4 or 16 packed bytes from a packet header.
+    Takes text, or 4 or 16 packed bytes from a packet header; see `packet_address`.
     """
-    try:
-        return normalize_address(address)
-    except ValueError:
-        return None
+    return packet_address(address)
 
 
 # How the firewall's logging rules mark the attempts they send to an NFLOG group, so that

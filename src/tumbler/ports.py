@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 PROTOCOLS = ("tcp", "udp")
 
@@ -12,9 +12,12 @@ PROTOCOLS = ("tcp", "udp")
 MAX_PORTS_EACH = 1024
 
 
-@dataclass(frozen=True, order=True)
-class PortSpec:
-    """A protocol and an inclusive port range; a single port has first == last."""
+class PortSpec(NamedTuple):
+    """A protocol and an inclusive port range; a single port has first == last.
+
+    A named tuple rather than a dataclass: the client's knock path imports this, and
+    `dataclasses` pulls in `inspect` and more at start-up.
+    """
 
     proto: str
     first: int

@@ -9,7 +9,7 @@ its content: a decode error would otherwise quote a byte of the secret.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from tumbler.errors import TumblerError
 from tumbler.filemodes import readable_by_others
@@ -32,12 +32,14 @@ class SecretFileError(TumblerError):
             super().__init__(f"secret file {shown}: {reason}")
 
 
-@dataclass(frozen=True)
-class SecretFile:
+class SecretFile(NamedTuple):
     """A secret read from a file; `exposed` when group or others may read that file."""
 
-    secret: str = field(repr=False)
+    secret: str
     exposed: bool
+
+    def __repr__(self) -> str:
+        return f"SecretFile(exposed={self.exposed!r})"
 
 
 def read_secret_file(path: str | os.PathLike[str]) -> SecretFile:

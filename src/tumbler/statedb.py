@@ -15,9 +15,13 @@ from pathlib import Path
 BUSY_TIMEOUT = 10.0  # seconds a writer waits for another connection's transaction
 
 
-def open_state_db(path: str | os.PathLike[str], schema: str) -> sqlite3.Connection:
+def open_state_db(
+    path: str | os.PathLike[str], schema: str, busy_timeout: float = BUSY_TIMEOUT
+) -> sqlite3.Connection:
     """Connect (making the folder, private, if need be) and run `schema`, one CREATE statement.
 
+    `busy_timeout` is how long a write waits for another connection's transaction; the
+    replay cache, which answers in the receive loop, passes 0 and never waits.
     Raises OSError or sqlite3.Error; callers say which store failed in their own words.
     """
     Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -27,6 +31,7 @@ def open_state_db(path: str | os.PathLike[str], schema: str) -> sqlite3.Connecti
         db.execute("PRAGMA synchronous=NORMAL")
         with db:
             db.execute(schema)
+        db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     except sqlite3.Error:
         db.close()
         raise

@@ -185,11 +185,12 @@ def test_ssh_proxy_without_profile_uses_url_and_env_secret(
 def test_ssh_proxy_gives_up_with_one_line(tmp_path: Path, daemon: Tumblerd):
     """Three knocks in one minute (now, next, previous), all accepted: no digest repeats."""
     daemon.start()
-    _away_from_a_minute_boundary(4)
+    _away_from_a_minute_boundary(8)
     closed = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     closed.bind(("127.0.0.1", 0))  # never listens: every connection is refused
     port = closed.getsockname()[1]
-    profiles = _profile(tmp_path, daemon, "   retry_after = 1\n   wait_timeout = 2.5\n")
+    # Knocks at 0, 2 and 4 s, a fourth not before 6 s: 1.5 s to spare for a busy machine.
+    profiles = _profile(tmp_path, daemon, "   retry_after = 2\n   wait_timeout = 5.5\n")
     argv = [*TUMBLER, "ssh-proxy", "lo", str(port), "--profiles", str(profiles)]
     try:
         proc = subprocess.run(argv, input=b"", capture_output=True, timeout=30, env=_env(tmp_path))
@@ -198,7 +199,7 @@ def test_ssh_proxy_gives_up_with_one_line(tmp_path: Path, daemon: Tumblerd):
     assert proc.returncode == 1
     assert proc.stdout == b""
     assert proc.stderr.decode() == (
-        f"tumbler: error: tcp/{port} on 127.0.0.1 did not answer within 2.5 s "
+        f"tumbler: error: tcp/{port} on 127.0.0.1 did not answer within 5.5 s "
         "(3 knocks; last: Connection refused)\n"
     )
     wait_until(lambda: len(_accepted(daemon)) == 3, what="three knocks accepted")

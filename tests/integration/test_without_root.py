@@ -10,6 +10,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +22,36 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _readable_copy() -> Iterator[None]:
+    """A copy of the package that user nobody can read, and an interpreter it can run.
+
+    The checkout (and the virtualenv's interpreter) may sit in a folder only root can
+    enter, as a fresh clone in a private temporary folder does.
+    """
+    global READABLE
+    folder = Path(tempfile.mkdtemp(prefix="tumbler-nobody-"))
+    try:
+        folder.chmod(0o755)
+        shutil.copytree(
+            SRC / "tumbler", folder / "tumbler", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        for path in folder.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        READABLE = folder
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+READABLE = Path("/nonexistent")
+# Debian's interpreter, which any user can run; the virtualenv's may live under /root.
+PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+
+
 def as_nobody(*args: str, root_daemon: bool = False) -> subprocess.CompletedProcess[str]:
     """`tumblerd ARGS` as user nobody, with no config of its own (the built-in defaults).
 
@@ -26,8 +59,13 @@ def as_nobody(*args: str, root_daemon: bool = False) -> subprocess.CompletedProc
     host's /run is untouched) holds root's /run/tumbler, as a running root daemon leaves it.
     """
     drop = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent"}
-    argv = [*drop, sys.executable, "-m", "tumbler.cli.tumblerd", *args]
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": "/nonexistent",
+        "PYTHONPATH": str(READABLE),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    argv = [*drop, PYTHON, "-m", "tumbler.cli.tumblerd", *args]
     if root_daemon:
         setup = 'mount -t tmpfs tmpfs /run && mkdir -m 700 /run/tumbler && exec "$@"'
         argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", setup, "sh", *argv]

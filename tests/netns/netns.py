@@ -38,12 +38,15 @@ from tumbler.lab.ready import NotReady, start_ready
 
 __all__ = [
     "BANNER",
+    "BLOCKED",
+    "OPEN_WAIT",
     "SUBNET4",
     "SUBNET6",
     "TUMBLERD",
     "Lab",
     "Namespace",
     "Topology",
+    "assert_reach",
     "can_connect",
     "connect_all",
     "leftover_namespaces",
@@ -92,18 +95,45 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 10) -> int | None:
     return proc.returncode
 
 
-def reach(topo: Topology, port: int, *who: str, blocked: float = 0.5) -> dict[str, bool]:
-    """Which of a4, b4, a6, b6 (all by default) can open a new connection to the server's port.
+BLOCKED = 0.5
+"""Seconds a connection expected to be blocked is given: an open port answers in milliseconds."""
+OPEN_WAIT = 10.0
+"""Seconds a connection expected to open may take: the kernel answers the SYN at once, but
+the listener sends its banner only when a busy machine lets it run."""
 
-    Checked in parallel; a dropped SYN is waited for `blocked` seconds, while an open port
-    answers in milliseconds.
-    """
-    target = {
+
+def _targets(topo: Topology) -> dict[str, tuple[Namespace, str]]:
+    return {
         "a4": (topo.a, topo.server4),
         "b4": (topo.b, topo.server4),
         "a6": (topo.a, topo.server6),
         "b6": (topo.b, topo.server6),
     }
+
+
+def reach(topo: Topology, port: int, *who: str, blocked: float = BLOCKED) -> dict[str, bool]:
+    """Which of a4, b4, a6, b6 (all by default) can open a new connection to the server's port.
+
+    Checked in parallel; a dropped SYN is waited for `blocked` seconds. Prefer
+    `assert_reach`, which gives a connection expected to open the time a busy machine needs.
+    """
+    target = _targets(topo)
     names = who or tuple(target)
     results = connect_all([(target[n][0], target[n][1], port) for n in names], blocked)
     return dict(zip(names, results, strict=True))
+
+
+def assert_reach(
+    topo: Topology, port: int, want: dict[str, bool], blocked: float = BLOCKED
+) -> None:
+    """Assert which of a4, b4, a6, b6 can open a new connection to the server's port.
+
+    Checked in parallel. One expected to open is given OPEN_WAIT seconds and passes as
+    soon as the banner arrives; one expected to be blocked is given `blocked` seconds (an
+    open port would answer far sooner), so a busy machine cannot make a right answer wrong.
+    """
+    target = _targets(topo)
+    names = list(want)
+    checks = [(target[n][0], target[n][1], port) for n in names]
+    got = connect_all(checks, timeouts=[OPEN_WAIT if want[n] else blocked for n in names])
+    assert dict(zip(names, got, strict=True)) == want

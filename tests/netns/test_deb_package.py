@@ -42,9 +42,15 @@ MADE = [
     "/run/tumbler",
     "/usr/lib/python3/dist-packages/tumbler",
 ]
+
+
 # The installed programs run as an administrator runs them: nothing from this test's
 # environment (a virtualenv, PYTHONPATH, TUMBLER_*) reaches them.
-CLEAN_ENV = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C.UTF-8"]
+def clean_env() -> list[str]:
+    """A bare environment, but for the test's own client state (tests/conftest.py): the
+    installed `tumbler` must not remember knocks in root's home across runs."""
+    state = f"XDG_STATE_HOME={os.environ['XDG_STATE_HOME']}"
+    return ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C.UTF-8", state]
 
 
 def _env() -> dict[str, str]:
@@ -97,7 +103,7 @@ def installed() -> bool:
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
     """An installed program, with a clean environment; its outcome, whatever the status."""
-    return subprocess.run([*CLEAN_ENV, *argv], capture_output=True, text=True, timeout=60)
+    return subprocess.run([*clean_env(), *argv], capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture(scope="session")
@@ -286,14 +292,14 @@ def knock_through_installed_binaries(topo: Topology, tmp_path: Path) -> None:
     config.chmod(0o600)
     server = topo.server
     init = server.run(
-        [*CLEAN_ENV, "/usr/bin/tumblerd", "firewall", "init", "--config", str(config)]
+        [*clean_env(), "/usr/bin/tumblerd", "firewall", "init", "--config", str(config)]
     )
     assert "default-closed policy applied" in init.stdout, init.stdout
     server.listen(PORT)
     stderr_path = folder / "tumblerd.stderr"
     with open(stderr_path, "wb") as stderr:
         daemon = server.popen(
-            [*CLEAN_ENV, "/usr/bin/tumblerd", "--config", str(config)],
+            [*clean_env(), "/usr/bin/tumblerd", "--config", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
@@ -308,7 +314,7 @@ def knock_through_installed_binaries(topo: Topology, tmp_path: Path) -> None:
 
     sent = topo.a.run(
         [
-            *CLEAN_ENV,
+            *clean_env(),
             "/usr/bin/tumbler",
             "-v",
             "--open",

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.netns.netns import Topology, connect_all
+from tests.netns.netns import BLOCKED, OPEN_WAIT, Topology, connect_all
 from tumbler.actions.firewall import libnft
 
 PORT = 2222
@@ -46,7 +46,5 @@ def test_in_process_nftables_opens_a_port(topology: Topology) -> None:
     assert proc.stdout.strip() == topo.a4
     ruleset = topo.server.run(["nft", "list", "set", "inet", "tumbler", "open4"]).stdout
     assert f"{topo.a4} . tcp . {PORT}" in ruleset
-    assert connect_all([(topo.a, topo.server4, PORT), (topo.b, topo.server4, PORT)], 1.0) == [
-        True,
-        False,
-    ]
+    checks = [(topo.a, topo.server4, PORT), (topo.b, topo.server4, PORT)]
+    assert connect_all(checks, timeouts=[OPEN_WAIT, BLOCKED]) == [True, False]

@@ -22,18 +22,25 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.netns.forged import send_udp6
 from tests.netns.netns import (
+    BLOCKED,
+    OPEN_WAIT,
     TUMBLERD,
     Namespace,
     Topology,
@@ -48,20 +55,19 @@ pytestmark = pytest.mark.netns
 
 PORT = 2222  # the protected service
 TUMBLER = [sys.executable, "-m", "tumbler"]
-BLOCKED = 0.5  # seconds a dropped SYN is waited for; an open port answers in milliseconds
 
 DOORS = """\
 [door-seq]
    sequence = 7000, 8000, 9000
    sequence_timeout = 5
    open = tcp/{port}
-   timeout = 3
+   timeout = 60
    command = echo "%NAME% %IP%" >> {out}
 [door-udp]
    sequence = 7100, udp/500, 7300
    sequence_timeout = 5
    open = tcp/{port}
-   timeout = 3
+   timeout = 60
    command = echo "%NAME% %IP%" >> {out}
 [door-near]
    # close together, so that a short scan walks across all three in order
@@ -70,7 +76,7 @@ DOORS = """\
    command = echo "%NAME% %IP%" >> {out}
 [door-quick]
    sequence = 7400, 7500, 7600
-   sequence_timeout = 1
+   sequence_timeout = 2
    command = echo "%NAME% %IP%" >> {out}
 [door-udponly]
    sequence = udp/7201, udp/7203, udp/7205
@@ -162,10 +168,17 @@ def scan(ns: Namespace, host: str, first: int, last: int) -> None:
     ns.run([sys.executable, "-c", _SCAN, host, str(first), str(last)], timeout=60)
 
 
-def reach(topo: Topology, family: int) -> dict[str, bool]:
+def check_reach(topo: Topology, family: int, want: dict[str, bool]) -> None:
+    """Assert whether A and B can connect to PORT: one expected to connect may take
+    OPEN_WAIT seconds on a busy machine, one expected to be blocked gets BLOCKED seconds."""
     host = topo.server4 if family == 4 else topo.server6
-    a, b = connect_all([(topo.a, host, PORT), (topo.b, host, PORT)], BLOCKED)
-    return {"a": a, "b": b}
+    client = {"a": topo.a, "b": topo.b}
+    names = list(want)
+    got = connect_all(
+        [(client[n], host, PORT) for n in names],
+        timeouts=[OPEN_WAIT if want[n] else BLOCKED for n in names],
+    )
+    assert dict(zip(names, got, strict=True)) == want
 
 
 @pytest.fixture
@@ -185,12 +198,12 @@ def seq_server(topology: Topology, tmp_path: Path) -> Iterator[SeqServer]:
 def test_sequence_opens_the_port_for_the_knocker_alone(seq_server: SeqServer, family: int) -> None:
     topo = seq_server.topo
     host, a = (topo.server4, topo.a4) if family == 4 else (topo.server6, topo.a6)
-    assert reach(topo, family) == {"a": False, "b": False}
+    check_reach(topo, family, {"a": False, "b": False})
 
     knock(topo.a, host, "7000", "8000", "9000")
     seq_server.wait_completed("seq", a)
     wait_until(lambda: f"door seq: opened tcp/{PORT} for {a} until" in seq_server.log, "open")
-    assert reach(topo, family) == {"a": True, "b": False}
+    check_reach(topo, family, {"a": True, "b": False})
     wait_until(lambda: f"seq {a}" in seq_server.commands(), "the door's command")
     assert seq_server.completions() == [("seq", a)]  # completed once, by A alone
 
@@ -208,18 +221,23 @@ def test_wrong_order_incomplete_and_slow_sequences_open_nothing(seq_server: SeqS
     knock(topo.a, host, "7000", "9000", "8000")  # a step skipped, then back
     knock(topo.a, host, "7000", "8000", "7100", "9000")  # another port between two knocks
     knock(topo.a, host, "7000", "8000")  # never finished
-    knock(topo.a, host, "7400", "7500", "7600", delay=800)  # right, but over its 1 s limit
+    # Right, but over its 2 s limit: once the daemon has read A's first knock (B's sentinel,
+    # knocked after it, is seen), the rest is knocked more than 2 s later by its own clock.
+    knock(topo.a, host, "7400")
+    seq_server.sentinel(topo.b, host, topo.b4)
+    time.sleep(2.5)
+    knock(topo.a, host, "7500", "7600")
     knock(topo.a, host, "7100", "500", "7300")  # the UDP step knocked as TCP
     seq_server.sentinel(topo.a, host, a)
-    assert seq_server.completions() == [("sentinel", a)]
-    assert reach(topo, 4) == {"a": False, "b": False}
+    assert seq_server.completions() == [("sentinel", topo.b4), ("sentinel", a)]
+    check_reach(topo, 4, {"a": False, "b": False})
 
     # The same doors do open when knocked right: the negatives above were not vacuous.
     knock(topo.a, host, "7400", "7500", "7600")
     seq_server.wait_completed("quick", a)
     knock(topo.a, host, "7000", "8000", "9000")
     seq_server.wait_completed("seq", a)
-    assert reach(topo, 4) == {"a": True, "b": False}
+    check_reach(topo, 4, {"a": True, "b": False})
 
 
 @pytest.mark.parametrize("family", [4, 6])
@@ -228,8 +246,21 @@ def test_sequence_with_a_udp_step(seq_server: SeqServer, family: int) -> None:
     host, a = (topo.server4, topo.a4) if family == 4 else (topo.server6, topo.a6)
     knock(topo.a, host, "7100", "udp/500", "7300")
     seq_server.wait_completed("udp", a)
-    assert reach(topo, family) == {"a": True, "b": False}
+    check_reach(topo, family, {"a": True, "b": False})
     assert seq_server.completions() == [("udp", a)]
+
+
+def test_ipv4_mapped_source_completes_nothing(seq_server: SeqServer) -> None:
+    """B knocks door `udponly` over IPv6 from `::ffff:<A's IPv4>`: the events are dropped,
+    not taken for A's IPv4 address; from B's own IPv6 address the same packets open."""
+    topo = seq_server.topo
+    a4, b6 = topo.a4, topo.b6
+    for source in (f"::ffff:{a4}", b6):
+        for port in (7201, 7203, 7205):
+            send_udp6(topo.b, topo.server, source, topo.server6, port, b"knock")
+    seq_server.wait_completed("udponly", b6)
+    seq_server.sentinel(topo.a, topo.server4, a4)
+    assert seq_server.completions() == [("udponly", b6), ("sentinel", a4)]
 
 
 # A client that knocks with blocking connects: the kernel resends the first SYN after about
@@ -267,7 +298,7 @@ def test_a_resent_knock_does_not_reset_the_sequence(seq_server: SeqServer) -> No
     seq_server.wait_completed("seq", topo.a4)
     counted = topo.server.run(["nft", "list", "chain", "inet", "probe", "count"]).stdout
     assert "counter packets 2 " in counted  # the first knock was sent twice
-    assert reach(topo, 4) == {"a": True, "b": False}
+    check_reach(topo, 4, {"a": True, "b": False})
 
 
 def test_port_scans_open_nothing(seq_server: SeqServer) -> None:
@@ -283,13 +314,65 @@ def test_port_scans_open_nothing(seq_server: SeqServer) -> None:
     scan(topo.a, host, 5996, 6008)
     scan(topo.a, host, 6008, 5996)
     seq_server.sentinel(topo.a, host, a)
-    assert reach(topo, 4) == {"a": False, "b": False}
+    check_reach(topo, 4, {"a": False, "b": False})
     assert [who for _, who in seq_server.completions()] == [a]  # the sentinel alone
     assert not any(line.endswith(f" {b}") for line in seq_server.commands())
 
     knock(topo.a, host, "7000", "8000", "9000")  # the daemon still opens for a real knock
     seq_server.wait_completed("seq", a)
-    assert reach(topo, 4) == {"a": True, "b": False}
+    check_reach(topo, 4, {"a": True, "b": False})
+
+
+SLOW_DOOR = """\
+[door-slow]
+   sequence = 7000, 8000, 9000
+   sequence_timeout = {minutes}m
+   command = echo "%NAME% %IP%" >> {out}
+"""
+
+
+def tracked(ns: Namespace) -> dict[str, list[dict[str, Any]]]:
+    """The `knocking4`/`knocking6` sets of tumblerd's logging table, as `nft -j` lists them:
+    the set, then its elements; {} while the table is not there (a reload replaces it)."""
+    sets: dict[str, list[dict[str, Any]]] = {}
+    for name in ("knocking4", "knocking6"):
+        argv = ["nft", "-j", "list", "set", "inet", "tumbler_seq", name]
+        listed = ns.run(argv, check=False)
+        if listed.returncode != 0:
+            return {}
+        (found,) = [item["set"] for item in json.loads(listed.stdout)["nftables"] if "set" in item]
+        sets[name] = [found, *(e["elem"] for e in found.get("elem", []) if isinstance(e, dict))]
+    return sets
+
+
+def test_a_long_sequence_timeout_tracks_knocking_sources_as_long(
+    topology: Topology, tmp_path: Path
+) -> None:
+    """With a 5 min sequence, the kernel logs a knocking source's other attempts for longer
+    than 5 min (not a fixed 120 s), so a scan paced slower than that is still seen resetting
+    the sequence; a reload to a longer timeout tracks longer still."""
+    topo = topology
+    config = write_config(tmp_path, topo, SLOW_DOOR.replace("{minutes}", "5"))
+    proc = start_tumblerd(topo.server, config, tmp_path / "tumblerd.log")
+    sets = tracked(topo.server)
+    assert sets["knocking4"][0]["timeout"] > 5 * 60
+    assert sets["knocking6"][0]["timeout"] > 5 * 60
+
+    # A's first knock puts A in the set, to expire after the set's timeout, not 120 s.
+    knock(topo.a, topo.server4, "7000")
+    (element,) = wait_until(lambda: tracked(topo.server)["knocking4"][1:], "A to be tracked")
+    assert element["val"] == topo.a4
+    assert element["expires"] > 5 * 60 - 30
+
+    config.write_text(config.read_text().replace("sequence_timeout = 5m", "sequence_timeout = 20m"))
+    proc.send_signal(signal.SIGHUP)
+
+    def reloaded() -> bool:
+        sets = tracked(topo.server)
+        return bool(sets) and all(sets[name][0]["timeout"] > 20 * 60 for name in sets)
+
+    wait_until(reloaded, "the reload to track sources past the new 20 min timeout")
+    assert stop(proc) == 0
 
 
 # ---------------------------------------------------------------------- firewall log file
@@ -383,7 +466,21 @@ def test_file_source_follows_a_rotated_firewall_log(topology: Topology, tmp_path
     for address, dst in ((b4, srv4), (a4, srv4), (a6, srv6)):
         sentinel(address, dst)
     assert sorted(server.completions()) == [("sentinel", x) for x in sorted((a4, b4, a6))]
-    assert reach(topo, 4) == {"a": False, "b": False}
+    check_reach(topo, 4, {"a": False, "b": False})
+
+    # Lines in the kernel's format written by another program (`logger` as user alice, or
+    # a tag inside the message) are not the kernel's: B's forged sequence opens nothing,
+    # and the daemon warns that this file mixes facilities.
+    assert "also holds lines from" not in server.log
+    append(
+        kern,
+        kernel_line(b4, srv4, "tcp", 7000).replace(" kernel: ", " alice: "),
+        kernel_line(b4, srv4, "tcp", 8000).replace(" kernel: ", " alice: kernel: "),
+        kernel_line(b4, srv4, "tcp", 9000).replace(" kernel: ", " alice: "),
+    )
+    sentinel(b4, srv4)
+    assert server.completions().count(("seq", b4)) == 0
+    assert f"firewall log {kern} also holds lines from 'alice'" in server.log
 
     # A's knocks in order, with logrotate in the middle: the second line still goes to the
     # renamed file (syslog has not reopened yet), the third to the new file.
@@ -392,7 +489,7 @@ def test_file_source_follows_a_rotated_firewall_log(topology: Topology, tmp_path
     append(tmp_path / "kern.log.1", kernel_line(a4, srv4, "tcp", 8000))
     append(kern, kernel_line(a4, srv4, "tcp", 9000))
     server.wait_completed("seq", a4)
-    assert reach(topo, 4) == {"a": True, "b": False}
+    check_reach(topo, 4, {"a": True, "b": False})
     wait_until(lambda: f"seq {a4}" in server.commands(), "the door's command")
 
     # IPv6 lines (full-form addresses) and a UDP step, in the new file.
@@ -403,7 +500,7 @@ def test_file_source_follows_a_rotated_firewall_log(topology: Topology, tmp_path
         kernel_line(a6, srv6, "tcp", 7300),
     )
     server.wait_completed("udp", a6)
-    assert reach(topo, 6) == {"a": True, "b": False}
+    check_reach(topo, 6, {"a": True, "b": False})
     assert [c for c in server.completions() if c[0] != "sentinel"] == [
         ("seq", a4),
         ("udp", a6),
@@ -432,11 +529,11 @@ def test_knockd_knock_client_opens_a_tumblerd_door(seq_server: SeqServer, family
     host, a = (topo.server4, topo.a4) if family == 4 else (topo.server6, topo.a6)
     topo.a.run([knock_client, *v6, "-d", "100", host, "7000", "8000", "9000"])
     seq_server.wait_completed("seq", a)
-    assert reach(topo, family) == {"a": True, "b": False}
+    check_reach(topo, family, {"a": True, "b": False})
     b = topo.b4 if family == 4 else topo.b6
     topo.b.run([knock_client, *v6, "-d", "100", host, "7100", "500:udp", "7300"])
     seq_server.wait_completed("udp", b)
-    assert reach(topo, family) == {"a": True, "b": True}
+    check_reach(topo, family, {"a": True, "b": True})
     topo.a.run([knock_client, *v6, "-u", "-d", "100", host, "7201", "7203", "7205"])  # all UDP
     seq_server.wait_completed("udponly", a)
     assert seq_server.completions() == [("seq", a), ("udp", b), ("udponly", a)]
@@ -474,14 +571,14 @@ def start_knockd(topo: Topology, folder: Path, doors: str) -> Knockd:
 
 
 # knockd's door runs a shell command: note the address, and let it through tumbler's
-# default-closed policy for 10 s (an element of the set `tumblerd firewall init` made).
+# default-closed policy for 60 s (an element of the set `tumblerd firewall init` made).
 KNOCKD_DOOR = (
     "[openSSH]\n"
     "    sequence = 7000,8000,9000\n"
-    "    seq_timeout = 5\n"
+    "    seq_timeout = 30\n"
     "    tcpflags = syn\n"
     "    command = echo %IP% >> {out}; "
-    f"nft add element inet tumbler open%V% {{{{ %IP% . tcp . {PORT} timeout 10s }}}}\n"
+    f"nft add element inet tumbler open%V% {{{{ %IP% . tcp . {PORT} timeout 60s }}}}\n"
 )
 
 
@@ -492,17 +589,17 @@ def test_tumbler_knock_opens_a_knockd_door(topology: Topology, tmp_path: Path, f
     door = KNOCKD_DOOR.replace("%V%", str(family))
     knockd = start_knockd(topo, tmp_path, door)
     host, a = (topo.server4, topo.a4) if family == 4 else (topo.server6, topo.a6)
-    assert reach(topo, family) == {"a": False, "b": False}
+    check_reach(topo, family, {"a": False, "b": False})
     knock(topo.a, host, "7000", "8000", "9000")
     wait_until(lambda: knockd.opened_for() == [a], "knockd to run its command for A")
     wait_until(lambda: can_connect(topo.a, host, PORT, BLOCKED), "the port to open for A")
-    assert reach(topo, family) == {"a": True, "b": False}
+    check_reach(topo, family, {"a": True, "b": False})
 
 
 NEAR_KNOCKD_DOOR = """\
 [near]
     sequence = 6000,6002,6004
-    seq_timeout = 5
+    seq_timeout = 30
     tcpflags = syn
     command = echo %IP% >> {out}
 """

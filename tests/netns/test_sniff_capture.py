@@ -34,7 +34,16 @@ from typing import Any
 
 import pytest
 
-from tests.netns.netns import TUMBLERD, Lab, Namespace, Topology, can_connect, stop, wait_until
+from tests.netns.netns import (
+    OPEN_WAIT,
+    TUMBLERD,
+    Lab,
+    Namespace,
+    Topology,
+    can_connect,
+    stop,
+    wait_until,
+)
 from tumbler.protocols.tumbler1 import make_knock, parse_datagram
 
 pytestmark = pytest.mark.netns
@@ -124,15 +133,21 @@ def record(topo: Topology, folder: Path) -> Capture:
     def live_has(text: str) -> bool:
         return text in live.read_text()
 
-    # A knocks slowly; B starts once A's first knock is on the wire, so the two interleave.
-    knock_a = topo.a.popen(
-        [*TUMBLER, "knock", "--delay", "1000", topo.server4, "7000", "8000", "9000"]
-    )
-    wait_until(lambda: live_has(f"{topo.server4}.7000: Flags [S]"), "A's first knock")
-    topo.b.run([*TUMBLER, "knock", "--delay", "1000", topo.server6, "4000", "5000", "6000"])
-    assert knock_a.wait(10) == 0
+    # A and B take turns: each knock goes out once the one before it is in the capture, so
+    # the two sources interleave however slowly a busy machine starts the clients.
+    turns = [
+        (topo.a, topo.server4, 7000),
+        (topo.b, topo.server6, 4000),
+        (topo.a, topo.server4, 8000),
+        (topo.b, topo.server6, 5000),
+        (topo.a, topo.server4, 9000),
+        (topo.b, topo.server6, 6000),
+    ]
+    for ns, host, port in turns:
+        ns.run([*TUMBLER, "knock", host, str(port)])
+        wait_until(lambda h=host, p=port: live_has(f"{h}.{p}: Flags [S]"), f"the knock on {port}")
 
-    assert can_connect(topo.a, topo.server4, SERVICE)  # an ordinary, answered connection
+    assert can_connect(topo.a, topo.server4, SERVICE, OPEN_WAIT)  # an ordinary connection
 
     at = datetime.now(UTC).replace(second=30, microsecond=0).isoformat()
     url = f"tumbler://{SECRET}@{topo.server4}/"

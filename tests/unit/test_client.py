@@ -6,6 +6,7 @@ knock on a socket the test bound itself.
 
 from __future__ import annotations
 
+import getpass
 import socket
 import sys
 import types
@@ -31,7 +32,7 @@ def no_prompt(monkeypatch):
     def refuse(prompt: str = "", stream=None) -> str:
         raise AssertionError("the CLI prompted")
 
-    monkeypatch.setattr(knock.getpass, "getpass", refuse)
+    monkeypatch.setattr(getpass, "getpass", refuse)
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -166,7 +167,7 @@ def test_prompt_is_used_last(capsys, monkeypatch):
         prompts.append(prompt)
         return SECRET
 
-    monkeypatch.setattr(knock.getpass, "getpass", answer)
+    monkeypatch.setattr(getpass, "getpass", answer)
     status, out, _ = run(
         capsys,
         "tumbler://127.0.0.1:8675/",
@@ -232,7 +233,7 @@ def test_keyboard_interrupt_at_prompt(capsys, monkeypatch):
     def interrupt(prompt: str = "", stream=None) -> str:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(knock.getpass, "getpass", interrupt)
+    monkeypatch.setattr(getpass, "getpass", interrupt)
     status, _, _ = run(capsys, "tumbler://127.0.0.1/")
     assert status == 130
 

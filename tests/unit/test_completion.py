@@ -125,6 +125,7 @@ def test_commands_follow_help() -> None:
         ("tumblerd", "firewall"),
         ("tumblerd", "status"),
         ("tumblerd", "close"),
+        ("tumblerd", "import-fwknop"),
         ("tumblerd", "demo"),
     ],
     ids=" ".join,
@@ -138,7 +139,7 @@ def test_long_options_follow_help(command: tuple[str, ...]) -> None:
 def test_all_commands_are_covered() -> None:
     """The parametrised list above has every command --help lists."""
     assert set(tumbler_commands()) == {"open", "ssh-proxy", "knock", "sniff", "keygen"}
-    assert set(tumblerd_commands()) == {"firewall", "status", "close", "demo"}
+    assert set(tumblerd_commands()) == {"firewall", "status", "close", "import-fwknop", "demo"}
 
 
 def test_files_after_file_options(tmp_path: Path) -> None:

@@ -136,6 +136,45 @@ def test_redis_replay_with_fallback(tmp_path):
     assert config.replay_fallback == "sqlite"
 
 
+def test_sentinel_with_login_tls_and_acks(tmp_path):
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    write(tmp_path, "hunter2\n", name="redis.pass")
+    config = load(
+        tmp_path,
+        "[common]\n replay = rediss+sentinel://10.0.0.1:26379,10.0.0.2:26379/tumbler/1\n"
+        " replay_acks = 2\n replay_user = tumbler\n replay_password_file = redis.pass\n"
+        " replay_tls_ca = ca.pem\n replay_ack_timeout = 0.5\n" + DOOR,
+    )
+    access = config.replay_access
+    assert access.ack_timeout == 0.5
+    assert (access.user, access.password, access.acks) == ("tumbler", "hunter2", 2)
+    assert access.tls_ca == str(tmp_path / "ca.pem")
+    assert "hunter2" not in repr(config)
+
+
+def test_a_readable_password_file_or_config_is_warned_about(tmp_path):
+    write(tmp_path, "hunter2\n", name="redis.pass", mode=0o644)
+    config = load(
+        tmp_path, "[common]\n replay = redis://h\n replay_password_file = redis.pass\n" + DOOR
+    )
+    assert any("redis.pass holds a secret or password" in w for w in config.warnings)
+    path = write(
+        tmp_path,
+        "[common]\n replay = redis://h\n replay_password = hunter2\n"
+        "[door-a]\n sequence = 7000,8123,9345\n command = true\n",
+        mode=0o640,
+    )
+    warnings = load_config(path).warnings
+    assert len(warnings) == 1
+    assert "hunter2" not in warnings[0]
+    assert "chmod 600" in warnings[0]
+
+
+def test_acks_default_is_left_to_the_kind_of_store(tmp_path):
+    config = load(tmp_path, "[common]\n replay = redis+cluster://h:7000\n" + DOOR)
+    assert config.replay_access.acks is None
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("30", 30.0), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("1.5m", 90.0), (" 2 M ", 120.0)],
@@ -191,6 +230,29 @@ def test_sequence_door(tmp_path):
     assert door.sequence_timeout == 5.0
     assert config.secret_doors == ()
     assert config.sequence_doors == (door,)
+
+
+SEQ_DOOR = "[door-seq]\n sequence = 7000, 8000, 9000\n open = 22\n"
+
+
+def test_sequence_log_prefix(tmp_path):
+    common = "[common]\n sequence_source = file:/var/log/ulog.log\n"
+    config = load(tmp_path, common + " sequence_log_prefix = FIREWALL:\n" + SEQ_DOOR)
+    assert config.sequence_log_prefix == "FIREWALL:"
+    assert load(tmp_path, common + SEQ_DOOR).sequence_log_prefix is None
+
+
+@pytest.mark.parametrize(
+    ("common", "reason"),
+    [
+        (" sequence_log_prefix = FIREWALL:\n", "only applies to sequence_source = file:PATH"),
+        (" sequence_source = file:/x\n sequence_log_prefix = SRC=\n", "no '='"),
+    ],
+)
+def test_sequence_log_prefix_refused(tmp_path, common, reason):
+    err, path = load_error(tmp_path, "[common]\n" + common + SEQ_DOOR)
+    assert str(err).startswith(f"{path}:")
+    assert reason in str(err)
 
 
 def test_secret_file(tmp_path):
@@ -364,6 +426,56 @@ ERRORS = [
         id="bad-fallback",
     ),
     pytest.param("[common]\n replay = postgres\n" + DOOR, 2, "replay", id="bad-replay"),
+    pytest.param(
+        "[common]\n replay = redis+sentinel://h:26379\n" + DOOR,
+        2,
+        "service name",
+        id="sentinel-no-service",
+    ),
+    pytest.param("[common]\n replay_acks = 1\n" + DOOR, 2, "redis", id="acks-no-redis"),
+    pytest.param(
+        "[common]\n replay = redis+cluster://h:7000\n replay_acks = 17\n" + DOOR,
+        3,
+        "out of range",
+        id="acks-too-many",
+    ),
+    pytest.param(
+        "[common]\n replay = redis://h\n replay_ack_timeout = 6s\n" + DOOR,
+        3,
+        "more than 5 s",
+        id="ack-timeout-too-long",
+    ),
+    pytest.param(
+        "[common]\n replay = redis://h\n replay_password = a\n replay_password_file = empty\n"
+        + DOOR,
+        4,
+        "not both",
+        id="password-twice",
+    ),
+    pytest.param(
+        "[common]\n replay = redis://h\n replay_password_file = empty\n" + DOOR,
+        3,
+        "is empty",
+        id="password-file-empty",
+    ),
+    pytest.param(
+        "[common]\n replay = redis://h\n replay_tls_ca = empty\n" + DOOR,
+        3,
+        "rediss://",
+        id="tls-without-rediss",
+    ),
+    pytest.param(
+        "[common]\n replay = rediss://h\n replay_tls_ca = missing.pem\n" + DOOR,
+        3,
+        "not a readable file",
+        id="tls-ca-missing",
+    ),
+    pytest.param(
+        "[common]\n replay = rediss://h\n replay_tls_cert = empty\n" + DOOR,
+        3,
+        "go together",
+        id="tls-cert-without-key",
+    ),
     pytest.param("[common]\n window = 61\n" + DOOR, 2, "window", id="window-too-big"),
     pytest.param("[common]\n window = -1\n" + DOOR, 2, "window", id="window-negative"),
     pytest.param("[common]\n listen = 0.0.0.0 localhost\n" + DOOR, 2, "listen", id="bad-listen"),

@@ -134,5 +134,5 @@ def test_two_doors_with_one_key_are_refused():
 
 
 def test_a_door_needs_a_secret_a_key_or_a_sequence():
-    with pytest.raises(ConfigError, match="has no secret, key or sequence"):
+    with pytest.raises(ConfigError, match="has no secret, key, authorized_keys or sequence"):
         parse(door(""))

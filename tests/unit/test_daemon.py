@@ -68,7 +68,9 @@ class Recorder(Dispatcher):
         self.closed: list[str] = []
         self.restored: list[list[str]] = []
 
-    def act(self, door: Door, address: str, command_timeout: float) -> None:
+    def act(  # type: ignore[override]
+        self, door: Door, address: str, command_timeout: float, *_grant: object
+    ) -> None:
         self.acted.append((door.name, address))
 
     def restore(self, doors, now: float) -> None:  # type: ignore[override]

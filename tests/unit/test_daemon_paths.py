@@ -94,3 +94,44 @@ def test_a_folder_that_cannot_be_made_is_reported(folder: Path) -> None:
     blocker.write_text("a file where the log folder should be")
     problems = paths.check(config)
     assert problems == [f"log folder {blocker} is not a folder"]
+
+
+def _signed_config(folder: Path, keys: Path) -> Path:
+    config = folder / "tumblerd.conf"
+    config.write_text(
+        "[common]\n"
+        f"   log = {folder / 'log' / 'tumblerd.log'}\n"
+        f"   state = {folder / 'state' / 'state.db'}\n"
+        f"   control = {folder / 'run' / 'control.sock'}\n"
+        f"[door-ssh]\n   authorized_keys = {keys}\n   command = true\n"
+    )
+    config.chmod(0o600)
+    return config
+
+
+def test_authorized_keys_may_be_a_users_own_but_not_writable_by_others(folder: Path) -> None:
+    keys = folder / "authorized_keys"
+    keys.write_text(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAOhB7/zzhC+HXDdGOdLwJln5NYwm6UNXx3chmQSVTG4 a\n"
+    )
+    keys.chmod(0o644)
+    if os.geteuid() == 0:
+        os.chown(keys, 4321, -1)  # alice's own ~/.ssh/authorized_keys, as sshd allows
+    config = load_config(_signed_config(folder, keys))
+    assert paths.check(config) == []
+    assert len(config.doors[0].keys) == 1
+    keys.chmod(0o664)
+    config = load_config(_signed_config(folder, keys))
+    [problem] = paths.check(config)
+    assert problem == (
+        f"authorized_keys of door ssh {keys} is writable by group or others; run: chmod go-w {keys}"
+    )
+    # Read again (a reload), the same file gives the door no keys at all.
+    assert config.doors[0].keys == ()
+    assert any("takes no signed knocks" in w for w in config.warnings)
+
+
+def test_a_missing_authorized_keys_file_is_refused_at_start(folder: Path) -> None:
+    keys = folder / "nothing"
+    [problem] = paths.check(load_config(_signed_config(folder, keys)))
+    assert problem == f"authorized_keys of door ssh {keys} does not exist"

@@ -48,10 +48,10 @@ class Stub(FirewallBackend):
         closed, self.entries = self.entries, []
         return closed
 
-    def render_policy(self, knock_port: int) -> list[str]:
+    def render_policy(self, knock_port: int, ipv6_prefix: int = 64) -> list[str]:
         return [f"policy for {knock_port}"]
 
-    def apply_policy(self, knock_port: int) -> None:
+    def apply_policy(self, knock_port: int, ipv6_prefix: int = 64) -> None:
         self.applied.append(knock_port)
 
     def remove_policy(self) -> list[OpenEntry]:

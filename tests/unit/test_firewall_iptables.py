@@ -544,3 +544,11 @@ def test_row_problem_checks_form_and_the_config() -> None:
     assert "timeout" in (row_problem(good, 2100000000.0, doors, now) or "")
     assert "expiry" in (row_problem(good, float("nan"), doors, now) or "")
     assert row_problem(("10.0.0.1", "web", "tcp", 1, 9), 2e9, None, now) is None  # form only
+
+
+def test_policy_counts_an_ipv6_source_by_its_64(xt: FakeXtables, db: str) -> None:
+    lines = backend(xt, db).init_policy(8675, apply=False)
+    (v6,) = [line for line in lines if line.startswith("ip6tables") and "hashlimit" in line]
+    assert "--hashlimit-name tumbler_knock --hashlimit-srcmask 64" in v6
+    (v4,) = [line for line in lines if line.startswith("iptables ") and "hashlimit" in line]
+    assert "srcmask" not in v4

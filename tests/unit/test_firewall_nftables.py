@@ -401,3 +401,20 @@ def test_auto_falls_back_and_explains() -> None:
         FirewallError, match=r"nftables: nft -j list tables: nft not found.*iptables: "
     ):
         resolve_name("auto", Nothing())  # type: ignore[arg-type]
+
+
+def test_policy_counts_an_ipv6_source_by_its_64() -> None:
+    b = nft_backend(FakeNft())
+    text = "\n".join(b.init_policy(8675, apply=False))
+    mask = "ffff:ffff:ffff:ffff::"
+    limit = f"{{ ip6 saddr & {mask} limit rate over 25/second burst 100 packets }} drop"
+    assert f"udp dport 8675 add @knock6 {limit}" in text
+    assert "add @knock4 { ip saddr limit" in text  # IPv4 stays per address
+    rules = [
+        c["add"]["rule"]["expr"] for c in b.policy_commands(8675) if "rule" in c.get("add", {})
+    ]
+    updates = [
+        e["set"] for expr in rules for e in expr if "set" in e and isinstance(e["set"], dict)
+    ]
+    (knock6,) = [u for u in updates if u.get("set") == "@knock6"]
+    assert knock6["elem"] == {"&": [{"payload": {"protocol": "ip6", "field": "saddr"}}, mask]}

@@ -5,6 +5,7 @@ Network use is loopback only: sockets bound on 127.0.0.1 / ::1 by the test itsel
 
 from __future__ import annotations
 
+import getpass
 import os
 import socket
 from datetime import UTC, datetime
@@ -283,13 +284,12 @@ def test_read_secret_file_too_long(tmp_path):
 
 def test_prompt_refuses_without_a_terminal(monkeypatch):
     def fallback(prompt: str = "", stream=None) -> str:
-        import getpass
         import warnings
 
         warnings.warn("Can not control echo", getpass.GetPassWarning, stacklevel=1)
         return "echoed"
 
-    monkeypatch.setattr(knock.getpass, "getpass", fallback)
+    monkeypatch.setattr(getpass, "getpass", fallback)
     with pytest.raises(KnockUsageError, match="no terminal"):
         knock.prompt_secret("tumbler://host:8675/")
 
@@ -298,7 +298,7 @@ def test_prompt_eof(monkeypatch):
     def eof(prompt: str = "", stream=None) -> str:
         raise EOFError
 
-    monkeypatch.setattr(knock.getpass, "getpass", eof)
+    monkeypatch.setattr(getpass, "getpass", eof)
     with pytest.raises(KnockUsageError, match="no secret entered"):
         knock.prompt_secret("tumbler://host:8675/")
 
@@ -458,7 +458,7 @@ def test_send_sequence_reaches_tcp_and_udp_in_order():
         assert udp.recv(100) == knock.UDP_KNOCK_PAYLOAD
     assert done == seen
     assert [k.spec for k in done] == specs
-    assert [k.index for k in done] == [0, 1, 2]
+    assert [k.position for k in done] == [0, 1, 2]
     assert {k.target for k in done} == {"127.0.0.1"}
     assert [k.outcome for k in done] == ["answered", "sent", "refused"]
     assert len(pauses) == 2  # between knocks, none after the last

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from tumbler.events import ConnectionAttempt
-from tumbler.sources.logfile import follow, follow_lines, parse_log_line
+from tumbler.sources.logfile import (
+    follow,
+    follow_lines,
+    foreign_program,
+    parse_log_line,
+    syslog_tag,
+)
 
 MAC = "MAC=00:16:3e:aa:bb:cc:00:16:3e:dd:ee:ff:08:00"
 V4_SYN = (
@@ -32,7 +38,7 @@ def line_for(port: int, src: str = "192.168.0.5") -> str:
 @pytest.mark.parametrize(
     "prefix",
     [
-        "",
+        "kernel: ",
         "Nov 27 15:30:01 gate kernel: ",
         "Nov 27 15:30:01 gate kernel: [ 1234.567890] ",
         "2024-05-01T10:00:00.123456+00:00 gate kernel: ",
@@ -55,6 +61,17 @@ def test_ipv6_syn_is_normalized() -> None:
     assert event == ConnectionAttempt("fd00::5", "fd00::3", "tcp", 196, 0.0, 51234)
 
 
+def test_ipv4_mapped_source_of_an_ipv6_packet_is_dropped() -> None:
+    """An IPv6 sender using ::ffff:a.b.c.d is not the IPv4 host a.b.c.d."""
+    mapped = "0000:0000:0000:0000:0000:ffff:c0a8:0005"
+    assert (
+        parse_log_line(
+            "kernel: " + V6_SYN.replace("fd00:0000:0000:0000:0000:0000:0000:0005", mapped)
+        )
+        is None
+    )
+
+
 @pytest.mark.parametrize("flags", ["ACK", "ACK SYN", "ACK PSH", "RST", "FIN ACK", "ACK FIN"])
 def test_tcp_without_syn_or_with_ack_ignored(flags: str) -> None:
     assert parse_log_line(V4_SYN.replace("RES=0x00 SYN", f"RES=0x00 {flags}")) is None
@@ -62,9 +79,77 @@ def test_tcp_without_syn_or_with_ack_ignored(flags: str) -> None:
 
 def test_logged_tcp_sequence_numbers_do_not_look_like_ack() -> None:
     line = V4_SYN.replace("DPT=42 ", "DPT=42 SEQ=1234567 ACK=0 ")
-    assert parse_log_line(line) is not None
+    assert parse_log_line("kernel: " + line) is not None
     line = V4_SYN.replace("DPT=42 ", "DPT=42 SEQ=1234567 ACK=99 ").replace("SYN", "SYN ACK")
+    assert parse_log_line("kernel: " + line) is None
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        V4_SYN,  # no syslog tag at all
+        "Nov 27 15:30:01 gate alice: " + V4_SYN,  # `logger FIREWALL:IN=...`
+        "Nov 27 15:30:01 gate sshd[812]: kernel: " + V4_SYN,  # the tag inside the message
+        "Nov 27 15:30:01 gate alice: Nov 27 15:30:01 gate kernel: " + V4_SYN,
+        "Nov 27 15:30:01 gate alice:x y z kernel: " + V4_SYN,  # too far in to be the tag
+        "Nov 27 15:30:01 gate notkernel: " + V4_SYN,
+    ],
+)
+def test_lines_not_tagged_by_the_kernel_do_not_count(line: str) -> None:
+    """Anyone who can write to syslog could write these; only the kernel's tag counts."""
     assert parse_log_line(line) is None
+    assert parse_log_line("Nov 27 15:30:01 gate kernel: " + V4_SYN) is not None
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Nov 27 15:30:01 gate " + V4_SYN,  # ulogd's own file: host name, then the prefix
+        "2024-05-01T10:00:00+00:00 gate " + V4_SYN,
+        V4_SYN,
+        "Nov 27 15:30:01 gate kernel: [ 4242.123456] " + V4_SYN,
+        "Nov 27 15:30:01 gate kernel: " + V4_SYN.replace("FIREWALL:", "FIREWALL: "),
+    ],
+)
+def test_a_configured_prefix_counts_right_before_in(line: str) -> None:
+    assert parse_log_line(line, prefix="FIREWALL:") is not None
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Nov 27 15:30:01 gate alice: " + V4_SYN,
+        "Nov 27 15:30:01 gate alice: look FIREWALL:" + V4_SYN[len("FIREWALL:") :],
+        "Nov 27 15:30:01 gate kernel: " + V4_SYN.replace("FIREWALL:", "OTHER:"),
+        "Nov 27 15:30:01 gate kernel: " + V4_SYN.replace("FIREWALL:", "FIREWALL:x "),
+        "Nov 27 15:30:01 gate kernel: " + V4_SYN.replace("FIREWALL:", "XFIREWALL:"),
+    ],
+)
+def test_a_configured_prefix_elsewhere_does_not_count(line: str) -> None:
+    assert parse_log_line(line, prefix="FIREWALL:") is None
+
+
+@pytest.mark.parametrize(
+    ("line", "tag", "foreign"),
+    [
+        ("Nov 27 15:30:01 gate kernel: [ 4242.1] eth0: link up", "kernel", None),
+        ("Nov 27 15:30:01 gate sshd[812]: Accepted publickey", "sshd", "sshd"),
+        ("2024-05-01T10:00:00.123+00:00 gate CRON[9]: (root) CMD", "CRON", "CRON"),
+        ("kernel: " + V4_SYN, "kernel", None),
+        ("-- Boot 0123 --", None, None),
+        ("a b c d e f: too many words for a tag", None, None),
+        ("Nov 27 15:30:01 gate " + V4_SYN, None, None),
+    ],
+)
+def test_syslog_tag_and_foreign_program(line: str, tag: str | None, foreign: str | None) -> None:
+    assert syslog_tag(line) == tag
+    assert foreign_program(line) == foreign
+
+
+def test_a_prefixed_line_is_the_firewalls_own() -> None:
+    line = "Nov 27 15:30:01 gate FIREWALL: " + V4_SYN[len("FIREWALL:") :]  # tag-like prefix
+    assert foreign_program(line) == "FIREWALL"
+    assert foreign_program(line, prefix="FIREWALL:") is None
 
 
 def test_udp_datagram_counts() -> None:
@@ -248,3 +333,34 @@ def test_follow_yields_attempts(tmp_path: Path) -> None:
     events = asyncio.run(asyncio.wait_for(main(), 5))
     assert [e.port for e in events] == [42, 196, 69]
     assert [e.when for e in events] == sorted(e.when for e in events)
+
+
+def test_follow_warns_once_about_other_programs_lines(tmp_path: Path) -> None:
+    """A file that mixes facilities is reported at once (from its end as it is), once."""
+    mixed, kernel_only = tmp_path / "syslog", tmp_path / "kern.log"
+    mixed.write_text(f"Nov 27 gate kernel: {line_for(42)}\nNov 27 gate sshd[1]: noise\n")
+    kernel_only.write_text(f"Nov 27 gate kernel: {line_for(42)}\n")
+    warned: dict[str, list[str]] = {"mixed": [], "kernel": []}
+
+    async def main() -> list[ConnectionAttempt]:
+        follow(mixed, poll=POLL, on_foreign=warned["mixed"].append)
+        stream = follow(kernel_only, poll=POLL, on_foreign=warned["kernel"].append)
+        assert warned == {"mixed": ["sshd"], "kernel": []}
+        events: list[ConnectionAttempt] = []
+
+        async def reader() -> None:
+            async for event in stream:
+                events.append(event)
+
+        task = asyncio.create_task(reader())
+        append(kernel_only, "Nov 27 gate alice: " + line_for(196) + "\n")
+        append(kernel_only, "Nov 27 gate bob: noise\n")
+        append(kernel_only, f"Nov 27 gate kernel: {line_for(69)}\n")
+        while not events:
+            await asyncio.sleep(POLL)
+        task.cancel()
+        return events
+
+    events = asyncio.run(asyncio.wait_for(main(), 5))
+    assert [e.port for e in events] == [69]  # alice's forged line did not count
+    assert warned == {"mixed": ["sshd"], "kernel": ["alice"]}

@@ -132,10 +132,16 @@ def test_ipv6_extension_headers() -> None:
     assert parse_ip_packet(ipv6("2001:db8::1", "2001:db8::2", 44, later + b"\0" * 8), 0) is None
 
 
-def test_ipv4_mapped_source_is_ipv4_text() -> None:
-    packet = ipv6("::ffff:192.0.2.7", "::ffff:192.0.2.1", 6, tcp(1, 42))
-    event = parse_ip_packet(packet, 0)
-    assert event is not None and (event.source, event.dest) == ("192.0.2.7", "192.0.2.1")
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [("::ffff:192.0.2.7", "2001:db8::1"), ("2001:db8::7", "::ffff:192.0.2.1")],
+)
+def test_ipv4_mapped_address_in_an_ipv6_packet_is_dropped(src: str, dst: str) -> None:
+    """An IPv6 sender using ::ffff:a.b.c.d is not the IPv4 host a.b.c.d."""
+    for l4, proto in ((tcp(1, 42), 6), (udp(1, 500), 17)):
+        assert parse_ip_packet(ipv6(src, dst, proto, l4), 0) is None
+    assert parse_nflog_message(nflog_packet(ipv6(src, dst, 6, tcp(1, 42)))) == []
+    assert parse_ip_packet(ipv6("2001:db8::7", "2001:db8::1", 6, tcp(1, 42)), 0) is not None
 
 
 @pytest.mark.parametrize(
@@ -287,6 +293,24 @@ def test_rules_with_loopback_and_ports_hint() -> None:
         if c.get("add", {}).get("set", {}).get("name") == "knock_ports"
     ]
     assert ports["elem"] == [{"concat": ["tcp", 42]}, {"concat": ["udp", 500]}]
+
+
+@pytest.mark.parametrize("longest", [1.0, 10.0, 119.5, 300.0, 3600.5])
+def test_knocking_sources_are_tracked_past_the_longest_sequence(longest: float) -> None:
+    track = seqlog.track_timeout_for(longest)
+    assert track >= seqlog.TRACK_MINIMUM and track > longest
+    document = render_rules(7, [("tcp", 42)], track_timeout=track)
+    timeouts = {
+        c["add"]["set"]["name"]: c["add"]["set"].get("timeout")
+        for c in document["nftables"]
+        if "set" in c.get("add", {})
+    }
+    assert timeouts["knocking4"] == timeouts["knocking6"] == track
+
+
+def test_bad_track_timeout() -> None:
+    with pytest.raises(ValueError):
+        render_rules(7, [("tcp", 42)], track_timeout=0)
 
 
 def test_bad_hint_port() -> None:

@@ -163,8 +163,11 @@ def test_address_has_one_written_form_everywhere(text: str) -> None:
         except (ValueError, FirewallError, knock.KnockUsageError):
             return None
 
+    # A packet's source is the exception, by rule: `::ffff:a.b.c.d` on the wire is an IPv6
+    # sender, never the IPv4 host a.b.c.d, so the sources drop it (`packet_address`).
+    mapped = expected is not None and ":" in text and ":" not in expected
+    assert canonical_address(text) == (None if mapped else expected)
     got = {
-        "sources": canonical_address(text),
         "firewall": attempt(lambda t: normalise_address(t)[0]),
         "client --from": attempt(knock.normalize_source),
         "auditor": attempt(lambda t: sniff.parse_text_line(f"IP {t}.5 > 10.0.0.1.22: Flags [S]")),
@@ -302,6 +305,7 @@ def test_config_takes_the_firewall_and_replay_names_of_their_registries() -> Non
     for store in LOCAL_STORES:
         assert parse_config(f"[common]\n replay = {store}\n{door}").replay == store
     for scheme in REMOTE_SCHEMES:
-        assert parse_config(f"[common]\n replay = {scheme}h/0\n{door}").replay == f"{scheme}h/0"
+        url = f"{scheme}h/mymaster" if "sentinel" in scheme else f"{scheme}h"
+        assert parse_config(f"[common]\n replay = {url}\n{door}").replay == url
     with pytest.raises(ConfigError):
         parse_config(f"[common]\n replay = etcd://h\n{door}")

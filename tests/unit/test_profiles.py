@@ -132,7 +132,8 @@ def test_open_bad_profile_file_exits_2_with_file_and_line(tmp_path: Path, capsys
     _, err = capsys.readouterr()
     assert status == 2
     assert err == f"tumbler: error: {path}:3: unknown key 'bogus' in [host-a] " + (
-        "(known: family, from, retry_after, secret_file, url, wait, wait_timeout)\n"
+        "(known: family, from, fwknoprc, retry_after, secret_file, ssh_key, url, wait, "
+        "wait_timeout)\n"
     )
 
 
@@ -168,3 +169,23 @@ def test_profiles_follow_the_daemon_comment_rule() -> None:
     assert parsed.profiles["a"].wait == 22
     with pytest.raises(ConfigError, match=r"<profiles>:2: control character"):
         profiles.parse_profiles("[host-a]\n   url = tumbler://h.example/\x00\n")
+
+
+def test_signed_and_fwknop_profiles_side_by_side(tmp_path: Path) -> None:
+    from tumbler.client.fwknop import FwknopURL
+    from tumbler.client.signed import SshKnockURL
+
+    loaded = profiles.parse_profiles(
+        "[host-ssh]\n   url = tumbler+ssh://alice@h.example/\n   ssh_key = id_ed25519\n"
+        "[host-spa]\n   url = fwknop://h.example/tcp/22\n   fwknoprc = rc\n",
+        str(tmp_path / "hosts.conf"),
+    )
+    ssh, spa = loaded.profiles["ssh"], loaded.profiles["spa"]
+    assert ssh.url == SshKnockURL("h.example", user="alice") and ssh.fwknop is None
+    assert ssh.ssh_key == str(tmp_path / "id_ed25519") and ssh.fwknoprc is None
+    assert isinstance(spa.fwknop, FwknopURL) and spa.ssh_key is None
+    assert spa.fwknoprc == str(tmp_path / "rc")
+    with pytest.raises(ConfigError, match="ssh_key is for a tumbler\\+ssh:// url"):
+        profiles.parse_profiles("[host-w]\n   url = fwknop://h/tcp/22\n   ssh_key = k\n")
+    with pytest.raises(ConfigError, match="fwknoprc needs an fwknop:// url"):
+        profiles.parse_profiles("[host-w]\n   url = tumbler+ssh://h/\n   fwknoprc = rc\n")

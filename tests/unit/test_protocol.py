@@ -7,10 +7,13 @@ import ipaddress
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tumbler.errors import MalformedDatagram, TumblerError
 from tumbler.protocols.tumbler1 import (
     DEFAULT_PORT,
+    digest_bytes,
     encode_datagram,
     knock_digest,
     make_knock,
@@ -275,3 +278,45 @@ def test_parse_refuses_bad_shapes(datagram):
 def test_malformed_datagram_is_a_tumbler_error():
     with pytest.raises(TumblerError):
         parse_datagram(b"nope")
+
+
+def _digest_bytes_or_none(data: bytes) -> bytes | None:
+    try:
+        return digest_bytes(data)
+    except MalformedDatagram:
+        return None
+
+
+def _parsed_or_none(data: bytes) -> bytes | None:
+    try:
+        return bytes.fromhex(parse_datagram(data))
+    except MalformedDatagram:
+        return None
+
+
+_HEXDIGITS = st.sampled_from(list(b"0123456789abcdefABCDEF g\x00\n"))
+
+
+@settings(max_examples=300)
+@given(
+    head=st.sampled_from([b"TUMBLER1: ", b"TUMBLER1:", b"TUMBLER1:  ", b"tumbler1: ", b""]),
+    body=st.lists(_HEXDIGITS, min_size=60, max_size=68).map(bytes),
+    tail=st.sampled_from([b"", b"\n", b"\r\n", b" "]),
+)
+def test_digest_bytes_accepts_exactly_what_parse_datagram_accepts(head, body, tail):
+    data = head + body + tail
+    assert _digest_bytes_or_none(data) == _parsed_or_none(data)
+
+
+@given(st.binary(max_size=80))
+def test_digest_bytes_on_random_bytes(data):
+    assert _digest_bytes_or_none(data) == _parsed_or_none(data)
+
+
+def test_digest_bytes_of_a_knock():
+    knock = make_knock("open-pAsSwOrD", "192.168.0.5", datetime(2004, 11, 27, 15, 30, tzinfo=UTC))
+    assert digest_bytes(knock).hex() == parse_datagram(knock)
+    assert len(digest_bytes(knock)) == 32
+    assert digest_bytes(knock.upper().replace(b"TUMBLER1", b"TUMBLER1")) == digest_bytes(knock)
+    with pytest.raises(MalformedDatagram):
+        digest_bytes(knock[:-1] + b"g")

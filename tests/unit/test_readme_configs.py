@@ -51,13 +51,15 @@ def test_the_readme_has_examples_of_both_kinds() -> None:
 
 @pytest.mark.parametrize(("line", "block"), config_blocks("daemon"), ids=lambda v: str(v)[:12])
 def test_daemon_config_example_checks(line: int, block: str, tmp_path: Path) -> None:
-    # Absolute paths the examples name are made under tmp_path, secret files with a secret.
+    # Absolute paths the examples name are made under tmp_path, secret (and Redis password)
+    # files with a secret.
     text = block.replace("/etc/tumbler/", f"{tmp_path}/").replace(
         "/var/log/tumbler/", f"{tmp_path}/log/"
     )
-    for ref in re.findall(r"secret_file\s*=\s*(\S+)", text):
-        Path(ref).write_text(f"secret-of-{Path(ref).name}\n")
-        Path(ref).chmod(0o600)
+    for ref in re.findall(r"(?:secret_file|replay_password_file)\s*=\s*(\S+)", text):
+        file = tmp_path / ref  # a relative path is relative to the config's folder
+        file.write_text(f"secret-of-{file.name}\n")
+        file.chmod(0o600)
     if "[door-" not in text:  # a fragment of [common] keys: give it a door to open
         text += _FILLER_DOOR
     config = parse_config(text, f"README.md:{line}", tmp_path)

@@ -184,3 +184,59 @@ def test_open_replay_cache_by_name(tmp_path):
         sqlite.close()
     with pytest.raises(ReplayStoreError):
         open_replay_cache("postgres", str(tmp_path / "x.db"))
+
+
+# -- the receive loop never waits on a locked database --------------------------------------
+
+
+def _locker(path):
+    """Another connection that holds the write lock of the state database until closed."""
+    other = sqlite3.connect(str(path), timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+def test_claims_during_a_lock_are_decided_in_memory_and_written_after(tmp_path):
+    path = tmp_path / "state.db"
+    cache = SqliteReplayCache(path)
+    other = _locker(path)
+    try:
+        assert cache.claim(D1, T0 + 60, now=T0) is True  # no wait, no error
+        assert cache.claim(D1, T0 + 60, now=T0 + 1) is False  # still a replay
+        assert cache.locked and cache.pending == 1
+    finally:
+        other.rollback()
+        other.close()
+    assert cache.claim(D2, T0 + 60, now=T0 + 2) is True  # the lock is gone: both written
+    assert not cache.locked and cache.pending == 0
+    with sqlite3.connect(str(path)) as db:
+        rows = sorted(db.execute("SELECT digest FROM replay").fetchall())
+    assert rows == sorted([(D1,), (D2,)])
+    cache.close()
+
+
+def test_a_claim_from_before_a_restart_is_refused_while_the_file_is_locked(tmp_path):
+    path = tmp_path / "state.db"
+    first = SqliteReplayCache(path)
+    assert first.claim(D1, T0 + 60, now=T0)
+    first.close()
+    second = SqliteReplayCache(path, now=T0 + 1)
+    other = _locker(path)
+    try:
+        assert second.claim(D1, T0 + 60, now=T0 + 1) is False
+    finally:
+        other.rollback()
+        other.close()
+        second.close()
+
+
+def test_close_writes_what_a_lock_kept_pending(tmp_path):
+    path = tmp_path / "state.db"
+    cache = SqliteReplayCache(path)
+    other = _locker(path)
+    assert cache.claim(D1, T0 + 60, now=T0)
+    other.rollback()
+    other.close()
+    cache.close()
+    with sqlite3.connect(str(path)) as db:
+        assert db.execute("SELECT digest FROM replay").fetchall() == [(D1,)]

@@ -258,3 +258,21 @@ def test_forget() -> None:
     matcher.feed(attempt(42))
     matcher.forget(SRC)
     assert feed_all(matcher, knocks([196, 69])) == []
+
+
+def test_a_probe_long_after_a_knock_still_resets_a_long_sequence() -> None:
+    """A 5 min door: a probe 121 s after the first knock resets it, and pruning in between
+    does not forget the source (the matcher remembers it for the longest timeout)."""
+    matcher = SequenceMatcher([door("slow", "7000, 8000, 9000", timeout=300)])
+    assert matcher.longest_timeout == 300
+    matcher.feed(attempt(7000, 0))
+    assert matcher.prune(121) == 0
+    assert matcher.progress(SRC) == {"slow": 1}
+    matcher.feed(attempt(7777, 121))  # a slow scan's probe between two knocks
+    assert matcher.progress(SRC) == {}
+    assert feed_all(matcher, [attempt(8000, 242), attempt(9000, 290)]) == []
+
+    # Knocked at the same pace without the probe, the door opens: the reset was the probe's.
+    assert feed_all(matcher, [attempt(7000, 400), attempt(8000, 521), attempt(9000, 642)]) == [
+        "slow"
+    ]

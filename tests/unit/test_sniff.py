@@ -545,3 +545,126 @@ def test_main_no_knocks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     empty.write_text("")
     code, out, _ = cli([str(empty)], capsys)
     assert code == 0 and out == "No knocks found.\n"
+
+
+# ----------------------------------------------------------------- hostile input
+
+
+def _pcapng_with_times(times: dict[int, float]) -> bytes:
+    """The test capture as pcapng, record N stamped `times[N]` seconds where given."""
+    import dpkt
+
+    with open(DATA / "sniff-knocks.pcapng", "rb") as f:
+        records = list(dpkt.pcapng.Reader(f))
+    out = io.BytesIO()
+    writer = dpkt.pcapng.Writer(out, linktype=1)
+    for index, (ts, buf) in enumerate(records):
+        writer.writepkt(buf, ts=times.get(index, ts))
+    return out.getvalue()
+
+
+def test_capture_times_no_date_can_hold_are_skipped_and_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pcapng stamps in 64 bits: years up to 586,000 and more, which no datetime holds."""
+    path = tmp_path / "hostile.pcapng"
+    path.write_bytes(_pcapng_with_times({1: 1.8e13, 4: 1.84e13}))
+    code, out, err = cli([str(path), "--secret", SECRET, "-v"], capsys)
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "19 lines/records, 17 packets, 2 skipped" in err
+    assert "Knock on 10.77.0.2:42" in out and "Knock on 10.77.0.2:69" in out
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC), datetime(1, 1, 1, 0, 0, 1, tzinfo=UTC)],
+)
+def test_minutes_searched_past_the_ends_of_the_calendar_are_left_out(moment: datetime) -> None:
+    digest = knock_digest(sniff.minute_stamp(moment), "10.0.0.1", SECRET)
+    check = sniff.check_digest(digest, "10.0.0.1", moment, [SECRET], window=3)
+    assert (check.status, check.offset_minutes) == ("match", 0)
+    assert sniff.check_digest("0" * 64, "10.0.0.1", moment, [SECRET]).status == "no-match"
+
+
+def test_text_time_at_the_end_of_the_calendar(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        datagram = make_knock(SECRET, "10.0.0.1", datetime(2026, 1, 1, tzinfo=UTC)).decode()
+        text = (
+            "9999-12-31 23:59:59.000000 IP 10.0.0.1.40000 > 10.0.0.2.8675: UDP, length 74\n"
+            f"E..f..@.@.......{datagram}\n"
+        )
+        report = run(text, secrets=[SECRET])
+        (knock,) = report.tumbler
+        assert knock.check is not None and knock.check.status == "no-match"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+SYN_LINE = "10:00:00.000000 IP 10.0.0.1.5000 > 10.0.0.2.42: Flags [S], seq 1, win 1, length 0"
+
+
+def test_a_line_over_the_cap_is_skipped_unread() -> None:
+    """A line longer than MAX_LINE counts as one skipped line, even when it ends in a
+    packet; the next line is read as usual, from text and from a byte stream alike."""
+    long = "x" * sniff.MAX_LINE + " " + SYN_LINE
+    stats = sniff.Stats()
+    packets = list(sniff.iter_text_packets([long, SYN_LINE.replace("42", "43")], stats))
+    assert [p.dport for p in packets] == [43]
+    assert (stats.lines, stats.skipped) == (2, 1)
+
+    stream = io.BytesIO(f"{SYN_LINE}\n{long}\n{SYN_LINE.replace('42', '43')}\n".encode())
+    stats = sniff.Stats()
+    assert [p.dport for p in sniff.read_packets(stream, stats)] == [42, 43]
+    assert (stats.lines, stats.skipped) == (3, 1)
+
+
+def test_a_16_mib_line_is_one_skipped_line() -> None:
+    stats = sniff.Stats()
+    data = SYN_LINE.encode() + b"\n" + b"IP (" * (4 << 20)  # 16 MiB, no newline at the end
+    assert [p.dport for p in sniff.read_packets(io.BytesIO(data), stats)] == [42]
+    assert (stats.lines, stats.packets, stats.skipped) == (2, 1, 1)
+
+
+def test_lines_just_under_the_cap_are_read() -> None:
+    line = SYN_LINE + ", options " + "x" * (sniff.MAX_LINE - len(SYN_LINE) - 10)
+    assert len(line) == sniff.MAX_LINE
+    stats = sniff.Stats()
+    data = (line + "\n" + line).encode()
+    assert [p.dport for p in sniff.read_packets(io.BytesIO(data), stats)] == [42, 42]
+    assert stats.skipped == 0
+
+
+# The tag rule as one regular expression, which backtracks quadratically on `IP (IP (...`.
+_IP_TAG_REFERENCE = (
+    r"(?:(?:^|\s)IP6?\s*(?:\(.*\))?|ethertype IPv[46] \(0x[0-9a-f]+\), length \d+:)\s*$"
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "IP",
+                "IP6",
+                "IPX",
+                " ",
+                "(",
+                ")",
+                "x",
+                "tos 0x0",
+                "ethertype IPv4 (0x0800), length 60:",
+            ]
+        ),
+        max_size=12,
+    )
+)
+def test_ip_tag_rule_is_the_regular_expression_it_replaced(words: list[str]) -> None:
+    import re
+
+    before = "".join(words)
+    assert sniff._ip_tagged(before) == (re.search(_IP_TAG_REFERENCE, before) is not None)

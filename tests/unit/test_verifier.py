@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tumbler.config.daemon import MAX_WINDOW_MINUTES, Door
 from tumbler.decisions import verifier as verifier_module
@@ -153,12 +156,88 @@ def test_cache_stays_bounded_over_many_addresses(monkeypatch):
     v = Verifier([OPEN], 1)
     assert v._capacity == 16
     for i in range(500):
-        assert v.match("0" * 64, f"10.0.{i // 256}.{i % 256}", EPOCH) is None
+        address = f"10.0.{i // 256}.{i % 256}"
+        for _ in range(2):  # the second datagram from a source builds its table
+            assert v.match("0" * 64, address, EPOCH) is None
         assert len(v._cache) <= 16
+    assert len(v._cache) == 16
     # An evicted source is simply recomputed: its knock still matches.
     match = v.match(digest_at(0, address="10.0.0.0"), "10.0.0.0", EPOCH)
     assert match is not None
     assert len(v._cache) == 16
+
+
+def test_a_source_seen_once_leaves_no_table():
+    v = Verifier([OPEN, CLOSE], 1)
+    for i in range(300):
+        assert v.match("0" * 64, f"10.1.{i // 256}.{i % 256}", EPOCH) is None
+    assert len(v._cache) == 0
+    assert v.match("0" * 64, "10.1.0.7", EPOCH) is None  # it came back: now it has one
+    assert list(v._cache) == [("10.1.0.7", int(EPOCH // 60))]
+
+
+def test_sources_seen_once_are_remembered_within_a_bound(monkeypatch):
+    monkeypatch.setattr(verifier_module, "SEEN_SOURCES", 10)
+    v = Verifier([OPEN], 1)
+    for i in range(1000):
+        v.match("0" * 64, f"fd00::{i:x}", EPOCH)
+        assert len(v._seen) + len(v._seen_before) <= 20
+    assert len(v._cache) == 0
+    # Far back is forgotten: the source counts as new again and still builds no table.
+    assert v.match("0" * 64, "fd00::0", EPOCH) is None
+    assert len(v._cache) == 0
+
+
+def test_first_and_later_datagrams_give_the_same_answers():
+    v = Verifier([OPEN, CLOSE], 1)
+    for address in ("10.9.0.1", "2001:db8::5"):
+        for door in (OPEN, CLOSE):
+            for offset in (-2, -1, 0, 1, 2):
+                digest = digest_at(offset, door=door, address=address)
+                first = Verifier([OPEN, CLOSE], 1).match(digest, address, EPOCH)
+                v.match("0" * 64, address, EPOCH)
+                v.match("0" * 64, address, EPOCH)
+                cached = v.match(digest, address, EPOCH)
+                assert (address, int(EPOCH // 60)) in v._cache
+                assert first == cached
+                assert (first is not None) == (abs(offset) <= 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    secrets=st.lists(
+        st.text(st.characters(codec="utf-8"), min_size=1, max_size=20),
+        min_size=1,
+        max_size=5,
+        unique=True,
+    ),
+    window=st.integers(0, 3),
+    offset=st.integers(-4, 4),
+    which=st.integers(0, 4),
+    host=st.integers(1, 2**32 - 2),
+    noise=st.binary(min_size=32, max_size=32),
+)
+def test_direct_and_table_paths_agree_with_the_protocol(
+    secrets, window, offset, which, host, noise
+):
+    doors = [Door(name=f"d{i}", line=i, secret=s, command="t") for i, s in enumerate(secrets)]
+    door = doors[which % len(doors)]
+    address = str(ipaddress.IPv4Address(host))
+    assert door.secret is not None
+    digest = knock_digest(minute_stamp(NOW + timedelta(minutes=offset)), address, door.secret)
+    for seen_before in (0, 1, 2):
+        v = Verifier(doors, window)
+        for _ in range(seen_before):
+            assert v.match(noise.hex(), address, EPOCH) is None or noise.hex() == digest
+        match = v.match(digest, address, EPOCH)
+        if abs(offset) > window:
+            assert match is None
+        else:
+            assert match is not None
+            assert match.door is door
+            assert match.minute_offset == offset
+            assert match.digest == digest
+        assert v.match_raw(bytes.fromhex(digest)[:31], address, EPOCH) is None
 
 
 def test_cache_is_bounded_by_default_for_many_doors():

@@ -10,7 +10,10 @@ which address a knock was made for (so a replay from elsewhere, or later, is pla
 Input is `tcpdump -n` text (old 3.x and current 4.99 formats, with or without
 timestamps, `-v` two-line forms, `-X`/`-A` payload dumps) or a pcap/pcapng file,
 told apart by magic bytes. Lines that are not understood are skipped and counted,
-never fatal. Pcap needs dpkt (the `pcap` extra), imported only when a capture is read.
+never fatal, and so are records with a time no date can hold and lines longer than
+`MAX_LINE` (tcpdump never prints one; a hostile file may). Every line is read in time
+linear in its length. Pcap needs dpkt (the `pcap` extra), imported only when a capture
+is read.
 
 Decisions, so that the report means one thing:
 
@@ -31,10 +34,11 @@ Decisions, so that the report means one thing:
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from struct import error as struct_error
@@ -42,7 +46,9 @@ from typing import IO, Any, BinaryIO
 
 from tumbler.addresses import normalize_address
 from tumbler.errors import MalformedDatagram, TumblerError
-from tumbler.protocols import tumbler2
+from tumbler.protocols import sshsig, tumbler2
+from tumbler.protocols.authorized_keys import AuthorizedKey
+from tumbler.protocols.sshkeys import SshSupportMissing, load_verifier
 from tumbler.protocols.tumbler1 import DEFAULT_PORT, knock_digest, minute_stamp
 from tumbler.protocols.tumbler1 import parse_datagram as _parse_datagram
 
@@ -51,6 +57,9 @@ DEFAULT_WINDOW = 10
 # Lengths a Tumbler datagram can have on the wire (v1: protocol.MIN/MAX_DATAGRAM; v2: 68).
 LIKELY_LENGTHS = (tumbler2.DATAGRAM_LEN, *range(73, 78))
 MAX_CANDIDATE_ADDRESSES = 64
+MAX_LINE = 64 * 1024
+"""Longer text lines are skipped unread: tcpdump's longest are a few hundred bytes."""
+READ_CHUNK = 64 * 1024
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": "pcap",
@@ -143,6 +152,27 @@ class V2Fields:
 
 
 @dataclass(slots=True)
+class Signed:
+    """What a signed knock (docs/SIGNED-KNOCKS.md) shows without a key, and with one.
+
+    `signature` is None when no key was given for its key id, else "for its source",
+    "for ADDRESS, NOT its source", "bad" (no address in the capture makes it valid), or
+    "not checked" (without the `cryptography` package).
+    """
+
+    key_id: bytes
+    sent: int  # the time inside the knock, epoch seconds
+    offset_seconds: int | None  # sent minus capture time, when the capture has a date
+    key: str | None = None  # "comment SHA256:..." of the key, when given
+    signature: str | None = None
+
+
+def fingerprint_prefix(key_id: bytes) -> str:
+    """The start of the key's `SHA256:` fingerprint that its 8-byte key id fixes (10 chars)."""
+    return "SHA256:" + base64.b64encode(key_id).decode("ascii")[:10] + "..."
+
+
+@dataclass(slots=True)
 class TumblerKnock:
     """A Tumbler datagram (or, from text without payload, a likely one)."""
 
@@ -159,6 +189,7 @@ class TumblerKnock:
     replay_of: int | None = None
     check: Check | None = None
     v2: V2Fields | None = None  # set for a version 2 datagram (its digest is then the MAC)
+    signed: Signed | None = None
 
 
 @dataclass(slots=True)
@@ -197,11 +228,20 @@ _UDP_LEN = re.compile(r"\bUDP, (?:bad )?length (\d+)|^\s*udp (\d+)\b")
 _PROTO_HINT = re.compile(r"\b(?:proto|next-header) (TCP|UDP) \(\d+\)")
 _HEXDUMP = re.compile(r"^\s+0x[0-9a-fA-F]{4,}:\s+((?:[0-9a-fA-F]{2,4} )*[0-9a-fA-F]{2,4})")
 _TUMBLER_TEXT = re.compile(r"TUMBLER1: ?[0-9A-Fa-f]{64}")
-_IP_TAG = re.compile(
-    r"(?:(?:^|\s)IP6?\s*(?:\(.*\))?|ethertype IPv[46] \(0x[0-9a-f]+\), length \d+:)\s*$"
-)
+_IP_WORD = re.compile(r"(?:^|\s)IP6?\s*\(")
+_IP_END = re.compile(r"(?:^|\s)IP6?$")
+_ETHERTYPE_END = re.compile(r"ethertype IPv[46] \(0x[0-9a-f]+\), length \d+:$")
 _OTHER_PACKET = re.compile(r"(?:IP6?|ARP|RARP|ethertype|[0-9a-f]{2}(?::[0-9a-f]{2}){5}) ")
 _OTHER_PROTOS = re.compile(r"\b(?:sctp|SCTP|dccp|DCCP|ICMP|icmp)\b")
+
+
+def _ip_tagged(before: str) -> bool:
+    """Whether the text before the endpoints ends in an `IP`/`IP6` tag, `IP (...)` or
+    `ethertype IPv4 (0x0800), length N:`; each search is linear in the text's length."""
+    text = before.rstrip()
+    if _IP_END.search(text) or _ETHERTYPE_END.search(text):
+        return True
+    return text.endswith(")") and _IP_WORD.search(text) is not None
 
 
 def _port(token: str, proto: str) -> int:
@@ -306,7 +346,7 @@ def _classify(
     udp = _UDP_LEN.search(after)
     # In the current format every TCP line has "Flags [", so a line with ports after
     # an `IP`/`IP6` tag and no flags is UDP printed by a port's own dissector.
-    tagged = _IP_TAG.search(before) is not None
+    tagged = _ip_tagged(before)
     if udp or hint == "udp" or (tagged and hint is None and not _OTHER_PROTOS.search(after)):
         length = None
         if udp:
@@ -361,9 +401,12 @@ def iter_text_packets(
         ascii_lines.clear()
 
     for raw in lines:
+        stats.lines += 1
+        if len(raw) > MAX_LINE:
+            stats.skipped += 1
+            continue
         line = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         line = line.rstrip("\r\n")
-        stats.lines += 1
         if not line.strip():
             continue
         try:
@@ -478,12 +521,12 @@ def iter_pcap_packets(stream: BinaryIO, stats: Stats | None = None) -> Iterator[
         stats.lines += 1
         try:
             packet = _packet_from_frame(dpkt, linktype, bytes(buf))
-        except (ValueError, IndexError, dpkt.Error, struct_error):
-            packet = None
+            moment = datetime.fromtimestamp(float(ts), UTC)
+        except (ValueError, IndexError, OverflowError, OSError, dpkt.Error, struct_error):
+            packet = None  # OverflowError, ValueError: a time no date can hold
         if packet is None:
             stats.skipped += 1
             continue
-        moment = datetime.fromtimestamp(float(ts), UTC)
         packet.time = moment
         packet.time_text = moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
         stats.packets += 1
@@ -542,7 +585,10 @@ def check_digest(
     addresses = [source] + [a for a in dict.fromkeys(candidates) if a != source]
     for address in addresses[: MAX_CANDIDATE_ADDRESSES + 1]:
         for offset in offsets:
-            minute = base + timedelta(minutes=offset)
+            try:
+                minute = base + timedelta(minutes=offset)
+            except OverflowError:  # past year 9999 or before year 1: no such minute
+                continue
             stamp = minute_stamp(minute)
             for index, secret in enumerate(secrets, 1):
                 if knock_digest(stamp, address, secret) == digest:
@@ -601,6 +647,52 @@ def tumbler_digest(payload: bytes) -> str | None:
         return None
 
 
+def signed_knock(payload: bytes) -> sshsig.SignedKnock | None:
+    """A signed knock's fields, or None for any other payload."""
+    if not sshsig.looks_signed(payload):
+        return None
+    try:
+        return sshsig.parse_datagram(payload)
+    except MalformedDatagram:
+        return None
+
+
+def check_signed(
+    knock: sshsig.SignedKnock,
+    entry: AuthorizedKey,
+    source: str,
+    realm: str,
+    candidates: Sequence[str],
+) -> str:
+    """For which address of the capture the knock's signature is valid (see `Signed`)."""
+    try:
+        verify = load_verifier(entry.key)
+    except SshSupportMissing:
+        return "not checked"
+    source = normalize_address(source)
+    addresses = [source] + [a for a in dict.fromkeys(candidates) if a != source]
+    for address in addresses[: MAX_CANDIDATE_ADDRESSES + 1]:
+        if sshsig.verify_knock(entry.key, verify, knock, address, realm):
+            return "for its source" if address == source else f"for {address}, NOT its source"
+    return "bad"
+
+
+def _signed_info(
+    knock: sshsig.SignedKnock,
+    p: Packet,
+    keys: Mapping[bytes, AuthorizedKey],
+    realm: str,
+    candidates: Sequence[str],
+) -> Signed:
+    capture = int(p.time.timestamp()) if p.time is not None else None
+    info = Signed(knock.key_id, knock.time, None if capture is None else knock.time - capture)
+    entry = keys.get(knock.key_id)
+    if entry is not None:
+        info.key = entry.label
+        info.signature = check_signed(knock, entry, p.src, realm, candidates)
+    return info
+
+
 def analyze(
     packets: Iterable[Packet],
     *,
@@ -611,6 +703,7 @@ def analyze(
     include_refused: bool = True,
     udp_knocks: bool = False,
     keys: Sequence[bytes] = (),
+    ssh_keys: Sequence[AuthorizedKey] = (),
     realm: str = "",
 ) -> Report:
     """Pair SYNs with their answers and pick out knocks and Tumbler datagrams.
@@ -618,6 +711,8 @@ def analyze(
     Pure: time comes from the packets, nothing is read or sent.
     """
     report = Report(stats if stats is not None else Stats())
+    by_id = {entry.key.key_id: entry for entry in ssh_keys}
+    signed_packets: list[tuple[TumblerKnock, sshsig.SignedKnock, Packet]] = []
     attempts: dict[tuple[str, int, str, int], Knock] = {}
     all_attempts: list[Knock] = []
     datagrams: list[Knock] = []
@@ -659,6 +754,9 @@ def analyze(
             digest: str | None = k2.mac.hex()
         else:
             digest = tumbler_digest(p.payload) if p.payload is not None else None
+        signed = signed_knock(p.payload) if p.payload is not None and digest is None else None
+        if signed is not None:
+            digest = sshsig.claim_token(signed)
         likely = p.payload is None and p.dport == tumbler_port and p.length in LIKELY_LENGTHS
         if digest is None and not likely:
             datagrams.append(
@@ -673,7 +771,11 @@ def analyze(
         if digest is not None:
             t.replay_of = seen_digests.get(digest)
             seen_digests.setdefault(digest, number)
+        if signed is not None:
+            signed_packets.append((t, signed, p))
         report.tumbler.append(t)
+    for t, signed, p in signed_packets:
+        t.signed = _signed_info(signed, p, by_id, realm, list(seen_addresses))
 
     for a in all_attempts:
         if a.answer == "open":
@@ -691,8 +793,8 @@ def analyze(
         cache: dict[tuple[str, str, datetime | None], Check] = {}
         candidates = list(seen_addresses)
         for t in report.tumbler:
-            if t.v2 is not None:
-                continue
+            if t.v2 is not None or t.signed is not None:
+                continue  # checked with keys, not secrets
             if t.digest is None:
                 t.check = Check("no-payload", window=window)
                 continue
@@ -753,6 +855,29 @@ def _describe_check(check: Check, source: str) -> str:
     return "digest unknown (no payload in text; use a pcap or tcpdump -X)"
 
 
+def _describe_signed(e: TumblerKnock, where: str, verbose: bool) -> list[str]:
+    s = e.signed
+    assert s is not None
+    sent = datetime.fromtimestamp(min(s.sent, 253402300799), UTC)
+    line = f"  Signed knock #{e.number} on {where} key {fingerprint_prefix(s.key_id)}"
+    line += f" sent {sent:%Y-%m-%d %H:%M:%S} UTC"
+    if s.offset_seconds is not None:
+        line += f" ({s.offset_seconds:+d} s from capture)"
+    if e.replay_of is not None:
+        line += f" REPLAY of #{e.replay_of}"
+    if verbose and e.time_text:
+        line += f" [at {e.time_text}, from port {e.sport}]"
+    lines = [line]
+    if s.key is not None:
+        verdicts = {
+            "bad": "signature valid for no address in the capture (or another realm)",
+            "not checked": "signature not checked (needs the cryptography package)",
+        }
+        verdict = verdicts.get(s.signature or "", f"signature valid {s.signature}")
+        lines.append(f"      by {s.key}: {verdict}")
+    return lines
+
+
 def format_report(report: Report, verbose: bool = False) -> str:
     """The human report: a `From SRC:` header per source, then its knocks in order."""
     out: list[str] = []
@@ -775,6 +900,9 @@ def format_report(report: Report, verbose: bool = False) -> str:
                 out.append(line)
                 continue
             where = _hostport(e.dst, e.dport)
+            if e.signed is not None:
+                out += _describe_signed(e, where, verbose)
+                continue
             if e.v2 is not None:
                 sent = _iso(datetime.fromtimestamp(min(e.v2.sent, 253402300799), UTC))
                 line = f"  Tumbler v2 knock #{e.number} on {where} key id {e.v2.key_id} sent {sent}"
@@ -812,7 +940,10 @@ def report_to_json(report: Report) -> dict[str, Any]:
                   "tumbler": [{"number", "host", "port", "source_port", "time",
                   "time_text", "length", "digest" (null: likely, payload unknown; v2: the
                   MAC), "replay_of" (number or null), "check" (null without --secret or
-                  --key), and for v2 only "version": 2, "key_id", "sent" (epoch s)}]}],
+                  --key), and for v2 only "version": 2, "key_id", "sent" (epoch s);
+                  "signed" (null but for a signed knock: {"key_id", "fingerprint_prefix",
+                  "time", "offset_seconds", "key" and "signature", both null without
+                  --authorized-keys)}]}],
      "connections": [{"source", "source_port", "host", "port", "time", "time_text"}]}
 
     check: {"status": "match"|"no-match"|"unknown-time"|"no-payload", "secret",
@@ -855,6 +986,7 @@ def report_to_json(report: Report) -> dict[str, Any]:
                             if e.v2 is not None
                             else {}
                         ),
+                        "signed": _signed_json(e.signed),
                     }
                 )
         sources.append({"address": source, "knocks": knocks, "tumbler": tumbler})
@@ -881,6 +1013,19 @@ def report_to_json(report: Report) -> dict[str, Any]:
     }
 
 
+def _signed_json(signed: Signed | None) -> dict[str, Any] | None:
+    if signed is None:
+        return None
+    return {
+        "key_id": signed.key_id.hex(),
+        "fingerprint_prefix": fingerprint_prefix(signed.key_id),
+        "time": signed.sent,
+        "offset_seconds": signed.offset_seconds,
+        "key": signed.key,
+        "signature": signed.signature,
+    }
+
+
 def _check_json(check: Check | None) -> dict[str, Any] | None:
     if check is None:
         return None
@@ -900,14 +1045,37 @@ def _check_json(check: Check | None) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- input
 
 
-def _split_lines(head: bytes, stream: IO[bytes]) -> Iterator[bytes]:
-    buf = head
-    while chunk := stream.read(65536):
-        buf += chunk
-        *lines, buf = buf.split(b"\n")
-        yield from lines
-    if buf:
-        yield buf
+def _split_lines(head: bytes, stream: IO[bytes], stats: Stats) -> Iterator[bytes]:
+    """The lines of `head` and then `stream`, each byte looked at once.
+
+    A line longer than MAX_LINE is not kept: it is counted as a skipped line, and what
+    follows it up to the next newline is dropped as it is read.
+    """
+    partial: list[bytes] = []
+    kept = 0  # bytes in `partial`
+    overlong = False
+    chunk = head
+    while chunk:
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            if overlong or kept + end - start > MAX_LINE:
+                stats.lines += 1
+                stats.skipped += 1
+            else:
+                yield b"".join([*partial, chunk[start:end]])
+            partial, kept, overlong = [], 0, False
+            start = end + 1
+        if not overlong and start < len(chunk):
+            partial.append(chunk[start:])
+            kept += len(chunk) - start
+            if kept > MAX_LINE:
+                partial, kept, overlong = [], 0, True
+        chunk = stream.read(READ_CHUNK)
+    if overlong:
+        stats.lines += 1
+        stats.skipped += 1
+    elif partial:
+        yield b"".join(partial)
 
 
 def read_packets(
@@ -921,4 +1089,4 @@ def read_packets(
         body: BinaryIO = stream if seekable else io.BytesIO(head + stream.read())
         body.seek(0)
         return iter_pcap_packets(body, stats)
-    return iter_text_packets(_split_lines(head, stream), stats, day)
+    return iter_text_packets(_split_lines(head, stream, stats), stats, day)

@@ -7,6 +7,7 @@ Errors are one line on stderr, `tumbler: error: ...`, with exit status 2 for bad
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import socket
 import sys
@@ -40,8 +41,30 @@ def warn(message: str) -> None:
     print(f"tumbler: warning: {message}", file=sys.stderr)
 
 
+def terminal_width() -> int:
+    """What argparse would use: $COLUMNS, else the terminal's width, else 80; less 2."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+    return (columns or 80) - 2
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with a one-line error (no usage dump) that never echoes a URL secret."""
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # The width given, so argparse does not import shutil (and its compression
+        # modules) to ask for it, at every start of the client.
+        formatter: argparse.HelpFormatter = self.formatter_class(
+            prog=self.prog, width=terminal_width()
+        )  # type: ignore[call-arg]
+        return formatter
 
     def error(self, message: str) -> NoReturn:
         # argparse quotes the user's arguments back; the library's messages never do.

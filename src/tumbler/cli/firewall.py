@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TextIO
 
-from tumbler.actions.firewall.base import FirewallBackend, OpenEntry
+from tumbler.actions.firewall.base import FirewallBackend, KnockPorts, OpenEntry, knock_ports
 from tumbler.errors import FirewallError
 
 ACTIONS = ("init", "list", "flush", "remove")
@@ -61,7 +61,7 @@ def format_table(entries: Sequence[OpenEntry], now: float) -> list[str]:
 def firewall_command(
     action: str,
     backend: FirewallBackend,
-    knock_port: int,
+    knock_port: KnockPorts,
     print_only: bool,
     out: TextIO,
     err: TextIO | None = None,
@@ -80,9 +80,10 @@ def firewall_command(
                 out.write("\n".join(lines) + "\n")
             else:
                 warnings = backend.policy_warnings()
+                ports = ", ".join(f"udp/{p}" for p in knock_ports(knock_port))
                 out.write(
                     f"default-closed policy applied ({backend.name}); "
-                    f"knock port udp/{knock_port} stays reachable\n"
+                    f"knock port {ports} stays reachable\n"
                     if not warnings
                     else f"policy applied ({backend.name}), but {len(warnings)} rule(s) not "
                     "tumbler's still accept traffic: not default-closed\n"

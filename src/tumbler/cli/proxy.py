@@ -27,8 +27,9 @@ from tumbler.cli.common import (
     parse,
     warn,
 )
-from tumbler.client import knock, profiles, sshproxy
+from tumbler.client import fwknop, knock, profiles, signed, sshproxy
 from tumbler.client.sentknocks import SentKnocks
+from tumbler.client.sshagent import Signer
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
 from tumbler.ports import parse_port
@@ -82,9 +83,43 @@ def _secret(
     return knock.resolve_secret(url, secret_file=secret_file, environ=environ, warn=warn)
 
 
+DoorURL = knock.KnockURL | signed.SshKnockURL
+
+
+@dataclass(frozen=True)
+class Proof:
+    """What makes the knock: a secret (tumbler://) or the SSH keys that sign (tumbler+ssh://)."""
+
+    secret: str | None = None
+    signers: tuple[Signer, ...] = ()
+
+
+def _proof(
+    url: DoorURL,
+    secret_file: str | None,
+    ssh_key: str | None,
+    profile: profiles.Profile | None,
+) -> Proof:
+    """The secret or the signing keys the door's URL calls for; asks only what it needs."""
+    if isinstance(url, signed.SshKnockURL):
+        if secret_file is not None:
+            raise knock.KnockUsageError("a tumbler+ssh:// door takes an SSH key, not a secret file")
+        key = ssh_key if ssh_key is not None else (profile.ssh_key if profile else None)
+        return Proof(signers=tuple(signed.find_signers(key)))
+    if ssh_key is not None:
+        raise knock.KnockUsageError("--ssh-key is for a tumbler+ssh:// door")
+    return Proof(secret=_secret(url, secret_file, profile).value)
+
+
 def _host_url(host: str) -> knock.KnockURL:
     """`tumbler://HOST/` for a bare host as ssh gives it (%h: an IPv6 address unbracketed)."""
     return knock.parse_url(f"tumbler://[{host}]/" if ":" in host else f"tumbler://{host}/")
+
+
+def _ssh_host_url(host: str) -> signed.SshKnockURL:
+    """`tumbler+ssh://HOST/` for a bare host, when --ssh-key says the knock is signed."""
+    bracketed = f"[{host}]" if ":" in host else host
+    return signed.parse_ssh_url(f"{signed.SCHEME}://{bracketed}/")
 
 
 @dataclass
@@ -99,9 +134,21 @@ class Attempt:
     last_error: str
 
 
+def knock_once(url: DoorURL, proof: Proof, *, source: str | None, family: int) -> str:
+    """Send one knock; return the address it went to."""
+    if isinstance(url, signed.SshKnockURL):
+        results = signed.send_signed_knocks(
+            url.host, url.port, proof.signers, realm=url.realm, source=source, family=family
+        )
+        return results[0].target
+    assert proof.secret is not None
+    result = knock.knock_url(url, proof.secret, source=source, family=family, sent=SentKnocks())
+    return result.target
+
+
 def knock_and_connect(
-    url: knock.KnockURL,
-    secret: str,
+    url: DoorURL,
+    proof: Proof,
     connect_host: str,
     port: int,
     *,
@@ -118,30 +165,96 @@ def knock_and_connect(
     """
     started = time.monotonic()
     knock.resolve(url.host, url.port, family=family)  # fail on a bad name before knocking
-    probe = knock.build_knock(url.host, url.port, secret, source=source, family=family)
-    fam = family or (socket.AF_INET6 if ":" in probe.target else socket.AF_INET)
-    same = connect_host.lower() == url.host.lower()
+    knock_target = knock.udp_target(url.host, url.port, family=family)
+    knocker: sshproxy.MinuteKnocker | sshproxy.FreshKnocker
+    if isinstance(url, signed.SshKnockURL):
+        # Each signed knock has its own nonce: a retry is just another knock.
+        knocker = sshproxy.FreshKnocker(
+            send=lambda when: knock_once(url, proof, source=source, family=family)
+        )
+    else:
+        secret = proof.secret
+        assert secret is not None
+        sent = SentKnocks()
+
+        def send(when: datetime) -> bool:
+            try:
+                knock.knock_url(
+                    url, secret, source=source, when=when, family=family, sent=sent, offsets=(0,)
+                )
+            except knock.NoFreshMinute:
+                return False
+            return True
+
+        if url.version == 2:
+            knocker = sshproxy.FreshKnocker(send=send)  # each knock is fresh: no minute juggling
+        else:
+            knocker = sshproxy.MinuteKnocker(send=send)
+    return _knock_and_dial(
+        knocker,
+        knock_target,
+        url.host,
+        connect_host,
+        port,
+        family,
+        wait_timeout,
+        retry_after,
+        log,
+        started,
+    )
+
+
+def spa_and_connect(
+    target: fwknop.FwknopTarget,
+    connect_host: str,
+    port: int,
+    *,
+    source: str | None,
+    family: int,
+    wait_timeout: float,
+    retry_after: float,
+    log: sshproxy.Log | None = None,
+) -> Attempt:
+    """`knock_and_connect` for an fwknop server: each knock is a fresh SPA packet."""
+    started = time.monotonic()
+    probe = fwknop.send_spa(target, source=source, family=family, dry_run=True)
+
+    def send(when: datetime) -> None:
+        fwknop.send_spa(target, source=source, family=family)
+
+    return _knock_and_dial(
+        sshproxy.FreshKnocker(send=send),
+        probe.target,
+        target.host,
+        connect_host,
+        port,
+        family,
+        wait_timeout,
+        retry_after,
+        log,
+        started,
+    )
+
+
+def _knock_and_dial(
+    knocker: sshproxy.MinuteKnocker | sshproxy.FreshKnocker,
+    knocked: str,
+    knock_host: str,
+    connect_host: str,
+    port: int,
+    family: int,
+    wait_timeout: float,
+    retry_after: float,
+    log: sshproxy.Log | None,
+    started: float,
+) -> Attempt:
+    """Dial connect_host:port over the family the knock to `knocked` went out on."""
+    fam = family or (socket.AF_INET6 if ":" in knocked else socket.AF_INET)
+    same = connect_host.lower() == knock_host.lower()
     dial_fam, sockaddr = knock.resolve(
-        probe.target if same else connect_host, port, family=fam, socktype=socket.SOCK_STREAM
+        knocked if same else connect_host, port, family=fam, socktype=socket.SOCK_STREAM
     )[0]
     target = normalize_address(sockaddr[0])
-
-    sent = SentKnocks()
-
-    def send(when: datetime) -> bool:
-        try:
-            knock.knock_url(
-                url, secret, source=source, when=when, family=family, sent=sent, offsets=(0,)
-            )
-        except knock.NoFreshMinute:
-            return False
-        return True
-
-    knocker: sshproxy.MinuteKnocker | sshproxy.FreshKnocker
-    if url.version == 2:
-        knocker = sshproxy.FreshKnocker(send=send)  # each knock is fresh: no minute juggling
-    else:
-        knocker = sshproxy.MinuteKnocker(send=send)
     dialer = sshproxy.Dialer(dial_fam, sockaddr)
     try:
         sock = sshproxy.knock_until_open(
@@ -229,17 +342,32 @@ def open_main(argv: Sequence[str]) -> int:
             known = ", ".join(loaded.profiles) or "none"
             raise ConfigError(f"no [host-{args.name}] (profiles: {known})", loaded.path)
         url = profile.url
-        knock.resolve(url.host, url.port, family=profile.family)  # fail before asking
-        secret = _secret(url, None, profile)
-        if profile.wait is None:
-            result = knock.knock_url(
-                url, secret.value, source=profile.source, family=profile.family, sent=SentKnocks()
+        if profile.fwknop is not None:
+            target = _fwknop_target(profile.fwknop, profile)
+            if profile.wait is None:
+                sent = fwknop.send_spa(target, source=profile.source, family=profile.family)
+                print(f"{profile.name}: sent an SPA packet to {sent.target} udp/{sent.port}")
+                return EXIT_OK
+            attempt = spa_and_connect(
+                target,
+                url.host,
+                profile.wait,
+                source=profile.source,
+                family=profile.family,
+                wait_timeout=profile.wait_timeout,
+                retry_after=profile.retry_after,
+                log=log,
             )
-            print(f"{profile.name}: knocked on {result.target} udp/{result.port}")
+            return _report(profile, attempt)
+        knock.resolve(url.host, url.port, family=profile.family)  # fail before asking
+        proof = _proof(url, None, None, profile)
+        if profile.wait is None:
+            knocked = knock_once(url, proof, source=profile.source, family=profile.family)
+            print(f"{profile.name}: knocked on {knocked} udp/{url.port}")
             return EXIT_OK
         attempt = knock_and_connect(
             url,
-            secret.value,
+            proof,
             url.host,
             profile.wait,
             source=profile.source,
@@ -248,21 +376,34 @@ def open_main(argv: Sequence[str]) -> int:
             retry_after=profile.retry_after,
             log=log,
         )
-        where = _where(url.host, attempt.target, profile.wait)
-        plural = "s" if attempt.knocks != 1 else ""
-        if attempt.sock is None:
-            raise knock.KnockError(
-                f"{profile.name}: {where} did not answer within {profile.wait_timeout:g} s "
-                f"({attempt.knocks} knock{plural}; last: {attempt.last_error})"
-            )
-        attempt.sock.close()
-        print(
-            f"{profile.name}: {where} answers after {attempt.elapsed:.1f} s "
-            f"({attempt.knocks} knock{plural})"
-        )
-        return EXIT_OK
+        return _report(profile, attempt)
 
     return guard(run)
+
+
+def _fwknop_target(url: fwknop.FwknopURL, profile: profiles.Profile | None) -> fwknop.FwknopTarget:
+    """The keys and settings for an fwknop:// url: the profile's fwknoprc, else the default."""
+    rc = profile.fwknoprc if profile is not None and profile.fwknoprc else None
+    path = Path(rc) if rc else fwknop.default_rc_path()
+    return fwknop.target_from_rc(url, fwknop.read_rc(path, warn), path)
+
+
+def _report(profile: profiles.Profile, attempt: Attempt) -> int:
+    """Say whether `tumbler open` got its port to answer."""
+    assert profile.wait is not None
+    where = _where(profile.url.host, attempt.target, profile.wait)
+    plural = "s" if attempt.knocks != 1 else ""
+    if attempt.sock is None:
+        raise knock.KnockError(
+            f"{profile.name}: {where} did not answer within {profile.wait_timeout:g} s "
+            f"({attempt.knocks} knock{plural}; last: {attempt.last_error})"
+        )
+    attempt.sock.close()
+    print(
+        f"{profile.name}: {where} answers after {attempt.elapsed:.1f} s "
+        f"({attempt.knocks} knock{plural})"
+    )
+    return EXIT_OK
 
 
 # --- tumbler ssh-proxy HOST PORT ----------------------------------------------------------
@@ -287,8 +428,12 @@ PROXY_EPILOG = f"""\
   Host 192.0.2.7
       ProxyCommand tumbler ssh-proxy --secret-file ~/.config/tumbler/door.secret %h %p
 
+  Host 192.0.2.8                # a signed door: the same SSH key knocks and logs in
+      ProxyCommand tumbler ssh-proxy --url tumbler+ssh://%h/ %h %p
+
 the secret: the URL, else --secret-file, else ${knock.SECRET_ENV}, else the profile's
-secret_file, else a prompt on the terminal.
+secret_file, else a prompt on the terminal. A tumbler+ssh:// door is signed instead by
+--ssh-key FILE, else the profile's ssh_key, else every key ssh-agent holds.
 exit status: 0 the connection ended, 1 the port never answered or a failure,
 2 bad usage or profile file."""
 
@@ -305,6 +450,9 @@ def _proxy_parser() -> Parser:
     parser.add_argument("--profiles", metavar="FILE", help="the profile file to read")
     parser.add_argument("--url", metavar="URL", help="knock on this door instead")
     parser.add_argument("--secret-file", metavar="FILE", help="the secret's file")
+    parser.add_argument(
+        "--ssh-key", metavar="FILE", help="sign with this SSH key (knocks on tumbler+ssh://HOST/)"
+    )
     parser.add_argument("--from", dest="source", metavar="ADDR", help="the address to knock as")
     add_family(parser)
     parser.add_argument(
@@ -336,13 +484,25 @@ def ssh_proxy_main(argv: Sequence[str]) -> int:
     def run() -> int:
         loaded = _load_profiles(args.profiles, required=False)
         named = loaded.get(args.host) if loaded is not None else None
-        url = knock.parse_url(args.url) if args.url else None
+        spa_url: fwknop.FwknopURL | None = None
+        url: DoorURL | None = None
+        if args.url and args.url.strip().lower().startswith(f"{fwknop.SCHEME}://"):
+            spa_url = fwknop.parse_fwknop_url(args.url)
+        elif args.url:
+            is_ssh = signed.is_ssh_url(args.url)
+            url = signed.parse_ssh_url(args.url) if is_ssh else knock.parse_url(args.url)
         connect_host = named.url.host if named is not None else args.host
         profile = named
         if profile is None and loaded is not None:
-            profile = loaded.for_host(url.host if url is not None else args.host)
-        if url is None:
-            url = profile.url if profile is not None else _host_url(args.host)
+            given = spa_url.host if spa_url else url.host if url else args.host
+            profile = loaded.for_host(given)
+        if url is None and spa_url is None:
+            if profile is not None and profile.fwknop is not None:
+                spa_url = profile.fwknop
+            elif profile is not None:
+                url = profile.url
+            else:
+                url = _ssh_host_url(args.host) if args.ssh_key else _host_url(args.host)
         if profile is not None:
             log(f"profile {profile.name} ({profile.path}:{profile.line})")
         family = args.family or (profile.family if profile is not None else 0)
@@ -356,20 +516,41 @@ def ssh_proxy_main(argv: Sequence[str]) -> int:
         retry_after = args.retry_after or (
             profile.retry_after if profile is not None else profiles.DEFAULT_RETRY_AFTER
         )
-        knock.resolve(url.host, url.port, family=family)  # fail before asking
-        secret = _secret(url, args.secret_file, profile)
-        log(f"knocking on {url}, then connecting to {connect_host} port {args.port}")
-        attempt = knock_and_connect(
-            url,
-            secret.value,
-            connect_host,
-            args.port,
-            source=source,
-            family=family,
-            wait_timeout=wait_timeout,
-            retry_after=retry_after,
-            log=log,
-        )
+        if spa_url is not None:
+            if args.secret_file is not None:
+                raise knock.KnockUsageError("fwknop:// URLs take their keys from an .fwknoprc")
+            if args.ssh_key is not None:
+                raise knock.KnockUsageError("--ssh-key is for a tumbler+ssh:// door")
+            target = _fwknop_target(spa_url, profile)
+            log(f"sending SPA to {spa_url}, then connecting to {connect_host} port {args.port}")
+            attempt = spa_and_connect(
+                target,
+                connect_host,
+                args.port,
+                source=source,
+                family=family,
+                wait_timeout=wait_timeout,
+                retry_after=retry_after,
+                log=log,
+            )
+        else:
+            assert url is not None
+            knock.resolve(url.host, url.port, family=family)  # fail before asking
+            proof = _proof(url, args.secret_file, args.ssh_key, profile)
+            for signer in proof.signers:
+                log(f"signing with {signer.comment} {signer.key.fingerprint}")
+            log(f"knocking on {url}, then connecting to {connect_host} port {args.port}")
+            attempt = knock_and_connect(
+                url,
+                proof,
+                connect_host,
+                args.port,
+                source=source,
+                family=family,
+                wait_timeout=wait_timeout,
+                retry_after=retry_after,
+                log=log,
+            )
         where = _where(connect_host, attempt.target, args.port)
         plural = "s" if attempt.knocks != 1 else ""
         if attempt.sock is None:

@@ -18,8 +18,21 @@ from tumbler.audit.sniff import (
 )
 from tumbler.cli.common import EXIT_USAGE, exit_status
 from tumbler.protocols import tumbler2
+from tumbler.protocols.authorized_keys import AuthorizedKey, parse_authorized_keys
 from tumbler.protocols.tumbler1 import DEFAULT_PORT
 from tumbler.secretfile import SecretFileError, read_secret_file
+
+
+def _read_keys(paths: list[str]) -> list[AuthorizedKey]:
+    """The keys of `authorized_keys` files; what cannot be used is said on stderr."""
+    keys: list[AuthorizedKey] = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            parsed = parse_authorized_keys(f.read(), path)
+        for warning in parsed.warnings:
+            print(f"tumbler sniff: warning: {warning}", file=sys.stderr)
+        keys += parsed.keys
+    return keys
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Audit a capture for knocks: TCP connection attempts that never got a "
             "SYN-ACK (classic port knocks, which anyone watching can replay) and Tumbler "
-            "datagrams, v1 and v2 (replays flagged; --secret or --key checks them). Reads "
-            "`tcpdump -n` text or a pcap/pcapng file."
+            "datagrams, v1 and v2 (replays flagged; --secret or --key checks them) and "
+            "signed knocks (with their key's fingerprint; --authorized-keys names and checks "
+            "them). Reads `tcpdump -n` text or a pcap/pcapng file."
         ),
     )
     p.add_argument("input", nargs="?", default="-", help="capture or tcpdump text (default stdin)")
@@ -39,7 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--secret-file", action="append", default=[], help="file holding a secret")
     p.add_argument("--key", action="append", default=[], help="a v2 door key (repeatable)")
     p.add_argument("--key-file", action="append", default=[], help="file holding a v2 key")
-    p.add_argument("--realm", default="", help="the realm v2 knocks were made for")
+    p.add_argument("--realm", default="", help="the realm v2 and signed knocks were made for")
+    p.add_argument(
+        "--authorized-keys",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="SSH public keys (authorized_keys format) to name and check signed knocks",
+    )
     p.add_argument(
         "--window", type=int, default=DEFAULT_WINDOW, help="minutes searched either side (10)"
     )
@@ -77,13 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tumbler sniff: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
+        ssh_keys = _read_keys(args.authorized_keys)
         stats = Stats()
         if args.input == "-":
             packets = list(read_packets(sys.stdin.buffer, stats, args.date))
         else:
             with open(args.input, "rb") as f:
                 packets = list(read_packets(f, stats, args.date))
-    except (OSError, SniffError) as exc:  # the capture named on the command line is unusable
+    except (OSError, SniffError, UnicodeDecodeError) as exc:  # an unusable input file
         print(f"tumbler sniff: {exc}", file=sys.stderr)
         return EXIT_USAGE
     report = analyze(
@@ -95,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         include_refused=not args.no_refused,
         udp_knocks=args.udp,
         keys=keys,
+        ssh_keys=ssh_keys,
         realm=args.realm,
     )
     try:

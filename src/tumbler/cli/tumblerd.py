@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 import logging.handlers
@@ -135,6 +136,14 @@ def _parser() -> argparse.ArgumentParser:
         "close", parents=[config_opts], help="close early what is open for an address"
     )
     close.add_argument("address", help="the IPv4 or IPv6 address to close for")
+    imp = sub.add_parser(
+        "import-fwknop",
+        help="print tumblerd doors equivalent to an fwknop access.conf",
+        description="Read fwknop's access.conf and print the equivalent [door-NAME] sections "
+        "on stdout; what cannot be carried over (GPG, NAT, command execution...) is listed on "
+        "stderr. The output holds the keys: write it to a file only you can read.",
+    )
+    imp.add_argument("access_conf", metavar="FILE", help="fwknop's access.conf")
     sub.add_parser(
         "demo",
         help="show a knock opening a port, end to end (as root: in network namespaces)",
@@ -223,7 +232,13 @@ def _firewall(args: argparse.Namespace, config: Config) -> int:
     # must look there too, not only in tumbler's own table.
     sets = {d.name: d.set for d in config.doors if d.set} if name == "nftables" else None
     backend = get_backend(name, state_path=config.state, door_sets=sets)
-    return firewall_command(args.action, backend, config.port, args.print_only, sys.stdout)
+    # Forward doors' openings live in their own sets or chain: list and flush look there too.
+    backend.forward_doors = {d.name: d.open for d in config.doors if d.path == "forward"}
+    # fwknop doors take SPA packets on fwknop's port too: the policy keeps both reachable.
+    ports = [config.port]
+    if config.fwknop_doors and config.fwknop_port != config.port:
+        ports.append(config.fwknop_port)
+    return firewall_command(args.action, backend, ports, args.print_only, sys.stdout)
 
 
 def _when(epoch: float) -> str:
@@ -260,8 +275,13 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     print("knocks: " + (", ".join(f"{k} {v}" for k, v in sorted(counters.items())) or "none"))
     skew = answer.get("last_clock_skew")
     if skew:
+        knock = (
+            f"v2 knock refused for door {skew['door']}"
+            if "door" in skew
+            else f"signed knock refused for key {skew['key']}"
+        )
         print(
-            f"clock skew: last v2 knock refused for door {skew['door']} from {skew['address']} "
+            f"clock skew: last {knock} from {skew['address']} "
             f"at {_when(skew['at'])}, its clock off by {skew['offset']:+d} s"
         )
     entries = answer["open"]
@@ -282,6 +302,31 @@ def _close(args: argparse.Namespace, config: Config) -> int:
         print(f"closed: {e['address']} door {e['door']} {e['ports']}")
     if not closed:
         print(f"nothing was open for {args.address}")
+    return 0
+
+
+def _import_fwknop(path: str) -> int:
+    """Print the doors for an access.conf; 0 if at least one door came out, 1 if none."""
+    from tumbler.protocols.fwknop_access import convert_access_conf
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        result = convert_access_conf(text, path)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"tumblerd: error: cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        print(f"tumblerd: error: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(result.text)
+    for note in result.warnings:
+        print(f"tumblerd: warning: {note}", file=sys.stderr)
+    for note in result.not_carried:
+        print(f"tumblerd: {note}", file=sys.stderr)
+    if not result.doors:
+        print(f"tumblerd: no door could be made from {path}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -310,6 +355,8 @@ def _main(argv: Sequence[str] | None) -> int:
         from tumbler.lab.demo import main as demo
 
         return demo()
+    if args.command == "import-fwknop":
+        return _import_fwknop(args.access_conf)
     if args.port is not None and not 1 <= args.port <= 65535:
         print(f"tumblerd: error: --port {args.port} is out of range 1-65535", file=sys.stderr)
         return 2
@@ -321,6 +368,20 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.check_config:
         for warning in config.warnings:
             print(f"tumblerd: warning: {warning}", file=sys.stderr)
+        if config.metrics is not None and importlib.util.find_spec("prometheus_client") is None:
+            from tumbler.daemon.metrics import MISSING
+
+            print(f"tumblerd: warning: {MISSING}", file=sys.stderr)
+        if config.fwknop_doors:
+            from tumbler.protocols.fwknop import crypto_missing
+
+            missing = crypto_missing()
+            if missing is not None:
+                names = ", ".join(d.name for d in config.fwknop_doors)
+                print(
+                    f"tumblerd: warning: fwknop doors {names} will be off: {missing}",
+                    file=sys.stderr,
+                )
         if _refuse_untrusted(config):
             return EXIT_USAGE
         print(f"{args.config}: ok, {len(config.doors)} doors")

@@ -10,20 +10,15 @@ A secret never appears in an error message, a repr or a prompt.
 from __future__ import annotations
 
 import errno
-import getpass
 import ipaddress
 import os
 import re
-import secrets
-import selectors
 import socket
 import time
 import urllib.parse
-import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import NamedTuple, cast
 
 from tumbler import secretfile
 from tumbler.addresses import normalize_address
@@ -31,11 +26,18 @@ from tumbler.client.sentknocks import SentKnocks
 from tumbler.errors import TumblerError
 from tumbler.ports import PortSpec, parse_port, parse_port_spec
 from tumbler.protocols import tumbler1 as protocol
-from tumbler.protocols import tumbler2
 from tumbler.secretfile import SecretFileError
 
 SCHEME = "tumbler"
 SCHEME2 = "tumbler2"
+SSH_SCHEME = "tumbler+ssh"  # signed knocks: client.signed, loaded only for such a URL
+
+
+def is_ssh_url(text: str) -> bool:
+    """A signed-knock URL, told apart here so the other knocks never load client.signed."""
+    return text.strip().lower().startswith(SSH_SCHEME + "://")
+
+
 SECRET_ENV = "TUMBLER_SECRET"  # noqa: S105 (a variable name, not a secret)
 # A secret file's first line longer than this is the wrong file, not a secret.
 # Between classic knocks: long enough that knocks stay in order across a real network,
@@ -74,18 +76,24 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?\Z")
 URL_SHAPE = "tumbler://[SECRET@]HOST[:PORT]/ or tumbler2://[KEY@]HOST[:PORT]/[?realm=REALM]"
 
 
-@dataclass(frozen=True)
-class KnockURL:
+class KnockURL(NamedTuple):
     """A parsed door URL; the secret (v1) or key text (v2) is kept out of repr and str.
 
-    `version` is 1 for `tumbler://` and 2 for `tumbler2://`; `realm` is v2's.
+    `version` is 1 for `tumbler://` and 2 for `tumbler2://`; `realm` is v2's. The records
+    of the knock path are named tuples: `dataclasses` costs start-up time.
     """
 
     host: str
     port: int = protocol.DEFAULT_PORT
-    secret: str | None = field(default=None, repr=False)
+    secret: str | None = None
     version: int = 1
     realm: str = ""
+
+    def __repr__(self) -> str:
+        return (
+            f"KnockURL(host={self.host!r}, port={self.port!r}, "
+            f"version={self.version!r}, realm={self.realm!r})"
+        )
 
     def __str__(self) -> str:
         host = f"[{self.host.replace('%', '%25')}]" if ":" in self.host else self.host
@@ -177,6 +185,8 @@ def _realm_query(tail: str) -> tuple[str, str]:
     name, eq, value = query.partition("=")
     if name != "realm" or not eq or "&" in value or "#" in value:
         raise _bad_url("the only query a tumbler2:// URL takes is ?realm=REALM")
+    from tumbler.protocols import tumbler2  # v2 only: kept off the v1 start-up path
+
     try:
         realm = urllib.parse.unquote(value, errors="strict")
         tumbler2.realm_bytes(realm)
@@ -187,6 +197,8 @@ def _realm_query(tail: str) -> tuple[str, str]:
 
 def _check_key_text(text: str, origin: str) -> bytes:
     """The key `text` spells, or a usage error that names `origin` but never the text."""
+    from tumbler.protocols import tumbler2  # v2 only: kept off the v1 start-up path
+
     try:
         return tumbler2.decode_key(text)
     except tumbler2.BadKey:
@@ -199,12 +211,14 @@ def _check_key_text(text: str, origin: str) -> bytes:
 # --- secret ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Secret:
+class Secret(NamedTuple):
     """A door secret and where it came from (the origin may be shown, the value never)."""
 
-    value: str = field(repr=False)
+    value: str
     origin: str
+
+    def __repr__(self) -> str:
+        return f"Secret(origin={self.origin!r})"
 
 
 def _nonempty(value: str, origin: str) -> Secret:
@@ -234,6 +248,9 @@ def read_secret_file(path: str, warn: Warn | None = None) -> str:
 
 def prompt_secret(label: str) -> str:
     """Ask on the terminal without echo; refuse rather than read an echoing stdin."""
+    import getpass  # only when asking: the knock path needs no terminal handling
+    import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("error", getpass.GetPassWarning)
         try:
@@ -265,6 +282,8 @@ def resolve_secret(
     found = _find_secret(url, secret_file, environ, prompt, warn)
     if url.version != 2:
         return found
+    from tumbler.protocols import tumbler2  # v2 only: kept off the v1 start-up path
+
     if found.origin == "the prompt":
         key = tumbler2.derive_key(found.value, url.realm)
         return Secret(tumbler2.encode_key(key), "the prompt (a passphrase)")
@@ -310,7 +329,10 @@ def resolve(
 ) -> list[tuple[int, SockAddr]]:
     """getaddrinfo for `host`, IPv4 and IPv6 only, duplicates dropped, resolver order kept."""
     try:
-        infos = socket.getaddrinfo(host, port, family, socktype)
+        # An ASCII name goes as bytes: as text, socket would load the IDNA codec (and
+        # unicodedata) at every start of the client.
+        name: str | bytes = host.encode("ascii") if host.isascii() else host
+        infos = socket.getaddrinfo(name, port, family, socktype)
     except socket.gaierror as exc:
         which = {int(socket.AF_INET): " as IPv4", int(socket.AF_INET6): " as IPv6"}.get(family, "")
         raise KnockError(f"cannot resolve {host}{which}: {exc.strerror}") from None
@@ -344,6 +366,13 @@ def _connected_udp(host: str, port: int, family: int) -> tuple[socket.socket, So
     raise KnockError(f"cannot reach {host}: {reason}")
 
 
+def udp_target(host: str, port: int, *, family: int = 0) -> str:
+    """The address a knock to `host` goes to: the first of its addresses with a route."""
+    sock, sockaddr = _connected_udp(host, port, family)
+    with sock:
+        return normalize_address(sockaddr[0])
+
+
 def local_address(host: str, port: int = protocol.DEFAULT_PORT, *, family: int = 0) -> str:
     """The local address the kernel picks to reach `host`, as the original client did.
 
@@ -357,8 +386,7 @@ def local_address(host: str, port: int = protocol.DEFAULT_PORT, *, family: int =
 # --- Tumbler knock ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class KnockResult:
+class KnockResult(NamedTuple):
     """What was (or would be) sent: enough to explain a knock, nothing secret."""
 
     host: str
@@ -376,6 +404,8 @@ class KnockResult:
     def digest(self) -> str:
         """v1: the knock K, as a receiver parses it out of the datagram; v2: the MAC, in hex."""
         if self.version == 2:
+            from tumbler.protocols import tumbler2  # v2 only: kept off the v1 start-up path
+
             return tumbler2.parse(self.datagram).mac.hex()
         return protocol.parse_datagram(self.datagram)
 
@@ -440,6 +470,10 @@ def _knock(
         if address is None:
             address = normalize_address(sock.getsockname()[0])
         if version == 2:
+            import secrets
+
+            from tumbler.protocols import tumbler2  # v2 only: kept off the v1 start-up path
+
             seconds = int(when.timestamp())
             stamp = str(seconds)
             datagram = tumbler2.build(
@@ -584,8 +618,7 @@ def parse_knock_port(text: str, default_proto: str = "tcp") -> PortSpec:
         raise KnockUsageError(f"bad knock port {text!r}: {exc}") from None
 
 
-@dataclass(frozen=True)
-class SequenceKnock:
+class SequenceKnock(NamedTuple):
     """One knock of a sequence and what, if anything, was seen in reply.
 
     `outcome` is `sent` (nothing waited for), `no answer` (what a knock on a dropping
@@ -593,7 +626,7 @@ class SequenceKnock:
     `unreachable: ...` (an ICMP error came back).
     """
 
-    index: int
+    position: int  # from 0 (a tuple's own `index` is a method)
     spec: PortSpec
     target: str
     outcome: str
@@ -622,6 +655,8 @@ def _tcp_knock(family: int, sockaddr: SockAddr, wait: float) -> str:
             raise KnockError(f"cannot knock on tcp/{sockaddr[1]}: {os.strerror(err)}")
         if wait <= 0:
             return "sent"
+        import selectors  # only sequence knocks wait for an answer
+
         with selectors.DefaultSelector() as selector:
             selector.register(sock, selectors.EVENT_WRITE)
             if not selector.select(wait):

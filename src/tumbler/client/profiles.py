@@ -13,6 +13,9 @@
     [host-db1]
        url = tumbler2://db1.example.org/?realm=fleet.example   # a version 2 door
        secret_file = ~/.config/tumbler/db1.key     # its key, as `tumbler keygen` prints it
+    [host-web2]
+       url = tumbler+ssh://alice@web2.example.org/   # a knock signed by your SSH key
+       ssh_key = ~/.ssh/id_ed25519   # optional: else every key ssh-agent holds
 
 The format is the daemon's (sections, `#` comments, indented `key = value`), so one
 habit serves both files, and every error names the file and line. The file is found
@@ -31,12 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from tumbler.client import knock
+from tumbler.client import fwknop, knock, signed
 from tumbler.config.inifile import NAME, NAME_RULE, Section, read_sections
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
 from tumbler.filemodes import readable_by_others, writable_by_others
 from tumbler.ports import parse_port
+from tumbler.protocols.fwknop import DEFAULT_PORT as SPA_PORT
 
 PROFILES_ENV = "TUMBLER_PROFILES"
 DEFAULT_WAIT_TIMEOUT = 10.0
@@ -49,15 +53,18 @@ class Profile:
     """One `[host-NAME]` section, checked."""
 
     name: str
-    url: knock.KnockURL
+    url: knock.KnockURL | signed.SshKnockURL
     path: str
     line: int
     secret_file: str | None = None  # for a tumbler2:// url, the file of its key
+    ssh_key: str | None = None  # for a tumbler+ssh:// url: the key file that signs
     source: str | None = None  # `from`, already normalized
     family: int = 0
     wait: int | None = None
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT
     retry_after: float = DEFAULT_RETRY_AFTER
+    fwknop: fwknop.FwknopURL | None = None  # a fwknop:// url; `url` then has its host and port
+    fwknoprc: str | None = None  # the .fwknoprc holding its keys (default: ~/.fwknoprc)
 
 
 @dataclass(frozen=True)
@@ -86,8 +93,12 @@ def default_path(environ: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "tumbler" / "hosts.conf"
 
 
-def _url(text: str) -> knock.KnockURL:
+def _url(text: str) -> knock.KnockURL | signed.SshKnockURL | fwknop.FwknopURL:
     try:
+        if text.lower().startswith(f"{fwknop.SCHEME}://"):
+            return fwknop.parse_fwknop_url(text)
+        if signed.is_ssh_url(text):
+            return signed.parse_ssh_url(text)
         return knock.parse_url(text)
     except knock.KnockUsageError as exc:
         raise ValueError(str(exc)) from None
@@ -122,11 +133,13 @@ def _text(text: str) -> str:
 _KEYS: dict[str, Callable[[str], object]] = {
     "url": _url,
     "secret_file": _text,
+    "ssh_key": _text,
     "from": _source,
     "family": _family,
     "wait": _port,
     "wait_timeout": parse_duration,
     "retry_after": parse_duration,
+    "fwknoprc": _text,
 }
 
 
@@ -141,17 +154,49 @@ def _build(section: Section, path: str) -> Profile:
     if "url" not in section:
         raise ConfigError(f"[host-{name}] has no url (tumbler://HOST[:PORT]/)", path, section.line)
     secret_file = section.get("secret_file", cast(str | None, None))
+    ssh_key = section.get("ssh_key", cast(str | None, None))
+    url = section.get(
+        "url", cast(knock.KnockURL | signed.SshKnockURL | fwknop.FwknopURL, knock.KnockURL(""))
+    )
+    rc = section.get("fwknoprc", cast(str | None, None))
+    is_ssh = isinstance(url, signed.SshKnockURL)
+    if is_ssh and secret_file is not None:
+        raise ConfigError(
+            f"[host-{name}]: a tumbler+ssh:// url is signed by an SSH key, not a secret_file",
+            path,
+            section.line_of("secret_file"),
+        )
+    if ssh_key is not None and not is_ssh:
+        raise ConfigError(
+            f"[host-{name}]: ssh_key is for a tumbler+ssh:// url", path, section.line_of("ssh_key")
+        )
+    spa_url: fwknop.FwknopURL | None = None
+    if isinstance(url, fwknop.FwknopURL):
+        if secret_file is not None:
+            raise ConfigError(
+                f"[host-{name}]: an fwknop:// url takes its keys from fwknoprc, not secret_file",
+                path,
+                section.line_of("secret_file"),
+            )
+        spa_url, url = url, knock.KnockURL(url.host, url.port or SPA_PORT)
+    elif rc is not None:
+        raise ConfigError(
+            f"[host-{name}]: fwknoprc needs an fwknop:// url", path, section.line_of("fwknoprc")
+        )
     return Profile(
         name=name,
-        url=section.get("url", knock.KnockURL("")),
+        url=url,
         path=path,
         line=section.line,
         secret_file=_secret_path(secret_file, Path(path).parent) if secret_file else None,
+        ssh_key=_secret_path(ssh_key, Path(path).parent) if ssh_key else None,
         source=section.get("from", cast(str | None, None)),
         family=section.get("family", 0),
         wait=section.get("wait", cast(int | None, None)),
         wait_timeout=section.get("wait_timeout", DEFAULT_WAIT_TIMEOUT),
         retry_after=section.get("retry_after", DEFAULT_RETRY_AFTER),
+        fwknop=spa_url,
+        fwknoprc=_secret_path(rc, Path(path).parent) if rc else None,
     )
 
 
@@ -184,7 +229,10 @@ def load_profiles(path: str | os.PathLike[str]) -> Profiles:
         raise ConfigError(f"cannot read profiles: {reason}", str(p)) from None
     profiles = parse_profiles(text, str(p))
     warnings: list[str] = []
-    secret_in_url = any(pr.url.secret is not None for pr in profiles.profiles.values())
+    secret_in_url = any(
+        isinstance(pr.url, knock.KnockURL) and pr.url.secret is not None
+        for pr in profiles.profiles.values()
+    )
     if writable_by_others(mode):
         warnings.append(f"profile file {p} is writable by group or others; chmod 600 it")
     elif secret_in_url and readable_by_others(mode):

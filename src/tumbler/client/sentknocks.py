@@ -18,25 +18,30 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # os.path at run time: pathlib costs the client start-up time
+    from pathlib import Path
 
 MAX_ENTRIES = 4096  # a bound on the file whatever happens; entries live two minutes
 
 
-def default_path() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "tumbler" / "sent-knocks"
+def default_path() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "tumbler", "sent-knocks")
 
 
 class SentKnocks:
     """Digests sent, each until the moment no daemon window could still accept it."""
 
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path if path is not None else default_path()
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = os.fspath(path) if path is not None else default_path()
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, float]]:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "r+", encoding="ascii", errors="replace") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)

@@ -29,6 +29,7 @@ Why each piece is the way it is:
   used yet: now, then the next minute, then the previous one; never a stamp twice.
   A version 2 knock carries a fresh nonce, so it never repeats: `FreshKnocker` simply
   knocks again, stamped now.
+  A signed knock (tumbler+ssh://) carries a fresh nonce too.
 - ssh reads the proxy's stdout as the connection, so nothing else may ever be written
   there; diagnostics go to stderr. When ssh closes its side (stdin EOF), the socket's
   write side is shut down so the server sees EOF too; the relay ends when the server

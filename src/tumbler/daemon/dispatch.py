@@ -23,8 +23,11 @@ from tumbler.errors import FirewallError
 
 if TYPE_CHECKING:  # imported when used: a daemon without firewall doors never loads them
     from tumbler.actions.firewall import FirewallBackend, OpenEntry
+    from tumbler.ports import PortSpec
 
 log = logging.getLogger("tumblerd")
+
+FIREWALL_WORKERS = 1  # one thread: firewall changes never interleave
 
 
 class Dispatcher:
@@ -33,7 +36,7 @@ class Dispatcher:
     def __init__(self, stats: Stats, state_path: str) -> None:
         self.stats = stats
         self.state_path = state_path
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="firewall")
+        self._pool = ThreadPoolExecutor(FIREWALL_WORKERS, thread_name_prefix="firewall")
         self._backends: dict[tuple[str, str | None], FirewallBackend] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -53,13 +56,40 @@ class Dispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def act(self, door: Door, address: str, command_timeout: float) -> None:
-        """Start opening `door` for `address` (firewall, then command); returns at once."""
-        self.spawn(self.open(door, address, command_timeout))
+    @property
+    def running(self) -> int:
+        """Door actions under way."""
+        return len(self._tasks)
 
-    async def open(self, door: Door, address: str, command_timeout: float) -> None:
+    @property
+    def backends(self) -> list[FirewallBackend]:
+        return list(self._backends.values())
+
+    def act(
+        self,
+        door: Door,
+        address: str,
+        command_timeout: float,
+        ports: tuple[PortSpec, ...] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Start opening `door` for `address` (firewall, then command); returns at once.
+
+        `ports` and `timeout`, when given (an SPA grant asks for its own), replace the door's.
+        """
+        self.spawn(self.open(door, address, command_timeout, ports, timeout))
+
+    async def open(
+        self,
+        door: Door,
+        address: str,
+        command_timeout: float,
+        ports: tuple[PortSpec, ...] | None = None,
+        timeout: float | None = None,
+    ) -> None:
         loop = asyncio.get_running_loop()
-        if door.open:
+        ports = door.open if ports is None else ports
+        if ports:
             try:
                 backend = self.backend_for(door)
                 expires = await loop.run_in_executor(
@@ -67,19 +97,18 @@ class Dispatcher:
                     backend.open,
                     door.name,
                     address,
-                    door.open,
-                    door.timeout,
+                    ports,
+                    door.timeout if timeout is None else timeout,
                     time.time(),
                 )
             except (FirewallError, OSError, ValueError) as exc:
                 self.stats.count("failed")
                 log.error("knock for door %s from %s failed: firewall: %s", door.name, address, exc)
                 return
-            ports = ", ".join(str(p) for p in door.open)
             log.info(
                 "door %s: opened %s for %s until %s",
                 door.name,
-                ports,
+                ", ".join(str(p) for p in ports),
                 address,
                 time.strftime("%H:%M:%S", time.localtime(expires)),
             )
@@ -99,10 +128,11 @@ class Dispatcher:
                 log.info("door %s: closed for %s", entry.door, entry.address)
 
     def restore(self, doors: Iterable[Door], now: float) -> None:
-        """Re-arm what a previous run opened and close what expired while we were down."""
+        """Guard forward doors' ports, re-arm what a previous run opened, close what expired."""
         from tumbler.actions.firewall import DoorGrant
 
         opening = [door for door in doors if door.open]
+        self.guard_forward(opening)
         # What each door may open now: a kept row that no door could open is dropped.
         grants = {d.name: DoorGrant(d.open, d.timeout) for d in opening if not d.set}
         restored: set[int] = set()
@@ -114,6 +144,45 @@ class Dispatcher:
                     backend.restore(now, grants)
             except FirewallError as exc:
                 log.error("door %s: could not restore firewall state: %s", door.name, exc)
+
+    def guard_forward(self, doors: Iterable[Door]) -> None:
+        """Put each backend's forward guards in place: closed before the first knock."""
+        guards: dict[int, tuple[FirewallBackend, dict[str, tuple[PortSpec, ...]]]] = {}
+        for door in doors:
+            if door.open and door.path == "forward":
+                try:
+                    backend = self.backend_for(door)
+                except FirewallError as exc:
+                    log.error(
+                        "door %s: no firewall to guard its forwarded ports: %s", door.name, exc
+                    )
+                    continue
+                guards.setdefault(id(backend), (backend, {}))[1][door.name] = door.open
+        for backend in self._backends.values():
+            forwarded = guards.get(id(backend), (backend, {}))[1]
+            if not forwarded and not backend.forward_doors:
+                continue
+            try:
+                backend.guard_forward(forwarded)
+            except FirewallError as exc:
+                log.error("could not guard forwarded ports (%s): %s", ", ".join(forwarded), exc)
+                continue
+            for name, ports in sorted(forwarded.items()):
+                log.info("door %s: guarding forwarded %s", name, ", ".join(str(p) for p in ports))
+
+    async def open_counts(self, now: float) -> dict[str, int]:
+        """How many grants each backend holds open, for metrics; a failing one is logged."""
+        loop = asyncio.get_running_loop()
+        counts: dict[str, int] = {}
+        for backend in list(self._backends.values()):
+            counts.setdefault(backend.name, 0)
+            try:
+                entries = await loop.run_in_executor(self._pool, backend.list_open, now)
+            except FirewallError as exc:
+                log.error("metrics: cannot list what %s holds open: %s", backend.name, exc)
+                continue
+            counts[backend.name] += len(entries)
+        return counts
 
     async def open_entries(self, now: float) -> list[OpenEntry]:
         loop = asyncio.get_running_loop()

@@ -30,6 +30,7 @@ class Trusted:
     folder: bool = False
     make_mode: int | None = None  # a folder made when missing, with this mode
     optional: bool = False  # a file that may not exist yet (the state database, the log)
+    any_owner: bool = False  # a user's own file (~alice/.ssh/authorized_keys): mode only
 
 
 def trusted_paths(config: Config) -> list[Trusted]:
@@ -40,6 +41,9 @@ def trusted_paths(config: Config) -> list[Trusted]:
     for door in config.doors:
         if door.secret_file is not None:
             found.append(Trusted(door.secret_file, f"secret file of door {door.name}"))
+        if door.authorized_keys is not None:
+            what = f"authorized_keys of door {door.name}"
+            found.append(Trusted(Path(door.authorized_keys), what, any_owner=True))
     if config.replay == "sqlite" or any(d.open for d in config.doors):
         state = Path(config.state)
         found.append(Trusted(state.parent, "state folder", folder=True, make_mode=0o700))
@@ -109,7 +113,9 @@ def _check_one(item: Trusted, euid: int) -> str | None:
         return f"{item.what} {item.path}: {exc.strerror}"
     if item.folder and not stat.S_ISDIR(st.st_mode):
         return f"{item.what} {item.path} is not a folder"
-    reason = untrusted_because(st, euid)
+    # As sshd does for a user's authorized_keys, the owner may be that user; the mode still
+    # must not let anyone else add a key.
+    reason = untrusted_because(st, st.st_uid if item.any_owner else euid)
     if reason is not None:
         return f"{item.what} {item.path} {reason}; run: {_fix(item, reason)}"
     return None

@@ -5,7 +5,24 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-REJECT_REASONS = ("malformed", "no-door", "bad-mac", "clock-skew", "replay", "store-down")
+REJECT_REASONS = (
+    "malformed",
+    "no-door",
+    "shed",
+    "bad-mac",
+    "clock-skew",
+    "replay",
+    "refused",
+    "store-down",
+    "signed-unknown-key",
+    "signed-malformed",
+    "signed-key-options",
+    "signed-rate-limited",
+    "signed-bad-signature",
+    "signed-stale",
+)
+# What can become of one datagram (clock-skew is the stale one: a right key, a wrong time).
+DATAGRAM_OUTCOMES = ("accepted", *REJECT_REASONS)
 
 
 class Stats:
@@ -15,11 +32,16 @@ class Stats:
         self.log = log
         self.interval = interval
         self.total: Counter[str] = Counter()
+        self.accepted_by_door: Counter[str] = Counter()  # knocks and sequences that opened
+        self.replay_ok = True  # whether the replay store's last prune worked (claims: the daemon)
         self._pending: Counter[str] = Counter()
         self._last_flush = 0.0
 
-    def count(self, outcome: str, n: int = 1) -> None:
+    def count(self, outcome: str, n: int = 1, door: str | None = None) -> None:
+        """Count `n` of `outcome`; `door` names the door an accepted knock opened."""
         self.total[outcome] += n
+        if door is not None:
+            self.accepted_by_door[door] += n
         if outcome in REJECT_REASONS:
             self._pending[outcome] += n
 

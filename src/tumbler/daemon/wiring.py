@@ -29,9 +29,11 @@ from tumbler.decisions.replay import ReplayCache, open_replay_cache
 from tumbler.decisions.replay.recent import RecentClaims
 from tumbler.errors import ConfigError, FirewallError, ReplayStoreError, TumblerError
 from tumbler.events import ConnectionAttempt
+from tumbler.protocols import fwknop as spa
 from tumbler.sources import udp
 
-if TYPE_CHECKING:  # imported when used: a daemon without sequence doors never loads it
+if TYPE_CHECKING:  # imported when used: a daemon without these never loads them
+    from tumbler.daemon.metrics import MetricsServer, Snapshot
     from tumbler.sources.nflog import NflogReader
 
 log = logging.getLogger("tumblerd")
@@ -59,9 +61,11 @@ class Daemon:
         store = (
             replay
             if replay is not None
-            else open_replay_cache(config.replay, config.state, config.replay_fallback)
+            else open_replay_cache(
+                config.replay, config.state, config.replay_fallback, config.replay_access
+            )
         )
-        self.replay: ReplayCache = RecentClaims(store)
+        self.replay = RecentClaims(store)
         self.pipeline = Pipeline(build_runtime(config), self.replay, self.stats)
         if dispatcher is None:
             dispatcher = Dispatcher(self.stats, config.state)
@@ -74,6 +78,7 @@ class Daemon:
         self._nflog_rules = False
         self._follower: asyncio.Task[None] | None = None
         self._control: ControlServer | None = None
+        self._metrics: MetricsServer | None = None
         self.on_ready: Callable[[], None] | None = None
 
     @property
@@ -84,25 +89,49 @@ class Daemon:
     # -- receive path -------------------------------------------------------------------
 
     def _on_readable(self, sock: socket.socket) -> None:
-        udp.read_batch(sock, self.handle)
+        # An SPA packet is up to 1500 bytes; without fwknop doors, longer than a Tumbler
+        # datagram (a signed one is the longest) is junk whatever its length, and the
+        # smaller read says so.
+        size = spa.MAX_PACKET + 1 if self.runtime.fwknop else udp.RECV_SIZE
+        udp.read_batch(sock, self.handle, size, self.stats.count)
 
     def handle(self, data: bytes, address: str, now: float) -> Door | None:
         """Decide one datagram from `address` (normalised), act on it; the door it opened.
 
-        Never replies.
+        Every kind (v1, v2, signed, fwknop SPA) is decided by the pipeline; an fwknop
+        grant opens for the address, ports and time it names. Never replies.
         """
         verdict = self.pipeline.decide(data, address, now)
-        if verdict.door is not None:
-            self.dispatcher.act(verdict.door, address, self.runtime.config.command_timeout)
+        for door in verdict.doors:
+            self.dispatcher.act(
+                door,
+                verdict.target or address,
+                self.runtime.config.command_timeout,
+                verdict.ports,
+                verdict.timeout,
+            )
         return verdict.door
+
+    def _log_signed(self) -> None:
+        """Say how many SSH keys the signed doors trust, so a reload's effect is visible."""
+        signed, config = self.runtime.signed, self.runtime.config
+        if signed is not None:
+            realm = f", realm {config.realm}" if config.realm else ""
+            log.info(
+                "signed knocks: %d keys for door %s (window %d s%s)",
+                len(signed),
+                ", ".join(d.name for d in config.signed_doors),
+                config.window_seconds,
+                realm,
+            )
 
     def attempt(self, event: ConnectionAttempt) -> list[Door]:
         """Feed one connection attempt to the sequence matcher; act on completed doors."""
         opened = []
         for verdict in self.pipeline.attempt(event):
-            assert verdict.door is not None
-            self.dispatcher.act(verdict.door, event.source, self.runtime.config.command_timeout)
-            opened.append(verdict.door)
+            for door in verdict.doors:
+                self.dispatcher.act(door, event.source, self.runtime.config.command_timeout)
+                opened.append(door)
         return opened
 
     def _on_nflog(self) -> None:
@@ -127,26 +156,43 @@ class Daemon:
 
     def _start_sequence_source(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start watching connection attempts, if the config has sequence doors."""
-        config = self.runtime.config
-        if not config.sequence_doors:
+        config, matcher = self.runtime.config, self.runtime.matcher
+        if matcher is None:  # no sequence doors
             return
         source = config.sequence_source
         if source.startswith("file:"):
             from tumbler.sources.logfile import follow
 
             path = source[len("file:") :]
-            self._follower = loop.create_task(self._follow_log(follow(path)))
-            log.info("sequence doors: following firewall log %s", path)
+            prefix = config.sequence_log_prefix
+
+            def mixed(tag: str) -> None:
+                log.warning(
+                    "firewall log %s also holds lines from %r: anyone who can write to syslog "
+                    "can forge knocks there; give kernel messages a file of their own",
+                    path,
+                    tag,
+                )
+
+            events = follow(path, prefix=prefix, on_foreign=mixed)
+            self._follower = loop.create_task(self._follow_log(events))
+            trusted = f"prefix {prefix!r}" if prefix is not None else "tag 'kernel:'"
+            log.info("sequence doors: following firewall log %s, lines with %s", path, trusted)
             return
         from tumbler.actions.firewall import seqlog
         from tumbler.sources import nflog
 
         ports = [step for door in config.sequence_doors for step in door.sequence]
-        seqlog.install_rules(config.nflog_group, ports)
+        track = seqlog.track_timeout_for(matcher.longest_timeout)
+        seqlog.install_rules(config.nflog_group, ports, track_timeout=track)
         self._nflog_rules = True
         self._nflog = nflog.NflogReader(config.nflog_group)
         loop.add_reader(self._nflog.fileno(), self._on_nflog)
-        log.info("sequence doors: reading nflog group %d", config.nflog_group)
+        log.info(
+            "sequence doors: reading nflog group %d, a knocking source tracked for %d s",
+            config.nflog_group,
+            track,
+        )
 
     def _stop_sequence_source(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._follower is not None:
@@ -178,16 +224,62 @@ class Daemon:
             await self.dispatcher.expire(now)
             if self.runtime.matcher is not None:
                 self.runtime.matcher.prune(now)
+            try:
+                await loop.run_in_executor(None, self.replay.probe)
+            except ReplayStoreError as exc:
+                log.error("replay store probe failed: %s", exc)
             if now - last_prune >= PRUNE_EVERY:
                 last_prune = now
                 try:
                     pruned = await loop.run_in_executor(None, self.replay.prune, now)
                     log.debug("replay cache: pruned %d expired digests", pruned)
+                    self.stats.replay_ok = True
                 except ReplayStoreError as exc:
+                    self.stats.replay_ok = False
                     log.error("replay cache prune failed: %s", exc)
 
     def _restore_firewalls(self) -> None:
         self.dispatcher.restore(self.runtime.doors.values(), time.time())
+
+    # -- metrics ----------------------------------------------------------------------------
+
+    def _start_metrics(self) -> None:
+        """Serve metrics if the config asks; a metrics failure never stops the knock service."""
+        address = self.runtime.config.metrics
+        if address is None:
+            return
+        from tumbler.daemon.metrics import serve_metrics
+
+        try:
+            self._metrics = serve_metrics(address, self._metrics_snapshot)
+        except OSError as exc:
+            log.error("metrics unavailable on %s port %d: %s", address[0], address[1], exc)
+
+    def _metrics_snapshot(self) -> Snapshot:
+        """A snapshot for a scrape (called from the metrics thread), taken on the event loop."""
+        if self._loop is None:
+            raise RuntimeError("the daemon is not running")
+        future = asyncio.run_coroutine_threadsafe(self._snapshot(), self._loop)
+        return future.result(timeout=10)
+
+    async def _snapshot(self) -> Snapshot:
+        from tumbler.daemon.dispatch import FIREWALL_WORKERS
+        from tumbler.daemon.metrics import Snapshot
+
+        open_by_backend = await self.dispatcher.open_counts(time.time())
+        matcher = self.runtime.matcher
+        return Snapshot(
+            outcomes=dict(self.stats.total),
+            accepted_by_door=dict(self.stats.accepted_by_door),
+            open_by_backend=open_by_backend,
+            replay_store=self.replay.name,
+            replay_up=self.stats.replay_ok and not self.pipeline.store_failing,
+            sequence_sources=len(matcher) if matcher is not None else 0,
+            workers={"firewall": FIREWALL_WORKERS, "actions": self.dispatcher.running},
+            doors=tuple(sorted(self.runtime.doors)),
+            firewall_failures=self.stats.total["failed"],
+            sequences=self.stats.total["sequence"],
+        )
 
     # -- control ---------------------------------------------------------------------------
 
@@ -239,15 +331,37 @@ class Daemon:
             return
         for warning in config.warnings:
             log.warning("%s", warning)
-        for key in ("port", "listen", "state", "replay", "sequence_source", "nflog_group"):
+        for key in (
+            "port",
+            "listen",
+            "state",
+            "replay",
+            "replay_fallback",
+            "replay_access",
+            "sequence_source",
+            "sequence_log_prefix",
+            "nflog_group",
+            "fwknop_port",
+        ):
             if getattr(config, key) != getattr(old, key):
                 log.warning("reload: %s changed; it takes effect at the next restart", key)
-        self.pipeline.runtime = build_runtime(config)
+        try:
+            runtime = build_runtime(config)
+        except ValueError as exc:
+            log.error("reload refused, still serving the previous config: %s", exc)
+            return
+        if bool(runtime.fwknop) != bool(self.runtime.fwknop):
+            log.warning(
+                "reload: fwknop doors came or went; port %d follows at the next restart",
+                config.fwknop_port,
+            )
+        self.pipeline.runtime = runtime
         log.info("reloaded %s: %d doors", config.path, len(config.doors))
+        self._log_signed()
         self._restore_firewalls()
         if self._loop is not None and (
-            [(d.name, d.sequence) for d in config.sequence_doors]
-            != [(d.name, d.sequence) for d in old.sequence_doors]
+            [(d.name, d.sequence, d.sequence_timeout) for d in config.sequence_doors]
+            != [(d.name, d.sequence, d.sequence_timeout) for d in old.sequence_doors]
         ):
             self._stop_sequence_source(self._loop)
             try:
@@ -274,14 +388,20 @@ class Daemon:
         except OSError as exc:
             log.error("control socket %s unavailable: %s", config.control, exc)
             self._control = None
+        spa_port = bool(self.runtime.fwknop) and config.fwknop_port != self.port
         try:
             self._sockets = udp.bind_sockets(config.listen, self.port)
+            if spa_port:
+                self._sockets += udp.bind_sockets(config.listen, config.fwknop_port)
         except BaseException:
+            for sock in self._sockets:
+                sock.close()
             if self._control is not None:
                 await self._control.close()
             raise
         for sock in self._sockets:
             loop.add_reader(sock.fileno(), self._on_readable, sock)
+        self._start_metrics()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
@@ -304,6 +424,14 @@ class Daemon:
             if config.key_doors
             else "",
         )
+        self._log_signed()
+        if self.runtime.fwknop:
+            log.info(
+                "fwknop doors %s: SPA packets taken on udp port %d%s",
+                ", ".join(d.name for d in self.runtime.fwknop),
+                config.fwknop_port,
+                f" and {self.port}" if spa_port else "",
+            )
         if self.on_ready is not None:
             self.on_ready()
         try:
@@ -312,6 +440,8 @@ class Daemon:
             await self._shutdown(loop)
 
     async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._metrics is not None:
+            await loop.run_in_executor(None, self._metrics.close)
         self._stop_sequence_source(loop)
         if self._control is not None:
             await self._control.close()

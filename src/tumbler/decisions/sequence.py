@@ -59,6 +59,11 @@ class SequenceMatcher:
             self._starts.setdefault(door.steps[0], []).append(index)
         self._sources: OrderedDict[str, _SourceState] = OrderedDict()
 
+    @property
+    def longest_timeout(self) -> float:
+        """The longest sequence timeout: how long a source's knocks can still count."""
+        return self._max_timeout
+
     def __len__(self) -> int:
         """Number of sources tracked now."""
         return len(self._sources)

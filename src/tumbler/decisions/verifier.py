@@ -1,12 +1,15 @@
 """Which door, if any, a knock digest opens for a source address at a given moment.
 
-Candidates are found by a keyed hash of the digest (a random key per process, the
-"double HMAC" way), so the time a lookup takes says nothing about how close a guess came;
-the one candidate found is then compared in constant time.
+A source seen for the first time is checked directly: the expected digest of every door and
+minute of the window is computed and each is compared with the knock in constant time, all
+of them, whatever matched. That costs its hashes and little more, which is what a flood from
+a new (spoofed, or IPv6) address per datagram buys.
 
-Every datagram from a source costs at most one round of hashing per minute: the expected
-digests of all doors over the window are computed once for that source and minute and
-kept in a bounded cache, so repeats and floods from one address cost a dict lookup.
+A source that comes back gets a table of its expected digests for the minute, kept in a
+bounded cache, so its repeats cost one lookup. Candidates in the table are found by a keyed
+hash of the digest (a random key per process, the "double HMAC" way), so the time a lookup
+takes says nothing about how close a guess came; the one candidate found is then recomputed
+and compared in constant time.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ CACHE_DIGESTS = 1_000_000
 # fleet whose servers differ, a shorter claim would let the same knock in a second time.
 MAX_WINDOW_MINUTES = 60
 TABLE_OVERHEAD = 6
+# Sources remembered as seen once, per generation (two generations are kept): a source counts
+# as coming back if it was seen among the last SEEN_SOURCES to 2 * SEEN_SOURCES new sources,
+# and never further back than the table cache could hold. About 100 bytes each.
+SEEN_SOURCES = 50_000
 
 
 class SecretDoor(Protocol):
@@ -63,52 +70,113 @@ class Verifier(Generic[D]):
         self.doors = tuple(d for d in doors if d.secret is not None)
         self.window = window
         self._secrets = [(d, d.secret.encode("utf-8")) for d in self.doors if d.secret is not None]
+        self._secret_bytes = tuple(secret for _, secret in self._secrets)
         per_source = max(1, len(self.doors) * (2 * window + 1))
         self._capacity = max(16, CACHE_DIGESTS // (per_source + TABLE_OVERHEAD))
-        self._key = secrets.token_bytes(32)
+        # A keyed BLAKE2b state, copied per digest: the key block is hashed once, here.
+        self._blinder = hashlib.blake2b(key=secrets.token_bytes(32), digest_size=8)
         # Table values index (minute offset, door) as offset_index * len(doors) + door_index;
         # the ints are made once here and shared by every table.
         self._codes = list(range(per_source))
         self._cache: OrderedDict[tuple[str, int], dict[int, int]] = OrderedDict()
+        self._seen_limit = min(SEEN_SOURCES, self._capacity)
+        self._seen: set[str] = set()
+        self._seen_before: set[str] = set()
+        self._stamps_minute: int | None = None
+        self._stamps: tuple[bytes, ...] = ()
+
+    @property
+    def cost(self) -> int:
+        """Hashes a new source costs: every door over every minute of the window."""
+        return len(self._codes)
+
+    def knows(self, address: str, now: float) -> bool:
+        """True if `address` has a table for the minute of `now`: its datagrams cost a lookup."""
+        return (address, int(now // 60)) in self._cache
 
     def _blind(self, raw: bytes) -> int:
-        return int.from_bytes(hashlib.blake2b(raw, key=self._key, digest_size=8).digest())
+        h = self._blinder.copy()
+        h.update(raw)
+        return int.from_bytes(h.digest())
+
+    def _window_stamps(self, minute: int) -> tuple[bytes, ...]:
+        """The stamps of the window around `minute`, oldest first; made once a minute."""
+        if self._stamps_minute != minute:
+            self._stamps = tuple(
+                stamp_for_minute(minute + offset).encode("ascii")
+                for offset in range(-self.window, self.window + 1)
+            )
+            self._stamps_minute = minute
+        return self._stamps
+
+    def _comes_back(self, address: str) -> bool:
+        """True if `address` was seen recently; otherwise remember it (bounded) and say False."""
+        if address in self._seen or address in self._seen_before:
+            return True
+        if len(self._seen) >= self._seen_limit:
+            self._seen_before = self._seen
+            self._seen = set()
+        self._seen.add(address)
+        return False
 
     def _expected(self, address: str, minute: int) -> dict[int, int]:
         """Blinded expected digest -> code, for every door and minute of the window."""
-        key = (address, minute)
-        table = self._cache.get(key)
-        if table is not None:
-            self._cache.move_to_end(key)
-            return table
         table = {}
         addr = address.encode("ascii")
-        blind, codes, n = self._blind, self._codes, len(self._secrets)
-        for k, offset in enumerate(range(-self.window, self.window + 1)):
-            prefix = hashlib.sha256(stamp_for_minute(minute + offset).encode("ascii") + addr)
-            base = k * n
-            for j, (_, secret) in enumerate(self._secrets):
-                h = prefix.copy()
-                h.update(secret)
-                table[blind(h.digest())] = codes[base + j]
+        blind, codes, sha256 = self._blind, self._codes, hashlib.sha256
+        code = 0
+        for stamp in self._window_stamps(minute):
+            prefix = stamp + addr
+            for secret in self._secret_bytes:
+                table[blind(sha256(prefix + secret).digest())] = codes[code]
+                code += 1
+        key = (address, minute)
         self._cache[key] = table
         if len(self._cache) > self._capacity:
             self._cache.popitem(last=False)
         return table
+
+    def _direct(self, raw: bytes, address: str, minute: int) -> int | None:
+        """The code of the expected digest equal to `raw`, comparing with every one of them."""
+        addr = address.encode("ascii")
+        sha256, compare = hashlib.sha256, hmac.compare_digest
+        found = None
+        code = 0
+        for stamp in self._window_stamps(minute):
+            prefix = stamp + addr
+            for secret in self._secret_bytes:
+                if compare(sha256(prefix + secret).digest(), raw):
+                    found = code
+                code += 1
+        return found
 
     def match(self, digest: str, address: str, now: float) -> Match[D] | None:
         """The door `digest` opens for `address` (normalised) at epoch `now`, or None.
 
         `digest` is the lowercase hex text that protocol.parse_datagram returns.
         """
-        minute = int(now // 60)
         if len(digest) != 64:
             return None
         try:
             raw = bytes.fromhex(digest)
         except ValueError:
             return None
-        code = self._expected(address, minute).get(self._blind(raw))
+        return self.match_raw(raw, address, now)
+
+    def match_raw(self, raw: bytes, address: str, now: float) -> Match[D] | None:
+        """As `match`, for the 32 digest bytes that protocol.digest_bytes returns."""
+        if len(raw) != 32 or not self._secrets:
+            return None
+        minute = int(now // 60)
+        key = (address, minute)
+        table = self._cache.get(key)
+        if table is not None:
+            self._cache.move_to_end(key)
+            code = table.get(self._blind(raw))
+        elif self._comes_back(address):
+            code = self._expected(address, minute).get(self._blind(raw))
+        else:
+            code = self._direct(raw, address, minute)
         if code is None:
             return None
         k, j = divmod(code, len(self._secrets))
@@ -116,9 +184,9 @@ class Verifier(Generic[D]):
         door, secret = self._secrets[j]
         stamp = stamp_for_minute(minute + offset)
         expected = hashlib.sha256(stamp.encode("ascii") + address.encode("ascii") + secret)
-        if len(raw) != 32 or not hmac.compare_digest(expected.digest(), raw):
+        if not hmac.compare_digest(expected.digest(), raw):
             return None
         # A stamp for minute m is accepted until the end of minute m + window, and some
         # receiver (this one after a reload, another of the fleet) may have the largest.
         expires = (minute + offset + MAX_WINDOW_MINUTES + 1) * 60.0
-        return Match(door, stamp, digest, offset, expires)
+        return Match(door, stamp, raw.hex(), offset, expires)

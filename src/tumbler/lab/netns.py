@@ -36,6 +36,7 @@ from tumbler.actions.firewall.runner import Runner
 
 SUBNET4 = "10.213.0"
 SUBNET6 = "fd00:213::"
+BACKEND_NET = "10.214.0"  # behind the server when it routes (`Lab.backend_behind`)
 BANNER = b"tumbler-lab\n"
 
 _counter = itertools.count(1)
@@ -150,17 +151,25 @@ def can_connect(ns: Namespace, host: str, port: int, timeout: float = 1.0) -> bo
     return connect_all([(ns, host, port)], timeout)[0]
 
 
-def connect_all(checks: Sequence[tuple[Namespace, str, int]], timeout: float = 1.0) -> list[bool]:
-    """`can_connect` for several (namespace, host, port) at once, so blocked ones wait together."""
+def connect_all(
+    checks: Sequence[tuple[Namespace, str, int]],
+    timeout: float = 1.0,
+    timeouts: Sequence[float] | None = None,
+) -> list[bool]:
+    """`can_connect` for several (namespace, host, port) at once, so blocked ones wait together.
+
+    `timeouts`, one per check, replaces `timeout` where checks may wait differently.
+    """
+    waits = list(timeouts) if timeouts is not None else [timeout] * len(checks)
     procs = [
         subprocess.Popen(
-            ns.argv([sys.executable, "-c", _CONNECT, host, str(port), str(timeout)]),
+            ns.argv([sys.executable, "-c", _CONNECT, host, str(port), str(wait)]),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for ns, host, port in checks
+        for (ns, host, port), wait in zip(checks, waits, strict=True)
     ]
-    return [proc.wait(timeout + 10) == 0 for proc in procs]
+    return [proc.wait(wait + 10) == 0 for proc, wait in zip(procs, waits, strict=True)]
 
 
 @dataclass
@@ -216,6 +225,43 @@ class Lab:
             ns.ip("link", "set", "eth0", "up")
             hosts[role] = ns
         return Topology(hosts["srv"], hosts["a"], hosts["b"], switch)
+
+    def backend_behind(self, topo: Topology, published: int, port: int) -> Namespace:
+        """A backend host behind the server, which becomes a router publishing it as Docker does.
+
+        The backend (BACKEND_NET.2, its gateway the server at .1) is reached only through the
+        server: iptables-nft DNATs TCP to the server's `published` port to the backend's
+        `port`, and FORWARD drops by default, jumps to DOCKER-USER first and accepts
+        connections to the backend's port and established traffic, as Docker's rules do.
+        """
+        be = self.namespace("be")
+        router = topo.server
+        router.ip("link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", be.name)
+        router.ip("addr", "add", f"{BACKEND_NET}.1/24", "dev", "eth1")
+        router.ip("link", "set", "eth1", "up")
+        be.ip("addr", "add", f"{BACKEND_NET}.2/24", "dev", "eth0")
+        be.ip("link", "set", "eth0", "up")
+        be.ip("route", "add", "default", "via", f"{BACKEND_NET}.1")
+        router.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        target = f"{BACKEND_NET}.2"
+        rules = [
+            [
+                *("-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", str(published)),
+                *("-j", "DNAT", "--to-destination", f"{target}:{port}"),
+            ],
+            ["-N", "DOCKER-USER"],
+            ["-A", "DOCKER-USER", "-j", "RETURN"],
+            ["-P", "FORWARD", "DROP"],
+            ["-A", "FORWARD", "-j", "DOCKER-USER"],
+            [
+                *("-A", "FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"),
+                *("-j", "ACCEPT"),
+            ],
+            ["-A", "FORWARD", "-d", target, "-p", "tcp", "--dport", str(port), "-j", "ACCEPT"],
+        ]
+        for rule in rules:
+            router.run(["iptables-nft", "-w", "5", *rule])
+        return be
 
     def cleanup(self) -> None:
         """Kill what runs in the lab, then delete its namespaces; never raises."""

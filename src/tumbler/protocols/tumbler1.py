@@ -5,6 +5,7 @@ Time is always an argument so that callers (and tests) decide which minute it is
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import time
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,8 @@ DIGEST_HEX_LEN = 64
 MAX_DATAGRAM = len(PREFIX) + 1 + DIGEST_HEX_LEN + 2
 MIN_DATAGRAM = len(PREFIX) + DIGEST_HEX_LEN
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+_CANONICAL_HEAD = PREFIX + b" "
+_CANONICAL_LEN = len(_CANONICAL_HEAD) + DIGEST_HEX_LEN
 
 
 def minute_stamp(when: datetime) -> str:
@@ -82,3 +85,17 @@ def parse_datagram(data: bytes) -> str:
     if len(body) != DIGEST_HEX_LEN or not _HEX.issuperset(body):
         raise MalformedDatagram("digest is not 64 hex digits")
     return body.decode("ascii").lower()
+
+
+def digest_bytes(data: bytes) -> bytes:
+    """The 32 digest bytes of a well-shaped datagram, or raise MalformedDatagram.
+
+    Accepts exactly what parse_datagram accepts; the canonical 74-byte form, which is all
+    a flood of well-shaped junk sends, is decoded in one step.
+    """
+    if len(data) == _CANONICAL_LEN and data.startswith(_CANONICAL_HEAD):
+        try:
+            return binascii.unhexlify(data[len(_CANONICAL_HEAD) :])
+        except binascii.Error:
+            raise MalformedDatagram("digest is not 64 hex digits") from None
+    return bytes.fromhex(parse_datagram(data))

@@ -2,8 +2,15 @@
 
 This is the article's set-up: iptables (or an nftables `log` statement) logs every dropped
 attempt with a prefix such as `FIREWALL:`, syslog writes it to a file, and tumblerd reads
-the file. Lines may carry any syslog or journal prefix; only the kernel's `KEY=value`
-fields from `SRC=` on are read, and an ICMP error's quoted packet (in brackets) is ignored.
+the file. Only the kernel's `KEY=value` fields from `SRC=` on are read, and an ICMP error's
+quoted packet (in brackets) is ignored.
+
+Whoever can write to syslog can write a line that looks like the kernel's, so a line counts
+only when syslog tagged it `kernel:` (the tag right after the time stamp and host name, not
+anywhere in the message), or, when a prefix is configured for a file that the firewall
+writes itself (ulogd), when that prefix stands right before `IN=` after the header. A file
+that also holds other programs' lines is one where anyone who can use `logger -t kernel`
+can forge knocks: `foreign_program` finds such lines so the daemon can warn.
 """
 
 from __future__ import annotations
@@ -23,6 +30,10 @@ MAX_LINE = 64 * 1024
 READ_CHUNK = 256 * 1024
 
 _SRC = re.compile(r"(?:^|[\s:])SRC=")
+_UPTIME = re.compile(r"\s*\[\s*\d+\.\d+\]")
+_TAG_TOKENS = 5
+"""A syslog tag is at most the fifth word: `Nov 27 08:40:01 host kernel:`."""
+KERNEL_TAG = "kernel"
 _FIELD = re.compile(r"(?:^|\s)(SRC|DST|PROTO|SPT|DPT)=(\S+)")
 _INOUT = re.compile(r"(?:^|[\s:])(IN|OUT)=(\S*)")
 
@@ -34,12 +45,72 @@ def _port(text: str | None) -> int | None:
     return value if 0 < value <= 65535 else None
 
 
-def parse_log_line(line: str, when: float = 0.0) -> ConnectionAttempt | None:
+def syslog_tag(line: str) -> str | None:
+    """The program tag of a syslog line (`kernel`, `sshd`), or None if it has none.
+
+    The tag is the last word before the line's first `: `, within its first few words; a
+    process id (`sshd[812]`) is dropped.
+    """
+    head, colon, _ = line.partition(": ")
+    words = head.split()
+    if not colon or not words or len(words) > _TAG_TOKENS:
+        return None
+    return words[-1].split("[", 1)[0] or None
+
+
+def foreign_program(line: str, prefix: str | None = None) -> str | None:
+    """The tag of a line another program than the kernel wrote, or None.
+
+    With a `prefix`, a line carrying it after its header is the firewall's own (ulogd).
+    """
+    tag = syslog_tag(line)
+    if tag is None or tag == KERNEL_TAG:
+        return None
+    if prefix is not None and _prefixed(line, prefix) is not None:
+        return None
+    return tag
+
+
+def _prefixed(line: str, prefix: str) -> int | None:
+    """Where the fields start if `prefix` stands right before `IN=` after the header alone
+    (the host name, or the kernel tag and its uptime stamp), else None."""
+    at = line.find(prefix)
+    while at >= 0:
+        rest = line[at + len(prefix) :]
+        fields = at + len(prefix) + len(rest) - len(rest.lstrip())
+        if line.startswith("IN=", fields):
+            head = _UPTIME.sub("", line[:at]).split()
+            if head and head[-1] == KERNEL_TAG + ":":
+                head.pop()
+            if len(head) < _TAG_TOKENS and not any(word.endswith(":") for word in head):
+                return fields
+        at = line.find(prefix, at + 1)
+    return None
+
+
+def _trusted(line: str, prefix: str | None) -> int | None:
+    """Where the kernel's message starts in a line that the kernel wrote, else None."""
+    if prefix is not None:
+        return _prefixed(line, prefix)
+    if syslog_tag(line) != KERNEL_TAG:
+        return None
+    return line.index(": ") + 2
+
+
+def parse_log_line(
+    line: str, when: float = 0.0, prefix: str | None = None
+) -> ConnectionAttempt | None:
     """The inbound connection attempt a kernel LOG line records, or None for anything else.
 
-    TCP counts only with SYN set and ACK clear (a new connection); UDP counts always. Lines
-    of outbound packets (`IN=` empty, `OUT=` set) are not attempts on this host.
+    The line must carry syslog's `kernel:` tag, or with a configured `prefix`, that prefix
+    right before `IN=` (see the module docstring). TCP counts only with SYN set and ACK
+    clear (a new connection); UDP counts always. Lines of outbound packets (`IN=` empty,
+    `OUT=` set) are not attempts on this host.
     """
+    message = _trusted(line, prefix)
+    if message is None:
+        return None
+    line = line[message:]
     start = _SRC.search(line)
     if start is None:
         return None
@@ -174,15 +245,56 @@ def follow(
     poll: float = 0.2,
     from_start: bool = False,
     clock: Callable[[], float] = time.time,
+    prefix: str | None = None,
+    on_foreign: Callable[[str], None] | None = None,
 ) -> AsyncIterator[ConnectionAttempt]:
-    """Yield the connection attempts logged to `path`, timed by `clock` when read."""
-    return _attempts(follow_lines(path, poll=poll, from_start=from_start), clock)
+    """Yield the connection attempts logged to `path`, timed by `clock` when read.
+
+    Only lines the kernel wrote count (`parse_log_line` with `prefix`). `on_foreign` is
+    called once with the tag of the first line from another program, looked for at once in
+    the end of the file as it is now, then in every line read.
+    """
+    lines = follow_lines(path, poll=poll, from_start=from_start)
+    warned = False
+
+    def check(line: str) -> None:
+        nonlocal warned
+        if warned or on_foreign is None:
+            return
+        tag = foreign_program(line, prefix)
+        if tag is not None:
+            warned = True
+            on_foreign(tag)
+
+    if on_foreign is not None:
+        for line in tail_lines(path):
+            check(line)
+    return _attempts(lines, clock, prefix, check)
+
+
+def tail_lines(path: str | os.PathLike[str], size: int = MAX_LINE) -> list[str]:
+    """The complete lines in the last `size` bytes of `path` ([] if it cannot be read)."""
+    try:
+        with open(path, "rb") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, end - size))
+            data = handle.read(size)
+    except OSError:
+        return []
+    lines = data.split(b"\n")
+    if end > size:
+        lines = lines[1:]  # the first one is cut
+    return [raw.decode("utf-8", errors="replace") for raw in lines if raw]
 
 
 async def _attempts(
-    lines: AsyncIterator[str], clock: Callable[[], float]
+    lines: AsyncIterator[str],
+    clock: Callable[[], float],
+    prefix: str | None,
+    check: Callable[[str], None],
 ) -> AsyncIterator[ConnectionAttempt]:
     async for line in lines:
-        event = parse_log_line(line, when=clock())
+        check(line)
+        event = parse_log_line(line, when=clock(), prefix=prefix)
         if event is not None:
             yield event

@@ -12,12 +12,13 @@ import socket
 import time
 from collections.abc import Callable
 
-from tumbler.addresses import normalize_address
-from tumbler.protocols.tumbler1 import MAX_DATAGRAM
+from tumbler.addresses import packet_address
+from tumbler.protocols import sshsig, tumbler1
 
 log = logging.getLogger("tumblerd")
 
-RECV_SIZE = MAX_DATAGRAM + 1  # one byte more, so an oversized datagram is seen as such
+# The longest knock of any kind, plus one byte, so an oversized datagram is seen as such.
+RECV_SIZE = max(tumbler1.MAX_DATAGRAM, sshsig.MAX_DATAGRAM) + 1
 RECV_BUFFER = 8 * 1024 * 1024
 BATCH = 256  # datagrams read per wake-up before giving other callbacks a turn
 
@@ -26,8 +27,9 @@ Handler = Callable[[bytes, str, float], object]
 
 
 @functools.lru_cache(maxsize=65536)
-def _canonical_ipv6(text: str) -> str:
-    return normalize_address(text)
+def _canonical_ipv6(text: str) -> str | None:
+    # None for `::ffff:a.b.c.d`: on this IPv6-only socket it is an IPv6 sender, never a.b.c.d.
+    return packet_address(text)
 
 
 def bind_sockets(addresses: tuple[str, ...], port: int) -> list[socket.socket]:
@@ -76,14 +78,23 @@ def _grow_receive_buffer(sock: socket.socket) -> None:
             continue
 
 
-def read_batch(sock: socket.socket, handle: Handler) -> None:
-    """Read up to BATCH datagrams and hand each to `handle` with its source and time."""
+def read_batch(
+    sock: socket.socket,
+    handle: Handler,
+    size: int = RECV_SIZE,
+    dropped: Callable[[str], object] | None = None,
+) -> None:
+    """Read up to BATCH datagrams of at most `size` bytes; hand each on with source and time.
+
+    A datagram from a source no knock can come from (IPv4-mapped) is not handed on;
+    `dropped` is told "malformed" for it.
+    """
     # The kernel already prints an IPv4 source in canonical dotted form; only IPv6
     # text needs normalising (cached, since a flood repeats its sources).
     canonical = sock.family == socket.AF_INET
     for _ in range(BATCH):
         try:
-            data, source = sock.recvfrom(RECV_SIZE)
+            data, source = sock.recvfrom(size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:  # e.g. a queued ICMP error; never fatal
@@ -91,6 +102,10 @@ def read_batch(sock: socket.socket, handle: Handler) -> None:
             return
         try:
             address = source[0] if canonical else _canonical_ipv6(source[0])
+            if address is None:
+                if dropped is not None:
+                    dropped("malformed")
+                continue
             handle(data, address, time.time())
         except Exception:  # a bug must cost one datagram, never the daemon
             log.exception("internal error on a datagram; dropped")

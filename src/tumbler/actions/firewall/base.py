@@ -87,6 +87,15 @@ def timeout_seconds(timeout: float) -> int:
     return max(1, math.ceil(timeout))
 
 
+# The knock port, or several (tumblerd's own and fwknop's 62201), that the policy keeps open.
+KnockPorts = int | Sequence[int]
+
+
+def knock_ports(knock: KnockPorts) -> tuple[int, ...]:
+    """The knock ports as a tuple, whether one port or several was given."""
+    return (knock,) if isinstance(knock, int) else tuple(knock)
+
+
 def ports_text(ports: Sequence[PortSpec]) -> str:
     """The ports as a door's `open` key writes them: `tcp/22, udp/60000-60010`."""
     return ", ".join(str(p) for p in ports)
@@ -109,6 +118,9 @@ class FirewallBackend(ABC):
     def __init__(self, runner: Runner | None = None) -> None:
         self.runner = runner if runner is not None else Runner()
         self._lock = threading.RLock()
+        # Doors with `path = forward`: their ports are guarded on the forward path, and
+        # their openings let the knocker through to forwarded (DNATed) ports.
+        self.forward_doors: dict[str, tuple[PortSpec, ...]] = {}
 
     @classmethod
     @abstractmethod
@@ -150,14 +162,14 @@ class FirewallBackend(ABC):
         """Close everything this daemon opened, at `now` (the policy, if any, stays)."""
 
     @abstractmethod
-    def render_policy(self, knock_port: int) -> list[str]:
+    def render_policy(self, knock_port: KnockPorts) -> list[str]:
         """The default-closed policy as text an administrator can read (`--print`)."""
 
     @abstractmethod
-    def apply_policy(self, knock_port: int) -> None:
+    def apply_policy(self, knock_port: KnockPorts) -> None:
         """Apply the default-closed policy; running it again converges on the same rules.
 
-        A changed knock port replaces the old one.
+        A changed knock port (or set of ports) replaces the old one.
         """
 
     @abstractmethod
@@ -168,10 +180,19 @@ class FirewallBackend(ABC):
         """What in the firewall keeps open what the policy claims to close."""
         return []
 
-    def init_policy(self, knock_port: int, apply: bool = True) -> list[str]:
+    def guard_forward(self, doors: Mapping[str, Sequence[PortSpec]]) -> None:
+        """Drop new forwarded connections to these doors' ports unless a knock opened them.
+
+        Replaces the previous guards; running it again changes nothing. Ports are matched
+        as the client addressed them (before any DNAT), so a door names the published port.
+        """
+        raise FirewallError(f"the {self.name} backend cannot guard forwarded ports")
+
+    def init_policy(self, knock_port: KnockPorts, apply: bool = True) -> list[str]:
         """Render the default-closed policy and, with `apply`, put it in place."""
-        if not 1 <= knock_port <= 65535:
-            raise FirewallError(f"knock port {knock_port} out of range 1-65535")
+        for port in knock_ports(knock_port):
+            if not 1 <= port <= 65535:
+                raise FirewallError(f"knock port {port} out of range 1-65535")
         lines = self.render_policy(knock_port)
         if apply:
             with self._lock:

@@ -12,6 +12,19 @@ row (the database was lost) are judged by the expiry in their comment. A clean
 stop of the daemon (SIGTERM) flushes its rules, so that nothing stays open with
 no daemon to close it (`kernel_timeouts` is False).
 
+Doors with `path = forward` guard ports forwarded through this host (a container's
+published port, a router's port forward), which never pass INPUT. Their rules live in
+a second chain, `TUMBLER-FWD`, jumped to for new connections from the top of
+`DOCKER-USER` where Docker made it (Docker's own rules come after it and it survives
+Docker restarts), else from the top of FORWARD. At the end of that chain one DROP per
+door and protocol guards the door's ports (tagged `tumbler-guard:<door>`); an opening
+is a RETURN inserted above them, so the knocker's connection goes on to the rules that
+follow (Docker's isolation among them) rather than being accepted outright. Ports are
+matched with conntrack's `--ctorigdstport`, the port the client addressed before DNAT:
+the door names the published port, and a backend port shared by several containers is
+not opened for them all. Start tumblerd after Docker: if FORWARD is used because
+DOCKER-USER did not exist yet, Docker's jump inserted later goes ahead of the guard.
+
 All rule changes of one call go through a single `iptables-restore --noflush`
 batch per address family, which the kernel applies atomically: a rejected rule
 leaves the chain as it was. The database rows are written after the batch, in a
@@ -40,12 +53,15 @@ from tumbler.actions.firewall.base import (
     KNOCK_RATE,
     DoorGrant,
     FirewallBackend,
+    KnockPorts,
     OpenEntry,
     check_door,
+    knock_ports,
     normalise_address,
     timeout_seconds,
 )
 from tumbler.actions.firewall.runner import Runner
+from tumbler.addresses import IPV6_PREFIX
 from tumbler.errors import FirewallError
 from tumbler.ports import PROTOCOLS, PortSpec
 from tumbler.statedb import open_state_db
@@ -53,6 +69,10 @@ from tumbler.statedb import open_state_db
 log = logging.getLogger("tumblerd.firewall")
 
 CHAIN = "TUMBLER"
+FORWARD_CHAIN = "TUMBLER-FWD"
+FORWARD_PARENTS = ("DOCKER-USER", "FORWARD")  # the first that exists jumps to FORWARD_CHAIN
+GUARD_PREFIX = "tumbler-guard:"
+NEW = ["-m", "conntrack", "--ctstate", "NEW"]
 WAIT = ["-w", "5"]
 ND_TYPES = ("133", "134", "135", "136")  # router/neighbour solicitation and advertisement
 POLICY_COMMENT = f"{COMMENT_PREFIX}policy"
@@ -84,6 +104,7 @@ class Rule:
     first: int
     last: int
     expires: int
+    forward: bool = False
 
     @property
     def key(self) -> Key:
@@ -93,14 +114,19 @@ class Rule:
     def version(self) -> int:
         return 6 if ":" in self.address else 4
 
+    @property
+    def chain(self) -> str:
+        return FORWARD_CHAIN if self.forward else CHAIN
+
     def spec(self) -> list[str]:
         prefix = 128 if self.version == 6 else 32
         dport = str(self.first) if self.first == self.last else f"{self.first}:{self.last}"
         comment = f"{COMMENT_PREFIX}{self.door}:{self.expires}"
-        return [
-            *("-s", f"{self.address}/{prefix}", "-p", self.proto, "-m", self.proto),
-            *("--dport", dport, "-m", "comment", "--comment", comment, "-j", "ACCEPT"),
-        ]
+        source = ["-s", f"{self.address}/{prefix}", "-p", self.proto]
+        tag = ["-m", "comment", "--comment", comment]
+        if self.forward:
+            return [*source, "-m", "conntrack", "--ctorigdstport", dport, *tag, "-j", "RETURN"]
+        return [*source, "-m", self.proto, "--dport", dport, *tag, "-j", "ACCEPT"]
 
     @property
     def ports(self) -> PortSpec:
@@ -108,17 +134,18 @@ class Rule:
 
 
 def parse_rule(line: str) -> Rule | None:
-    """A rule from `iptables -S TUMBLER` output, or None if tumbler did not tag it."""
+    """A rule from `iptables -S TUMBLER` (or TUMBLER-FWD) output, or None if not tumbler's."""
     try:
         tokens = shlex.split(line)
     except ValueError:
         return None
-    if tokens[:2] != ["-A", CHAIN]:
+    if tokens[:1] != ["-A"] or tokens[1:2] not in ([CHAIN], [FORWARD_CHAIN]):
         return None
+    forward = tokens[1] == FORWARD_CHAIN
     opts: dict[str, str] = {}
     for flag, value in itertools.pairwise(tokens):
-        if flag in ("-s", "-p", "--dport", "--comment"):
-            opts[flag] = value
+        if flag in ("-s", "-p", "--dport", "--ctorigdstport", "--comment"):
+            opts["--dport" if flag == "--ctorigdstport" else flag] = value
     comment = opts.get("--comment", "")
     if not comment.startswith(COMMENT_PREFIX) or not {"-s", "-p", "--dport"} <= opts.keys():
         return None
@@ -126,7 +153,7 @@ def parse_rule(line: str) -> Rule | None:
     first, _, last = opts["--dport"].partition(":")
     try:
         address, _ = normalise_address(opts["-s"].split("/")[0])
-        return Rule(address, door, opts["-p"], int(first), int(last or first), int(expiry))
+        return Rule(address, door, opts["-p"], int(first), int(last or first), int(expiry), forward)
     except (ValueError, FirewallError):
         return None
 
@@ -317,14 +344,24 @@ class IptablesBackend(FirewallBackend):
         code, _ = self._ipt(version, "-C", "INPUT", "-j", CHAIN, check=False)
         if code != 0:
             self._ipt(version, "-I", "INPUT", "1", "-j", CHAIN)
-        return [rule for line in out.splitlines() if (rule := parse_rule(line))]
+        rules = [rule for line in out.splitlines() if (rule := parse_rule(line))]
+        if self.forward_doors:
+            rules += self._tagged_rules(version, FORWARD_CHAIN)
+        return rules
 
-    def _kernel_rules(self, version: int) -> list[Rule]:
-        """Tumbler's rules now in the chain; none if the chain does not exist."""
-        code, out = self._ipt(version, "-S", CHAIN, check=False)
+    def _tagged_rules(self, version: int, chain: str) -> list[Rule]:
+        code, out = self._ipt(version, "-S", chain, check=False)
         if code != 0:
             return []
         return [rule for line in out.splitlines() if (rule := parse_rule(line))]
+
+    def _kernel_rules(self, version: int) -> list[Rule]:
+        """Tumbler's rules now in its chains; none from a chain that does not exist."""
+        return self._tagged_rules(version, CHAIN) + self._tagged_rules(version, FORWARD_CHAIN)
+
+    def _rule(self, key: Key, expires: float) -> Rule:
+        """The rule for a state database row: a forward door's goes to TUMBLER-FWD."""
+        return Rule(*key, _comment_expiry(expires), forward=key[1] in self.forward_doors)
 
     def _restore(self, version: int, lines: list[str]) -> None:
         """Apply `-A`/`-D` lines for the filter table in one atomic batch."""
@@ -334,13 +371,27 @@ class IptablesBackend(FirewallBackend):
         self.runner.run([f"{self.tool(version)}-restore", *WAIT, "--noflush"], input=text)
 
     @staticmethod
-    def _line(op: str, rule: Rule, chain: str = CHAIN) -> str:
-        return restore_line([op, chain, *rule.spec()])
+    def _line(op: str, rule: Rule) -> str:
+        """A restore line; a forward opening goes above the guards' DROPs."""
+        if op == "-A" and rule.forward:
+            return restore_line(["-I", rule.chain, "1", *rule.spec()])
+        return restore_line([op, rule.chain, *rule.spec()])
 
     @staticmethod
     def _undo(lines: list[str]) -> list[str]:
-        flip = {"-A": "-D", "-D": "-A"}
-        return [flip[line[:2]] + line[2:] for line in reversed(lines) if line[:2] in flip]
+        undone: list[str] = []
+        for line in reversed(lines):
+            tokens = shlex.split(line)
+            op, chain, spec = tokens[0], tokens[1], tokens[2:]
+            if op == "-I":
+                undone.append(restore_line(["-D", chain, *spec[1:]]))
+            elif op == "-A":
+                undone.append(restore_line(["-D", chain, *spec]))
+            elif op == "-D" and chain == FORWARD_CHAIN:
+                undone.append(restore_line(["-I", chain, "1", *spec]))
+            elif op == "-D":
+                undone.append(restore_line(["-A", chain, *spec]))
+        return undone
 
     def _record(
         self, version: int, lines: list[str], write: Callable[[sqlite3.Connection], None]
@@ -370,8 +421,7 @@ class IptablesBackend(FirewallBackend):
         addr, version = normalise_address(address)
         expires = now + timeout_seconds(timeout)
         wanted = [
-            Rule(addr, door, p.proto, p.first, p.last, _comment_expiry(expires))
-            for p in sorted(set(ports))
+            self._rule((addr, door, p.proto, p.first, p.last), expires) for p in sorted(set(ports))
         ]
         if not wanted:
             raise FirewallError("a door with no ports to open")
@@ -392,7 +442,7 @@ class IptablesBackend(FirewallBackend):
     def _recorded(self, address: str, door: str) -> list[Rule]:
         """The rules the state database says are in the chain for this address and door."""
         rows = self.state.rows("address = ? AND door = ?", [address, door])
-        return [Rule(*key, _comment_expiry(expires)) for key, expires in rows]
+        return [self._rule(key, expires) for key, expires in rows]
 
     def _open_lines(self, version: int, wanted: list[Rule], known: list[Rule] | None) -> list[str]:
         """Apply the rules a knock wants; return the lines applied.
@@ -486,14 +536,14 @@ class IptablesBackend(FirewallBackend):
                     continue
                 due = [(key, e) for key, e in mine.items() if e <= now]
                 closed.extend(due)
-                wanted = [Rule(*key, _comment_expiry(e)) for key, e in mine.items() if e > now]
+                wanted = [self._rule(key, e) for key, e in mine.items() if e > now]
                 adopted: list[Rule] = []
                 for rule in existing:
                     if rule.key in rows:
                         continue
                     problem = row_problem(rule.key, rule.expires, doors, now)
                     if problem is not None:  # closed below, and not reported as a door
-                        log.warning("iptables: removing %r from %s (%s)", rule, CHAIN, problem)
+                        log.warning("iptables: removing %r from %s (%s)", rule, rule.chain, problem)
                     elif rule.expires <= now:  # no row: the comment says when it was due
                         closed.append((rule.key, float(rule.expires)))
                     else:
@@ -510,7 +560,7 @@ class IptablesBackend(FirewallBackend):
                             unnamed.append(rule)
                 self._restore(version, lines)
                 for rule in unnamed:  # an argv needs no quoting: delete it on its own
-                    self._ipt(version, "-D", CHAIN, *rule.spec())
+                    self._ipt(version, "-D", rule.chain, *rule.spec())
 
                 def write(
                     db: sqlite3.Connection,
@@ -563,7 +613,7 @@ class IptablesBackend(FirewallBackend):
     # -- policy -------------------------------------------------------------
 
     @staticmethod
-    def policy_rules(version: int, knock_port: int) -> list[list[str]]:
+    def policy_rules(version: int, knock_port: KnockPorts) -> list[list[str]]:
         """INPUT rules of the default-closed policy, after the jump to TUMBLER.
 
         Each is tagged `tumbler:policy`, so that `init` run again, or `remove`, finds
@@ -575,14 +625,20 @@ class IptablesBackend(FirewallBackend):
         ]
         if version == 6:
             rules.extend(["-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", t] for t in ND_TYPES)
-        knock = ["-p", "udp", "-m", "udp", "--dport", str(knock_port)]
         limit = [
             *("-m", "hashlimit", "--hashlimit-above", f"{KNOCK_RATE}/sec"),
             *("--hashlimit-burst", str(KNOCK_BURST), "--hashlimit-mode", "srcip"),
             *("--hashlimit-name", "tumbler_knock"),
+            # An IPv6 source counts by its /IPV6_PREFIX: one prefix holds 2^64 addresses.
+            *(("--hashlimit-srcmask", str(IPV6_PREFIX)) if version == 6 else ()),
         ]
-        targets = ["ACCEPT"] * len(rules) + ["DROP", "ACCEPT", "DROP"]
-        rules += [[*knock, *limit], knock, ["-p", "udp"]]
+        targets = ["ACCEPT"] * len(rules)
+        for port in knock_ports(knock_port):
+            knock = ["-p", "udp", "-m", "udp", "--dport", str(port)]
+            rules += [[*knock, *limit], knock]
+            targets += ["DROP", "ACCEPT"]
+        rules.append(["-p", "udp"])
+        targets.append("DROP")
         return [
             [*rule, *POLICY_TAG, "-j", target] for rule, target in zip(rules, targets, strict=True)
         ]
@@ -601,7 +657,7 @@ class IptablesBackend(FirewallBackend):
         )
         return [["!", "-o", "lo", *match, *POLICY_TAG, "-j", "DROP"]]
 
-    def render_policy(self, knock_port: int) -> list[str]:
+    def render_policy(self, knock_port: KnockPorts) -> list[str]:
         lines: list[str] = []
         for version in (4, 6):
             tool = self.tool(version)
@@ -617,6 +673,45 @@ class IptablesBackend(FirewallBackend):
             lines.append(shlex.join([tool, "-P", "INPUT", "DROP"]))
         return lines
 
+    def guard_forward(self, doors: Mapping[str, Sequence[PortSpec]]) -> None:
+        guarded = {check_door(d): tuple(p) for d, p in doors.items() if p}
+        with self._lock:
+            for version in (4, 6):
+                self._guard_forward(version, guarded)
+            self.forward_doors = guarded
+
+    def _guard_forward(self, version: int, doors: Mapping[str, Sequence[PortSpec]]) -> None:
+        """Make TUMBLER-FWD and its jump, and replace its guards in one batch."""
+        code, out = self._ipt(version, "-S", FORWARD_CHAIN, check=False)
+        if code != 0:
+            self._ipt(version, "-N", FORWARD_CHAIN)
+            out = ""
+        parent = next(
+            (c for c in FORWARD_PARENTS if self._ipt(version, "-S", c, check=False)[0] == 0),
+            "FORWARD",
+        )
+        jump = [*NEW, "-j", FORWARD_CHAIN]
+        if self._ipt(version, "-C", parent, *jump, check=False)[0] != 0:
+            self._ipt(version, "-I", parent, "1", *jump)
+        lines = [
+            restore_line(["-D", *shlex.split(line)[1:]])
+            for line in out.splitlines()
+            if GUARD_PREFIX in line and line.startswith(f"-A {FORWARD_CHAIN} ")
+        ]
+        for door, ports in sorted(doors.items()):
+            for spec in sorted(set(ports)):
+                dport = str(spec.first) if spec.first == spec.last else f"{spec.first}:{spec.last}"
+                lines.append(
+                    restore_line(
+                        [
+                            *("-A", FORWARD_CHAIN, "-p", spec.proto, *NEW),
+                            *("--ctorigdstport", dport, "-m", "comment"),
+                            *("--comment", f"{GUARD_PREFIX}{door}", "-j", "DROP"),
+                        ]
+                    )
+                )
+        self._restore(version, lines)
+
     def _chain_rules(self, version: int, chain: str) -> tuple[str, list[list[str]]]:
         """(policy, rules) of a built-in chain as `iptables -S` shows them, tokenised."""
         _, out = self._ipt(version, "-S", chain)
@@ -629,7 +724,9 @@ class IptablesBackend(FirewallBackend):
                 rules.append(tokens[2:])
         return policy, rules
 
-    def _policy_plan(self, version: int, knock_port: int | None) -> tuple[list[str], list[str]]:
+    def _policy_plan(
+        self, version: int, knock_port: KnockPorts | None
+    ) -> tuple[list[str], list[str]]:
         """(batch, undo) that bring one family's policy to `knock_port`, or remove it (None).
 
         Only reads the kernel; the batch replaces every rule tagged `tumbler:policy`, so a
@@ -676,7 +773,7 @@ class IptablesBackend(FirewallBackend):
             undo.append(restore_line(["-I", *jump]))
         return batch, undo
 
-    def _apply_both(self, knock_port: int | None) -> None:
+    def _apply_both(self, knock_port: KnockPorts | None) -> None:
         """Apply one family's plan, then the other's; if the second fails, undo the first.
 
         Both families are read (and so known to work) before either changes, and a policy
@@ -700,7 +797,7 @@ class IptablesBackend(FirewallBackend):
             applied.append(version)
         self._ready.clear()
 
-    def apply_policy(self, knock_port: int) -> None:
+    def apply_policy(self, knock_port: KnockPorts) -> None:
         """Put the policy in place for both families or for neither, one batch each.
 
         The policy change rides in the same batch as the accepts, so an

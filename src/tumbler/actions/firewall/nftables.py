@@ -30,6 +30,17 @@ Two set-ups are supported:
     `ip6 saddr @tumbler_ssh_v6 tcp dport 22 accept`; if it does not exist, a
     knock from that family fails with an error that says what to create.
 
+Doors with `path = forward` guard ports forwarded through this host (a container's
+published port, a router's port forward), which never pass the input hook. Their
+guard is a base chain `forward` in tumbler's table on the forward hook at priority
+-10, ahead of `filter` (0), where iptables-nft's FORWARD chain and so Docker's rules
+hook: a new connection to the door's ports is dropped unless its source is in the
+door's timed address set (`fwd4_<door>`, `fwd6_<door>`). A drop there is final, while
+an accept only ends tumbler's chain, so what the host's own filters (Docker's too)
+refuse stays refused. The port is matched as `ct original proto-dst`, the port the
+client addressed before DNAT: the door names the published port, and a backend port
+shared by several containers is not opened for them all.
+
 A repeated knock refreshes the timeout. nft 1.0.6 with this kernel leaves the
 timeout of an existing element untouched on `add`, so a knock adds, deletes
 and adds each element again inside one transaction: the first add makes the
@@ -51,13 +62,16 @@ from tumbler.actions.firewall.base import (
     KNOCK_RATE,
     DoorGrant,
     FirewallBackend,
+    KnockPorts,
     OpenEntry,
     check_door,
+    knock_ports,
     normalise_address,
     timeout_seconds,
 )
 from tumbler.actions.firewall.libnft import default_runner
 from tumbler.actions.firewall.runner import CommandError, Runner
+from tumbler.addresses import IPV6_PREFIX, ipv6_prefix_mask
 from tumbler.errors import FirewallError
 from tumbler.ports import MAX_PORTS_EACH, PortSpec
 
@@ -65,6 +79,9 @@ NFT = "nft"
 FAMILY = "inet"
 TABLE = "tumbler"
 CHAIN = "input"
+FORWARD_CHAIN = "forward"
+# Ahead of `filter` (0), where iptables-nft's FORWARD chain, Docker's rules among them, hooks.
+FORWARD_PRIORITY = -10
 SETS = {4: "open4", 6: "open6"}
 SET_TYPES = {4: "ipv4_addr", 6: "ipv6_addr"}
 ADDR_FAMILIES = {"ip", "ip6", "inet", "bridge", "netdev"}
@@ -109,6 +126,51 @@ class SetRef:
 OWN_SETS = {v: SetRef(FAMILY, TABLE, name) for v, name in SETS.items()}
 
 
+def forward_set(door: str, version: int) -> SetRef:
+    """The timed address set of a forward door, for one IP version."""
+    return SetRef(FAMILY, TABLE, f"fwd{version}_{door}")
+
+
+def _port_values(specs: Sequence[PortSpec]) -> Any:
+    values: list[Any] = [
+        s.first if s.first == s.last else {"range": [s.first, s.last]} for s in sorted(set(specs))
+    ]
+    return values[0] if len(values) == 1 and isinstance(values[0], int) else {"set": values}
+
+
+def forward_rules(doors: Mapping[str, Sequence[PortSpec]]) -> list[tuple[str, list[Json]]]:
+    """The forward chain's rules, as (nft text, JSON expression): every door's opening
+    first, then every door's drop, so two doors guarding one port both let their knockers in.
+    """
+    new = _match({"ct": {"key": "state"}}, "new", "in")
+    dport = {"ct": {"key": "proto-dst", "dir": "original"}}
+    opens: list[tuple[str, list[Json]]] = []
+    drops: list[tuple[str, list[Json]]] = []
+    for door, ports in sorted(doors.items()):
+        for proto in sorted({p.proto for p in ports}):
+            specs = [p for p in ports if p.proto == proto]
+            listed = ", ".join(
+                str(p.first) if p.first == p.last else f"{p.first}-{p.last}"
+                for p in sorted(set(specs))
+            )
+            head = f"ct state new meta l4proto {proto} ct original proto-dst {{ {listed} }}"
+            match = [new, _match(_meta("l4proto"), proto), _match(dport, _port_values(specs))]
+            for version, field in ((4, "ip"), (6, "ip6")):
+                ref = forward_set(door, version)
+                opens.append(
+                    (
+                        f"{head} {field} saddr @{ref.name} accept",
+                        [
+                            *match,
+                            _match(_payload(field, "saddr"), f"@{ref.name}"),
+                            {"accept": None},
+                        ],
+                    )
+                )
+            drops.append((f"{head} drop", [*match, {"drop": None}]))
+    return opens + drops
+
+
 def _comment(door: str) -> str:
     return f"{COMMENT_PREFIX}{door}"
 
@@ -147,9 +209,16 @@ def _knock_limit(knock_port: int, version: int) -> tuple[str, list[Json]]:
     """Drop knock datagrams beyond KNOCK_RATE from one source, before the daemon reads them.
 
     A flood from a few addresses then costs the kernel, not the daemon's socket buffer, so
-    a genuine knock from another address still gets through.
+    a genuine knock from another address still gets through. An IPv6 source counts by its
+    /IPV6_PREFIX, since one prefix holds more addresses than any set could.
     """
-    field = f"{'ip' if version == 4 else 'ip6'} saddr"
+    ip = "ip" if version == 4 else "ip6"
+    key: Json = _payload(ip, "saddr")
+    field = f"{ip} saddr"
+    if version == 6:
+        mask = ipv6_prefix_mask(IPV6_PREFIX)
+        key = {"&": [key, mask]}
+        field = f"{field} & {mask}"
     text = (
         f"udp dport {knock_port} add @{LIMIT_SETS[version]} "
         f"{{ {field} limit rate over {KNOCK_RATE}/second burst {KNOCK_BURST} packets }} drop"
@@ -158,7 +227,7 @@ def _knock_limit(knock_port: int, version: int) -> tuple[str, list[Json]]:
     update = {
         "set": {
             "op": "add",
-            "elem": _payload(field.split()[0], "saddr"),
+            "elem": key,
             "set": f"@{LIMIT_SETS[version]}",
             "stmt": [limit],
         }
@@ -183,11 +252,12 @@ def _limit_set_specs() -> list[Json]:
     ]
 
 
-def policy_rules(knock_port: int) -> list[tuple[str, list[Json]]]:
+def policy_rules(knock_port: KnockPorts) -> list[tuple[str, list[Json]]]:
     """The default-closed chain's rules, each as (nft text, JSON expression).
 
     Kept side by side so that `--print` shows exactly what `init` applies.
     """
+    ports = knock_ports(knock_port)
     nd = ["nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert"]
     triple = [_meta("l4proto"), _payload("th", "dport")]
     return [
@@ -200,10 +270,10 @@ def policy_rules(knock_port: int) -> list[tuple[str, list[Json]]]:
             f"icmpv6 type {{ {', '.join(nd)} }} accept",
             [_match(_payload("icmpv6", "type"), {"set": nd}), {"accept": None}],
         ),
-        *(_knock_limit(knock_port, version) for version in (4, 6)),
-        (
-            f"udp dport {knock_port} accept",
-            [_match(_payload("udp", "dport"), knock_port), {"accept": None}],
+        *(_knock_limit(port, version) for port in ports for version in (4, 6)),
+        *(
+            (f"udp dport {port} accept", [_match(_payload("udp", "dport"), port), {"accept": None}])
+            for port in ports
         ),
         (
             f"ip saddr . meta l4proto . th dport @{SETS[4]} accept",
@@ -382,7 +452,11 @@ class NftablesBackend(FirewallBackend):
         comment = _comment(door)
         with self._lock:
             external = self._set_for_door(door)
-            if external is not None:
+            if door in self.forward_doors:
+                ref = forward_set(door, version)
+                elem = {"elem": {"val": addr, "timeout": seconds, "comment": comment}}
+                commands = self._element_ops(ref, [elem], [addr])
+            elif external is not None:
                 ref = self._external_target(external, version)
                 elem = {"elem": {"val": addr, "timeout": seconds, "comment": comment}}
                 commands = self._element_ops(ref, [elem], [addr])
@@ -412,7 +486,8 @@ class NftablesBackend(FirewallBackend):
         found: list[Element] = []
         # Each set on its own: listing the whole table would also dump the knock
         # rate-limit sets, up to 65,535 elements each during a flood.
-        for ref in [*OWN_SETS.values(), *self._external_sets()]:
+        forward = [forward_set(d, v) for d in sorted(self.forward_doors) for v in (4, 6)]
+        for ref in [*OWN_SETS.values(), *self._external_sets(), *forward]:
             for item in self._list("set", *str(ref).split()) or []:
                 spec = item.get("set")
                 if not spec or spec.get("name") != ref.name or spec.get("table") != ref.table:
@@ -432,7 +507,7 @@ class NftablesBackend(FirewallBackend):
 
     def list_open(self, now: float) -> list[OpenEntry]:
         with self._lock:
-            return _group(self._elements(now))
+            return _group(self._elements(now), self.forward_doors)
 
     def _remove(self, elements: list[Element]) -> None:
         """Delete these elements in one transaction, even if some just timed out."""
@@ -456,17 +531,17 @@ class NftablesBackend(FirewallBackend):
                 e for e in self._elements(now) if e[2] == addr and (door is None or e[3] == door)
             ]
             self._remove(chosen)
-        return _group(chosen)
+        return _group(chosen, self.forward_doors)
 
     def flush(self, now: float) -> list[OpenEntry]:
         with self._lock:
             chosen = self._elements(now)
             self._remove(chosen)
-        return _group(chosen)
+        return _group(chosen, self.forward_doors)
 
     # -- policy -------------------------------------------------------------
 
-    def render_policy(self, knock_port: int) -> list[str]:
+    def render_policy(self, knock_port: KnockPorts) -> list[str]:
         lines = [f"table {FAMILY} {TABLE} {{"]
         for version, name in SETS.items():
             lines.append(
@@ -489,7 +564,7 @@ class NftablesBackend(FirewallBackend):
         lines.append("}")
         return lines
 
-    def policy_commands(self, knock_port: int, existing: Sequence[str] = ()) -> list[Json]:
+    def policy_commands(self, knock_port: KnockPorts, existing: Sequence[str] = ()) -> list[Json]:
         """The JSON transaction `apply_policy` sends: converges, keeps open elements.
 
         `existing` names the rate-limit sets already in the kernel: they are deleted and
@@ -525,7 +600,7 @@ class NftablesBackend(FirewallBackend):
                 found.append(name)
         return found
 
-    def apply_policy(self, knock_port: int) -> None:
+    def apply_policy(self, knock_port: KnockPorts) -> None:
         self._apply(self.policy_commands(knock_port, self._own_limit_sets()))
 
     def remove_policy(self) -> list[OpenEntry]:
@@ -535,6 +610,29 @@ class NftablesBackend(FirewallBackend):
             if self._list("table", FAMILY, TABLE) is not None:
                 self._apply([{"delete": {"table": {"family": FAMILY, "name": TABLE}}}])
         return _group(closed)
+
+    def guard_forward(self, doors: Mapping[str, Sequence[PortSpec]]) -> None:
+        guarded = {check_door(d): tuple(p) for d, p in doors.items() if p}
+        chain = {"family": FAMILY, "table": TABLE, "name": FORWARD_CHAIN}
+        base = {
+            **chain,
+            "type": "filter",
+            "hook": "forward",
+            "prio": FORWARD_PRIORITY,
+            "policy": "accept",
+        }
+        commands: list[Json] = [{"add": {"table": {"family": FAMILY, "name": TABLE}}}]
+        for door in sorted(guarded):
+            for version in (4, 6):
+                spec = {**forward_set(door, version).obj(), "type": SET_TYPES[version]}
+                commands.append({"add": {"set": {**spec, "flags": ["timeout"]}}})
+        commands += [{"add": {"chain": base}}, {"flush": {"chain": chain}}]
+        for _, expr in forward_rules(guarded):
+            rule = {"family": FAMILY, "table": TABLE, "chain": FORWARD_CHAIN, "expr": expr}
+            commands.append({"add": {"rule": rule}})
+        with self._lock:
+            self._apply(commands)
+            self.forward_doors = guarded
 
 
 def _port_keys(address: str, ports: Sequence[PortSpec]) -> list[Json]:
@@ -552,8 +650,11 @@ def _port_keys(address: str, ports: Sequence[PortSpec]) -> list[Json]:
     return keys
 
 
-def _group(elements: list[Element]) -> list[OpenEntry]:
+def _group(
+    elements: list[Element], forward: Mapping[str, Sequence[PortSpec]] | None = None
+) -> list[OpenEntry]:
     """One entry per (address, door): its ports joined, its latest expiry."""
+    forward = forward or {}
     ports: dict[tuple[str, str], list[tuple[str, int]]] = {}
     labels: dict[tuple[str, str], list[str]] = {}
     expiry: dict[tuple[str, str], float] = {}
@@ -562,6 +663,10 @@ def _group(elements: list[Element]) -> list[OpenEntry]:
         ports.setdefault(group, [])
         if isinstance(key, dict):
             ports[group].append((str(key["concat"][1]), int(key["concat"][2])))
+        elif door in forward and ref.name.startswith("fwd"):
+            label = "forward " + ", ".join(str(p) for p in forward[door])
+            if label not in labels.setdefault(group, []):
+                labels[group].append(label)
         elif f"set {ref}" not in labels.setdefault(group, []):
             labels[group].append(f"set {ref}")
         expiry[group] = max(expiry.get(group, 0.0), expires)

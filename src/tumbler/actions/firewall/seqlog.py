@@ -11,6 +11,7 @@ Logging is limited per source; the packet that crosses the limit carries the pre
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,6 +24,11 @@ from tumbler.ports import PortSpec
 
 TABLE = "tumbler_seq"
 CHAIN = "knocks"
+TRACK_MINIMUM = 120
+"""Seconds a source that hit a sequence port stays tracked, whatever the doors' timeouts."""
+TRACK_SLACK = 10
+"""Seconds tracked beyond the longest sequence timeout: the matcher times attempts when it
+reads them, a little after the kernel saw them."""
 
 
 def _payload(protocol: str, field: str) -> dict[str, Any]:
@@ -57,6 +63,18 @@ def _hint_steps(ports_hint: Iterable[PortSpec | tuple[str, int]]) -> list[tuple[
     return sorted(steps)
 
 
+def track_timeout_for(longest_sequence_timeout: float) -> int:
+    """Seconds the `knocking` sets keep a source, given the longest sequence timeout.
+
+    The set's timer restarts at every hit on a sequence port, and a sequence must complete
+    within its timeout of its first knock, so tracking a source for longer than the longest
+    timeout shows the matcher every attempt between two knocks of any sequence it can still
+    complete. Tracking for less lets a slow scan pace its probes past the set's timeout:
+    the probes between knocks go unlogged, and the scan completes the sequence.
+    """
+    return max(TRACK_MINIMUM, math.ceil(longest_sequence_timeout) + TRACK_SLACK)
+
+
 def render_rules(
     group: int = DEFAULT_GROUP,
     ports_hint: Iterable[PortSpec | tuple[str, int]] | None = None,
@@ -75,11 +93,14 @@ def render_rules(
     Without `ports_hint` every new inbound attempt is logged. With it (the sequence ports of
     all doors), only attempts to those ports are logged, plus every other attempt from a
     source that knocked on one of them in the last `track_timeout` seconds: enough for the
-    resets, far less to read. `track_timeout` must exceed the longest sequence timeout.
+    resets, far less to read. `track_timeout` must exceed the longest sequence timeout
+    (`track_timeout_for` gives it).
     Each source gets `rate`/s (burst `burst`) of log messages; see the module docstring.
     """
     if not 0 <= group <= 65535:
         raise ValueError(f"NFLOG group {group} out of range 0-65535")
+    if track_timeout < 1:
+        raise ValueError(f"track_timeout must be at least 1 s, not {track_timeout}")
     base = {"family": "inet", "table": table}
     commands: list[dict[str, Any]] = [
         {"add": {"table": {"family": "inet", "name": table}}},

@@ -22,9 +22,18 @@ class RecentClaims:
         self._claimed: dict[str, float] = {}
         self._lock = threading.Lock()  # claims come from the loop, prunes from a worker
 
-    def claim(self, digest: str, expires: float, now: float) -> bool:
+    def holds(self, digest: str, now: float) -> bool:
+        """True if this process claimed (or noted) `digest` and the claim holds at `now`."""
         held = self._claimed.get(digest)
-        if held is not None and held > now:
+        return held is not None and held > now
+
+    def note(self, digest: str, until: float) -> None:
+        """Remember `digest` until `until` without asking the store (a refusal not to repeat)."""
+        with self._lock:
+            self._claimed[digest] = until
+
+    def claim(self, digest: str, expires: float, now: float) -> bool:
+        if self.holds(digest, now):
             return False
         fresh = self.store.claim(digest, expires, now)
         with self._lock:
@@ -35,6 +44,9 @@ class RecentClaims:
         with self._lock:
             self._claimed = {d: e for d, e in self._claimed.items() if e > now}
         return self.store.prune(now)
+
+    def probe(self) -> None:
+        self.store.probe()
 
     def close(self) -> None:
         self.store.close()

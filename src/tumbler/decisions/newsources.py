@@ -1,0 +1,93 @@
+"""How much work the daemon spends on sources it has not seen, per source prefix and overall.
+
+A known source costs a table lookup; a new one costs its hashes (every door over the window,
+milliseconds with a thousand doors). A flood of new sources, which one IPv6 /64 supplies
+without spoofing, must not starve the known ones, nor stop a knock from elsewhere. So:
+
+- each prefix (an IPv4 address, an IPv6 /64 by default) may start PREFIX_RATE new sources a
+  second, after a burst of PREFIX_BURST;
+- a quiet prefix's new source (none from it for QUIET seconds) draws on a shared allowance
+  of hashes, FIRST_HASHES a second (after as many in a burst), charged its doors x window at
+  admission whatever the time it then takes: a knock from a quiet prefix is refused only
+  when other quiet prefixes used that allowance within the second (50 a second with 1,000
+  doors, 50,000 with one);
+- the rest, a prefix minting addresses, is paid for in measured seconds (wall time: what a
+  knock waiting behind it would wait) from a bucket refilled at SHARE of real time, so such
+  a flood takes at most that share of the daemon's time and never the first-source count.
+"""
+
+from __future__ import annotations
+
+from tumbler.addresses import IPV6_PREFIX, source_prefix
+
+PREFIX_RATE = 25.0  # new sources a second per prefix: the kernel policy's knock rate
+PREFIX_BURST = 100.0
+FIRST_HASHES = 150_000.0  # a second, for the first new sources of quiet prefixes
+SHARE = 0.25  # of real time, for the further new sources of busy prefixes
+BURST_SECONDS = 0.05  # that bucket's depth
+QUIET = 60.0  # seconds without a new source after which a prefix counts as quiet again
+MAX_PREFIXES = 65_536  # prefixes tracked at once; beyond, their buckets start afresh
+
+FIRST, MORE = 0, 1  # what an admitted source is charged to
+
+
+class NewSourceBudget:
+    """Per-prefix buckets (in sources), a first-source count and a time bucket for the rest."""
+
+    def __init__(
+        self,
+        ipv6_prefix: int = IPV6_PREFIX,
+        prefix_rate: float = PREFIX_RATE,
+        prefix_burst: float = PREFIX_BURST,
+        first_hashes: float = FIRST_HASHES,
+        share: float = SHARE,
+        burst_seconds: float = BURST_SECONDS,
+        max_prefixes: int = MAX_PREFIXES,
+    ) -> None:
+        self.ipv6_prefix = ipv6_prefix
+        self.prefix_rate = prefix_rate
+        self.prefix_burst = prefix_burst
+        self.first_hashes = first_hashes
+        self.share = share
+        self.burst_seconds = burst_seconds
+        self.max_prefixes = max_prefixes
+        self._prefixes: dict[bytes, tuple[float, float]] = {}
+        self._first = first_hashes
+        self._more = burst_seconds
+        self._at: float | None = None
+
+    def admit(self, address: str, now: float, hashes: int = 1) -> int | None:
+        """FIRST or MORE for new source `address` (normalised) at `now`, or None: shed it.
+
+        `hashes` is what checking a new source costs (doors x minutes of the window).
+        """
+        key = source_prefix(address, self.ipv6_prefix)
+        tokens, last = self._prefixes.get(key, (self.prefix_burst, now))
+        tokens = min(self.prefix_burst, tokens + max(0.0, now - last) * self.prefix_rate)
+        if tokens < 1.0:
+            self._prefixes[key] = (tokens, now)
+            return None
+        if self._at is not None:
+            elapsed = max(0.0, now - self._at)
+            self._first = min(self.first_hashes, self._first + elapsed * self.first_hashes)
+            self._more = min(self.burst_seconds, self._more + elapsed * self.share)
+        self._at = now
+        if now - last >= QUIET or key not in self._prefixes:
+            # A source dearer than a whole second's allowance goes when the allowance is full.
+            if self._first < min(hashes, self.first_hashes):
+                return None
+            self._first -= hashes
+            bucket = FIRST
+        elif self._more <= 0.0:
+            return None
+        else:
+            bucket = MORE
+        if key not in self._prefixes and len(self._prefixes) >= self.max_prefixes:
+            self._prefixes.clear()
+        self._prefixes[key] = (tokens - 1.0, now)
+        return bucket
+
+    def charge(self, bucket: int, seconds: float) -> None:
+        """Pay for the work a MORE source took; in debt, that bucket admits nobody."""
+        if bucket == MORE:
+            self._more -= seconds
