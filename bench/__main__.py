@@ -351,7 +351,7 @@ def section_fuzz(table: Table, seconds: float) -> None:
     res = run(10**12, seconds, seed=int(time.time()), quiet=False)
     table.add(
         "fuzz",
-        f"mutated datagrams through Daemon.handle, {seconds:g}s",
+        f"mutated datagrams through Pipeline.decide, {seconds:g}s",
         f"{res['iterations']:,} inputs, {res['exceptions']} exceptions, "
         f"{res['accepted']} accepted, {res['replays_accepted']} replays accepted",
     )

@@ -35,9 +35,9 @@ from tests.integration.redislab import RedisServer, Sentinel, replicas_online
 from tests.waiting import wait_until
 
 from bench.latency import percentile
-from tumbler.config.redisurl import RedisAccess
 from tumbler.decisions.replay import ReplayCache, SqliteReplayCache
 from tumbler.decisions.replay.redis import RedisReplayCache
+from tumbler.decisions.replay.redisurl import RedisAccess
 
 SERVICE = "tumbler"
 

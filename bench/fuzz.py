@@ -1,4 +1,4 @@
-"""Mutational fuzzing of the datagram path: parse, verify, replay claim (`Daemon.handle`).
+"""Mutational fuzzing of the datagram path: parse, verify, replay claim (`Pipeline.decide`).
 
     .venv/bin/python -m bench.fuzz --seconds 60        (or --iterations N)
 
@@ -6,7 +6,8 @@ Seeds are valid knocks (for the doors of a small config, from a few source addre
 the current minute and its neighbours; v2 knocks at the edges of their window too) and
 their accepted variants; each round takes a seed,
 applies 1-4 random mutations (bit flips, byte edits, truncation, splices, case changes,
-line endings) and feeds the result to a real `Daemon.handle` with a memory replay cache.
+line endings) and feeds the result to tumblerd's deciding half, `Pipeline.decide`, built as
+the daemon builds it, with a memory replay cache and the clock frozen at one moment.
 Anything but a clean accept or refusal (an exception) is counted and the first few are
 printed. A door opened by a mutant must be a replay-free exact knock: every accepted
 datagram is checked against the protocol's own digest (v1) or MAC and window (v2).
@@ -18,7 +19,7 @@ libFuzzer's coverage-guided mutator instead.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import logging
 import random
 import sys
 import tempfile
@@ -28,7 +29,10 @@ from datetime import UTC, datetime, timedelta
 
 from tumbler.client.sshagent import FileSigner, sign_knock
 from tumbler.config.daemon import parse_config
-from tumbler.daemon.wiring import Daemon
+from tumbler.daemon.pipeline import Pipeline, build_runtime
+from tumbler.daemon.stats import Stats
+from tumbler.decisions.replay.local import MemoryReplayCache
+from tumbler.decisions.replay.recent import RecentClaims
 from tumbler.protocols import sshsig, tumbler2
 from tumbler.protocols.sshkeys import load_verifier
 from tumbler.protocols.tumbler1 import knock_digest, make_knock, minute_stamp, parse_datagram
@@ -123,22 +127,25 @@ def mutate(rng: random.Random, data: bytes, pool: list[bytes] | None = None) -> 
 
 
 class Target:
-    """`Daemon.handle` with actions stubbed out: what opens is recorded, nothing runs."""
+    """The deciding half alone: what it would open is recorded, nothing acts."""
 
     def __init__(self) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="tumbler-fuzz-")
         keys = f"{self._dir.name}/ssh-users"
         with open(keys, "w") as f:
             f.write(SIGNER.key.openssh(SIGNER.comment) + "\n")
-        config = CONFIG + f"[door-signed]\nauthorized_keys = {keys}\ncommand = true\n"
-        self.daemon = Daemon(parse_config(config, "<fuzz>"))
+        config = parse_config(
+            CONFIG + f"[door-signed]\nauthorized_keys = {keys}\ncommand = true\n", "<fuzz>"
+        )
+        self.stats = Stats(logging.getLogger("bench.fuzz"))
+        replay = RecentClaims(MemoryReplayCache())
+        self.pipeline = Pipeline(build_runtime(config), replay, self.stats)
         self.verify = load_verifier(SIGNER.key)
         self.opened: list[tuple[bytes, str]] = []
-        self.daemon._spawn = lambda coro: coro.close()  # type: ignore[method-assign]
         self.when = NOW.timestamp()
 
     def __call__(self, data: bytes, address: str) -> None:
-        door = self.daemon.handle(data, address, self.when)
+        door = self.pipeline.decide(data, address, self.when).door
         if door is not None and tumbler2.is_v2(data):
             knock = tumbler2.parse(data)
             assert door.key is not None and tumbler2.verify(knock, door.key, address, REALM)
@@ -165,25 +172,21 @@ def run(iterations: int, seconds: float, seed: int, quiet: bool = False) -> dict
     done = 0
     deadline = time.monotonic() + seconds
 
-    async def loop() -> None:
-        nonlocal done
-        while done < iterations and time.monotonic() < deadline:
-            for _ in range(1000):
-                data = mutate(rng, rng.choice(pool), pool)
-                address = rng.choice(ADDRESSES)
-                try:
-                    target(data, address)
-                except Exception:
-                    errors.append(f"{data!r} from {address}:\n{traceback.format_exc()}")
-                done += 1
-
-    asyncio.run(loop())
+    while done < iterations and time.monotonic() < deadline:
+        for _ in range(1000):
+            data = mutate(rng, rng.choice(pool), pool)
+            address = rng.choice(ADDRESSES)
+            try:
+                target(data, address)
+            except Exception:
+                errors.append(f"{data!r} from {address}:\n{traceback.format_exc()}")
+            done += 1
     replays = len(target.opened) - len({claim_of(d) for d, _ in target.opened})
     result = {
         "iterations": done,
         "exceptions": len(errors),
         "accepted": len(target.opened),
-        "counters": dict(target.daemon.stats.total),
+        "counters": dict(target.stats.total),
         "replays_accepted": replays,
     }
     if not quiet:
@@ -200,11 +203,8 @@ def run_atheris(seconds: float) -> int:
     def one(data: bytes) -> None:
         target(data[1:], ADDRESSES[data[0] % len(ADDRESSES)] if data else ADDRESSES[0])
 
-    async def go() -> None:
-        atheris.Setup([sys.argv[0], f"-max_total_time={int(seconds)}"], one)
-        atheris.Fuzz()
-
-    asyncio.run(go())
+    atheris.Setup([sys.argv[0], f"-max_total_time={int(seconds)}"], one)
+    atheris.Fuzz()
     return 0
 
 
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_atheris(args.seconds)
     result = run(args.iterations, args.seconds, args.seed)
     print(
-        f"fuzz: {result['iterations']} mutated datagrams through Daemon.handle, "
+        f"fuzz: {result['iterations']} mutated datagrams through Pipeline.decide, "
         f"{result['exceptions']} exceptions, {result['accepted']} accepted "
         f"(replays accepted: {result['replays_accepted']}), counters {result['counters']}"
     )

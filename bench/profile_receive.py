@@ -28,9 +28,11 @@ def make_daemon(doors: int, budget: bool) -> Daemon:
         + "".join(f"[door-d{i}]\nsecret = secret-{i}\ncommand = true\n" for i in range(doors))
     )
     daemon = Daemon(parse_config(config, "<profile>"))
-    daemon._spawn = lambda coro: coro.close()  # type: ignore[method-assign]
+    daemon.dispatcher.spawn = lambda coro: coro.close()  # type: ignore[method-assign]
     if not budget:  # the clock stands still here: the real budget would shed after a burst
-        daemon.budget = NewSourceBudget(prefix_burst=1e18, first_hashes=1e18, burst_seconds=1e18)
+        daemon.pipeline.budget = NewSourceBudget(
+            prefix_burst=1e18, first_hashes=1e18, burst_seconds=1e18
+        )
     return daemon
 
 

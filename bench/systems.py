@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from bench.rig import PYTHON, SERVER_C, Rig
+from tumbler.lab.ready import start_ready
 from tumbler.protocols import tumbler2
 
 TARGET = 2222  # the TCP port every door opens
@@ -167,10 +168,9 @@ class Tumblerd(System):
                             ["nft", "delete", "rule", "inet", "tumbler", "input", "handle", handle]
                         )
         with open(self.dir / "stderr", "wb") as err:
-            self.proc = self.rig.server.popen(
-                self.tumblerd(), stdout=subprocess.DEVNULL, stderr=err
+            self.proc = start_ready(
+                self.rig.server.popen, self.tumblerd(), stdout=subprocess.DEVNULL, stderr=err
             )
-        _wait_for(self.log, "listening", self.proc)
 
     def knock(self, src: str) -> dict:
         if self.kind == "fwknop":  # an SPA packet the fwknop client built for `src`

@@ -13,6 +13,7 @@ from tumbler.ports import PROTOCOLS, PortSpec
 # command as %NAME%, so nothing that a shell or a rule parser would read as syntax.
 DOOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DOOR_NAME_RULE = "NAME of letters, digits, '.', '_' and '-'"
+DEFAULT_SEQUENCE_TIMEOUT = 10.0  # seconds from a sequence's first knock to its last
 
 
 def is_door_name(text: str) -> bool:
@@ -47,10 +48,13 @@ class SequenceDoor:
 
     name: str
     steps: tuple[Step, ...]
-    timeout: float = 10.0
+    timeout: float = DEFAULT_SEQUENCE_TIMEOUT
 
     def __init__(
-        self, name: str, steps: Iterable[PortSpec | tuple[str, int]], timeout: float = 10.0
+        self,
+        name: str,
+        steps: Iterable[PortSpec | tuple[str, int]],
+        timeout: float = DEFAULT_SEQUENCE_TIMEOUT,
     ) -> None:
         normalized = tuple(_step(item) for item in steps)
         if len(normalized) < 2:

@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.waiting import wait_until
+from tumbler.lab.ready import start_ready
 from tumbler.protocols.tumbler1 import make_knock
 
 TUMBLERD = [sys.executable, "-m", "tumbler.cli.tumblerd"]
@@ -49,15 +49,14 @@ class Tumblerd:
         self.config.chmod(0o600)
 
     def start(self) -> Tumblerd:
-        mark = self.log.read_text().count("listening") if self.log.exists() else 0
+        """Start tumblerd; return once it said READY=1 (sockets bound, control socket up)."""
         with open(self.folder / "stderr", "ab") as stderr:
-            self.proc = subprocess.Popen(
-                [*TUMBLERD, "--config", str(self.config)], stdout=subprocess.DEVNULL, stderr=stderr
+            self.proc = start_ready(
+                subprocess.Popen,
+                [*TUMBLERD, "--config", str(self.config)],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
             )
-        wait_until(
-            lambda: self.log.exists() and self.log.read_text().count("listening") > mark,
-            what="tumblerd to listen",
-        )
         return self
 
     def alive(self) -> bool:

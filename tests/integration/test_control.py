@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from tests.integration.daemon import TUMBLERD, Tumblerd, wait_until
+from tests.integration.daemon import TUMBLERD, Tumblerd
+from tests.waiting import wait_until
 from tumbler.daemon.control import ControlError, request
 
 

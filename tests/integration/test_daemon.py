@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.daemon import TUMBLERD, Tumblerd, wait_until
+from tests.integration.daemon import TUMBLERD, Tumblerd
+from tests.waiting import wait_until
 from tumbler.protocols.tumbler1 import PREFIX, knock_digest, minute_stamp
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.daemon import TUMBLERD, Tumblerd, wait_until
+from tests.integration.daemon import TUMBLERD, Tumblerd
 from tests.loopback import HAVE_IPV6
+from tests.waiting import wait_until
 from tumbler.daemon.control import ControlError, request
 from tumbler.protocols import tumbler2
 from tumbler.protocols.tumbler1 import make_knock

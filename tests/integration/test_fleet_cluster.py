@@ -29,9 +29,9 @@ from tests.integration.redislab import (
     replicas_online,
 )
 from tests.waiting import wait_until
-from tumbler.config.redisurl import RedisAccess
 from tumbler.daemon.control import request
 from tumbler.decisions.replay.redis import RedisReplayCache
+from tumbler.decisions.replay.redisurl import RedisAccess
 from tumbler.protocols.tumbler1 import parse_datagram
 
 SECRET = "open-pAsSwOrD"
@@ -109,7 +109,7 @@ def test_claims_shard_over_the_primaries_with_one_winner_each(cluster):
 
     def run(n: int) -> None:
         for digest in digests:
-            if caches[n].claim(digest, expires):
+            if caches[n].claim(digest, expires, time.time()):
                 wins[n].append(digest)
 
     threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]

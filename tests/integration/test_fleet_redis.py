@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import DOORS
-from tests.integration.daemon import Tumblerd, wait_until
+from tests.integration.daemon import Tumblerd
 from tests.integration.redislab import RedisServer, redis_binary
+from tests.waiting import wait_until
 from tumbler.decisions.replay.local import MemoryReplayCache
 from tumbler.decisions.replay.redis import RedisReplayCache
 
@@ -92,7 +93,7 @@ def test_two_caches_racing_each_digest_have_exactly_one_winner(redis_server):
 
     def run(n: int) -> None:
         for digest in digests:
-            if caches[n].claim(digest, expires):
+            if caches[n].claim(digest, expires, time.time()):
                 wins[n].append(digest)
 
     threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
@@ -108,7 +109,7 @@ def test_two_caches_racing_each_digest_have_exactly_one_winner(redis_server):
 
 def test_keys_expire_by_themselves_with_the_slack(redis_server):
     cache = RedisReplayCache(redis_server.url)
-    assert cache.claim("d" * 64, time.time() + 60)
+    assert cache.claim("d" * 64, time.time() + 60, time.time())
     ttl = redis_server.client().pttl("tumbler:replay:" + "d" * 64)
     assert 85_000 < ttl <= 90_000
     cache.close()
@@ -118,12 +119,14 @@ def test_local_claims_made_during_an_outage_reach_redis_when_it_is_back(redis_se
     fallback = MemoryReplayCache()
     cache = RedisReplayCache(redis_server.url, fallback=fallback, retry_interval=0.0)
     redis_server.stop()
-    assert cache.claim("e" * 64, time.time() + 60) is True
+    assert cache.claim("e" * 64, time.time() + 60, time.time()) is True
     assert not cache.up
     redis_server.start()  # same port, empty: it saves nothing
     cache.prune(time.time())
     assert cache.up
     other = RedisReplayCache(redis_server.url)
-    assert other.claim("e" * 64, time.time() + 60) is False  # another server refuses it now
+    assert (
+        other.claim("e" * 64, time.time() + 60, time.time()) is False
+    )  # another server refuses it now
     other.close()
     cache.close()

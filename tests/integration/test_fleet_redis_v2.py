@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.daemon import Tumblerd, wait_until
+from tests.integration.daemon import Tumblerd
 from tests.integration.test_daemon_v2 import status
 from tests.integration.test_fleet_redis import RedisServer, redis_server  # noqa: F401
+from tests.waiting import wait_until
 from tumbler.protocols import tumbler2
 
 KEY = bytes(range(50, 82))

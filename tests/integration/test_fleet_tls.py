@@ -13,8 +13,8 @@ from tests.integration.conftest import DOORS
 from tests.integration.daemon import Tumblerd
 from tests.integration.redislab import RedisServer, make_tls_files, redis_binary
 from tests.waiting import wait_until
-from tumbler.config.redisurl import RedisAccess
 from tumbler.decisions.replay.redis import RedisReplayCache
+from tumbler.decisions.replay.redisurl import RedisAccess
 from tumbler.errors import ReplayStoreError
 
 SECRET = "open-pAsSwOrD"
@@ -107,7 +107,7 @@ def test_without_the_right_password_or_ca_the_store_fails_closed(
         cache = RedisReplayCache(tls_redis.url, access=access)
         assert not cache.up
         with pytest.raises(ReplayStoreError, match="failing"):
-            cache.claim("f" * 64, time.time() + 60)
+            cache.claim("f" * 64, time.time() + 60, time.time())
         cache.close()
     assert why in caplog.text.lower()
     assert PASSWORD not in caplog.text

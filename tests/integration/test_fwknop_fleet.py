@@ -61,7 +61,7 @@ def daemon(folder: Path, redis_url: str) -> tuple[Daemon, list[str]]:
         acted.append(coro.cr_frame.f_locals["address"])
         coro.close()
 
-    made._spawn = record  # type: ignore[method-assign]
+    made.dispatcher.spawn = record  # type: ignore[method-assign]
     return made, acted
 
 

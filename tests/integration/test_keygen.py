@@ -7,8 +7,9 @@ import stat
 import subprocess
 from pathlib import Path
 
-from tests.integration.daemon import Tumblerd, wait_until
+from tests.integration.daemon import Tumblerd
 from tests.integration.test_client_cli import TUMBLER
+from tests.waiting import wait_until
 from tumbler.client.knock import parse_url
 from tumbler.config.daemon import parse_config
 from tumbler.protocols import tumbler2

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import DOORS
-from tests.integration.daemon import TUMBLERD, Tumblerd, wait_until
+from tests.integration.daemon import TUMBLERD, Tumblerd
+from tests.waiting import wait_until
 
 pytest.importorskip("prometheus_client")
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.daemon import Tumblerd, wait_until
+from tests.integration.daemon import Tumblerd
 from tests.integration.test_ssh_proxy import PAYLOAD, GatedEcho
 from tests.sshkeys import SshAgent, make_key, need
+from tests.waiting import wait_until
 from tumbler.daemon.control import request
 from tumbler.protocols.sshkeys import parse_public_key_line
 

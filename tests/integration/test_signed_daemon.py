@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.daemon import Tumblerd, wait_until
+from tests.integration.daemon import Tumblerd
 from tests.sshkeys import make_key, need
+from tests.waiting import wait_until
 from tumbler.client.signed import send_signed_knocks
 from tumbler.client.sshagent import FileSigner, load_key_file, sign_knock
 from tumbler.daemon.control import ControlError, request

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.daemon import Tumblerd, wait_until
+from tests.integration.daemon import Tumblerd
+from tests.waiting import wait_until
 
 SECRET = "ssh-pRoXy-secret"
 DOORS = f"""\

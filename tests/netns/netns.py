@@ -34,6 +34,7 @@ from tumbler.lab.netns import (
     leftover_namespaces,
     unavailable_reason,
 )
+from tumbler.lab.ready import NotReady, start_ready
 
 __all__ = [
     "BANNER",
@@ -62,24 +63,24 @@ TUMBLERD = (sys.executable, "-m", "tumbler.cli.tumblerd")
 def start_tumblerd(
     ns: Namespace, config: str | os.PathLike[str], log: str | os.PathLike[str], timeout: float = 10
 ) -> subprocess.Popen[bytes]:
-    """Run `tumblerd --config CONFIG` in `ns`; return once `log` (the config's log) says listening.
+    """Run `tumblerd --config CONFIG` in `ns`; return once it said READY=1.
 
     The lab kills it at clean-up; `stop(proc)` ends it the polite way (SIGTERM) sooner. Its
-    stderr goes to `tumblerd.stderr` beside the config, and is quoted if it exits too early.
+    stderr goes to `tumblerd.stderr` beside the config (`log` is the config's log file),
+    and is quoted if it does not become ready.
     """
-    log_path, stderr_path = Path(log), Path(config).parent / "tumblerd.stderr"
+    stderr_path = Path(config).parent / "tumblerd.stderr"
     with open(stderr_path, "ab") as stderr:
-        proc = ns.popen(
-            [*TUMBLERD, "--config", str(config)], stdout=subprocess.DEVNULL, stderr=stderr
-        )
-
-    def listening() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"tumblerd exited {proc.returncode}: {stderr_path.read_text()}")
-        return log_path.exists() and "listening" in log_path.read_text()
-
-    wait_until(listening, "tumblerd to listen", timeout)
-    return proc
+        try:
+            return start_ready(
+                ns.popen,
+                [*TUMBLERD, "--config", str(config)],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                timeout=timeout,
+            )
+        except NotReady as exc:
+            raise RuntimeError(f"tumblerd {exc}: {stderr_path.read_text()}") from None
 
 
 def stop(proc: subprocess.Popen[Any], timeout: float = 10) -> int | None:

@@ -51,6 +51,7 @@ from tests.netns.netns import (
 from tests.waiting import wait_until
 from tumbler.actions.firewall import BACKENDS as BACKEND_CLASSES
 from tumbler.actions.firewall import IptablesLegacyBackend
+from tumbler.lab.ready import NotReady, start_ready
 from tumbler.protocols.tumbler1 import encode_datagram, knock_digest, minute_stamp
 
 PORT = 2222
@@ -142,26 +143,19 @@ class Tumblerd:
         return self.log.read_text() if self.log.exists() else ""
 
     def start(self) -> Tumblerd:
-        """Start tumblerd; return once it is listening (after it restored its firewall)."""
-        before = self.log_text().count("tumblerd listening")
+        """Start tumblerd; return once it said READY=1 (after it restored its firewall)."""
         errors = self.folder / "tumblerd.stderr"
         with open(errors, "ab") as stderr:
-            self.proc = self.ns.popen(
-                [*TUMBLERD, "--config", str(self.config)],
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                env=self.env,
-            )
-
-        def listening() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"tumblerd exited {self.proc.returncode}: {errors.read_text()}"
+            try:
+                self.proc = start_ready(
+                    self.ns.popen,
+                    [*TUMBLERD, "--config", str(self.config)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    env=self.env,
                 )
-            return self.log_text().count("tumblerd listening") > before
-
-        wait_until(listening, "tumblerd to listen")
+            except NotReady as exc:
+                raise AssertionError(f"tumblerd {exc}: {errors.read_text()}") from None
         return self
 
     def alive(self) -> bool:
@@ -331,7 +325,8 @@ def test_knock_opens_for_the_knocker_only_and_times_out(
 def test_server_answers_no_knock(backend: str, topology: Topology, tmp_path: Path) -> None:
     """A capture on the server: knocks arrive, valid or not, and nothing goes back."""
     topo = topology
-    daemon = serve(topo, tmp_path, backend, [door("ssh", SECRET)])
+    # A door open throughout, however slowly a loaded machine runs the knocking clients.
+    daemon = serve(topo, tmp_path, backend, [door("ssh", SECRET, 30)])
     cap = Capture(topo.server, tmp_path / "server.pcap").start()
     try:
         valid4 = knock(topo.a, topo.server4)
@@ -394,7 +389,9 @@ def test_ipv4_mapped_source_on_the_ipv6_socket_is_dropped(
 
 def test_replayed_datagram_opens_nothing(backend: str, topology: Topology, tmp_path: Path) -> None:
     topo = topology
-    daemon = serve(topo, tmp_path, backend, [door("ssh", SECRET)])
+    # Open long enough to outlast the replays below on a loaded machine, short enough to
+    # watch it close.
+    daemon = serve(topo, tmp_path, backend, [door("ssh", SECRET, 6)])
     datagram = knock(topo.a, topo.server4)
     knocked = time.time()
     daemon.wait_opened(topo.a4)

@@ -162,9 +162,9 @@ def test_flush_and_close(closed: tuple[FirewallBackend, Topology]) -> None:
     now = time.time()
     for address in (topo.a4, topo.a6, topo.b4):
         backend.open("ssh", address, OPEN, 60, now)
-    assert [e.address for e in backend.close(topo.b4)] == [topo.b4]
+    assert [e.address for e in backend.close(topo.b4, now=now)] == [topo.b4]
     assert_reach(topo, PORT, {"a4": True, "b4": False})
-    assert len(backend.flush()) == 2
+    assert len(backend.flush(now)) == 2
     assert tumbler_rules(backend, topo.server) == {4: 0, 6: 0}
     assert_reach(topo, PORT, {"a4": False, "a6": False})
     assert backend.list_open(time.time()) == []
@@ -280,7 +280,7 @@ def test_nftables_fills_an_administrators_set(topology: Topology, tmp_path: Path
     now = time.time()
     own.open("ssh", topology.a4, OPEN, 30, now)
     assert_reach(topology, PORT, {"a4": False})  # an accept in another table is not enough
-    own.flush()
+    own.flush(now)
 
     his = get_backend("nftables", state_path="", runner=runner, set_name="inet filter tumbler_ssh")
     now = time.time()
@@ -504,11 +504,11 @@ def test_no_transaction_is_held_across_a_firewall_program(
         backend.open("ssh", address, OPEN, 60, now)
         backend.open("ssh", address, OPEN, 60, now + 1)  # a refresh
     assert_reach(topology, PORT, {"a4": True, "b4": True})
-    backend.close(topology.b4)
+    backend.close(topology.b4, now=now)
     assert [e.address for e in backend.expire(now + 62)] == [topology.a4, topology.a6]
     backend.open("ssh", topology.a4, OPEN, 60, now)
     again = make(name, topology, tmp_path, probe)  # a restart
     assert again.restore(now + 1) == []
-    assert len(again.flush()) == 1
+    assert len(again.flush(now + 1)) == 1
     assert probe.programs >= 10
     assert probe.locked == []

@@ -27,7 +27,7 @@ def daemon(common: str = "") -> Daemon:
         acted.append(coro)
         coro.close()
 
-    d._spawn = spawn  # type: ignore[method-assign]
+    d.dispatcher.spawn = spawn  # type: ignore[method-assign]
     return d
 
 
@@ -50,7 +50,7 @@ def test_a_flood_from_one_ipv6_prefix_is_shed_and_another_prefix_opens():
 
 def test_ipv6_prefix_is_read_from_the_config():
     d = daemon("ipv6_prefix = 128\n")
-    assert d.budget.ipv6_prefix == 128
+    assert d.pipeline.budget.ipv6_prefix == 128
     now = time.time()
     for i in range(500):
         d.handle(JUNK, f"2001:db8:0:1::{i + 1:x}", now)
@@ -66,8 +66,8 @@ def test_known_sources_are_served_when_the_budget_is_spent():
     d.handle(JUNK, known, now)
     d.handle(JUNK, known, now)  # it came back: it now has a table for this minute
     assert d.runtime.verifier.knows(known, now)
-    d.budget._first = 0.0  # a flood of new sources spent all there was, in both buckets
-    d.budget.charge(1, 1e9)
+    d.pipeline.budget._first = 0.0  # a flood of new sources spent all there was, in both buckets
+    d.pipeline.budget.charge(1, 1e9)
     assert d.handle(JUNK, "198.51.100.1", now) is None
     assert d.stats.total["shed"] == 1
     door = d.handle(knock(known, now), known, now)

@@ -41,10 +41,10 @@ class Stub(FirewallBackend):
             raise FirewallError("nft not found (is it installed?)")
         return self.entries
 
-    def close(self, address: str, door: str | None = None) -> list[OpenEntry]:
+    def close(self, address: str, door: str | None = None, *, now: float) -> list[OpenEntry]:
         return []
 
-    def flush(self) -> list[OpenEntry]:
+    def flush(self, now: float) -> list[OpenEntry]:
         closed, self.entries = self.entries, []
         return closed
 
@@ -55,7 +55,7 @@ class Stub(FirewallBackend):
         self.applied.append(knock_port)
 
     def remove_policy(self) -> list[OpenEntry]:
-        return self.flush()
+        return self.flush(0.0)
 
 
 def run(action: str, backend: FirewallBackend, print_only: bool = False) -> tuple[int, str, str]:

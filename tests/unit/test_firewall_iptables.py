@@ -316,9 +316,9 @@ def test_close_and_flush(xt: FakeXtables, db: str) -> None:
     b.open("ssh", "10.213.0.2", SSH, 30, 1000.0)
     b.open("web", "10.213.0.2", parse_port_list("tcp/443"), 30, 1000.0)
     b.open("ssh", "fd00:213::2", SSH, 30, 1000.0)
-    assert [e.door for e in b.close("10.213.0.2", "web")] == ["web"]
+    assert [e.door for e in b.close("10.213.0.2", "web", now=1000.0)] == ["web"]
     assert [e.door for e in b.list_open(1000.0)] == ["ssh", "ssh"]
-    assert len(b.flush()) == 2
+    assert len(b.flush(1000.0)) == 2
     assert xt.rules() == [] and xt.rules(6) == []
     assert b.list_open(1000.0) == []
     assert xt.chains[4]["INPUT"] == [["-j", "TUMBLER"]]  # the chain and jump stay

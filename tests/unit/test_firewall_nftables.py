@@ -215,7 +215,7 @@ def test_flush_and_close_delete_in_one_transaction() -> None:
         fake, listed("10.213.0.2", "tcp", 22, 20), listed("10.213.0.3", "tcp", 22, 20, door="b")
     )
     b = nft_backend(fake)
-    assert [e.address for e in b.close("10.213.0.3")] == ["10.213.0.3"]
+    assert [e.address for e in b.close("10.213.0.3", now=0.0)] == ["10.213.0.3"]
     key = {"concat": ["10.213.0.3", "tcp", 22]}
     assert fake.transactions()[-1] == [
         {
@@ -225,9 +225,9 @@ def test_flush_and_close_delete_in_one_transaction() -> None:
         },
         {"delete": {"element": {**OWN, "name": "open4", "elem": [key]}}},
     ]
-    assert [e.address for e in b.flush()] == ["10.213.0.2", "10.213.0.3"]
+    assert [e.address for e in b.flush(0.0)] == ["10.213.0.2", "10.213.0.3"]
     assert len(fake.transactions()[-1][1]["delete"]["element"]["elem"]) == 2
-    assert b.close("10.213.0.2", door="nope") == []
+    assert b.close("10.213.0.2", door="nope", now=0.0) == []
 
 
 def test_expire_and_restore_leave_it_to_the_kernel() -> None:

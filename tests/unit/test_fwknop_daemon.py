@@ -49,7 +49,7 @@ def daemon(tmp_path: Path) -> tuple[Daemon, list[tuple[str, str, Any, Any]]]:
         acted.append((frame["door"].name, frame["address"], frame["ports"], frame["timeout"]))
         coro.close()
 
-    made._spawn = record  # type: ignore[method-assign]
+    made.dispatcher.spawn = record  # type: ignore[method-assign]
     return made, acted
 
 

@@ -287,3 +287,25 @@ def test_replay_cache_and_iptables_state_share_one_database_opened_one_way(
         assert os.stat(path.parent).st_mode & 0o777 == 0o700
     finally:
         replay.close()
+
+
+# --- names: the registries that implement them say which are valid --------------------------
+
+
+def test_config_takes_the_firewall_and_replay_names_of_their_registries() -> None:
+    from tumbler.actions.firewall import BACKENDS, NAMES
+    from tumbler.decisions.replay import LOCAL_STORES, REMOTE_SCHEMES
+
+    door = "[door-a]\n secret = s\n open = tcp/22\n"
+    assert set(NAMES) == {"auto", *BACKENDS}
+    for name in NAMES:
+        assert parse_config(f"[common]\n firewall = {name}\n{door}").firewall == name
+    with pytest.raises(ConfigError):
+        parse_config(f"[common]\n firewall = pf\n{door}")
+    for store in LOCAL_STORES:
+        assert parse_config(f"[common]\n replay = {store}\n{door}").replay == store
+    for scheme in REMOTE_SCHEMES:
+        url = f"{scheme}h/mymaster" if "sentinel" in scheme else f"{scheme}h"
+        assert parse_config(f"[common]\n replay = {url}\n{door}").replay == url
+    with pytest.raises(ConfigError):
+        parse_config(f"[common]\n replay = etcd://h\n{door}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tumbler.config.redisurl import parse_redis_url, redact_url
+from tumbler.decisions.replay.redisurl import parse_redis_url, redact_url
 
 
 def test_sentinel_hosts_service_and_database():

@@ -58,11 +58,11 @@ def test_prune_forgets_only_expired_claims(cache):
 
 
 def test_claim_uses_the_clock_when_no_now_is_given(cache):
-    assert cache.claim(D1, time.time() + 60) is True
-    assert cache.claim(D1, time.time() + 60) is False
+    assert cache.claim(D1, time.time() + 60, time.time()) is True
+    assert cache.claim(D1, time.time() + 60, time.time()) is False
     # A claim whose expiry is already past does not block the next one.
-    assert cache.claim(D2, time.time() - 1) is True
-    assert cache.claim(D2, time.time() + 60) is True
+    assert cache.claim(D2, time.time() - 1, time.time()) is True
+    assert cache.claim(D2, time.time() + 60, time.time()) is True
 
 
 def test_memory_cache_len_and_close():

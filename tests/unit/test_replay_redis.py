@@ -10,10 +10,10 @@ import time
 import pytest
 import redis
 
-from tumbler.config.redisurl import RedisAccess, redact_url
 from tumbler.decisions.replay import open_replay_cache
 from tumbler.decisions.replay.local import MemoryReplayCache
 from tumbler.decisions.replay.redis import RedisReplayCache
+from tumbler.decisions.replay.redisurl import RedisAccess, redact_url
 from tumbler.errors import ReplayStoreError
 
 D1 = "a" * 64
@@ -122,9 +122,9 @@ def make(
 def test_claim_once_with_prefixed_key_and_ttl_with_slack(fake, clock):
     cache = make(fake, clock)
     expires = time.time() + 120
-    assert cache.claim(D1, expires) is True
-    assert cache.claim(D1, expires) is False
-    assert cache.claim(D2, expires) is True
+    assert cache.claim(D1, expires, time.time()) is True
+    assert cache.claim(D1, expires, time.time()) is False
+    assert cache.claim(D2, expires, time.time()) is True
     assert set(fake.keys) == {"tumbler:replay:" + D1, "tumbler:replay:" + D2}
     px = fake.keys["tumbler:replay:" + D1]
     assert 149_000 <= px <= 150_001  # 120 s to go + 30 s slack, in ms
@@ -133,7 +133,7 @@ def test_claim_once_with_prefixed_key_and_ttl_with_slack(fake, clock):
 
 def test_expired_already_still_gets_a_positive_ttl(fake, clock):
     cache = make(fake, clock)
-    assert cache.claim(D1, time.time() - 3600) is True
+    assert cache.claim(D1, time.time() - 3600, time.time()) is True
     assert fake.keys["tumbler:replay:" + D1] == 1
 
 
@@ -146,7 +146,7 @@ def test_down_without_fallback_fails_closed_and_logs_once(fake, clock, caplog):
                 ReplayStoreError,
                 match=re.escape("redis redis://127.0.0.1:1/0 failing: Connection refused"),
             ):
-                cache.claim(D1, time.time() + 120)
+                cache.claim(D1, time.time() + 120, time.time())
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert "refusing every knock" in errors[0].getMessage()
@@ -157,15 +157,15 @@ def test_down_is_not_retried_before_the_interval(fake, clock):
     cache = make(fake, clock)
     fake.down = True
     with pytest.raises(ReplayStoreError):
-        cache.claim(D1, time.time() + 120)
+        cache.claim(D1, time.time() + 120, time.time())
     calls = fake.calls
     for _ in range(50):  # a replay flood during an outage costs no network round trip
         with pytest.raises(ReplayStoreError):
-            cache.claim(D1, time.time() + 120)
+            cache.claim(D1, time.time() + 120, time.time())
     assert fake.calls == calls
     clock.t += 2.0
     with pytest.raises(ReplayStoreError):
-        cache.claim(D1, time.time() + 120)
+        cache.claim(D1, time.time() + 120, time.time())
     assert fake.calls == calls + 1
 
 
@@ -173,11 +173,11 @@ def test_back_up_logs_info_and_claims_in_redis_again(fake, clock, caplog):
     cache = make(fake, clock)
     fake.down = True
     with pytest.raises(ReplayStoreError):
-        cache.claim(D1, time.time() + 120)
+        cache.claim(D1, time.time() + 120, time.time())
     fake.down = False
     clock.t += 5
     with caplog.at_level(logging.INFO, logger="tumblerd"):
-        assert cache.claim(D1, time.time() + 120) is True
+        assert cache.claim(D1, time.time() + 120, time.time()) is True
     assert cache.up
     assert any("is back after 5 s" in r.getMessage() for r in caplog.records)
 
@@ -188,9 +188,11 @@ def test_fallback_claims_locally_warns_once_then_copies_back(fake, clock, caplog
     fake.down = True
     expires = time.time() + 120
     with caplog.at_level(logging.INFO, logger="tumblerd"):
-        assert cache.claim(D1, expires) is True
-        assert cache.claim(D1, expires) is False  # the local store still refuses replays
-        assert cache.claim(D2, expires) is True
+        assert cache.claim(D1, expires, time.time()) is True
+        assert (
+            cache.claim(D1, expires, time.time()) is False
+        )  # the local store still refuses replays
+        assert cache.claim(D2, expires, time.time()) is True
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1
         assert "local memory store" in warnings[0].getMessage()
@@ -198,8 +200,8 @@ def test_fallback_claims_locally_warns_once_then_copies_back(fake, clock, caplog
         fake.down = False
         clock.t += 3
         # D1 was claimed locally during the outage: copied back first, so refused now.
-        assert cache.claim(D1, expires) is False
-        assert cache.claim(D3, expires) is True
+        assert cache.claim(D1, expires, time.time()) is False
+        assert cache.claim(D3, expires, time.time()) is True
     assert {"tumbler:replay:" + d for d in (D1, D2, D3)} == set(fake.keys)
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert any("is back" in m and "2 local claims copied" in m for m in infos)
@@ -209,9 +211,9 @@ def test_write_through_refuses_what_this_server_already_accepted(fake, clock):
     local = MemoryReplayCache()
     cache = make(fake, clock, fallback=local)
     expires = time.time() + 120
-    assert cache.claim(D1, expires) is True
+    assert cache.claim(D1, expires, time.time()) is True
     fake.keys.clear()  # Redis restarted without persistence and forgot every key
-    assert cache.claim(D1, expires) is False
+    assert cache.claim(D1, expires, time.time()) is False
     assert len(local) == 1
 
 
@@ -220,8 +222,8 @@ def test_prune_probes_a_down_redis_and_prunes_the_fallback(fake, clock, caplog):
     cache = make(fake, clock, fallback=local)
     fake.down = True
     now = time.time()
-    cache.claim(D1, now + 120)
-    cache.claim(D2, now + 1)
+    cache.claim(D1, now + 120, time.time())
+    cache.claim(D2, now + 1, time.time())
     assert cache.prune(now + 10) == 1  # D2 expired in the fallback
     assert not cache.up
     fake.down = False
@@ -235,7 +237,7 @@ def test_prune_probes_a_down_redis_and_prunes_the_fallback(fake, clock, caplog):
 
 def test_prune_without_fallback_is_a_noop(fake, clock):
     cache = make(fake, clock)
-    cache.claim(D1, time.time() + 120)
+    cache.claim(D1, time.time() + 120, time.time())
     calls = fake.calls
     assert cache.prune(time.time() + 1000) == 0
     assert fake.calls == calls  # Redis expires its keys by itself
@@ -258,7 +260,7 @@ def test_logs_never_show_the_password_or_the_digest(fake, clock, caplog):
             client=fake,
             clock=clock,
         )
-        cache.claim(D1, time.time() + 60)
+        cache.claim(D1, time.time() + 60, time.time())
     text = caplog.text
     assert "hunter" not in text
     assert D1[:16] not in text
@@ -288,8 +290,8 @@ def test_open_replay_cache_builds_redis_with_fallback(tmp_path):
     cache = open_replay_cache("redis://127.0.0.1:1/0", str(tmp_path / "r.db"), "sqlite")
     try:
         assert cache.name == "redis"
-        assert cache.claim(D1, time.time() + 60) is True
-        assert cache.claim(D1, time.time() + 60) is False
+        assert cache.claim(D1, time.time() + 60, time.time()) is True
+        assert cache.claim(D1, time.time() + 60, time.time()) is False
     finally:
         cache.close()
 
@@ -313,9 +315,9 @@ def test_claim_held_by_enough_replicas_counts(fake, clock):
     cache = make(fake, clock, acks=2)
     fake.replicas = 2
     expires = time.time() + 120
-    assert cache.claim(D1, expires) is True
+    assert cache.claim(D1, expires, time.time()) is True
     assert fake.waits == [(2, 250)]
-    assert cache.claim(D1, expires) is False
+    assert cache.claim(D1, expires, time.time()) is False
 
 
 def test_claim_not_acknowledged_in_time_is_refused_as_when_down(fake, clock, caplog):
@@ -323,23 +325,23 @@ def test_claim_not_acknowledged_in_time_is_refused_as_when_down(fake, clock, cap
     fake.replicas = 0
     with caplog.at_level(logging.INFO, logger="tumblerd"):
         with pytest.raises(ReplayStoreError, match="0 of 1 replicas acknowledged"):
-            cache.claim(D1, time.time() + 120)
+            cache.claim(D1, time.time() + 120, time.time())
         with pytest.raises(ReplayStoreError):  # the same knock again: still no
-            cache.claim(D1, time.time() + 120)
+            cache.claim(D1, time.time() + 120, time.time())
     assert not cache.up
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert "refusing every knock" in errors[0]
     fake.replicas = 1
     clock.t += 2
-    assert cache.claim(D2, time.time() + 120) is True
+    assert cache.claim(D2, time.time() + 120, time.time()) is True
     assert cache.up
 
 
 def test_unacknowledged_claim_falls_back_like_an_outage(fake, clock):
     local = MemoryReplayCache()
     cache = make(fake, clock, fallback=local, acks=1)
-    assert cache.claim(D1, time.time() + 120) is True  # claimed locally
+    assert cache.claim(D1, time.time() + 120, time.time()) is True  # claimed locally
     assert len(local) == 1
     assert not cache.up
 
@@ -347,9 +349,9 @@ def test_unacknowledged_claim_falls_back_like_an_outage(fake, clock):
 def test_a_replay_is_refused_even_when_replicas_lag(fake, clock):
     cache = make(fake, clock, acks=1)
     fake.replicas = 1
-    assert cache.claim(D1, time.time() + 120) is True
+    assert cache.claim(D1, time.time() + 120, time.time()) is True
     fake.replicas = 0
-    assert cache.claim(D1, time.time() + 120) is False  # refused, not an outage
+    assert cache.claim(D1, time.time() + 120, time.time()) is False  # refused, not an outage
     assert cache.up
 
 
@@ -358,10 +360,10 @@ def test_sentinel_primary_is_logged_and_a_change_warned(fake, clock, caplog):
     fake.replicas = 1
     with caplog.at_level(logging.INFO, logger="tumblerd"):
         cache = make(fake, clock, url="redis+sentinel://10.0.0.9:26379/tumbler")
-        assert cache.claim(D1, time.time() + 120) is True
+        assert cache.claim(D1, time.time() + 120, time.time()) is True
         fake.connection_pool.master_address = ("10.0.0.2", 6379)
-        assert cache.claim(D2, time.time() + 120) is True
-        assert cache.claim(D3, time.time() + 120) is True
+        assert cache.claim(D2, time.time() + 120, time.time()) is True
+        assert cache.claim(D3, time.time() + 120, time.time()) is True
     messages = [r.getMessage() for r in caplog.records]
     assert (
         messages.count(
@@ -377,8 +379,8 @@ def test_sentinel_primary_is_logged_and_a_change_warned(fake, clock, caplog):
 
 
 def test_sentinel_over_tls_trusts_the_ca_for_sentinels_and_primary_alike():
-    from tumbler.config.redisurl import parse_redis_url
     from tumbler.decisions.replay.redis import connect
+    from tumbler.decisions.replay.redisurl import parse_redis_url
 
     target = parse_redis_url("rediss+sentinel://127.0.0.1:1,127.0.0.1:2/tumbler/2")
     access = RedisAccess(user="u", password="pw", tls_ca="/etc/ca.pem")
@@ -412,7 +414,7 @@ def test_a_pipeline_error_is_logged_without_its_command_or_digest(fake, clock, c
     fake.set = failing  # type: ignore[method-assign]
     with caplog.at_level(logging.INFO, logger="tumblerd"):
         with pytest.raises(ReplayStoreError) as info:
-            cache.claim(D1, time.time() + 60)
+            cache.claim(D1, time.time() + 60, time.time())
     assert "READONLY You can't write against a read only replica. <digest>" in str(info.value)
     for text in (caplog.text, str(info.value)):
         assert D1[:16] not in text and D2[:16] not in text and "SET" not in text

@@ -56,11 +56,11 @@ class Recording:
         self.failing = failing
         self.claims: list[tuple[str, float]] = []
 
-    def claim(self, digest: str, expires: float) -> bool:
+    def claim(self, digest: str, expires: float, now: float) -> bool:
         if self.failing:
             raise ReplayStoreError("connection refused")
         self.claims.append((digest, expires))
-        return bool(self.inner.claim(digest, expires))
+        return bool(self.inner.claim(digest, expires, now))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -72,8 +72,8 @@ def daemon(tmp_path: Path, failing: bool = False) -> tuple[Daemon, FileSigner, R
     keys_file.write_text(signer.key.openssh(signer.comment) + "\n")
     keys_file.chmod(0o600)
     made = Daemon(parse_config(config(keys_file), str(tmp_path / "tumblerd.conf")))
-    store = Recording(made.replay, failing)
-    made.replay = store  # type: ignore[assignment]
+    store = Recording(made.replay.store, failing)
+    made.replay.store = store  # type: ignore[assignment]
     acted: list[tuple[str, str]] = []
 
     def record(coro: Coroutine[Any, Any, None]) -> None:
@@ -81,7 +81,7 @@ def daemon(tmp_path: Path, failing: bool = False) -> tuple[Daemon, FileSigner, R
         acted.append((frame["door"].name, frame["address"]))
         coro.close()
 
-    made._spawn = record  # type: ignore[method-assign]
+    made.dispatcher.spawn = record  # type: ignore[method-assign]
     return made, signer, store, acted
 
 

@@ -97,7 +97,7 @@ def firewall_command(
             else:
                 out.write("nothing is open\n")
         elif action == "flush":
-            closed = backend.flush()
+            closed = backend.flush(now)
             out.write(f"closed {len(closed)} opening(s)\n")
             for e in closed:
                 out.write(f"  {e.address}  {e.door}  {e.ports}\n")

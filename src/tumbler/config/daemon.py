@@ -27,13 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
+from tumbler.actions import firewall as firewall_names
 from tumbler.addresses import IPV6_PREFIX, normalize_address
 from tumbler.config import fwknop as fwknop_config
 from tumbler.config.inifile import NAME_RULE, Section, read_sections
-from tumbler.config.redisurl import RedisAccess, is_redis_url, parse_redis_url
-from tumbler.doors import SequenceDoor, is_door_name
+from tumbler.decisions.replay import LOCAL_STORES, check_replay_spec
+from tumbler.decisions.replay.redisurl import RedisAccess, is_redis_url, parse_redis_url
+from tumbler.decisions.verifier import MAX_WINDOW_MINUTES
+from tumbler.decisions.verifier2 import DEFAULT_WINDOW_SECONDS, MAX_WINDOW_SECONDS
+from tumbler.doors import DEFAULT_SEQUENCE_TIMEOUT, SequenceDoor, is_door_name
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
+from tumbler.events import NFLOG_GROUP
 from tumbler.filemodes import readable_by_others, writable_by_others
 from tumbler.ports import MAX_PORTS_EACH, PortSpec, parse_port, parse_port_list, port_count
 from tumbler.protocols import tumbler2
@@ -43,13 +48,7 @@ from tumbler.protocols.tumbler1 import DEFAULT_PORT
 from tumbler.secretfile import SecretFileError, read_secret_file
 
 ROOT_CONTROL = "/run/tumbler/control.sock"
-DEFAULT_WINDOW_SECONDS = 60  # a v2 or signed knock's time may be this far either side of ours
-# The largest windows a config may set. A claim is held as long as a receiver with the
-# largest window could still accept the knock: after a reload to a larger window, or in a
-# fleet whose servers differ, a shorter claim would let the same knock in a second time.
-MAX_WINDOW_MINUTES = 60
-MAX_WINDOW_SECONDS = 3600
-FIREWALLS = ("auto", "nftables", "iptables", "iptables-nft", "iptables-legacy")
+FIREWALLS = firewall_names.NAMES
 PATHS = ("input", "forward")  # which hook a door's `open` guards: to this host, or through it
 
 
@@ -75,8 +74,10 @@ class Door:
     set: str | None = None
     path: str = "input"
     sequence: tuple[PortSpec, ...] = ()
-    sequence_timeout: float = 10.0
+    sequence_timeout: float = DEFAULT_SEQUENCE_TIMEOUT
     secret_file: Path | None = None  # where `secret` was read from, for the start-up checks
+    sequence_door: SequenceDoor | None = field(default=None, repr=False, compare=False)
+    """The matcher's door, built (and so checked) once, by the config."""
     kind: str = "tumbler"
     fwknop: FwknopDoor | None = field(default=None, repr=False)  # for kind = fwknop
 
@@ -109,7 +110,7 @@ class Config:
     firewall: str = "auto"
     sequence_source: str = "nflog"
     sequence_log_prefix: str | None = None
-    nflog_group: int = 8675
+    nflog_group: int = NFLOG_GROUP
     ipv6_prefix: int = IPV6_PREFIX
     control: str = ""
     metrics: tuple[str, int] | None = None  # (address, port) of the Prometheus endpoint
@@ -215,20 +216,8 @@ def metrics_warning(address: tuple[str, int] | None) -> str | None:
     )
 
 
-def _replay(text: str) -> str:
-    if text in ("sqlite", "memory"):
-        return text
-    if is_redis_url(text):
-        parse_redis_url(text)  # raises ValueError naming what is wrong, never the password
-        return text
-    raise ValueError(
-        "replay must be sqlite, memory or a Redis URL (redis://, rediss://, unix://, "
-        f"redis+sentinel://, redis+cluster://), got {text.partition('://')[0]!r}"
-    )
-
-
 def _fallback(text: str) -> str:
-    return _choice("sqlite", "memory")(text)
+    return _choice(*LOCAL_STORES)(text)
 
 
 def _sequence_source(text: str) -> str:
@@ -292,7 +281,7 @@ _COMMON: dict[str, Callable[[str], object]] = {
     "window_seconds": _int_in(0, MAX_WINDOW_SECONDS),
     "realm": _realm,
     "state": _text,
-    "replay": _replay,
+    "replay": check_replay_spec,
     "replay_fallback": _fallback,
     "replay_acks": _int_in(0, 16),
     "replay_ack_timeout": lambda t: _at_most(parse_duration(t), 5.0),
@@ -402,7 +391,7 @@ _REDIS_KEYS = (
 
 def _replay_access(common: Section, base: Path, path: str) -> tuple[RedisAccess, list[Path]]:
     """The replay_* keys beside a Redis URL: login, TLS files, acknowledgements."""
-    replay = common.get("replay", "sqlite")
+    replay = common.get("replay", Config.replay)
     has = common.values.__contains__
     for key in _REDIS_KEYS:
         if has(key) and not is_redis_url(replay):
@@ -604,9 +593,14 @@ def _door(
         raise ConfigError(
             f"door {name} does nothing: give it a command, an open, or both", path, section.line
         )
+    sequence_door = None
     if has("sequence"):
         try:
-            SequenceDoor(name, section.get("sequence", ()), section.get("sequence_timeout", 10.0))
+            sequence_door = SequenceDoor(
+                name,
+                section.get("sequence", ()),
+                section.get("sequence_timeout", Door.sequence_timeout),
+            )
         except ValueError as exc:
             raise ConfigError(f"door {name}: {exc}", path, section.line_of("sequence")) from None
     for option in ("timeout", "firewall", "set", "path"):
@@ -628,13 +622,14 @@ def _door(
         keys=keys,
         command=section.get("command", cast(str | None, None)),
         open=section.get("open", cast(tuple[PortSpec, ...], ())),
-        timeout=section.get("timeout", 30.0),
+        timeout=section.get("timeout", Door.timeout),
         firewall=section.get("firewall", firewall),
         set=section.get("set", cast(str | None, None)),
         path=section.get("path", "input"),
         sequence=section.get("sequence", cast(tuple[PortSpec, ...], ())),
-        sequence_timeout=section.get("sequence_timeout", 10.0),
+        sequence_timeout=section.get("sequence_timeout", Door.sequence_timeout),
         secret_file=secret_path,
+        sequence_door=sequence_door,
     )
     return door, secret_files
 
@@ -671,7 +666,7 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
     base = base if base is not None else Path(path).parent
     sections = _split(text, path)
     common = next((s for s in sections if s.name == "common"), Section("common", 0))
-    firewall = common.get("firewall", "auto")
+    firewall = common.get("firewall", Config.firewall)
     doors: list[Door] = []
     warnings: list[str] = []
     secret_files: list[Path] = []
@@ -703,10 +698,10 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
     if not doors:
         raise ConfigError("no [door-NAME] section: the daemon would have nothing to open", path)
     _one_iptables_variant(doors, path)
-    replay = common.get("replay", "sqlite")
+    replay = common.get("replay", Config.replay)
     replay_access, password_files = _replay_access(common, base, path)
     secret_files += password_files
-    sequence_source = common.get("sequence_source", "nflog")
+    sequence_source = common.get("sequence_source", Config.sequence_source)
     if "sequence_log_prefix" in common.values and not sequence_source.startswith("file:"):
         raise ConfigError(
             "sequence_log_prefix only applies to sequence_source = file:PATH",
@@ -721,22 +716,22 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         warnings.append(said)
     return Config(
         path=path,
-        port=common.get("port", DEFAULT_PORT),
+        port=common.get("port", Config.port),
         log=common.get("log", cast(str | None, None)),
         listen=common.get("listen", Config.listen),
-        window=common.get("window", 1),
-        window_seconds=common.get("window_seconds", DEFAULT_WINDOW_SECONDS),
-        realm=common.get("realm", ""),
+        window=common.get("window", Config.window),
+        window_seconds=common.get("window_seconds", Config.window_seconds),
+        realm=common.get("realm", Config.realm),
         state=common.get("state", str(default_state_dir() / "state.db")),
         replay=replay,
         replay_fallback=common.get("replay_fallback", cast(str | None, None)),
         replay_access=replay_access,
-        command_timeout=common.get("command_timeout", 30.0),
+        command_timeout=common.get("command_timeout", Config.command_timeout),
         firewall=firewall,
         sequence_source=sequence_source,
         sequence_log_prefix=common.get("sequence_log_prefix", cast(str | None, None)),
-        nflog_group=common.get("nflog_group", 8675),
-        ipv6_prefix=common.get("ipv6_prefix", IPV6_PREFIX),
+        nflog_group=common.get("nflog_group", Config.nflog_group),
+        ipv6_prefix=common.get("ipv6_prefix", Config.ipv6_prefix),
         control=common.get("control", default_control_path()),
         fwknop_port=common.get("fwknop_port", fwknop_config.DEFAULT_PORT),
         metrics=metrics,

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from tumbler.config.daemon import MAX_WINDOW_SECONDS
+from tumbler.decisions.verifier2 import MAX_WINDOW_SECONDS
 from tumbler.protocols import sshsig
 from tumbler.protocols.authorized_keys import AuthorizedKey
 from tumbler.protocols.sshkeys import Verify, load_verifier, signature_plausible

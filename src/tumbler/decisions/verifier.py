@@ -20,14 +20,18 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
-from tumbler.config.daemon import MAX_WINDOW_MINUTES, Door
 from tumbler.protocols.tumbler1 import stamp_for_minute
 
 # Total expected digests kept across all cached sources; bounds memory whatever the door count.
 # A cached digest costs about 85 bytes (an 8-byte blinded key and a shared index in a dict);
 # a source's table itself costs about as much as TABLE_OVERHEAD digests. About 85 MB at most.
 CACHE_DIGESTS = 1_000_000
+# The largest window a config may set. A claim is held as long as a receiver with the
+# largest window could still accept the knock: after a reload to a larger window, or in a
+# fleet whose servers differ, a shorter claim would let the same knock in a second time.
+MAX_WINDOW_MINUTES = 60
 TABLE_OVERHEAD = 6
 # Sources remembered as seen once, per generation (two generations are kept): a source counts
 # as coming back if it was seen among the last SEEN_SOURCES to 2 * SEEN_SOURCES new sources,
@@ -35,24 +39,37 @@ TABLE_OVERHEAD = 6
 SEEN_SOURCES = 50_000
 
 
+class SecretDoor(Protocol):
+    """What the verifier needs of a door: its name and secret (None for a sequence door)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def secret(self) -> str | None: ...
+
+
+D = TypeVar("D", bound=SecretDoor)
+
+
 @dataclass(frozen=True)
-class Match:
+class Match(Generic[D]):
     """A knock that proved a door's secret for a minute inside the window."""
 
-    door: Door
+    door: D
     stamp: str
     digest: str
     minute_offset: int
     expires: float  # epoch seconds after which no receiver could accept this digest again
 
 
-class Verifier:
+class Verifier(Generic[D]):
     """Checks digests against every secret door over the window, for one config."""
 
-    def __init__(self, doors: Sequence[Door], window: int) -> None:
+    def __init__(self, doors: Sequence[D], window: int) -> None:
         self.doors = tuple(d for d in doors if d.secret is not None)
         self.window = window
-        self._secrets = [(d, d.secret.encode("utf-8")) for d in self.doors]  # type: ignore[union-attr]
+        self._secrets = [(d, d.secret.encode("utf-8")) for d in self.doors if d.secret is not None]
         self._secret_bytes = tuple(secret for _, secret in self._secrets)
         per_source = max(1, len(self.doors) * (2 * window + 1))
         self._capacity = max(16, CACHE_DIGESTS // (per_source + TABLE_OVERHEAD))
@@ -133,7 +150,7 @@ class Verifier:
                 code += 1
         return found
 
-    def match(self, digest: str, address: str, now: float) -> Match | None:
+    def match(self, digest: str, address: str, now: float) -> Match[D] | None:
         """The door `digest` opens for `address` (normalised) at epoch `now`, or None.
 
         `digest` is the lowercase hex text that protocol.parse_datagram returns.
@@ -146,7 +163,7 @@ class Verifier:
             return None
         return self.match_raw(raw, address, now)
 
-    def match_raw(self, raw: bytes, address: str, now: float) -> Match | None:
+    def match_raw(self, raw: bytes, address: str, now: float) -> Match[D] | None:
         """As `match`, for the 32 digest bytes that protocol.digest_bytes returns."""
         if len(raw) != 32 or not self._secrets:
             return None

@@ -13,10 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from tumbler.config.daemon import MAX_WINDOW_SECONDS
 from tumbler.protocols import tumbler2
 
-DEFAULT_WINDOW_SECONDS = 60
+DEFAULT_WINDOW_SECONDS = 60  # a v2 knock's time may be this many seconds either side of ours
+# The largest window a config may set; a claim is held that long (see verifier.py).
+MAX_WINDOW_SECONDS = 3600
 
 ACCEPTED = "accepted"
 UNKNOWN_KEY = "no-door"  # the v1 name for "no door matches", so one counter serves both

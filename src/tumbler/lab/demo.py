@@ -21,9 +21,10 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from tumbler.lab.netns import Lab, Namespace, Topology, can_connect, unavailable_reason
+from tumbler.lab.ready import NotReady, start_ready
 from tumbler.protocols.tumbler1 import DEFAULT_PORT, make_knock
 
 PYTHON = sys.executable
@@ -69,8 +70,15 @@ def _config(folder: Path, secret: str, door: str) -> Path:
     return path
 
 
-def _started(log: Path) -> Callable[[], bool]:
-    return lambda: log.exists() and "listening" in log.read_text()
+def _start_tumblerd(
+    popen: Callable[..., subprocess.Popen[Any]], argv: list[str]
+) -> tuple[subprocess.Popen[Any], bool]:
+    """tumblerd started, and whether it said READY=1 (sockets bound, doors restored)."""
+    try:
+        return start_ready(popen, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), True
+    except NotReady as exc:
+        assert exc.proc is not None
+        return exc.proc, False
 
 
 def run_lab(demo: Demo, folder: Path) -> None:
@@ -92,8 +100,8 @@ def run_lab(demo: Demo, folder: Path) -> None:
         demo.expect("A cannot connect", not can_connect(topo.a, topo.server4, SERVICE_PORT, 0.5))
         demo.expect("B cannot connect", not can_connect(topo.b, topo.server4, SERVICE_PORT, 0.5))
         demo.say("\n3. tumblerd starts on the server (udp port 8675)")
-        daemon = server.popen(tumblerd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        demo.expect("tumblerd listening", _wait_for(_started(folder / "tumblerd.log")))
+        daemon, ready = _start_tumblerd(server.popen, tumblerd)
+        demo.expect("tumblerd ready", ready)
         url = f"tumbler://{topo.server4}:{DEFAULT_PORT}/"
         demo.say(f"\n4. A knocks: tumbler --open {url} (secret from TUMBLER_SECRET)")
         knock = subprocess.run(
@@ -150,14 +158,12 @@ def run_loopback(demo: Demo, folder: Path) -> None:
         "[common]\n", f"[common]\n   port = {port}\n   listen = 127.0.0.1\n"
     )
     config.write_text(text)
-    daemon = subprocess.Popen(
-        [PYTHON, "-m", "tumbler.cli.tumblerd", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    demo.say(f"1. tumblerd listens on 127.0.0.1:{port} with one door")
+    daemon, ready = _start_tumblerd(
+        subprocess.Popen, [PYTHON, "-m", "tumbler.cli.tumblerd", "--config", str(config)]
     )
     try:
-        demo.say(f"1. tumblerd listens on 127.0.0.1:{port} with one door")
-        demo.expect("tumblerd listening", _wait_for(_started(folder / "tumblerd.log")))
+        demo.expect("tumblerd ready", ready)
         url = f"tumbler://127.0.0.1:{port}/"
         demo.say(f"\n2. tumbler --open {url}")
         knock = subprocess.run(

@@ -20,6 +20,7 @@ from tumbler.errors import FirewallError
 
 __all__ = [
     "BACKENDS",
+    "NAMES",
     "CommandError",
     "CommandResult",
     "DoorGrant",
@@ -42,11 +43,15 @@ BACKENDS: dict[str, type[FirewallBackend]] = {
 }
 
 
+NAMES = ("auto", *BACKENDS)
+"""What a config's `firewall` key may say: a backend, or `auto` to probe for one."""
+
+
 def resolve_name(name: str, runner: Runner | None = None) -> str:
     """The concrete backend name for `name`; `auto` probes nftables, then iptables."""
     if name != "auto":
         if name not in BACKENDS:
-            known = ", ".join([*BACKENDS, "auto"])
+            known = ", ".join([*BACKENDS, "auto"])  # the names, `auto` last
             raise FirewallError(f"unknown firewall backend {name!r} (use one of: {known})")
         return name
     reasons = []

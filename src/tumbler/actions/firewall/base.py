@@ -154,12 +154,12 @@ class FirewallBackend(ABC):
         """What is open at `now`, sorted by address then door."""
 
     @abstractmethod
-    def close(self, address: str, door: str | None = None) -> list[OpenEntry]:
-        """Close early everything open for `address` (only `door`'s if given)."""
+    def close(self, address: str, door: str | None = None, *, now: float) -> list[OpenEntry]:
+        """Close early everything open for `address` (only `door`'s if given) at `now`."""
 
     @abstractmethod
-    def flush(self) -> list[OpenEntry]:
-        """Close everything this daemon opened (the policy, if any, stays)."""
+    def flush(self, now: float) -> list[OpenEntry]:
+        """Close everything this daemon opened, at `now` (the policy, if any, stays)."""
 
     @abstractmethod
     def render_policy(self, knock_port: KnockPorts) -> list[str]:

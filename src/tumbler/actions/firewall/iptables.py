@@ -580,7 +580,7 @@ class IptablesBackend(FirewallBackend):
             rows = self.state.rows("expires > ?", [now])
             return _group([row for row in rows if row_problem(*row, None, now) is None])
 
-    def close(self, address: str, door: str | None = None) -> list[OpenEntry]:
+    def close(self, address: str, door: str | None = None, *, now: float) -> list[OpenEntry]:
         addr, version = normalise_address(address)
         with self._lock:
             rows = [
@@ -596,7 +596,7 @@ class IptablesBackend(FirewallBackend):
             self._close_keys({key for key, _ in rows}, stray)
         return _closed(rows, stray)
 
-    def flush(self) -> list[OpenEntry]:
+    def flush(self, now: float) -> list[OpenEntry]:
         with self._lock:
             rows = self.state.rows()
             stray = [r for version in (4, 6) for r in self._safe_rules(version)]

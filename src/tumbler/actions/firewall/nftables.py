@@ -524,20 +524,18 @@ class NftablesBackend(FirewallBackend):
         if commands:
             self._apply(commands)
 
-    def close(self, address: str, door: str | None = None) -> list[OpenEntry]:
+    def close(self, address: str, door: str | None = None, *, now: float) -> list[OpenEntry]:
         addr, _ = normalise_address(address)
         with self._lock:
             chosen = [
-                e
-                for e in self._elements(time.time())
-                if e[2] == addr and (door is None or e[3] == door)
+                e for e in self._elements(now) if e[2] == addr and (door is None or e[3] == door)
             ]
             self._remove(chosen)
         return _group(chosen, self.forward_doors)
 
-    def flush(self) -> list[OpenEntry]:
+    def flush(self, now: float) -> list[OpenEntry]:
         with self._lock:
-            chosen = self._elements(time.time())
+            chosen = self._elements(now)
             self._remove(chosen)
         return _group(chosen, self.forward_doors)
 

@@ -14,8 +14,8 @@ class ReplayCache(Protocol):
 
     name: str
 
-    def claim(self, digest: str, expires: float) -> bool:
-        """Record `digest` until epoch `expires`; False if it was already claimed."""
+    def claim(self, digest: str, expires: float, now: float) -> bool:
+        """Record `digest` until epoch `expires`; False if a claim on it holds at `now`."""
         ...
 
     def prune(self, now: float) -> int:

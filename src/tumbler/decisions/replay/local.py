@@ -26,8 +26,7 @@ class MemoryReplayCache:
         self._claims: dict[str, float] = {}
         self._lock = threading.Lock()  # the daemon prunes from a worker thread
 
-    def claim(self, digest: str, expires: float, now: float | None = None) -> bool:
-        now = time.time() if now is None else now
+    def claim(self, digest: str, expires: float, now: float) -> bool:
         with self._lock:
             held = self._claims.get(digest)
             if held is not None and held > now:
@@ -121,8 +120,7 @@ class SqliteReplayCache:
             log.info("replay database %s is free again; pending claims written", self.path)
         self.locked = locked
 
-    def claim(self, digest: str, expires: float, now: float | None = None) -> bool:
-        now = time.time() if now is None else now
+    def claim(self, digest: str, expires: float, now: float) -> bool:
         with self._lock:
             held = self._known.get(digest)
             if held is not None and held > now:

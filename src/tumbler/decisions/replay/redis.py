@@ -4,7 +4,7 @@ Several servers behind one name share their doors, so a knock captured on its wa
 could be replayed at another within the window. Claiming the digest with one
 `SET key 1 NX PX ttl` makes exactly one server win it, whichever the order.
 
-Redis may be one server, a Sentinel service or a Cluster (see tumbler.config.redisurl); the
+Redis may be one server, a Sentinel service or a Cluster (see `redisurl` beside this); the
 client library follows a Sentinel failover or a Cluster's moved slots by itself, and a
 change of primary is logged. Redis replicates asynchronously, so a claim the old primary
 acknowledged may be missing on the replica promoted in its place, and the same knock would
@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tumbler.config.redisurl import (
+from tumbler.decisions.replay.redisurl import (
     DEFAULT_ACKS,
     RedisAccess,
     RedisTarget,
@@ -229,8 +229,7 @@ class RedisReplayCache:
 
     # -- claims -----------------------------------------------------------------------------
 
-    def claim(self, digest: str, expires: float) -> bool:
-        now = time.time()
+    def claim(self, digest: str, expires: float, now: float) -> bool:
         with self._lock:
             if self._down_since is None or self._clock() >= self._next_try:
                 try:
@@ -241,8 +240,8 @@ class RedisReplayCache:
                     self._outage(exc)
                 else:
                     self._note_primary()
-                    return fresh and self._write_through(digest, expires)
-            return self._claim_locally(digest, expires)
+                    return fresh and self._write_through(digest, expires, now)
+            return self._claim_locally(digest, expires, now)
 
     def _key(self, digest: str) -> str:
         return self.key_prefix + digest
@@ -321,21 +320,21 @@ class RedisReplayCache:
             )
         self._primary = address
 
-    def _write_through(self, digest: str, expires: float) -> bool:
+    def _write_through(self, digest: str, expires: float, now: float) -> bool:
         if self.fallback is None:
             return True
         try:
-            return self.fallback.claim(digest, expires)
+            return self.fallback.claim(digest, expires, now)
         except ReplayStoreError as exc:  # Redis has the claim; it is the one that matters
             log.warning(
                 "replay fallback %s failing (redis claim kept): %s", self.fallback.name, exc
             )
             return True
 
-    def _claim_locally(self, digest: str, expires: float) -> bool:
+    def _claim_locally(self, digest: str, expires: float, now: float) -> bool:
         if self.fallback is None:
             raise ReplayStoreError(f"redis {self.where} failing: {self._last_error}")
-        fresh = self.fallback.claim(digest, expires)
+        fresh = self.fallback.claim(digest, expires, now)
         if fresh and len(self._pending) < MAX_PENDING:
             self._pending[digest] = expires
         return fresh

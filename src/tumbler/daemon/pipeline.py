@@ -1,0 +1,339 @@
+"""The deciding half of tumblerd: an input and the time in, a verdict out.
+
+A datagram goes through its protocol (shape: fwknop SPA, signed, v2 or v1), its verifier
+(which door, within the window) and the replay cache (claimed once); a connection attempt
+goes through the sequence matcher. Nothing here acts, waits or needs a running loop, so
+the daemon's decisions can be driven directly, by tests and by the fuzzer, with any clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tumbler.config.daemon import Config, Door
+from tumbler.daemon.stats import Stats
+from tumbler.decisions.newsources import NewSourceBudget
+from tumbler.decisions.replay.recent import RecentClaims
+from tumbler.decisions.sequence import SequenceMatcher
+from tumbler.decisions.signed import Refusal, SignedMatch, SignedVerifier
+from tumbler.decisions.verifier import Verifier
+from tumbler.decisions.verifier2 import ACCEPTED, CLOCK_SKEW, UNKNOWN_KEY, Verifier2
+from tumbler.errors import ConfigError, MalformedDatagram, ReplayStoreError
+from tumbler.events import ConnectionAttempt
+from tumbler.ports import PortSpec
+from tumbler.protocols import fwknop as spa
+from tumbler.protocols import sshsig, tumbler2
+from tumbler.protocols.sshkeys import KEY_ID_LEN, SshSupportMissing
+from tumbler.protocols.tumbler1 import digest_bytes
+
+log = logging.getLogger("tumblerd")
+
+SKEW_LOG_EVERY = 10.0  # seconds between two clock-skew lines; the rest are only counted
+_KEY_ID = slice(len(sshsig.MAGIC), len(sshsig.MAGIC) + KEY_ID_LEN)
+
+
+@dataclass
+class Runtime:
+    """What a config builds; swapped whole on reload so a datagram sees one config or the other."""
+
+    config: Config
+    verifier: Verifier[Door]
+    verifier2: Verifier2[Door]
+    doors: dict[str, Door] = field(default_factory=dict)
+    matcher: SequenceMatcher | None = None
+    signed: SignedVerifier | None = None
+    fwknop: tuple[spa.FwknopDoor, ...] = ()  # in file order; empty without `cryptography`
+
+
+def build_runtime(config: Config) -> Runtime:
+    """The verifiers and the sequence matcher for `config`, whose doors it checked already."""
+    sequence_doors = [d.sequence_door for d in config.sequence_doors if d.sequence_door]
+    fwknop_doors = config.fwknop_doors
+    missing = spa.crypto_missing()
+    if fwknop_doors and missing is not None:
+        names = ", ".join(d.name for d in fwknop_doors)
+        log.error("fwknop doors %s disabled, the other doors serve: %s", names, missing)
+        fwknop_doors = ()
+    return Runtime(
+        config=config,
+        verifier=Verifier(config.doors, config.window),
+        verifier2=Verifier2(config.key_doors, config.realm, config.window_seconds),
+        doors={d.name: d for d in config.doors},
+        matcher=SequenceMatcher(sequence_doors) if sequence_doors else None,
+        signed=_build_signed(config),
+        fwknop=fwknop_doors,
+    )
+
+
+def _build_signed(config: Config) -> SignedVerifier | None:
+    """The keys of the signed doors by key id; None (said once) without `cryptography`."""
+    doors = config.signed_doors
+    if not doors:
+        return None
+    try:
+        return SignedVerifier({d.name: d.keys for d in doors}, config.window_seconds, config.realm)
+    except SshSupportMissing as exc:
+        names = ", ".join(d.name for d in doors)
+        log.error("door %s takes no signed knocks: %s", names, exc)
+        return None
+    except ValueError as exc:
+        raise ConfigError(str(exc), config.path) from None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What was decided about one input from `address`; `doors` are set when it opens some.
+
+    `outcome` is the counter it adds to: accepted, sequence, malformed, no-door, replay,
+    store-down, shed, or a protocol's own refusal (bad-mac, clock-skew, fwknop-...).
+    An fwknop grant names where to open (`target`), which ports and for how long.
+    """
+
+    outcome: str
+    address: str
+    doors: tuple[Door, ...] = ()
+    target: str | None = None
+    ports: tuple[PortSpec, ...] | None = None
+    timeout: float | None = None
+
+    @property
+    def door(self) -> Door | None:
+        """The first door opened, if any."""
+        return self.doors[0] if self.doors else None
+
+
+class Pipeline:
+    """Decides datagrams and connection attempts against the current runtime.
+
+    `cost_clock` times what a never-seen source costs, for the new-source budget; it
+    measures work done, never the time a knock is judged at.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        replay: RecentClaims,
+        stats: Stats,
+        budget: NewSourceBudget | None = None,
+        cost_clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.runtime = runtime
+        self.replay = replay
+        self.stats = stats
+        self.budget = budget if budget is not None else NewSourceBudget(runtime.config.ipv6_prefix)
+        self._cost_clock = cost_clock
+        self.store_failing = False  # said once per outage, counted always
+        self.last_skew: dict[str, Any] | None = None  # the last right knock from a wrong clock
+        self._skew_logged = float("-inf")
+        self._skew_quiet = 0
+
+    def _verdict(self, outcome: str, address: str) -> Verdict:
+        self.stats.count(outcome)
+        return Verdict(outcome, address)
+
+    def decide(self, data: bytes, address: str, now: float) -> Verdict:
+        """Decide one datagram from `address` (normalised) received at epoch `now`.
+
+        One path for every kind: the shape tells an fwknop SPA packet (140 to 1500 base64
+        characters) from a signed knock (its magic bytes, not base64) and from a v1 or v2
+        datagram (at most 77 bytes) before any cryptography.
+        """
+        runtime = self.runtime
+        if runtime.fwknop and spa.classify(data):
+            return self._decide_spa(data, address, now)
+        if sshsig.looks_signed(data):
+            return self._decide_signed(data, address, now)
+        if tumbler2.is_v2(data):
+            if data[tumbler2.KEY_ID_SLICE] not in runtime.verifier2:
+                return self._verdict(UNKNOWN_KEY, address)  # before parsing: a flood's cheapest
+            return self._decide_v2(tumbler2.parse(data), address, now)
+        try:
+            raw = digest_bytes(data)
+        except MalformedDatagram:
+            return self._verdict("malformed", address)
+        verifier = runtime.verifier
+        if verifier.knows(address, now):
+            match = verifier.match_raw(raw, address, now)
+        else:
+            bucket = self.budget.admit(address, now, verifier.cost)
+            if bucket is None:
+                return self._verdict("shed", address)
+            started = self._cost_clock()
+            match = verifier.match_raw(raw, address, now)
+            self.budget.charge(bucket, self._cost_clock() - started)
+        if match is None:
+            return self._verdict("no-door", address)
+        detail = f"minute {match.minute_offset:+d}"
+        return self._accept(match.door, match.digest, match.expires, address, now, detail)
+
+    def _decide_v2(self, knock: tumbler2.Knock2, address: str, now: float) -> Verdict:
+        """A v2 knock: key id, one MAC, the window (skew reported), then the replay claim."""
+        verdict = self.runtime.verifier2.check(knock, address, now)
+        if verdict.reason == ACCEPTED and verdict.door is not None:
+            return self._accept(verdict.door, verdict.claim, verdict.expires, address, now, "v2")
+        if verdict.reason == CLOCK_SKEW and verdict.door is not None:
+            self._report_skew(verdict.door, address, verdict.offset, now)
+        return self._verdict(verdict.reason, address)
+
+    def _report_skew(self, door: Door, address: str, offset: int, now: float) -> None:
+        """Log a right knock from a wrong clock, at most once per SKEW_LOG_EVERY seconds."""
+        self.last_skew = {"door": door.name, "address": address, "offset": offset, "at": now}
+        if self._skew_quieted(now):
+            return
+        more = f" ({self._skew_quiet} more since the last report)" if self._skew_quiet else ""
+        log.warning(
+            "knock for door %s from %s refused: clock off by %+d s, window %d s%s",
+            door.name,
+            address,
+            offset,
+            self.runtime.config.window_seconds,
+            more,
+        )
+        self._skew_said(now)
+
+    def _skew_quieted(self, now: float) -> bool:
+        if now - self._skew_logged < SKEW_LOG_EVERY:
+            self._skew_quiet += 1
+            return True
+        return False
+
+    def _skew_said(self, now: float) -> None:
+        self._skew_logged = now
+        self._skew_quiet = 0
+
+    def _decide_signed(self, data: bytes, address: str, now: float) -> Verdict:
+        """A signed knock: key id first (no cryptography for strangers), then one verify."""
+        if not sshsig.MIN_DATAGRAM <= len(data) <= sshsig.MAX_DATAGRAM:
+            return self._verdict("malformed", address)
+        signed = self.runtime.signed
+        kid = data[_KEY_ID]
+        if signed is None or not signed.knows(kid):
+            return self._verdict(Refusal.UNKNOWN_KEY.value, address)
+        if signed.exhausted(kid, now):  # a flood on this key id: no parsing, no verifying
+            return self._verdict(Refusal.RATE_LIMITED.value, address)
+        try:
+            knock = sshsig.parse_datagram(data)
+        except MalformedDatagram:
+            return self._verdict("malformed", address)
+        # A knock seen before costs no verification: its key id, time and nonce name it.
+        if self.replay.holds(sshsig.claim_token(knock), now):
+            return self._verdict("replay", address)
+        verdict = signed.match(knock, address, now)
+        if not isinstance(verdict, SignedMatch):
+            if verdict.reason is Refusal.STALE and verdict.key is not None:
+                self._report_signed_skew(verdict.key.label, address, verdict.offset, now)
+            return self._verdict(verdict.reason.value, address)
+        refused = self._claim(
+            verdict.token, verdict.expires, ", ".join(verdict.doors), address, now
+        )
+        if refused is not None:
+            return refused
+        opened = tuple(self.runtime.doors[name] for name in verdict.doors)
+        for door in opened:
+            log.info(
+                "knock accepted: door %s from %s by key %s (clock %+d s)",
+                door.name,
+                address,
+                verdict.key.label,
+                verdict.offset,
+            )
+        self.stats.count("accepted")
+        return Verdict("accepted", address, opened)
+
+    def _report_signed_skew(self, key: str, address: str, offset: int | None, now: float) -> None:
+        """A right signature from a wrong clock, logged as v2's are (at most every 10 s)."""
+        self.last_skew = {"key": key, "address": address, "offset": offset, "at": now}
+        if self._skew_quieted(now):
+            return
+        more = f" ({self._skew_quiet} more since the last report)" if self._skew_quiet else ""
+        log.warning(
+            "signed knock from %s by key %s refused: clock off by %+d s, window %d s%s",
+            address,
+            key,
+            offset or 0,
+            self.runtime.config.window_seconds,
+            more,
+        )
+        self._skew_said(now)
+
+    def _decide_spa(self, data: bytes, address: str, now: float) -> Verdict:
+        """An fwknop SPA packet: the first door whose keys open it decides; replay by content."""
+        try:
+            grant = spa.first_grant(data, self.runtime.fwknop, address, now)
+        except spa.SpaRejected as exc:
+            if exc.door is None:  # no door's keys open it: junk, as far as anyone can tell
+                return self._verdict("no-door", address)
+            if exc.replay_key is not None:
+                # A refused packet repeated is counted as a replay, and logged only once.
+                key = f"fwknop:{exc.replay_key}"
+                if self.replay.holds(key, now):
+                    return self._verdict("replay", address)
+                self.replay.note(key, exc.replay_until)
+            self.stats.count(f"fwknop-{exc.reason}")
+            if exc.reason != "age":  # old packets are counted, not logged: a flood could replay one
+                log.info("fwknop packet for door %s from %s refused: %s", exc.door, address, exc)
+            return self._verdict("refused", address)
+        # Content, not bytes: the same request encrypted again under a new salt is a replay.
+        key = f"fwknop:{grant.replay_key}"
+        refused = self._claim(key, grant.replay_until, grant.door, address, now)
+        if refused is not None:
+            return refused
+        door = self.runtime.doors[grant.door]
+        self.stats.count("accepted", door=door.name)
+        log.info(
+            "fwknop packet accepted: door %s from %s for %s (user %s)",
+            door.name,
+            address,
+            grant.address,
+            grant.user,
+        )
+        return Verdict("accepted", address, (door,), grant.address, grant.ports, grant.timeout)
+
+    def _accept(
+        self, door: Door, claim: str, expires: float, address: str, now: float, detail: str
+    ) -> Verdict:
+        """Claim a proved knock: accepted, and opening `door`, only if it is fresh."""
+        refused = self._claim(claim, expires, door.name, address, now)
+        if refused is not None:
+            return refused
+        self.stats.count("accepted", door=door.name)
+        log.info("knock accepted: door %s from %s (%s)", door.name, address, detail)
+        return Verdict("accepted", address, (door,))
+
+    def _claim(
+        self, key: str, expires: float, door: str, address: str, now: float
+    ) -> Verdict | None:
+        """Claim a knock once, here and in the replay store; the refusal if it is not fresh."""
+        try:
+            fresh = self.replay.claim(key, expires, now)
+        except ReplayStoreError as exc:
+            if not self.store_failing:  # one line per outage: a flood must not fill the log
+                self.store_failing = True
+                log.error(
+                    "knock for door %s from %s refused, replay store failing: %s "
+                    "(further refusals are counted as store-down until it answers)",
+                    door,
+                    address,
+                    exc,
+                )
+            return self._verdict("store-down", address)
+        self.store_failing = False
+        if not fresh:
+            return self._verdict("replay", address)
+        return None
+
+    def attempt(self, event: ConnectionAttempt) -> list[Verdict]:
+        """Feed one connection attempt to the sequence matcher: the doors it completes."""
+        runtime = self.runtime
+        if runtime.matcher is None:
+            return []
+        verdicts = []
+        for name in runtime.matcher.feed(event):
+            log.info("knock sequence completed: door %s from %s", name, event.source)
+            self.stats.count("sequence", door=name)
+            verdicts.append(Verdict("sequence", event.source, (runtime.doors[name],)))
+        return verdicts
