@@ -10,14 +10,11 @@ A secret never appears in an error message, a repr or a prompt.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import re
 import socket
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, cast
 
 from tumbler import secretfile
@@ -27,6 +24,10 @@ from tumbler.errors import TumblerError
 from tumbler.ports import PortSpec, parse_port, parse_port_spec
 from tumbler.protocols import tumbler1 as protocol
 from tumbler.secretfile import SecretFileError
+
+TYPE_CHECKING = False  # not typing's: see tests/unit/test_client_startup.py
+if TYPE_CHECKING:
+    from datetime import datetime
 
 SCHEME = "tumbler"
 SCHEME2 = "tumbler2"
@@ -98,8 +99,35 @@ class KnockURL(NamedTuple):
     def __str__(self) -> str:
         host = f"[{self.host.replace('%', '%25')}]" if ":" in self.host else self.host
         scheme = SCHEME2 if self.version == 2 else SCHEME
-        query = f"?realm={urllib.parse.quote(self.realm, safe='')}" if self.realm else ""
+        query = f"?realm={_quote(self.realm)}" if self.realm else ""
         return f"{scheme}://{host}:{self.port}/{query}"
+
+
+def _unquote(text: str, errors: str = "strict") -> str:
+    """%-decoding (UTF-8); urllib.parse is loaded only for text that has a `%`."""
+    if "%" not in text:
+        return text
+    import urllib.parse  # costs the client start-up time, and most URLs need none of it
+
+    return urllib.parse.unquote(text, errors=errors)
+
+
+def _quote(text: str) -> str:
+    import urllib.parse  # only to show a v2 URL with a realm
+
+    return urllib.parse.quote(text, safe="")
+
+
+def _ipv6_literal(text: str) -> bool:
+    """What goes in brackets: an IPv6 address, with an optional zone id (`%eth0`)."""
+    address, mark, zone = text.partition("%")
+    if ":" not in address or (mark and (not zone or "%" in zone)):
+        return False
+    try:
+        normalize_address(address)
+    except ValueError:
+        return False
+    return True
 
 
 def _bad_url(reason: str) -> KnockUsageError:
@@ -121,14 +149,12 @@ def _split_hostport(hostport: str) -> tuple[str, int]:
         close = hostport.find("]")
         if close == -1:
             raise _bad_url("missing ']' after the IPv6 address")
-        literal = urllib.parse.unquote(hostport[1:close])  # a zone id is written %25eth0
+        literal = _unquote(hostport[1:close], "replace")  # a zone id is written %25eth0
         after = hostport[close + 1 :]
         if after and not after.startswith(":"):
             raise _bad_url("only ':PORT' may follow ']'")
-        try:
-            ipaddress.IPv6Address(literal)
-        except ValueError:
-            raise _bad_url(f"{literal!r} in brackets is not an IPv6 address") from None
+        if not _ipv6_literal(literal):
+            raise _bad_url(f"{literal!r} in brackets is not an IPv6 address")
         return literal, _parse_port(after[1:])
     host, _, port_text = hostport.partition(":")
     if ":" in port_text:
@@ -168,7 +194,7 @@ def parse_url(text: str) -> KnockURL:
         if _BAD_ESCAPE.search(userinfo):
             raise _bad_url("broken %-escape in the secret (write % itself as %25)")
         try:
-            secret = urllib.parse.unquote(userinfo, errors="strict")
+            secret = _unquote(userinfo)
         except UnicodeDecodeError:
             raise _bad_url("the secret's %-escapes are not UTF-8") from None
     host, port = _split_hostport(hostport)
@@ -188,7 +214,7 @@ def _realm_query(tail: str) -> tuple[str, str]:
     from tumbler.protocols import tumbler2  # v2 only: kept off the v1 start-up path
 
     try:
-        realm = urllib.parse.unquote(value, errors="strict")
+        realm = _unquote(value)
         tumbler2.realm_bytes(realm)
     except (UnicodeDecodeError, ValueError) as exc:
         raise _bad_url(f"bad realm: {exc}") from None
@@ -394,11 +420,18 @@ class KnockResult(NamedTuple):
     port: int
     address: str  # the address inside the hash
     address_given: bool  # True when --from chose it, False when the kernel did
-    when: datetime
+    seconds: float  # the moment knocked for, since the epoch (`when` as a datetime)
     stamp: str  # v1: the minute stamp; v2: the time in seconds since the epoch
     datagram: bytes
     sent: bool
     version: int = 1
+
+    @property
+    def when(self) -> datetime:
+        """The moment knocked for, in UTC (datetime is loaded only to explain a knock)."""
+        from datetime import UTC, datetime
+
+        return datetime.fromtimestamp(self.seconds, UTC)
 
     @property
     def digest(self) -> str:
@@ -416,29 +449,33 @@ class KnockResult(NamedTuple):
 
 
 def _fresh_minute(
-    when: datetime,
+    now: float,
     address: str,
     secret: str,
     sent: SentKnocks | None,
     offsets: Sequence[int],
-) -> tuple[datetime, str, str]:
+) -> tuple[float, str, str]:
     """(moment, stamp, digest) of the first minute in `offsets` this user has not knocked
-    with yet for `address` and `secret`; without `sent`, simply `when`'s own minute."""
-    candidates: list[tuple[datetime, str, str, float]] = []
+    with yet for `address` and `secret`; without `sent`, simply the minute of `now`.
+
+    Moments are seconds since the epoch: datetime costs the client start-up time.
+    """
+    candidates: list[tuple[float, str, str, float]] = []
     for offset in offsets if sent is not None else (0,):
-        moment = when + timedelta(minutes=offset)
-        stamp = protocol.minute_stamp(moment)
+        minute = int(now // 60) + offset
+        stamp = protocol.stamp_for_minute(minute)
         # Another client picks this minute again only while it is within a minute of now.
-        expires = (moment.timestamp() // 60 + 2) * 60
+        expires = float((minute + 2) * 60)
+        moment = now + 60 * offset
         candidates.append((moment, stamp, protocol.knock_digest(stamp, address, secret), expires))
     if sent is None:
         return candidates[0][:3]
     try:
-        index = sent.claim_first([(c[2], c[3]) for c in candidates], when.timestamp())
+        index = sent.claim_first([(c[2], c[3]) for c in candidates], now)
     except OSError:
         return candidates[0][:3]  # no state directory: knock as the article's client does
     if index is None:
-        wait = 60 - int(when.timestamp()) % 60
+        wait = 60 - int(now) % 60
         raise NoFreshMinute(
             f"already knocked {len(candidates)} times this minute for {address}: tumblerd "
             f"would refuse another as a replay; try again in {wait} s"
@@ -463,7 +500,7 @@ def _knock(
     if not secret:
         raise KnockUsageError("empty secret")
     key = _check_key_text(secret, "the secret") if version == 2 else b""
-    when = datetime.now(UTC) if when is None else when
+    now = time.time() if when is None else when.timestamp()
     address = normalize_source(source) if source is not None else None
     sock, sockaddr = _connected_udp(host, port, family)
     with sock:
@@ -474,14 +511,15 @@ def _knock(
 
             from tumbler.protocols import tumbler2  # v2 only: kept off the v1 start-up path
 
-            seconds = int(when.timestamp())
+            moment = now
+            seconds = int(now)
             stamp = str(seconds)
             datagram = tumbler2.build(
                 key, seconds, secrets.token_bytes(tumbler2.NONCE_LEN), address, realm
             )
         else:  # v1: the minute must be one this user has not knocked with yet
-            when, stamp, digest = _fresh_minute(
-                when, address, secret, sent if send else None, offsets
+            moment, stamp, digest = _fresh_minute(
+                now, address, secret, sent if send else None, offsets
             )
             datagram = protocol.encode_datagram(digest)
         if send:
@@ -495,7 +533,7 @@ def _knock(
         port=port,
         address=address,
         address_given=source is not None,
-        when=when,
+        seconds=moment,
         stamp=stamp,
         datagram=datagram,
         sent=send,

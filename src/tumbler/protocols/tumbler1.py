@@ -8,10 +8,13 @@ from __future__ import annotations
 import binascii
 import hashlib
 import time
-from datetime import UTC, datetime, timedelta
 
 from tumbler.addresses import Address, normalize_address
 from tumbler.errors import MalformedDatagram
+
+TYPE_CHECKING = False  # not typing's, nor datetime at run time: both cost client start-up
+if TYPE_CHECKING:
+    from datetime import datetime
 
 DEFAULT_PORT = 8675
 PREFIX = b"TUMBLER1:"
@@ -28,8 +31,8 @@ def minute_stamp(when: datetime) -> str:
     """Format a moment as the article's YYYMMDDHHmm (years since 1900, January is 00)."""
     if when.tzinfo is None:
         raise ValueError("minute_stamp needs an aware datetime (UTC)")
-    t = when.astimezone(UTC)
-    return f"{t.year - 1900:03d}{t.month - 1:02d}{t.day:02d}{t.hour:02d}{t.minute:02d}"
+    t = when.utctimetuple()
+    return f"{t.tm_year - 1900:03d}{t.tm_mon - 1:02d}{t.tm_mday:02d}{t.tm_hour:02d}{t.tm_min:02d}"
 
 
 def stamp_for_minute(minute: int) -> str:
@@ -40,6 +43,8 @@ def stamp_for_minute(minute: int) -> str:
 
 def minute_stamps(when: datetime, window: int) -> list[str]:
     """The stamps a receiver accepts at `when`: `window` minutes either side, current first."""
+    from datetime import timedelta  # loaded already: `when` is a datetime
+
     if window < 0:
         raise ValueError("window must be >= 0")
     offsets = [0]
