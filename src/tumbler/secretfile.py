@@ -9,10 +9,10 @@ its content: a decode error would otherwise quote a byte of the secret.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
 
 from tumbler.errors import TumblerError
 from tumbler.filemodes import readable_by_others
+from tumbler.records import NamedTuple
 
 MAX_SECRET_BYTES = 4096
 EMPTY = "first line is empty"

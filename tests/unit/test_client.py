@@ -14,6 +14,7 @@ import types
 import pytest
 
 from tumbler import __version__
+from tumbler.cli import openurl
 from tumbler.cli import tumbler as client
 from tumbler.client import knock
 from tumbler.protocols import tumbler1 as protocol
@@ -95,7 +96,7 @@ def test_dry_run_uses_the_kernels_address(capsys, monkeypatch):
     )
     assert status == 0
     assert "address   127.0.0.1 (picked by the kernel)" in out
-    expected = protocol.make_knock("s", "127.0.0.1", client._time("2030-01-01T00:00Z"))
+    expected = protocol.make_knock("s", "127.0.0.1", openurl._time("2030-01-01T00:00Z"))
     assert expected.decode() in out
 
 
@@ -123,7 +124,7 @@ def test_send_and_verbose(capsys, monkeypatch):
         status, out, err = run(capsys, "--open", url, "-v", "--at", "2030-01-01T00:00Z")
         data = sock.recv(2048)
     assert (status, out) == (0, "")
-    assert data == protocol.make_knock("s3cret", "127.0.0.1", client._time("2030-01-01T00:00Z"))
+    assert data == protocol.make_knock("s3cret", "127.0.0.1", openurl._time("2030-01-01T00:00Z"))
     assert data.decode() in err
     assert "s3cret" not in err
 

@@ -1,7 +1,8 @@
 """What every command-line front-end shares: one parser class, one error-to-exit table.
 
 Errors are one line on stderr, `tumbler: error: ...`, with exit status 2 for bad input and
-1 for failures at run time; a secret is never printed.
+1 for failures at run time; a secret is never printed. The table itself lives in
+`cli.exits`, which the plain knock uses without argparse; it is re-exported here.
 """
 
 from __future__ import annotations
@@ -11,19 +12,37 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NoReturn
 
-from tumbler.client import knock
-from tumbler.errors import ConfigError, TumblerError
-from tumbler.secretfile import SecretFileError
+from tumbler.cli.exits import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Handler,
+    error,
+    exit_status,
+    guard,
+    warn,
+)
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-Handler = Callable[[list[str]], int]
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "Handler",
+    "Parser",
+    "add_family",
+    "error",
+    "exit_status",
+    "guard",
+    "parse",
+    "redact",
+    "terminal_width",
+    "warn",
+]
 
 # A secret typed into a URL where an option was expected must not come back in an error.
 _URL_SECRET = re.compile(r"(tumbler2?://)[^/?#\s]*@", re.IGNORECASE)
@@ -31,14 +50,6 @@ _URL_SECRET = re.compile(r"(tumbler2?://)[^/?#\s]*@", re.IGNORECASE)
 
 def redact(text: str) -> str:
     return _URL_SECRET.sub(r"\1***@", text)
-
-
-def error(message: str) -> None:
-    print(f"tumbler: error: {message}", file=sys.stderr)
-
-
-def warn(message: str) -> None:
-    print(f"tumbler: warning: {message}", file=sys.stderr)
 
 
 def terminal_width() -> int:
@@ -78,36 +89,6 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Name
         return parser.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-
-
-def exit_status(exc: BaseException) -> int:
-    """The one table from an error to an exit status, for every command of both programs.
-
-    2 for input that cannot work (an option, a URL, a config, a secret file's content),
-    1 for a failure at run time (a file that cannot be read, a network or firewall error).
-    """
-    if isinstance(exc, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
-    if isinstance(exc, SecretFileError):
-        return EXIT_FAILURE if exc.unreadable else EXIT_USAGE
-    if isinstance(exc, knock.KnockUsageError | ConfigError):
-        return EXIT_USAGE
-    return EXIT_FAILURE
-
-
-def guard(body: Callable[[], int]) -> int:
-    """Run a command, mapping the library's errors to one line and an exit status."""
-    try:
-        return body()
-    except TumblerError as exc:
-        error(str(exc))
-        return exit_status(exc)
-    except OSError as exc:
-        error(exc.strerror or str(exc))
-        return exit_status(exc)
-    except KeyboardInterrupt as exc:
-        print(file=sys.stderr)
-        return exit_status(exc)
 
 
 def add_family(parser: argparse.ArgumentParser) -> None:

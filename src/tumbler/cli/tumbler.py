@@ -1,454 +1,27 @@
-"""The `tumbler` command: a thin argparse front-end over `tumbler.client.knock`.
+"""The `tumbler` command: a subcommand by its first argument, else the knock.
 
-`tumbler --open URL` is the article's client. Subcommands (`tumbler knock`,
-`tumbler sniff`, `tumbler open NAME` and `tumbler ssh-proxy`, the last two in
-`cli.proxy`) are dispatched on the first argument through COMMANDS, so the legacy
-form keeps working unchanged.
+`tumbler --open URL` is the article's client. Subcommands (`tumbler knock`, `tumbler
+sniff`, `tumbler open NAME`, `tumbler ssh-proxy`, `tumbler keygen`) are dispatched through
+`cli.commands.COMMANDS`, so the legacy form keeps working unchanged. The common forms of
+the knock are read by `cli.quick` without argparse, the rest by `cli.openurl`: what runs
+before every ssh should start fast (tests/unit/test_client_startup.py).
 Errors are one line on stderr, `tumbler: error: ...`, with exit status 2 for bad
-input and 1 for failures at run time; a secret is never printed.
+input and 1 for failures at run time (`cli.exits`); a secret is never printed.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, NamedTuple
 
-from tumbler import __version__
-from tumbler.cli.common import (
-    EXIT_FAILURE,
-    EXIT_OK,
-    Handler,
-    Parser,
-    add_family,
-    error,
-    guard,
-    parse,
-    warn,
-)
-from tumbler.client import knock
-from tumbler.client.sentknocks import SentKnocks
+from tumbler.cli import quick
+from tumbler.cli.commands import COMMANDS
+from tumbler.cli.exits import EXIT_FAILURE, error, guard
 
+TYPE_CHECKING = False  # not typing's: importing typing costs start-up time
 if TYPE_CHECKING:
-    from tumbler.client.signed import SignedKnockResult
+    from collections.abc import Sequence
 
-
-def _time(text: str) -> datetime:
-    """An ISO 8601 moment for the hidden --at; a naive one is taken as UTC."""
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
-
-
-def _delay(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 60_000:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a delay from 0 to 60000 ms")
-    return value / 1000
-
-
-# --- tumbler --open URL ------------------------------------------------------------------
-
-OPEN_USAGE = """\
-tumbler [--open] URL [--secret-file FILE] [--from ADDR] [-4|-6] [--dry-run] [-v]
-       tumbler [--open] tumbler+ssh://[USER@]HOST/ [--ssh-key FILE] [--from ADDR] ...
-       tumbler [--open] fwknop://[STANZA@]HOST[:PORT]/[PORTS] [--fwknoprc FILE] [...]
-       tumbler COMMAND [ARGS ...]"""
-
-OPEN_DESCRIPTION = """\
-Knock on a tumblerd door: send one UDP datagram proving that you know the door's
-secret, for this minute and for your address. The daemon runs the door's command
-(say, opening SSH for your address) and never sends anything back.
-
-URL is tumbler://[SECRET@]HOST[:PORT]/ (PORT defaults to 8675; an IPv6 HOST goes in
-brackets). The address put into the knock is the one your kernel picks to reach
-HOST; behind NAT, give the address the server sees with --from.
-
-A tumbler2://[KEY@]HOST[:PORT]/[?realm=REALM] URL sends a version 2 knock
-(docs/PROTOCOL.md): KEY is the 43 characters `tumbler keygen` prints, valid to the
-second and never guessable offline; REALM is the server's, if it has one.
-
-A tumbler+ssh://[USER@]HOST[:PORT]/[?realm=REALM] door takes a knock signed by your
-SSH key instead (docs/SIGNED-KNOCKS.md): through ssh-agent, or from --ssh-key FILE.
-
-fwknop://[STANZA@]HOST[:PORT]/[tcp/22,...] sends an fwknop SPA packet instead, to an
-fwknopd or a tumblerd fwknop door (PORT defaults to 62201), with the keys of a stanza
-of your ~/.fwknoprc (named before '@', else the one whose SPA_SERVER is HOST). The
-ports default to the stanza's ACCESS; --from 0.0.0.0 asks the server to allow the
-packet's source address (behind NAT, and over IPv6)."""
-
-
-def _open_epilog() -> str:
-    commands = "\n".join(f"  {name:<9}  {cmd.summary}" for name, cmd in COMMANDS.items())
-    return f"""\
-commands (tumbler COMMAND --help for each):
-{commands}
-
-the secret, first found wins:
-  1. in the URL, tumbler://SECRET@HOST/ (write @ : / % as %40 %3A %2F %25);
-     other users can read it in the process list, so for anything shared prefer
-  2. --secret-file FILE, its first line (keep the file chmod 600)
-  3. the environment variable {knock.SECRET_ENV}
-  4. a prompt on the terminal, without echo
-  for tumbler2://, 1 to 3 hold the key; the prompt asks for the passphrase the key
-  was made from (tumbler keygen --passphrase)
-
-the SSH key of a tumbler+ssh:// knock, first found wins:
-  1. --ssh-key FILE (signed by ssh-agent when it holds that key, else read from
-     FILE, asking for its passphrase)
-  2. every key ssh-agent holds (SSH_AUTH_SOCK), one knock each
-  3. the first of ~/.ssh/id_ed25519, id_ecdsa, id_rsa
-
-examples:
-  tumbler --open tumbler://host.example.org/          asks for the secret
-  tumbler --open tumbler://open-pAsSwOrD@192.0.2.7:8675/
-  tumbler --open tumbler://[fd00::1]/ --secret-file ~/.config/tumbler/ssh
-  tumbler --open tumbler://host/ --from 203.0.113.9   behind NAT
-  tumbler --open tumbler://host/ --dry-run            show the knock, send nothing
-  tumbler --open tumbler2://host/ --secret-file ~/.config/tumbler/host.key
-  tumbler keygen --door ssh --host host.example.org   a v2 key, for both sides
-  tumbler --open tumbler+ssh://alice@host/            signed by ssh-agent's key
-  tumbler knock host.example.org 42 196 udp/69        a classic knock sequence
-
-exit status: 0 knock sent, 1 failure (name, network, file), 2 bad usage (URL, secret)."""
-
-
-def _open_parser() -> Parser:
-    parser = Parser(
-        prog="tumbler",
-        usage=OPEN_USAGE,
-        description=OPEN_DESCRIPTION,
-        epilog=_open_epilog(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("url", nargs="?", metavar="URL", help="the door, as --open gives it")
-    parser.add_argument("--open", dest="open_url", metavar="URL", help="the door to knock on")
-    parser.add_argument(
-        "--secret-file", metavar="FILE", help="read the secret from the first line of FILE"
-    )
-    parser.add_argument(
-        "--ssh-key", metavar="FILE", help="sign a tumbler+ssh:// knock with this SSH key"
-    )
-    parser.add_argument(
-        "--fwknoprc",
-        metavar="FILE",
-        help="for fwknop:// URLs: the client's rc file (default $FWKNOPRC, else ~/.fwknoprc)",
-    )
-    parser.add_argument(
-        "--from",
-        dest="source",
-        metavar="ADDR",
-        help="put ADDR into the knock instead of the local address (client behind NAT)",
-    )
-    add_family(parser)
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print the datagram, address and minute stamp instead of sending",
-    )
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="say what was sent (on stderr)"
-    )
-    # Hidden: make the knock for another moment (tests, clock-skew checks).
-    parser.add_argument("--at", type=_time, help=argparse.SUPPRESS)
-    parser.add_argument("--version", action="version", version=f"tumbler {__version__}")
-    return parser
-
-
-def describe(result: knock.KnockResult, secret_origin: str) -> str:
-    """A knock explained line by line, the secret's origin shown but never its value."""
-    named = "" if result.host == result.target else f" ({result.host})"
-    chosen = "given with --from" if result.address_given else "picked by the kernel"
-    moment = result.when.astimezone(UTC)
-    if result.version == 2:
-        stamp = f"time      {result.stamp} ({moment:%Y-%m-%d %H:%M:%S} UTC), protocol 2"
-        origin = f"key       from {secret_origin}"
-    else:
-        stamp = f"stamp     {result.stamp} ({moment:%Y-%m-%d %H:%M} UTC)"
-        origin = f"secret    from {secret_origin}"
-    return "\n".join(
-        [
-            f"target    {result.target} udp/{result.port}{named}",
-            f"address   {result.address} ({chosen})",
-            stamp,
-            origin,
-            f"datagram  {result.shown}",
-        ]
-    )
-
-
-def describe_signed(result: SignedKnockResult) -> str:
-    """A signed knock explained line by line: which key, for what, and the datagram."""
-    named = "" if result.host == result.target else f" ({result.host})"
-    chosen = "given with --from" if result.address_given else "picked by the kernel"
-    moment = datetime.fromtimestamp(result.when, UTC)
-    return "\n".join(
-        [
-            f"target    {result.target} udp/{result.port}{named}",
-            f"address   {result.address} ({chosen})",
-            f"time      {result.when} ({moment:%Y-%m-%d %H:%M:%S} UTC)",
-            f"realm     {result.realm or '(none)'}",
-            f"key       {result.comment} {result.fingerprint}",
-            f"datagram  {result.datagram.hex()}",
-        ]
-    )
-
-
-def _open_signed(args: argparse.Namespace, text: str) -> int:
-    """`tumbler tumbler+ssh://HOST/`: one signed knock per key (docs/SIGNED-KNOCKS.md)."""
-    from tumbler.client import signed  # the SSH machinery, for signed knocks only
-
-    if args.secret_file is not None:
-        raise knock.KnockUsageError("a tumbler+ssh:// door takes an SSH key, not --secret-file")
-    url = signed.parse_ssh_url(text)
-    source = knock.normalize_source(args.source) if args.source is not None else None
-    knock.resolve(url.host, url.port, family=args.family)  # fail before asking
-    signers = signed.find_signers(args.ssh_key)
-    results = signed.send_signed_knocks(
-        url.host,
-        url.port,
-        signers,
-        realm=url.realm,
-        source=source,
-        family=args.family,
-        when=int(args.at.timestamp()) if args.at is not None else None,
-        send=not args.dry_run,
-    )
-    shown = "\n\n".join(describe_signed(r) for r in results)
-    if args.dry_run:
-        print(shown)
-        print("(dry run: nothing sent)")
-    elif args.verbose:
-        print(shown, file=sys.stderr)
-    return EXIT_OK
-
-
-def open_main(argv: Sequence[str]) -> int:
-    """`tumbler [--open] URL ...`: send one Tumbler knock."""
-    parsed = parse(_open_parser(), argv)
-    if isinstance(parsed, int):
-        return parsed
-    args = parsed
-
-    def run() -> int:
-        if args.url and args.open_url:
-            raise knock.KnockUsageError("give the URL once, with or without --open")
-        text = args.open_url or args.url
-        if not text:
-            names = ", ".join(COMMANDS)
-            raise knock.KnockUsageError(
-                f"nothing to do: give --open URL or a command ({names}); see tumbler --help"
-            )
-        if text.strip().lower().startswith("fwknop://"):
-            if args.ssh_key is not None:
-                raise knock.KnockUsageError("--ssh-key is for a tumbler+ssh:// door")
-            return _open_fwknop(args, text)
-        if args.fwknoprc is not None:
-            raise knock.KnockUsageError("--fwknoprc is for fwknop:// URLs")
-        if knock.is_ssh_url(text):
-            return _open_signed(args, text)
-        if args.ssh_key is not None:
-            raise knock.KnockUsageError("--ssh-key is for a tumbler+ssh:// door")
-        url = knock.parse_url(text)
-        source = knock.normalize_source(args.source) if args.source is not None else None
-        knock.resolve(url.host, url.port, family=args.family)  # fail before asking
-        secret = knock.resolve_secret(url, secret_file=args.secret_file, warn=warn)
-        result = knock.knock_url(
-            url,
-            secret.value,
-            source=source,
-            when=args.at,
-            family=args.family,
-            dry_run=args.dry_run,
-            sent=SentKnocks(),
-        )
-        if args.dry_run:
-            print(describe(result, secret.origin))
-            print("(dry run: nothing sent)")
-        elif args.verbose:
-            print(describe(result, secret.origin), file=sys.stderr)
-        return EXIT_OK
-
-    return guard(run)
-
-
-def _open_fwknop(args: argparse.Namespace, text: str) -> int:
-    """`tumbler --open fwknop://...`: one SPA packet with the keys of an .fwknoprc stanza."""
-    from pathlib import Path
-
-    from tumbler.client import fwknop
-
-    if args.secret_file is not None:
-        raise knock.KnockUsageError("fwknop:// URLs take their keys from the .fwknoprc stanza")
-    url = fwknop.parse_fwknop_url(text)
-    path = Path(args.fwknoprc).expanduser() if args.fwknoprc else fwknop.default_rc_path()
-    target = fwknop.target_from_rc(url, fwknop.read_rc(path, warn), path)
-    result = fwknop.send_spa(
-        target,
-        source=args.source,
-        now=args.at.timestamp() if args.at is not None else None,
-        family=args.family,
-        dry_run=args.dry_run,
-    )
-    named = "" if result.host == result.target else f" ({result.host})"
-    mac = target.keys.hmac_digest if target.keys.hmac_key is not None else "none"
-    lines = [
-        f"target    {result.target} udp/{result.port}{named}",
-        f"allow     {result.allow_ip} {', '.join(str(p) for p in result.ports)}",
-        f"keys      from {path} [{target.stanza}] (mode {target.keys.mode}, HMAC {mac})",
-        f"packet    {len(result.datagram)} bytes of fwknop SPA",
-    ]
-    if args.dry_run:
-        print("\n".join(lines))
-        print("(dry run: nothing sent)")
-    elif args.verbose:
-        print("\n".join(lines), file=sys.stderr)
-    return EXIT_OK
-
-
-# --- tumbler knock HOST PORT ... ---------------------------------------------------------
-
-KNOCK_DESCRIPTION = f"""\
-Send a classic port-knock sequence, the scheme the article starts from: connection
-attempts to closed ports, in a secret order, seen by a daemon watching the firewall
-(a tumblerd sequence door, or knockd). TCP knocks are single SYNs that expect no
-answer; udp/PORT knocks are one small datagram. Knocks leave {knock.DEFAULT_DELAY_MS} ms apart
-by default, which keeps them in order across a real network yet finishes a 3-port
-sequence in 0.2 s. Anyone on the path can watch a sequence and replay it:
-prefer a Tumbler door (tumbler --open) where you can."""
-
-KNOCK_EPILOG = """\
-PORT is 42 or tcp/42 (TCP), udp/500, or knockd's own 500:udp.
-
-examples:
-  tumbler knock host.example.org 42 196 69
-  tumbler knock -v --delay 250 192.0.2.7 7000 udp/7001 tcp/7002
-  tumbler knock -6 fd00::1 42 196 69"""
-
-
-def _knock_parser() -> Parser:
-    parser = Parser(
-        prog="tumbler knock",
-        description=KNOCK_DESCRIPTION,
-        epilog=KNOCK_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("host", metavar="HOST", help="name or address to knock on")
-    parser.add_argument("ports", nargs="+", metavar="PORT", help="the sequence, in order")
-    add_family(parser)
-    parser.add_argument(
-        "-u", "--udp", action="store_true", help="bare port numbers mean UDP, not TCP"
-    )
-    parser.add_argument(
-        "--delay",
-        type=_delay,
-        default=knock.DEFAULT_DELAY_MS / 1000,
-        metavar="MS",
-        help=f"milliseconds from one knock to the next (default {knock.DEFAULT_DELAY_MS})",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="print each knock")
-    parser.add_argument(
-        "--dry-run", action="store_true", help="print the sequence and target, send nothing"
-    )
-    return parser
-
-
-def knock_main(argv: Sequence[str]) -> int:
-    """`tumbler knock HOST PORT [PORT ...]`: send a classic sequence."""
-    parsed = parse(_knock_parser(), argv)
-    if isinstance(parsed, int):
-        return parsed
-    args = parsed
-
-    def run() -> int:
-        default_proto = "udp" if args.udp else "tcp"
-        ports = [knock.parse_knock_port(text, default_proto) for text in args.ports]
-        total = len(ports)
-        if args.dry_run:
-            _, sockaddr = knock.pick_target(args.host, family=args.family)
-            for index, spec in enumerate(ports):
-                print(f"knock {index + 1}/{total}: {spec} -> {sockaddr[0]} (dry run)")
-            return EXIT_OK
-
-        def show(done: knock.SequenceKnock) -> None:
-            print(
-                f"knock {done.position + 1}/{total}: {done.spec} -> {done.target}: {done.outcome}",
-                flush=True,
-            )
-
-        knock.send_sequence(
-            args.host,
-            ports,
-            delay=args.delay,
-            family=args.family,
-            on_knock=show if args.verbose else None,
-        )
-        return EXIT_OK
-
-    return guard(run)
-
-
-# --- dispatch ----------------------------------------------------------------------------
-
-
-def _load_knock() -> Handler | None:
-    return knock_main
-
-
-def _load_open() -> Handler | None:
-    from tumbler.cli import proxy as proxy_cli
-
-    return proxy_cli.open_main
-
-
-def _load_ssh_proxy() -> Handler | None:
-    from tumbler.cli import proxy as proxy_cli
-
-    return proxy_cli.ssh_proxy_main
-
-
-def _load_keygen() -> Handler | None:
-    from tumbler.cli import keygen
-
-    return keygen.keygen_main
-
-
-def _load_sniff() -> Handler | None:
-    """Imported only when asked for: it is another module's, with optional extras."""
-    try:
-        sniff = importlib.import_module("tumbler.cli.sniff")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("tumbler.cli.sniff", "tumbler.audit.sniff"):
-            raise
-        return None
-    main: Handler = sniff.main
-    return main
-
-
-class Command(NamedTuple):
-    """A subcommand: a one-line summary for --help and a lazy loader of its main."""
-
-    summary: str
-    load: Callable[[], Handler | None]
-
-
-COMMANDS: dict[str, Command] = {
-    "open": Command("knock with a profile from hosts.conf, then wait for its port", _load_open),
-    "ssh-proxy": Command("ssh ProxyCommand: knock, wait for the port, relay", _load_ssh_proxy),
-    "knock": Command("send a classic port-knock sequence (TCP SYNs, UDP)", _load_knock),
-    "sniff": Command("audit tcpdump output or a capture: knocks anyone could replay", _load_sniff),
-    "keygen": Command(
-        "make a v2 key: a door stanza for the server, a URL for the client", _load_keygen
-    ),
-}
+__all__ = ["COMMANDS", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -460,7 +33,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             error(f"'{args[0]}' is not available in this installation")
             return EXIT_FAILURE
         return handler(args[1:])
-    return open_main(args)
+    plain = quick.plain_args(args)
+    if plain is not None:
+        return guard(
+            lambda: quick.knock_plain(
+                plain.url,
+                secret_file=plain.secret_file,
+                source=plain.source,
+                family=plain.family,
+                dry_run=plain.dry_run,
+                verbose=plain.verbose,
+            )
+        )
+    from tumbler.cli import openurl
+
+    return openurl.open_main(args)
 
 
 if __name__ == "__main__":

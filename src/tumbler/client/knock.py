@@ -15,7 +15,6 @@ import re
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple, cast
 
 from tumbler import secretfile
 from tumbler.addresses import normalize_address
@@ -23,6 +22,7 @@ from tumbler.client.sentknocks import SentKnocks
 from tumbler.errors import TumblerError
 from tumbler.ports import PortSpec, parse_port, parse_port_spec
 from tumbler.protocols import tumbler1 as protocol
+from tumbler.records import NamedTuple
 from tumbler.secretfile import SecretFileError
 
 TYPE_CHECKING = False  # not typing's: see tests/unit/test_client_startup.py
@@ -368,7 +368,9 @@ def resolve(
     for fam, _type, _proto, _name, sockaddr in infos:
         if fam not in (socket.AF_INET, socket.AF_INET6):
             continue
-        entry = (int(fam), cast(SockAddr, sockaddr))  # an IP family's address, never bytes
+        # An IP family's address is (host, port[, flow, scope]), never bytes; typing.cast
+        # would load typing at every start of the client.
+        entry: tuple[int, SockAddr] = (int(fam), sockaddr)  # type: ignore[assignment]
         if entry not in found:
             found.append(entry)
     if not found:

@@ -14,11 +14,10 @@ and rewritten, so clients started together cannot pick the same minute.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+
+TYPE_CHECKING = False  # not typing's: importing typing costs the client start-up time
 
 if TYPE_CHECKING:  # os.path at run time: pathlib costs the client start-up time
     from pathlib import Path
@@ -39,33 +38,51 @@ class SentKnocks:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = os.fspath(path) if path is not None else default_path()
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, float]]:
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "r+", encoding="ascii", errors="replace") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            entries: dict[str, float] = {}
-            for line in handle.read().splitlines():
-                digest, _, expires = line.partition(" ")
-                with contextlib.suppress(ValueError):
-                    entries[digest] = float(expires)
-            yield entries
-            kept = sorted(entries.items(), key=lambda item: item[1])[-MAX_ENTRIES:]
-            handle.seek(0)
-            handle.truncate()
-            handle.write("".join(f"{d} {e:.0f}\n" for d, e in kept))
-
     def claim_first(self, candidates: list[tuple[str, float]], now: float) -> int | None:
         """Record the first candidate (digest, expires) not sent before; its index, or None.
 
         Expired entries are forgotten on the way, so the file stays small.
         """
-        with self._locked() as entries:
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed
+            entries = _read(fd)
             for digest in [d for d, e in entries.items() if e <= now]:
                 del entries[digest]
+            found = None
             for index, (digest, expires) in enumerate(candidates):
                 if digest not in entries:
                     entries[digest] = expires
-                    return index
-        return None
+                    found = index
+                    break
+            _write(fd, entries)
+        finally:
+            os.close(fd)
+        return found
+
+
+def _read(fd: int) -> dict[str, float]:
+    """`DIGEST EXPIRES` lines; a line that is not one is skipped (plain bytes and os
+    calls: contextlib and a text codec cost the client start-up time)."""
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    entries: dict[str, float] = {}
+    for line in b"".join(chunks).splitlines():
+        digest, _, expires = line.partition(b" ")
+        try:
+            entries[digest.decode("ascii")] = float(expires)
+        except ValueError:  # UnicodeDecodeError is one too
+            continue
+    return entries
+
+
+def _write(fd: int, entries: dict[str, float]) -> None:
+    kept = sorted(entries.items(), key=lambda item: item[1])[-MAX_ENTRIES:]
+    data = "".join(f"{d} {e:.0f}\n" for d, e in kept).encode("ascii")
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.ftruncate(fd, 0)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -1,0 +1,156 @@
+"""Client start-up: exec to datagram sent, for `tumbler --open` and `tumbler ssh-proxy`.
+
+What a user waits for is the knock on the wire, not the interpreter's exit, so the clock
+stops when the datagram arrives at a UDP socket of this process; the floor is exec to exit
+of `python3 -c pass` with the same interpreter. The three are interleaved, so load on the
+machine weighs on all alike, and the ratio is taken within the run.
+
+Everything goes over the loopback of the namespace this runs in: `./dev bench` runs it in
+the rig's client namespace (`python -m bench.startup --json`); by hand, give it one:
+
+    ip netns add tmb-startup && ip -n tmb-startup link set lo up
+    ip netns exec tmb-startup .venv/bin/python -m bench.startup --runs 40
+    ip netns del tmb-startup
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+HOST = "127.0.0.1"
+TIMEOUT = 30.0
+
+
+def _env(tmp: Path, bytecode: bool) -> dict[str, str]:
+    """A clean environment: no TUMBLER_* settings, no profile file, one state directory
+    (the sent-knocks memory is read and written at every knock, as for a user)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TUMBLER_")
+        and k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
+    }
+    env["XDG_STATE_HOME"] = str(tmp / "state")
+    env["XDG_CONFIG_HOME"] = str(tmp / "config")  # empty: ssh-proxy finds no profile file
+    if bytecode:
+        env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["PYTHONPYCACHEPREFIX"] = str(tmp / "no-pycache")  # empty: nothing cached
+    return env
+
+
+def floor_once(env: dict[str, str]) -> float:
+    """Exec to exit of `python3 -c pass`: the interpreter's own start and stop."""
+    t = time.perf_counter()
+    subprocess.run([PYTHON, "-c", "pass"], check=True, env=env)
+    return time.perf_counter() - t
+
+
+def _until_datagram(udp: socket.socket, argv: list[str], env: dict[str, str]) -> tuple:
+    t = time.perf_counter()
+    proc = subprocess.Popen(
+        argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        data = udp.recv(2048)
+    except TimeoutError:
+        proc.kill()
+        _, err = proc.communicate()
+        raise RuntimeError(f"{argv[1]}: no datagram: {err.decode(errors='replace')}") from None
+    return time.perf_counter() - t, data, proc
+
+
+def open_once(udp: socket.socket, env: dict[str, str], script: str, n: int) -> float:
+    """Exec of `tumbler --open URL` to its datagram's arrival; a new secret each run, so
+    the sent-knocks memory never runs out of fresh minutes."""
+    port = udp.getsockname()[1]
+    url = f"tumbler://startup-{n}@{HOST}:{port}/"
+    took, data, proc = _until_datagram(udp, [script, "--open", url], env)
+    _, err = proc.communicate(timeout=TIMEOUT)
+    if proc.returncode != 0 or not data.startswith(b"TUMBLER1: "):
+        raise RuntimeError(f"--open failed ({proc.returncode}): {err.decode(errors='replace')}")
+    return took
+
+
+def proxy_once(udp: socket.socket, tcp: socket.socket, env: dict[str, str], script: str, n: int):
+    """Exec of `tumbler ssh-proxy --url URL HOST PORT` to its first knock's arrival; then
+    the connection it makes is accepted and closed, which ends its relay."""
+    port = udp.getsockname()[1]
+    url = f"tumbler://startup-proxy-{n}@{HOST}:{port}/"
+    argv = [script, "ssh-proxy", "--url", url, HOST, str(tcp.getsockname()[1])]
+    took, data, proc = _until_datagram(udp, argv, env)
+    conn, _ = tcp.accept()
+    conn.close()
+    _, err = proc.communicate(timeout=TIMEOUT)
+    if proc.returncode != 0 or not data.startswith(b"TUMBLER1: "):
+        raise RuntimeError(f"ssh-proxy failed ({proc.returncode}): {err.decode(errors='replace')}")
+    return took
+
+
+def measure(runs: int, bytecode: bool = True) -> dict:
+    """Medians over `runs` interleaved rounds of floor, --open and ssh-proxy, in seconds."""
+    script = str(Path(PYTHON).parent / "tumbler")  # the console script, as a user runs it
+    with tempfile.TemporaryDirectory(prefix="tmbb-startup-") as folder:
+        env = _env(Path(folder), bytecode)
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        with udp, tcp:
+            udp.bind((HOST, 0))
+            udp.settimeout(TIMEOUT)
+            tcp.bind((HOST, 0))
+            tcp.listen(8)
+            tcp.settimeout(TIMEOUT)
+            # Warm-up: fills the bytecode cache (when there is one) and the state folder.
+            floor_once(env)
+            open_once(udp, env, script, -1)
+            proxy_once(udp, tcp, env, script, -1)
+            floors, opens, proxies = [], [], []
+            for n in range(runs):
+                floors.append(floor_once(env))
+                opens.append(open_once(udp, env, script, n))
+                proxies.append(proxy_once(udp, tcp, env, script, n))
+    return {
+        "runs": runs,
+        "bytecode": bytecode,
+        "floor": statistics.median(floors),
+        "open": statistics.median(opens),
+        "proxy": statistics.median(proxies),
+        "load": os.getloadavg(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--no-bytecode", action="store_true", help="compile at every start")
+    parser.add_argument("--json", action="store_true", help="one JSON object (for ./dev bench)")
+    args = parser.parse_args()
+    res = measure(args.runs, not args.no_bytecode)
+    if args.json:
+        print(json.dumps(res))
+        return
+    floor = res["floor"]
+    print(f"load average {res['load'][0]:.2f} {res['load'][1]:.2f} {res['load'][2]:.2f}")
+    print(f"python3 -c pass, exec to exit           {floor * 1000:6.1f} ms (n={res['runs']})")
+    for key, what in (("open", "tumbler --open URL"), ("proxy", "tumbler ssh-proxy")):
+        value = res[key]
+        print(
+            f"{what:<22}, exec to datagram {value * 1000:6.1f} ms  {value / floor:.2f} x the floor"
+        )
+
+
+if __name__ == "__main__":
+    main()
