@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import socket
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.loopback import HAVE_IPV6
 from tumbler.client import knock
@@ -493,3 +496,10 @@ def test_send_sequence_ipv6():
         conn.close()
     assert peer[0] == "::1"
     assert done[0].target == "::1"
+
+
+@settings(max_examples=2000)
+@given(st.text(alphabet="aZ09_.-%:é ", max_size=12))
+def test_host_name_rule_is_the_pattern_it_replaced(host: str) -> None:
+    pattern = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?\Z")
+    assert knock._host_name(host) == bool(pattern.match(host))

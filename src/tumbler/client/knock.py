@@ -71,9 +71,23 @@ class NoFreshMinute(KnockError):
 
 # --- URL -------------------------------------------------------------------------------
 
-_SCHEME_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*\Z")
-_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?\Z")
+# Patterns as text: re compiles (and caches) one when first used, not at every start.
+_SCHEME_SHAPE = r"[A-Za-z][A-Za-z0-9+.-]*\Z"
+_BAD_ESCAPE = r"%(?![0-9A-Fa-f]{2})"
+# A host name: letters, digits, `_`, `.` and `-`, neither starting with `.` or `-` nor
+# ending with `-` (checked without a regular expression: it is on every knock's path).
+_HOST_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+def _host_name(host: str) -> bool:
+    return (
+        0 < len(host) <= 253
+        and host[0] not in ".-"
+        and host[-1] != "-"
+        and _HOST_CHARS.issuperset(host)
+    )
+
+
 URL_SHAPE = "tumbler://[SECRET@]HOST[:PORT]/ or tumbler2://[KEY@]HOST[:PORT]/[?realm=REALM]"
 
 
@@ -161,7 +175,7 @@ def _split_hostport(hostport: str) -> tuple[str, int]:
         raise _bad_url("an IPv6 address must be in brackets, as in tumbler://[fd00::1]:8675/")
     if not host:
         raise _bad_url("no host")
-    if len(host) > 253 or not _HOSTNAME.match(host):
+    if not _host_name(host):
         raise _bad_url(f"{host!r} is not a host name or address")
     return host, _parse_port(port_text)
 
@@ -176,7 +190,7 @@ def parse_url(text: str) -> KnockURL:
     if not sep:
         raise _bad_url("no '://'")
     if scheme.lower() not in (SCHEME, SCHEME2):
-        shown = f" {scheme}://" if _SCHEME_SHAPE.match(scheme) else ""
+        shown = f" {scheme}://" if re.match(_SCHEME_SHAPE, scheme) else ""
         raise _bad_url(f"scheme{shown} is not {SCHEME}:// or {SCHEME2}://")
     version = 2 if scheme.lower() == SCHEME2 else 1
     end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
@@ -191,7 +205,7 @@ def parse_url(text: str) -> KnockURL:
     if at:
         if not userinfo:
             raise KnockUsageError("bad URL: empty secret before '@'")
-        if _BAD_ESCAPE.search(userinfo):
+        if re.search(_BAD_ESCAPE, userinfo):
             raise _bad_url("broken %-escape in the secret (write % itself as %25)")
         try:
             secret = _unquote(userinfo)
