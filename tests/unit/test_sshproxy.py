@@ -17,11 +17,11 @@ class FakeClock:
     """One clock for both the wall time (minute stamps) and monotonic seconds."""
 
     def __init__(self, start: datetime = T0) -> None:
-        self.start = start
+        self.start = start.timestamp()
         self.seconds = 0.0
 
-    def now(self) -> datetime:
-        return self.start + timedelta(seconds=self.seconds)
+    def now(self) -> float:
+        return self.start + self.seconds
 
     def monotonic(self) -> float:
         return self.seconds
@@ -31,8 +31,9 @@ def knocker_with(clock: FakeClock) -> tuple[MinuteKnocker, list[str]]:
     """A knocker whose sends record the digest a real client would put on the wire."""
     digests: list[str] = []
 
-    def send(when: datetime) -> None:
-        digests.append(protocol.knock_digest(protocol.minute_stamp(when), "192.0.2.1", "s"))
+    def send(when: float) -> None:
+        stamp = protocol.stamp_for_minute(int(when // 60))
+        digests.append(protocol.knock_digest(stamp, "192.0.2.1", "s"))
 
     return MinuteKnocker(send=send, clock=clock.now), digests
 
@@ -192,8 +193,7 @@ def test_ssh_proxy_usage_errors_exit_2_and_keep_stdout_clean(capsys, monkeypatch
 
 
 def test_secret_order_env_beats_profile_file(tmp_path, monkeypatch) -> None:
-    from tumbler.cli import proxy as proxy_cli
-    from tumbler.client import knock
+    from tumbler.client import knock, plan
     from tumbler.client.profiles import parse_profiles
 
     secret_file = tmp_path / "s"
@@ -203,9 +203,11 @@ def test_secret_order_env_beats_profile_file(tmp_path, monkeypatch) -> None:
         f"[host-a]\n  url = tumbler://h/\n  secret_file = {secret_file}\n", "p"
     ).profiles["a"]
     url = knock.parse_url("tumbler://h/")
-    assert proxy_cli._secret(url, None, profile, {}).value == "from-file"
-    assert proxy_cli._secret(url, None, profile, {"TUMBLER_SECRET": "env"}).value == "env"
+    assert plan.secret_for(url, None, profile, environ={}).value == "from-file"
+    assert plan.secret_for(url, None, profile, environ={"TUMBLER_SECRET": "env"}).value == "env"
     other = tmp_path / "o"
     other.write_text("cli\n")
     other.chmod(0o600)
-    assert proxy_cli._secret(url, str(other), profile, {"TUMBLER_SECRET": "env"}).value == "cli"
+    assert (
+        plan.secret_for(url, str(other), profile, environ={"TUMBLER_SECRET": "env"}).value == "cli"
+    )

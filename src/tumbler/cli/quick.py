@@ -3,10 +3,11 @@
 `tumbler --open URL [--secret-file FILE] [--from ADDR] [-4|-6] [--dry-run] [-v]` is what a
 user (or a script, before every ssh) runs most, and argparse alone costs a good part of
 the client's start-up. `plain_args` recognises exactly these forms, each option at most
-once; anything else (a command, --help, `--from=ADDR`, an abbreviation, a value that
-starts with `-`, fwknop:// and tumbler+ssh:// URLs) returns None and goes to the argparse
-front-end (`cli.openurl`), which knocks through `knock_plain` too: both read the same way,
-fail with the same errors and exit with the same status (`cli.exits`).
+once (`read_argv`, which `tumbler ssh-proxy` uses too); anything else (a command,
+--help, `--from=ADDR`, an abbreviation, a value that starts with `-`, fwknop:// and
+tumbler+ssh:// URLs) returns None and goes to the argparse front-end (`cli.openurl`),
+which knocks through `knock_plain` too: both read the same way, fail with the same errors
+and exit with the same status (`cli.exits`).
 """
 
 from __future__ import annotations
@@ -17,64 +18,98 @@ import sys
 from tumbler.cli.exits import EXIT_OK, warn
 from tumbler.client import knock
 from tumbler.client.sentknocks import SentKnocks
+from tumbler.records import NamedTuple
 
 TYPE_CHECKING = False  # not typing's: importing typing costs start-up time
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
     from datetime import datetime
 
 
-class PlainArgs:
-    """The options of a plain knock, as the argparse front-end names them."""
+class Argv(NamedTuple):
+    """What `read_argv` found: option values, flags set, the address family, positionals."""
 
-    __slots__ = ("dry_run", "family", "secret_file", "source", "url", "verbose")
-
-    def __init__(self) -> None:
-        self.url = ""
-        self.secret_file: str | None = None
-        self.source: str | None = None
-        self.family = 0
-        self.dry_run = False
-        self.verbose = False
+    values: dict[str, str]
+    flags: frozenset[str]
+    family: int
+    positionals: list[str]
 
 
-_VALUED = {"--open": "url", "--secret-file": "secret_file", "--from": "source"}
 _FAMILIES = {"-4": socket.AF_INET, "-6": socket.AF_INET6}
-_FLAGS = {"--dry-run": "dry_run", "-v": "verbose", "--verbose": "verbose"}
-_OTHER_KINDS = ("fwknop://", knock.SSH_SCHEME + "://")
 
 
-def plain_args(argv: Sequence[str]) -> PlainArgs | None:
-    """The plain knock's options, or None when argv is anything else (argparse's to read)."""
-    found = PlainArgs()
+def read_argv(
+    argv: Sequence[str], valued: Collection[str], flags: Collection[str], positionals: int
+) -> Argv | None:
+    """Read `--option VALUE`, flags, -4/-6 and exactly `positionals` plain arguments.
+
+    None for anything argparse might read otherwise: an unknown option, an option given
+    twice, `--option=VALUE`, a value or a positional that starts with `-`, too few or
+    too many positionals.
+    """
+    values: dict[str, str] = {}
     seen: set[str] = set()
+    family = 0
+    plain: list[str] = []
     index = 0
     while index < len(argv):
         arg = argv[index]
         index += 1
-        if arg in _VALUED or arg in _FLAGS or arg in _FAMILIES:
-            key = _VALUED.get(arg) or _FLAGS.get(arg) or "family"
-            if key in seen:
+        if arg in _FAMILIES:
+            if family:
                 return None
-            seen.add(key)
-            if arg in _FAMILIES:
-                found.family = _FAMILIES[arg]
-            elif arg in _FLAGS:
-                setattr(found, key, True)
-            else:
-                if index == len(argv) or argv[index].startswith("-"):
-                    return None
-                setattr(found, key, argv[index])
-                index += 1
-        elif arg.startswith("-") or "url" in seen:
+            family = _FAMILIES[arg]
+        elif arg in flags:
+            if arg in seen:
+                return None
+            seen.add(arg)
+        elif arg in valued:
+            if arg in values or index == len(argv) or argv[index].startswith("-"):
+                return None
+            values[arg] = argv[index]
+            index += 1
+        elif arg.startswith("-") or len(plain) == positionals:
             return None
         else:
-            seen.add("url")
-            found.url = arg
-    lowered = found.url.strip().lower()
+            plain.append(arg)
+    if len(plain) != positionals:
+        return None
+    return Argv(values, frozenset(seen), family, plain)
+
+
+_VALUED = ("--open", "--secret-file", "--from")
+_FLAGS = ("--dry-run", "-v", "--verbose")
+_OTHER_KINDS = ("fwknop://", knock.SSH_SCHEME + "://")
+
+
+class PlainArgs(NamedTuple):
+    """The options of a plain knock, as the argparse front-end names them."""
+
+    url: str
+    secret_file: str | None
+    source: str | None
+    family: int
+    dry_run: bool
+    verbose: bool
+
+
+def plain_args(argv: Sequence[str]) -> PlainArgs | None:
+    """The plain knock's options, or None when argv is anything else (argparse's to read)."""
+    read = read_argv(argv, _VALUED, _FLAGS, 1 if "--open" not in argv else 0)
+    if read is None:
+        return None
+    url = read.values.get("--open") or (read.positionals[0] if read.positionals else "")
+    lowered = url.strip().lower()
     if not lowered or lowered.startswith(_OTHER_KINDS):
         return None
-    return found
+    return PlainArgs(
+        url,
+        read.values.get("--secret-file"),
+        read.values.get("--from"),
+        read.family,
+        "--dry-run" in read.flags,
+        bool({"-v", "--verbose"} & read.flags),
+    )
 
 
 def knock_plain(

@@ -505,7 +505,7 @@ def _knock(
     secret: str,
     *,
     source: str | None,
-    when: datetime | None,
+    when: datetime | float | None,
     family: int,
     send: bool,
     sent: SentKnocks | None = None,
@@ -516,7 +516,10 @@ def _knock(
     if not secret:
         raise KnockUsageError("empty secret")
     key = _check_key_text(secret, "the secret") if version == 2 else b""
-    now = time.time() if when is None else when.timestamp()
+    if when is None:
+        now = time.time()
+    else:
+        now = when if isinstance(when, int | float) else when.timestamp()
     address = normalize_source(source) if source is not None else None
     sock, sockaddr = _connected_udp(host, port, family)
     with sock:
@@ -563,7 +566,7 @@ def build_knock(
     secret: str,
     *,
     source: str | None = None,
-    when: datetime | None = None,
+    when: datetime | float | None = None,
     family: int = 0,
     version: int = 1,
     realm: str = "",
@@ -588,7 +591,7 @@ def send_knock(
     secret: str,
     *,
     source: str | None = None,
-    when: datetime | None = None,
+    when: datetime | float | None = None,
     family: int = 0,
     sent: SentKnocks | None = None,
     offsets: Sequence[int] = FRESH_OFFSETS,
@@ -599,7 +602,8 @@ def send_knock(
 
     The hashed address is `source` when given (a client behind NAT knows its public
     address), else the local address of the very socket the datagram leaves from.
-    `when` defaults to now; tests and clock-skew checks pass their own. With `sent`,
+    `when` (a datetime, or seconds since the epoch) defaults to now; tests and clock-skew
+    checks pass their own. With `sent`,
     a v1 minute is the first of `offsets` (from `when`) not used for this address and
     secret yet (see client.sentknocks), and NoFreshMinute says when none is left. A
     `version` 2 knock takes key text as `secret`, and the `realm` the server is
@@ -625,7 +629,7 @@ def knock_url(
     secret: str,
     *,
     source: str | None = None,
-    when: datetime | None = None,
+    when: datetime | float | None = None,
     family: int = 0,
     dry_run: bool = False,
     sent: SentKnocks | None = None,

@@ -35,6 +35,12 @@ from pathlib import Path
 from typing import cast
 
 from tumbler.client import fwknop, knock, signed
+from tumbler.client.hostsfile import (
+    DEFAULT_RETRY_AFTER,
+    DEFAULT_WAIT_TIMEOUT,
+    PROFILES_ENV,
+    profiles_path,
+)
 from tumbler.config.inifile import NAME, NAME_RULE, Section, read_sections
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
@@ -42,9 +48,17 @@ from tumbler.filemodes import readable_by_others, writable_by_others
 from tumbler.ports import parse_port
 from tumbler.protocols.fwknop import DEFAULT_PORT as SPA_PORT
 
-PROFILES_ENV = "TUMBLER_PROFILES"
-DEFAULT_WAIT_TIMEOUT = 10.0
-DEFAULT_RETRY_AFTER = 3.0
+__all__ = [
+    "DEFAULT_RETRY_AFTER",
+    "DEFAULT_WAIT_TIMEOUT",
+    "PROFILES_ENV",
+    "Profile",
+    "Profiles",
+    "default_path",
+    "load_profiles",
+    "parse_profiles",
+]
+
 _FAMILIES = {"4": socket.AF_INET, "6": socket.AF_INET6}
 
 
@@ -86,11 +100,7 @@ class Profiles:
 
 def default_path(environ: Mapping[str, str] | None = None) -> Path:
     """$TUMBLER_PROFILES, else $XDG_CONFIG_HOME/tumbler/hosts.conf, else ~/.config/..."""
-    environ = os.environ if environ is None else environ
-    if environ.get(PROFILES_ENV):
-        return Path(environ[PROFILES_ENV]).expanduser()
-    base = environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "tumbler" / "hosts.conf"
+    return Path(profiles_path(environ))
 
 
 def _url(text: str) -> knock.KnockURL | signed.SshKnockURL | fwknop.FwknopURL:

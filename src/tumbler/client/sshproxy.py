@@ -38,47 +38,47 @@ Why each piece is the way it is:
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import selectors
 import socket
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
-from tumbler.client.knock import FRESH_OFFSETS, SockAddr
+from tumbler.addresses import normalize_address
+from tumbler.client.knock import FRESH_OFFSETS, SockAddr, resolve
 from tumbler.protocols import tumbler1 as protocol
+from tumbler.records import NamedTuple
+
+TYPE_CHECKING = False  # not typing's: the engine is on ssh-proxy's start-up path
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 OFFSETS = FRESH_OFFSETS
 ATTEMPT_EVERY = 0.25  # seconds between fresh connection attempts
 ATTEMPT_LIFETIME = 3.0  # how long one attempt stays in flight (a slow first answer)
 BUFSIZE = 65536
 
-T = TypeVar("T")
 Log = Callable[[str], None]
+Send = Callable[[float], object]  # sends one knock for a moment, in seconds since the epoch
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass
 class MinuteKnocker:
     """Sends knocks stamped so that no two share a minute, hence never the same digest.
 
-    `send(when)` sends one knock stamped at `when`, or returns False when that minute was
-    already used (by another run of the client: see client.sentknocks); `clock` gives the
-    current time.
-    Both are arguments so that tests can freeze time and count what was sent.
+    `send(when)` sends one knock stamped at `when` (seconds since the epoch), or returns
+    False when that minute was already used (by another run of the client: see
+    client.sentknocks); `clock` gives the current time. Both are arguments so that tests
+    can freeze time and count what was sent. Plain classes and epoch seconds, not
+    dataclasses and datetime: both cost ssh-proxy's start-up time.
     """
 
-    send: Callable[[datetime], object]
-    clock: Callable[[], datetime] = _utcnow
-    sent: list[tuple[int, str]] = field(default_factory=list)  # (offset, stamp) in order
+    def __init__(self, send: Send, clock: Callable[[], float] = time.time) -> None:
+        self.send = send
+        self.clock = clock
+        self.sent: list[tuple[int, str]] = []  # (offset, stamp) in order
 
     def knock(self) -> int | None:
         """Send the next fresh knock; return its minute offset, or None if none is left.
@@ -89,8 +89,8 @@ class MinuteKnocker:
         now = self.clock()
         used = {stamp for _, stamp in self.sent}
         for offset in OFFSETS:
-            when = now + timedelta(minutes=offset)
-            stamp = protocol.minute_stamp(when)
+            when = now + 60 * offset
+            stamp = protocol.stamp_for_minute(int(when // 60))
             if stamp in used:
                 continue
             if self.send(when) is False:  # another client of this user took that minute
@@ -104,22 +104,22 @@ class MinuteKnocker:
         return f"minute {offset:+d}"
 
 
-@dataclass
 class FreshKnocker:
-    """Sends v2 knocks: each has its own nonce, so a retry is just another knock, now.
-
-    The same interface as MinuteKnocker, so knock_until_open takes either.
+    """Sends knocks that carry their own nonce (v2, signed, fwknop SPA): a retry is just
+    another knock, now. The same interface as MinuteKnocker, so knock_until_open takes
+    either.
     """
 
-    send: Callable[[datetime], object]
-    clock: Callable[[], datetime] = _utcnow
-    sent: list[tuple[int, str]] = field(default_factory=list)  # (0, ISO time) in order
+    def __init__(self, send: Send, clock: Callable[[], float] = time.time) -> None:
+        self.send = send
+        self.clock = clock
+        self.sent: list[tuple[int, str]] = []  # (0, seconds since the epoch) in order
 
     def knock(self) -> int | None:
         """Send a knock stamped now; always 0 (no minute offset is ever needed)."""
         now = self.clock()
         self.send(now)
-        self.sent.append((0, now.isoformat(timespec="seconds")))
+        self.sent.append((0, f"{now:.0f}"))
         return 0
 
     @staticmethod
@@ -254,6 +254,60 @@ def knock_until_open(
             return conn
 
 
+class Attempt(NamedTuple):
+    """The outcome of knocking and dialling, for a one-line report."""
+
+    sock: socket.socket | None
+    knocks: int
+    attempts: int
+    elapsed: float
+    target: str  # the address dialled
+    last_error: str
+
+
+def knock_and_dial(
+    knocker: MinuteKnocker | FreshKnocker,
+    knocked: str,
+    knock_host: str,
+    connect_host: str,
+    port: int,
+    *,
+    family: int,
+    wait_timeout: float,
+    retry_after: float,
+    log: Log | None = None,
+    started: float | None = None,
+) -> Attempt:
+    """Knock, and dial connect_host:port over the family the knock to `knocked` went out on.
+
+    The door opens for the address in the knock, and a connection over the other family
+    would come from another address; when connect_host is the knocked host, the very
+    address knocked on is dialled.
+    """
+    started = time.monotonic() if started is None else started
+    fam = family or (socket.AF_INET6 if ":" in knocked else socket.AF_INET)
+    same = connect_host.lower() == knock_host.lower()
+    dial_fam, sockaddr = resolve(
+        knocked if same else connect_host, port, family=fam, socktype=socket.SOCK_STREAM
+    )[0]
+    target = normalize_address(sockaddr[0])
+    dialer = Dialer(dial_fam, sockaddr)
+    try:
+        sock = knock_until_open(
+            knocker, dialer.wait, retry_after=retry_after, wait_timeout=wait_timeout, log=log
+        )
+    finally:
+        dialer.close()
+    return Attempt(
+        sock,
+        len(knocker.sent),
+        dialer.attempts,
+        time.monotonic() - started,
+        target,
+        dialer.last_error,
+    )
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -272,6 +326,8 @@ def relay(
     also ends the relay. Other socket errors propagate.
     """
 
+    import threading  # for the relay only: after the knock
+
     def upstream() -> None:
         try:
             while data := os.read(stdin_fd, bufsize):
@@ -279,8 +335,10 @@ def relay(
         except OSError:
             pass  # the socket failed; the downstream side sees it and reports
         finally:
-            with contextlib.suppress(OSError):
+            try:
                 sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
 
     threading.Thread(target=upstream, name="stdin-to-socket", daemon=True).start()
     try:
