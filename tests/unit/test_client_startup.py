@@ -1,18 +1,40 @@
-"""The client's knock path imports nothing heavy: what `tumbler --open` loads before it sends.
+"""The client's knock path imports nothing heavy: what `tumbler --open` loads before it
+sends, and what `tumbler ssh-proxy` loads up to its first knock.
 
 Start-up time itself is measured in bench/ (`./dev bench --only startup`); here the test
 checks the cause, the modules loaded, which does not depend on how busy the machine is.
+Each run goes through the installed console script, as a user (or ssh) starts it.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 # Modules the knock path has no use for, each costing milliseconds at start-up.
 HEAVY = (
+    "typing",  # tumbler.records.NamedTuple stands in for typing's
+    "argparse",  # cli.quick reads the common forms; argparse is for the rest
+    "gettext",
+    "locale",
+    "datetime",  # epoch seconds and time.gmtime make the minute stamp
+    "ipaddress",  # tumbler.addresses parses with inet_pton
+    "urllib",  # only for a %-escape in the URL
+    "contextlib",
+    "threading",  # ssh-proxy's relay, after the knock
+    "importlib.metadata",
+    "tumbler.cli.common",
+    "tumbler.cli.openurl",
+    "tumbler.client.signed",
+    "tumbler.client.sshagent",
+    "tumbler.client.fwknop",
+    "tumbler.client.keygen",
+    "tumbler.protocols.tumbler2",
     "dataclasses",
     "inspect",
     "getpass",
@@ -29,8 +51,7 @@ HEAVY = (
     "tumbler.decisions",
     "tumbler.actions",
     "tumbler.audit",
-    "tumbler.client.profiles",
-    "tumbler.client.sshproxy",
+    "tumbler.client.profiles",  # only when there is a profile file
     "cryptography",
     "shutil",  # argparse asks it for the terminal width unless given one
     "bz2",
@@ -41,11 +62,55 @@ HEAVY = (
 )
 
 
-PYTHON_IMPORTTIME = (sys.executable, "-X", "importtime", "-m", "tumbler")
+# The ssh-proxy engine, which a plain knock has no use for either.
+PROXY_ONLY = ("tumbler.client.sshproxy", "tumbler.client.plan", "tumbler.cli.proxy")
+
+SCRIPT = Path(sys.executable).parent / "tumbler"
+# The console script (`import re, sys; from tumbler.cli.tumbler import main`), else the
+# module, which is what the script runs.
+ENTRY = (str(SCRIPT),) if SCRIPT.exists() else ("-m", "tumbler")
 
 
-def heavy_in(modules: set[str]) -> list[str]:
-    return sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY))
+def heavy_in(modules: set[str], heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    return sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in heavy))
+
+
+def imports_of(proc: subprocess.CompletedProcess[str]) -> set[str]:
+    """The modules -X importtime listed: every one imported during the run."""
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUMBLER_")}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")  # no profile file
+    return env
+
+
+def run_client(tmp_path: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", *ENTRY, *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+        check=check,
+    )
+
+
+@pytest.fixture
+def udp() -> socket.socket:
+    """A UDP socket on loopback for the knocks to arrive at."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(30)
+    yield sock
+    sock.close()
 
 
 def test_importing_the_cli_entry_point_loads_nothing_heavy():
@@ -58,27 +123,65 @@ def test_importing_the_cli_entry_point_loads_nothing_heavy():
     assert heavy_in(modules) == []
 
 
-def test_a_whole_open_run_imports_nothing_heavy(tmp_path: Path):
-    # -X importtime lists every module imported during the run, up to the knock (a dry run
-    # builds the datagram exactly as a real one, then prints it instead of sending).
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TUMBLER_")}
-    env["XDG_STATE_HOME"] = str(tmp_path)
-    proc = subprocess.run(
-        [*PYTHON_IMPORTTIME, "--open", "tumbler://startup-secret@127.0.0.1:8675/", "--dry-run"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    )
+def test_a_whole_open_run_imports_nothing_heavy(tmp_path: Path, udp: socket.socket):
+    # -X importtime lists every module imported during the run, which ends right after the
+    # datagram is sent.
+    port = udp.getsockname()[1]
+    run_client(tmp_path, "--open", f"tumbler://startup-secret@127.0.0.1:{port}/")
+    assert udp.recv(200).startswith(b"TUMBLER1: ")
+
+
+def test_what_an_open_run_imports(tmp_path: Path, udp: socket.socket):
+    port = udp.getsockname()[1]
+    for args in (
+        ("--open", f"tumbler://startup-secret@127.0.0.1:{port}/", "-4"),
+        (f"tumbler://startup-secret@127.0.0.1:{port}/", "--from", "127.0.0.1"),
+    ):
+        modules = imports_of(run_client(tmp_path, *args))
+        assert udp.recv(200).startswith(b"TUMBLER1: ")
+        assert {"tumbler.client.knock", "tumbler.cli.quick", "hashlib"} <= modules
+        assert heavy_in(modules, HEAVY + PROXY_ONLY) == []
+
+
+def test_a_dry_run_explains_with_datetime_and_nothing_else_heavy(tmp_path: Path):
+    proc = run_client(tmp_path, "--open", "tumbler://startup-secret@127.0.0.1:8675/", "--dry-run")
     assert "datagram  TUMBLER1: " in proc.stdout
-    modules = {
-        line.rsplit("|", 1)[1].strip()
-        for line in proc.stderr.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
-    assert "tumbler.client.knock" in modules
-    assert "hashlib" in modules
+    modules = imports_of(proc)
+    assert "datetime" in modules  # to show the minute, after the datagram is made
+    assert heavy_in(modules - {"datetime"}, HEAVY + PROXY_ONLY) == []
+
+
+def test_ssh_proxy_up_to_its_first_knock_imports_nothing_heavy(tmp_path: Path, udp: socket.socket):
+    # A closed TCP port: the proxy knocks, dials in vain until --wait-timeout, and exits 1
+    # without relaying; so every module it imported was imported for the knock or the dial.
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    url = f"tumbler://startup-secret@127.0.0.1:{udp.getsockname()[1]}/"
+    proc = run_client(
+        tmp_path,
+        "ssh-proxy",
+        "--url",
+        url,
+        "--wait-timeout",
+        "0.3",
+        "127.0.0.1",
+        str(port),
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "did not answer" in proc.stderr
+    assert udp.recv(200).startswith(b"TUMBLER1: ")
+    modules = imports_of(proc)
+    assert {"tumbler.client.plan", "tumbler.client.sshproxy"} <= modules
     assert heavy_in(modules) == []
+
+
+def test_the_argparse_forms_still_load_argparse(tmp_path: Path):
+    """The check above would pass vacuously if importtime listed nothing."""
+    proc = run_client(tmp_path, "--version")
+    assert "argparse" in imports_of(proc)
 
 
 def test_the_heavy_list_would_catch_a_heavy_import():
