@@ -132,6 +132,17 @@ def measure(runs: int, bytecode: bool = True) -> dict:
     }
 
 
+def measure_in(namespace, runs: int, bytecode: bool = True) -> dict:
+    """`measure` run inside a rig namespace (its loopback), by this file as a script."""
+    argv = [PYTHON, "-m", "bench.startup", "--json", "--runs", str(runs)]
+    if not bytecode:
+        argv.append("--no-bytecode")
+    out = subprocess.run(
+        namespace.argv(argv), cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=40)
