@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tumbler.client import knock
-from tumbler.client.knock import KnockUsageError, parse_url, resolve_secret
+from tumbler.client.knock import KnockOptions, KnockUsageError, parse_url, resolve_secret
 from tumbler.protocols import tumbler2
 
 KEY = bytes(range(32))
@@ -101,7 +101,9 @@ def test_the_prompt_takes_a_passphrase_and_derives_the_key_with_the_realm():
 def test_a_v2_knock_is_built_for_the_local_address_and_the_realm():
     when = datetime(2025, 12, 1, 2, 0, 5, 500_000, tzinfo=UTC)
     url = parse_url(f"tumbler2://{TEXT}@127.0.0.1:9/?realm=fleet.example")
-    result = knock.knock_url(url, TEXT, when=when, family=socket.AF_INET, dry_run=True)
+    result = knock.knock_url(
+        url, TEXT, KnockOptions(when=when, family=socket.AF_INET), dry_run=True
+    )
     assert result.version == 2 and not result.sent
     assert result.stamp == str(int(when.timestamp()))
     parsed = tumbler2.parse(result.datagram)
@@ -115,13 +117,15 @@ def test_a_v2_knock_is_built_for_the_local_address_and_the_realm():
 def test_two_v2_knocks_in_one_second_differ():
     when = datetime(2025, 12, 1, 2, 0, 5, tzinfo=UTC)
     url = parse_url(f"tumbler2://{TEXT}@127.0.0.1:9/")
-    a = knock.knock_url(url, TEXT, when=when, family=socket.AF_INET, dry_run=True)
-    b = knock.knock_url(url, TEXT, when=when, family=socket.AF_INET, dry_run=True)
+    a = knock.knock_url(url, TEXT, KnockOptions(when=when, family=socket.AF_INET), dry_run=True)
+    b = knock.knock_url(url, TEXT, KnockOptions(when=when, family=socket.AF_INET), dry_run=True)
     assert a.datagram != b.datagram and a.stamp == b.stamp
 
 
 def test_a_v2_knock_with_from():
     url = parse_url(f"tumbler2://{TEXT}@127.0.0.1:9/")
-    result = knock.knock_url(url, TEXT, source="203.0.113.9", family=socket.AF_INET, dry_run=True)
+    result = knock.knock_url(
+        url, TEXT, KnockOptions(source="203.0.113.9", family=socket.AF_INET), dry_run=True
+    )
     assert result.address == "203.0.113.9" and result.address_given
     assert tumbler2.verify(tumbler2.parse(result.datagram), KEY, "203.0.113.9")

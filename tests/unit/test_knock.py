@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from tests.loopback import HAVE_IPV6
 from tumbler.client import knock
-from tumbler.client.knock import KnockError, KnockURL, KnockUsageError, parse_url
+from tumbler.client.knock import KnockError, KnockOptions, KnockURL, KnockUsageError, parse_url
 from tumbler.ports import PortSpec
 from tumbler.protocols import tumbler1 as protocol
 
@@ -334,7 +334,7 @@ def test_local_address_ipv6():
 
 def test_build_knock_test_vector():
     result = knock.build_knock(
-        "127.0.0.1", 9, VECTOR_SECRET, source=VECTOR_ADDRESS, when=VECTOR_WHEN
+        "127.0.0.1", 9, VECTOR_SECRET, KnockOptions(source=VECTOR_ADDRESS, when=VECTOR_WHEN)
     )
     assert result.stamp == "10410271530"
     assert result.digest == VECTOR_DIGEST
@@ -345,7 +345,7 @@ def test_build_knock_test_vector():
 
 
 def test_build_knock_uses_the_kernels_address():
-    result = knock.build_knock("127.0.0.1", 9, "s", when=VECTOR_WHEN)
+    result = knock.build_knock("127.0.0.1", 9, "s", KnockOptions(when=VECTOR_WHEN))
     assert (result.address, result.address_given) == ("127.0.0.1", False)
     assert result.datagram == protocol.make_knock("s", "127.0.0.1", VECTOR_WHEN)
 
@@ -375,7 +375,7 @@ def test_send_knock_over_ipv6_with_family():
         sock.settimeout(2)
         when = datetime(2030, 1, 1, 0, 0, tzinfo=UTC)
         result = knock.send_knock(
-            "::1", sock.getsockname()[1], "s3cret", when=when, family=socket.AF_INET6
+            "::1", sock.getsockname()[1], "s3cret", KnockOptions(when=when, family=socket.AF_INET6)
         )
         data, peer = sock.recvfrom(2048)
     assert data == protocol.make_knock("s3cret", "::1", when)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tumbler.client import knock
+from tumbler.client.knock import KnockOptions
 from tumbler.client.sentknocks import SentKnocks
 from tumbler.protocols import tumbler1 as protocol
 
@@ -31,14 +32,14 @@ def test_knocks_in_one_minute_take_the_neighbouring_minutes_then_stop(
     sent = SentKnocks(tmp_path / "sent")
     stamps = []
     for _ in range(3):
-        result = knock.send_knock("127.0.0.1", port, "s3cret", when=WHEN, sent=sent)
+        result = knock.send_knock("127.0.0.1", port, "s3cret", KnockOptions(when=WHEN, sent=sent))
         assert receiver.recv(100) == result.datagram
         stamps.append(result.stamp)
     assert stamps == ["13000011200", "13000011201", "13000011159"]
     with pytest.raises(knock.NoFreshMinute, match=r"try again in 40 s"):
-        knock.send_knock("127.0.0.1", port, "s3cret", when=WHEN, sent=sent)
+        knock.send_knock("127.0.0.1", port, "s3cret", KnockOptions(when=WHEN, sent=sent))
     # Another secret (another door) has minutes of its own.
-    other = knock.send_knock("127.0.0.1", port, "other", when=WHEN, sent=sent)
+    other = knock.send_knock("127.0.0.1", port, "other", KnockOptions(when=WHEN, sent=sent))
     assert other.stamp == "13000011200"
 
 
@@ -56,7 +57,7 @@ def test_the_memory_holds_digests_only_and_forgets_them(tmp_path: Path) -> None:
 def test_a_dry_run_is_not_remembered(tmp_path: Path) -> None:
     sent = SentKnocks(tmp_path / "sent")
     url = knock.parse_url("tumbler://127.0.0.1:9/")
-    first = knock.knock_url(url, "s", when=WHEN, dry_run=True, sent=sent)
-    again = knock.knock_url(url, "s", when=WHEN, dry_run=True, sent=sent)
+    first = knock.knock_url(url, "s", KnockOptions(when=WHEN, sent=sent), dry_run=True)
+    again = knock.knock_url(url, "s", KnockOptions(when=WHEN, sent=sent), dry_run=True)
     assert first.stamp == again.stamp == "13000011200"
     assert not (tmp_path / "sent").exists()

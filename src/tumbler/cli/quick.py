@@ -128,15 +128,8 @@ def knock_plain(
     address = knock.normalize_source(source) if source is not None else None
     knock.resolve(url.host, url.port, family=family)  # fail before asking
     secret = knock.resolve_secret(url, secret_file=secret_file, warn=warn)
-    result = knock.knock_url(
-        url,
-        secret.value,
-        source=address,
-        when=when,
-        family=family,
-        dry_run=dry_run,
-        sent=SentKnocks(),
-    )
+    options = knock.KnockOptions(address, when, family, SentKnocks())
+    result = knock.knock_url(url, secret.value, options, dry_run=dry_run)
     if dry_run:
         print(describe(result, secret.origin))
         print("(dry run: nothing sent)")

@@ -499,29 +499,42 @@ def _fresh_minute(
     return candidates[index][:3]
 
 
-def _knock(
-    host: str,
-    port: int,
-    secret: str,
-    *,
-    source: str | None,
-    when: datetime | float | None,
-    family: int,
-    send: bool,
-    sent: SentKnocks | None = None,
-    offsets: Sequence[int] = FRESH_OFFSETS,
-    version: int = 1,
-    realm: str = "",
-) -> KnockResult:
+class KnockOptions(NamedTuple):
+    """How a knock is made, besides where to and with which secret.
+
+    `source` is the hashed address when given (a client behind NAT knows its public
+    address), else the local address of the very socket the datagram leaves from. `when`
+    (a datetime, or seconds since the epoch) defaults to now; tests and clock-skew checks
+    pass their own. With `sent`, a v1 minute is the first of `offsets` (from `when`) not
+    used for this address and secret yet (see client.sentknocks), and NoFreshMinute says
+    when none is left. A `version` 2 knock takes key text as the secret, and the `realm`
+    the server is configured with; its nonce makes every knock new, so it needs no such
+    memory. (A named tuple: `dataclasses` costs the client start-up time.)
+    """
+
+    source: str | None = None
+    when: datetime | float | None = None
+    family: int = 0
+    sent: SentKnocks | None = None
+    offsets: Sequence[int] = FRESH_OFFSETS
+    version: int = 1
+    realm: str = ""
+
+
+DEFAULTS = KnockOptions()  # now, the kernel's address, either family, no memory of minutes
+
+
+def _knock(host: str, port: int, secret: str, options: KnockOptions, send: bool) -> KnockResult:
     if not secret:
         raise KnockUsageError("empty secret")
+    version, source, when = options.version, options.source, options.when
     key = _check_key_text(secret, "the secret") if version == 2 else b""
     if when is None:
         now = time.time()
     else:
         now = when if isinstance(when, int | float) else when.timestamp()
     address = normalize_source(source) if source is not None else None
-    sock, sockaddr = _connected_udp(host, port, family)
+    sock, sockaddr = _connected_udp(host, port, options.family)
     with sock:
         if address is None:
             address = normalize_address(sock.getsockname()[0])
@@ -534,11 +547,11 @@ def _knock(
             seconds = int(now)
             stamp = str(seconds)
             datagram = tumbler2.build(
-                key, seconds, secrets.token_bytes(tumbler2.NONCE_LEN), address, realm
+                key, seconds, secrets.token_bytes(tumbler2.NONCE_LEN), address, options.realm
             )
         else:  # v1: the minute must be one this user has not knocked with yet
             moment, stamp, digest = _fresh_minute(
-                now, address, secret, sent if send else None, offsets
+                now, address, secret, options.sent if send else None, options.offsets
             )
             datagram = protocol.encode_datagram(digest)
         if send:
@@ -560,105 +573,25 @@ def _knock(
     )
 
 
-def build_knock(
-    host: str,
-    port: int,
-    secret: str,
-    *,
-    source: str | None = None,
-    when: datetime | float | None = None,
-    family: int = 0,
-    version: int = 1,
-    realm: str = "",
-) -> KnockResult:
-    """Resolve `host` and pick the address as `send_knock` would, but send nothing."""
-    return _knock(
-        host,
-        port,
-        secret,
-        source=source,
-        when=when,
-        family=family,
-        send=False,
-        version=version,
-        realm=realm,
-    )
+def build_knock(host: str, port: int, secret: str, options: KnockOptions = DEFAULTS) -> KnockResult:
+    """Resolve `host` and pick the address as `send_knock` would, but send nothing (and
+    claim no minute: `sent` is not consulted)."""
+    return _knock(host, port, secret, options, send=False)
 
 
-def send_knock(
-    host: str,
-    port: int,
-    secret: str,
-    *,
-    source: str | None = None,
-    when: datetime | float | None = None,
-    family: int = 0,
-    sent: SentKnocks | None = None,
-    offsets: Sequence[int] = FRESH_OFFSETS,
-    version: int = 1,
-    realm: str = "",
-) -> KnockResult:
-    """Send one Tumbler datagram to `host`; nothing comes back, by design.
-
-    The hashed address is `source` when given (a client behind NAT knows its public
-    address), else the local address of the very socket the datagram leaves from.
-    `when` (a datetime, or seconds since the epoch) defaults to now; tests and clock-skew
-    checks pass their own. With `sent`,
-    a v1 minute is the first of `offsets` (from `when`) not used for this address and
-    secret yet (see client.sentknocks), and NoFreshMinute says when none is left. A
-    `version` 2 knock takes key text as `secret`, and the `realm` the server is
-    configured with; its nonce makes every knock new, so it needs no such memory.
-    """
-    return _knock(
-        host,
-        port,
-        secret,
-        source=source,
-        when=when,
-        family=family,
-        send=True,
-        sent=sent,
-        offsets=offsets,
-        version=version,
-        realm=realm,
-    )
+def send_knock(host: str, port: int, secret: str, options: KnockOptions = DEFAULTS) -> KnockResult:
+    """Send one Tumbler datagram to `host`, made as `options` say; nothing comes back, by
+    design."""
+    return _knock(host, port, secret, options, send=True)
 
 
 def knock_url(
-    url: KnockURL,
-    secret: str,
-    *,
-    source: str | None = None,
-    when: datetime | float | None = None,
-    family: int = 0,
-    dry_run: bool = False,
-    sent: SentKnocks | None = None,
-    offsets: Sequence[int] = FRESH_OFFSETS,
+    url: KnockURL, secret: str, options: KnockOptions = DEFAULTS, *, dry_run: bool = False
 ) -> KnockResult:
-    """`send_knock` (or `build_knock` when `dry_run`) for a parsed URL."""
-    if dry_run:
-        return build_knock(
-            url.host,
-            url.port,
-            secret,
-            source=source,
-            when=when,
-            family=family,
-            version=url.version,
-            realm=url.realm,
-        )
-    return send_knock(
-        url.host,
-        url.port,
-        secret,
-        source=source,
-        when=when,
-        family=family,
-        sent=sent,
-        offsets=offsets,
-        version=url.version,
-        realm=url.realm,
-    )
+    """`send_knock` (or `build_knock` when `dry_run`) for a parsed URL, of its version and
+    realm."""
+    options = options._replace(version=url.version, realm=url.realm)
+    return _knock(url.host, url.port, secret, options, send=not dry_run)
 
 
 # --- classic port-knock sequences ------------------------------------------------------

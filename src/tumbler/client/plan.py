@@ -188,9 +188,8 @@ class Plan(NamedTuple):
             )
             return Sent(results[0].target, url.port)
         assert isinstance(self.url, knock.KnockURL) and self.proof.secret is not None
-        result = knock.knock_url(
-            self.url, self.proof.secret, source=self.source, family=self.family, sent=SentKnocks()
-        )
+        options = knock.KnockOptions(self.source, family=self.family, sent=SentKnocks())
+        result = knock.knock_url(self.url, self.proof.secret, options)
         return Sent(result.target, self.url.port)
 
     def knocker(self) -> MinuteKnocker | FreshKnocker:
@@ -209,15 +208,8 @@ class Plan(NamedTuple):
 
         def send(when: float) -> bool:
             try:
-                knock.knock_url(
-                    url,
-                    secret,
-                    source=self.source,
-                    when=when,
-                    family=self.family,
-                    sent=sent,
-                    offsets=(0,),
-                )
+                options = knock.KnockOptions(self.source, when, self.family, sent, offsets=(0,))
+                knock.knock_url(url, secret, options)
             except knock.NoFreshMinute:
                 return False
             return True
