@@ -16,7 +16,7 @@ import pytest
 from tumbler import __version__
 from tumbler.cli import openurl
 from tumbler.cli import tumbler as client
-from tumbler.client import knock
+from tumbler.client import knock, sequence
 from tumbler.protocols import tumbler1 as protocol
 
 VECTOR_DIGEST = "44e0543454e4c7a7633a216671b3f5068e332bd6e7b1c13cbc69b0d91bb044cb"
@@ -297,7 +297,7 @@ def test_knock_sends_verbose(capsys):
         udp.settimeout(2)
         port = udp.getsockname()[1]
         status, out, err = run(capsys, "knock", "-v", "--delay", "0", "127.0.0.1", f"udp/{port}")
-        assert udp.recv(10) == knock.UDP_KNOCK_PAYLOAD
+        assert udp.recv(10) == sequence.UDP_KNOCK_PAYLOAD
     assert (status, err) == (0, "")
     assert out == f"knock 1/1: udp/{port} -> 127.0.0.1: sent\n"
 

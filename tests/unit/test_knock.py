@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.loopback import HAVE_IPV6
-from tumbler.client import knock
+from tumbler.client import knock, sequence
 from tumbler.client.knock import KnockError, KnockOptions, KnockURL, KnockUsageError, parse_url
 from tumbler.ports import PortSpec
 from tumbler.protocols import tumbler1 as protocol
@@ -421,17 +421,17 @@ def test_knock_url_dry_run_sends_nothing(udp4):
     ],
 )
 def test_parse_knock_port(text, spec):
-    assert knock.parse_knock_port(text) == spec
+    assert sequence.parse_knock_port(text) == spec
 
 
 def test_parse_knock_port_default_udp():
-    assert knock.parse_knock_port("7", "udp") == PortSpec("udp", 7, 7)
+    assert sequence.parse_knock_port("7", "udp") == PortSpec("udp", 7, 7)
 
 
 @pytest.mark.parametrize("bad", ["0", "65536", "x", "icmp/3", "tcp/1-5", "", "500:", ":udp"])
 def test_parse_knock_port_bad(bad):
     with pytest.raises(KnockUsageError, match="bad knock port"):
-        knock.parse_knock_port(bad)
+        sequence.parse_knock_port(bad)
 
 
 def test_send_sequence_reaches_tcp_and_udp_in_order():
@@ -451,14 +451,14 @@ def test_send_sequence_reaches_tcp_and_udp_in_order():
             PortSpec("udp", udp.getsockname()[1], udp.getsockname()[1]),
             PortSpec("tcp", closed_port, closed_port),
         ]
-        seen: list[knock.SequenceKnock] = []
+        seen: list[sequence.SequenceKnock] = []
         pauses: list[float] = []
-        done = knock.send_sequence(
+        done = sequence.send_sequence(
             "127.0.0.1", specs, delay=0.2, on_knock=seen.append, sleep=pauses.append
         )
         conn, _ = tcp.accept()
         conn.close()
-        assert udp.recv(100) == knock.UDP_KNOCK_PAYLOAD
+        assert udp.recv(100) == sequence.UDP_KNOCK_PAYLOAD
     assert done == seen
     assert [k.spec for k in done] == specs
     assert [k.position for k in done] == [0, 1, 2]
@@ -473,17 +473,17 @@ def test_send_sequence_zero_delay_never_sleeps():
         udp.bind(("127.0.0.1", 0))
         port = udp.getsockname()[1]
         specs = [PortSpec("udp", port, port)] * 3
-        done = knock.send_sequence("127.0.0.1", specs, delay=0, sleep=_no_prompt)
+        done = sequence.send_sequence("127.0.0.1", specs, delay=0, sleep=_no_prompt)
         udp.settimeout(2)
-        assert [udp.recv(10) for _ in specs] == [knock.UDP_KNOCK_PAYLOAD] * 3
+        assert [udp.recv(10) for _ in specs] == [sequence.UDP_KNOCK_PAYLOAD] * 3
     assert len(done) == 3
 
 
 def test_send_sequence_refuses_nothing_and_negative_delay():
     with pytest.raises(KnockUsageError, match="no ports"):
-        knock.send_sequence("127.0.0.1", [])
+        sequence.send_sequence("127.0.0.1", [])
     with pytest.raises(KnockUsageError, match="negative"):
-        knock.send_sequence("127.0.0.1", [PortSpec("udp", 9, 9)], delay=-1)
+        sequence.send_sequence("127.0.0.1", [PortSpec("udp", 9, 9)], delay=-1)
 
 
 @needs_ipv6
@@ -491,7 +491,7 @@ def test_send_sequence_ipv6():
     with socket.create_server(("::1", 0), family=socket.AF_INET6) as tcp:
         tcp.settimeout(2)
         port = tcp.getsockname()[1]
-        done = knock.send_sequence("::1", [PortSpec("tcp", port, port)], delay=0)
+        done = sequence.send_sequence("::1", [PortSpec("tcp", port, port)], delay=0)
         conn, peer = tcp.accept()
         conn.close()
     assert peer[0] == "::1"

@@ -17,10 +17,8 @@ from tumbler.cli.exits import EXIT_OK, guard, warn
 from tumbler.cli.quick import read_argv
 from tumbler.client import knock, plan, sshproxy
 from tumbler.client.hostsfile import DEFAULT_RETRY_AFTER, DEFAULT_WAIT_TIMEOUT, PROFILES_ENV
-from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
 from tumbler.ports import parse_port
-from tumbler.records import NamedTuple
 
 TYPE_CHECKING = False  # not typing's: see tests/unit/test_client_startup.py
 if TYPE_CHECKING:
@@ -31,6 +29,8 @@ if TYPE_CHECKING:
 
 
 def _seconds(text: str) -> float:
+    from tumbler.durations import parse_duration
+
     try:
         return parse_duration(text)
     except ValueError as exc:
@@ -228,20 +228,36 @@ def _proxy_parser() -> Parser:
     return parser
 
 
-class ProxyArgs(NamedTuple):
-    """ssh-proxy's options, as its argparse parser names them."""
+class ProxyArgs:
+    """ssh-proxy's options, as its argparse parser names them (a plain class: each named
+    tuple costs start-up time, and this one is made once)."""
 
-    host: str
-    port: int
-    profiles: str | None = None
-    url: str | None = None
-    secret_file: str | None = None
-    ssh_key: str | None = None
-    source: str | None = None
-    family: int = 0
-    wait_timeout: float | None = None
-    retry_after: float | None = None
-    verbose: bool = False
+    __slots__ = (
+        "family",
+        "host",
+        "port",
+        "profiles",
+        "retry_after",
+        "secret_file",
+        "source",
+        "ssh_key",
+        "url",
+        "verbose",
+        "wait_timeout",
+    )
+
+    def __init__(self, host: str, port: int, values: dict[str, str], family: int) -> None:
+        self.host = host
+        self.port = port
+        self.profiles = values.get("--profiles")
+        self.url = values.get("--url")
+        self.secret_file = values.get("--secret-file")
+        self.ssh_key = values.get("--ssh-key")
+        self.source = values.get("--from")
+        self.family = family
+        self.wait_timeout: float | None = None
+        self.retry_after: float | None = None
+        self.verbose = False
 
 
 _PROXY_VALUED = (
@@ -261,28 +277,19 @@ def _proxy_args_quick(argv: Sequence[str]) -> ProxyArgs | None:
     read = read_argv(argv, _PROXY_VALUED, ("-v", "--verbose"), 2)
     if read is None:
         return None
-    values = read.values
     try:
         port = parse_port(read.positionals[1])
-        wait = values.get("--wait-timeout")
-        retry = values.get("--retry-after")
-        wait_timeout = parse_duration(wait) if wait is not None else None
-        retry_after = parse_duration(retry) if retry is not None else None
+        args = ProxyArgs(read.positionals[0], port, read.values, read.family)
+        wait, retry = read.values.get("--wait-timeout"), read.values.get("--retry-after")
+        if wait is not None or retry is not None:
+            from tumbler.durations import parse_duration
+
+            args.wait_timeout = parse_duration(wait) if wait is not None else None
+            args.retry_after = parse_duration(retry) if retry is not None else None
     except ValueError:
         return None
-    return ProxyArgs(
-        read.positionals[0],
-        port,
-        profiles=values.get("--profiles"),
-        url=values.get("--url"),
-        secret_file=values.get("--secret-file"),
-        ssh_key=values.get("--ssh-key"),
-        source=values.get("--from"),
-        family=read.family,
-        wait_timeout=wait_timeout,
-        retry_after=retry_after,
-        verbose=bool(read.flags),
-    )
+    args.verbose = bool(read.flags)
+    return args
 
 
 def ssh_proxy_main(argv: Sequence[str]) -> int:

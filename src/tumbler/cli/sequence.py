@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from tumbler.cli.common import EXIT_OK, Parser, add_family, guard, parse
-from tumbler.client import knock
+from tumbler.client import sequence
 
 
 def _delay(text: str) -> float:
@@ -23,7 +23,7 @@ KNOCK_DESCRIPTION = f"""\
 Send a classic port-knock sequence, the scheme the article starts from: connection
 attempts to closed ports, in a secret order, seen by a daemon watching the firewall
 (a tumblerd sequence door, or knockd). TCP knocks are single SYNs that expect no
-answer; udp/PORT knocks are one small datagram. Knocks leave {knock.DEFAULT_DELAY_MS} ms apart
+answer; udp/PORT knocks are one small datagram. Knocks leave {sequence.DEFAULT_DELAY_MS} ms apart
 by default, which keeps them in order across a real network yet finishes a 3-port
 sequence in 0.2 s. Anyone on the path can watch a sequence and replay it:
 prefer a Tumbler door (tumbler --open) where you can."""
@@ -53,9 +53,9 @@ def _knock_parser() -> Parser:
     parser.add_argument(
         "--delay",
         type=_delay,
-        default=knock.DEFAULT_DELAY_MS / 1000,
+        default=sequence.DEFAULT_DELAY_MS / 1000,
         metavar="MS",
-        help=f"milliseconds from one knock to the next (default {knock.DEFAULT_DELAY_MS})",
+        help=f"milliseconds from one knock to the next (default {sequence.DEFAULT_DELAY_MS})",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="print each knock")
     parser.add_argument(
@@ -73,21 +73,21 @@ def knock_main(argv: Sequence[str]) -> int:
 
     def run() -> int:
         default_proto = "udp" if args.udp else "tcp"
-        ports = [knock.parse_knock_port(text, default_proto) for text in args.ports]
+        ports = [sequence.parse_knock_port(text, default_proto) for text in args.ports]
         total = len(ports)
         if args.dry_run:
-            _, sockaddr = knock.pick_target(args.host, family=args.family)
+            _, sockaddr = sequence.pick_target(args.host, family=args.family)
             for index, spec in enumerate(ports):
                 print(f"knock {index + 1}/{total}: {spec} -> {sockaddr[0]} (dry run)")
             return EXIT_OK
 
-        def show(done: knock.SequenceKnock) -> None:
+        def show(done: sequence.SequenceKnock) -> None:
             print(
                 f"knock {done.position + 1}/{total}: {done.spec} -> {done.target}: {done.outcome}",
                 flush=True,
             )
 
-        knock.send_sequence(
+        sequence.send_sequence(
             args.host,
             ports,
             delay=args.delay,
