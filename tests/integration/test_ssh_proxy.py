@@ -1,17 +1,13 @@
-"""`tumbler ssh-proxy` and `tumbler open` against a real tumblerd on loopback.
+"""`tumbler ssh-proxy` and `tumbler open` against a real tumblerd on loopback (v1 door).
 
-The service behind the door is a TCP echo server whose socket is bound from the start
-(so connections are refused, as at a closed port) and listens only once the door's
-command has run: a connection can only succeed after the daemon accepted a knock.
+The door, the echo server behind it and the client's files are tests/integration/
+proxylab.py's, shared with the v2 tests.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,6 +16,17 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemon import Tumblerd
+from tests.integration.proxylab import (
+    PAYLOAD,
+    TUMBLER,
+    GatedEcho,
+    accepted,
+    client_env,
+    door_daemon,
+    gated_echo,
+    proxy_with_first_knock_lost,
+    write_profile,
+)
 from tests.waiting import wait_until
 
 SECRET = "ssh-pRoXy-secret"
@@ -28,86 +35,20 @@ DOORS = f"""\
    secret = {SECRET}
    command = echo "%NAME% %IP%" >> OUT
 """
-TUMBLER = [sys.executable, "-m", "tumbler"]
-PAYLOAD = bytes(range(256)) * 512 + b"\r\n~.\x00 end"  # binary, 128 KiB, no line structure
-
-
-class GatedEcho:
-    """An echo server on 127.0.0.1 that starts listening when `flag` appears."""
-
-    def __init__(self, flag: Path) -> None:
-        self.flag = flag
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port: int = self.sock.getsockname()[1]
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self.flag.exists():
-            if self._stop.wait(0.02):
-                return
-        self.sock.listen(4)
-        self.sock.settimeout(0.1)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            with conn:
-                conn.settimeout(10)
-                while data := conn.recv(65536):
-                    conn.sendall(data)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
 
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Tumblerd]:
-    made = Tumblerd(tmp_path, DOORS)
-    yield made
-    made.stop()
+    yield from door_daemon(tmp_path, DOORS)
 
 
 @pytest.fixture
 def echo(daemon: Tumblerd) -> Iterator[GatedEcho]:
-    server = GatedEcho(daemon.out)
-    yield server
-    server.close()
-
-
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TUMBLER_")}
-    env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")  # never the real user's profiles
-    env.update(extra)
-    return env
+    yield from gated_echo(daemon)
 
 
 def _profile(tmp_path: Path, daemon: Tumblerd, extra: str = "") -> Path:
-    secret = tmp_path / "door.secret"
-    secret.write_text(SECRET + "\n")
-    secret.chmod(0o600)
-    path = tmp_path / "hosts.conf"
-    path.write_text(
-        "[host-lo]\n"
-        f"   url = tumbler://127.0.0.1:{daemon.port}/\n"
-        f"   secret_file = {secret}\n"
-        f"{extra}"
-    )
-    path.chmod(0o600)
-    return path
-
-
-def _accepted(daemon: Tumblerd) -> list[str]:
-    return [line for line in daemon.log_text().splitlines() if "knock accepted" in line]
+    return write_profile(tmp_path, f"tumbler://127.0.0.1:{daemon.port}/", SECRET, extra)
 
 
 def _away_from_a_minute_boundary(seconds_needed: float) -> None:
@@ -121,12 +62,14 @@ def test_ssh_proxy_knocks_connects_and_relays(tmp_path: Path, daemon: Tumblerd, 
     daemon.start()
     profiles = _profile(tmp_path, daemon)
     argv = [*TUMBLER, "ssh-proxy", "127.0.0.1", str(echo.port), "--profiles", str(profiles)]
-    proc = subprocess.run(argv, input=PAYLOAD, capture_output=True, timeout=30, env=_env(tmp_path))
+    proc = subprocess.run(
+        argv, input=PAYLOAD, capture_output=True, timeout=30, env=client_env(tmp_path)
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == PAYLOAD  # byte for byte, nothing added (ssh reads stdout)
     assert proc.stderr == b""  # quiet without -v
     assert daemon.lines() == ["ssh 127.0.0.1"]
-    (line,) = _accepted(daemon)
+    (line,) = accepted(daemon)
     assert "door ssh from 127.0.0.1 (minute +0)" in line
     assert echo.connections == 1
 
@@ -142,32 +85,14 @@ def test_lost_first_knock_is_retried_with_the_next_minute(
     _away_from_a_minute_boundary(10)
     profiles = _profile(tmp_path, daemon, "   retry_after = 3\n   wait_timeout = 20\n")
     argv = [*TUMBLER, "ssh-proxy", "-v", "127.0.0.1", str(echo.port), "--profiles", str(profiles)]
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_env(tmp_path),
+    status, out, narrative = proxy_with_first_knock_lost(
+        argv, client_env(tmp_path), "knock 1 sent (minute +0)", daemon
     )
-    try:
-        assert proc.stderr is not None
-        narrative = []
-        while not any("knock 1 sent (minute +0)" in line for line in narrative):
-            line = proc.stderr.readline().decode()
-            assert line, f"ssh-proxy ended early: {narrative}"
-            narrative.append(line)
-        daemon.start()
-        out, err = proc.communicate(PAYLOAD, timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    narrative += err.decode().splitlines(keepends=True)
-    assert proc.returncode == 0, "".join(narrative)
+    assert status == 0, "".join(narrative)
     assert out == PAYLOAD
     assert any("knock 2 sent (minute +1)" in line for line in narrative), narrative
     assert any("connected to tcp/" in line for line in narrative), narrative
-    (line,) = _accepted(daemon)
+    (line,) = accepted(daemon)
     assert "door ssh from 127.0.0.1 (minute +1)" in line
 
 
@@ -177,7 +102,7 @@ def test_ssh_proxy_without_profile_uses_url_and_env_secret(
     daemon.start()
     url = f"tumbler://127.0.0.1:{daemon.port}/"
     argv = [*TUMBLER, "ssh-proxy", "--url", url, "127.0.0.1", str(echo.port)]
-    env = _env(tmp_path, TUMBLER_SECRET=SECRET)
+    env = client_env(tmp_path, TUMBLER_SECRET=SECRET)
     proc = subprocess.run(argv, input=b"hello\n", capture_output=True, timeout=30, env=env)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"hello\n", b"")
 
@@ -193,7 +118,9 @@ def test_ssh_proxy_gives_up_with_one_line(tmp_path: Path, daemon: Tumblerd):
     profiles = _profile(tmp_path, daemon, "   retry_after = 2\n   wait_timeout = 5.5\n")
     argv = [*TUMBLER, "ssh-proxy", "lo", str(port), "--profiles", str(profiles)]
     try:
-        proc = subprocess.run(argv, input=b"", capture_output=True, timeout=30, env=_env(tmp_path))
+        proc = subprocess.run(
+            argv, input=b"", capture_output=True, timeout=30, env=client_env(tmp_path)
+        )
     finally:
         closed.close()
     assert proc.returncode == 1
@@ -202,8 +129,8 @@ def test_ssh_proxy_gives_up_with_one_line(tmp_path: Path, daemon: Tumblerd):
         f"tumbler: error: tcp/{port} on 127.0.0.1 did not answer within 5.5 s "
         "(3 knocks; last: Connection refused)\n"
     )
-    wait_until(lambda: len(_accepted(daemon)) == 3, what="three knocks accepted")
-    minutes = [line.rsplit("(minute ", 1)[1] for line in _accepted(daemon)]
+    wait_until(lambda: len(accepted(daemon)) == 3, what="three knocks accepted")
+    minutes = [line.rsplit("(minute ", 1)[1] for line in accepted(daemon)]
     assert minutes == ["+0)", "+1)", "-1)"]
 
 
@@ -211,7 +138,9 @@ def test_open_waits_for_the_port(tmp_path: Path, daemon: Tumblerd, echo: GatedEc
     daemon.start()
     profiles = _profile(tmp_path, daemon, f"   wait = {echo.port}\n")
     argv = [*TUMBLER, "open", "lo", "--profiles", str(profiles)]
-    proc = subprocess.run(argv, capture_output=True, timeout=30, env=_env(tmp_path), text=True)
+    proc = subprocess.run(
+        argv, capture_output=True, timeout=30, env=client_env(tmp_path), text=True
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert proc.stdout.startswith(f"lo: tcp/{echo.port} on 127.0.0.1 answers after ")

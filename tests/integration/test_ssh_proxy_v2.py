@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemon import Tumblerd
-from tests.integration.test_ssh_proxy import PAYLOAD, TUMBLER, GatedEcho, _accepted, _env
+from tests.integration.proxylab import (
+    PAYLOAD,
+    TUMBLER,
+    GatedEcho,
+    accepted,
+    client_env,
+    door_daemon,
+    gated_echo,
+    proxy_with_first_knock_lost,
+    write_profile,
+)
 from tumbler.protocols import tumbler2
 
 KEY_TEXT = tumbler2.encode_key(bytes(range(7, 39)))
@@ -27,42 +37,30 @@ DOORS = f"""\
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Tumblerd]:
-    made = Tumblerd(tmp_path, DOORS, f"   realm = {REALM}\n")
-    yield made
-    made.stop()
+    yield from door_daemon(tmp_path, DOORS, f"   realm = {REALM}\n")
 
 
 @pytest.fixture
 def echo(daemon: Tumblerd) -> Iterator[GatedEcho]:
-    server = GatedEcho(daemon.out)
-    yield server
-    server.close()
+    yield from gated_echo(daemon)
 
 
 def _profile(tmp_path: Path, daemon: Tumblerd, extra: str = "") -> Path:
-    key = tmp_path / "door.key"
-    key.write_text(KEY_TEXT + "\n")
-    key.chmod(0o600)
-    path = tmp_path / "hosts.conf"
-    path.write_text(
-        "[host-lo]\n"
-        f"   url = tumbler2://127.0.0.1:{daemon.port}/?realm={REALM}\n"
-        f"   secret_file = {key}\n"
-        f"{extra}"
-    )
-    path.chmod(0o600)
-    return path
+    url = f"tumbler2://127.0.0.1:{daemon.port}/?realm={REALM}"
+    return write_profile(tmp_path, url, KEY_TEXT, extra)
 
 
 def test_ssh_proxy_with_a_v2_profile(tmp_path: Path, daemon: Tumblerd, echo: GatedEcho):
     daemon.start()
     profiles = _profile(tmp_path, daemon)
     argv = [*TUMBLER, "ssh-proxy", "127.0.0.1", str(echo.port), "--profiles", str(profiles)]
-    proc = subprocess.run(argv, input=PAYLOAD, capture_output=True, timeout=30, env=_env(tmp_path))
+    proc = subprocess.run(
+        argv, input=PAYLOAD, capture_output=True, timeout=30, env=client_env(tmp_path)
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == PAYLOAD
     assert proc.stderr == b""
-    (line,) = _accepted(daemon)
+    (line,) = accepted(daemon)
     assert "door ssh2 from 127.0.0.1 (v2)" in line
 
 
@@ -72,39 +70,23 @@ def test_lost_first_v2_knock_is_simply_sent_again(
     """The daemon starts after the first knock: the retry is a fresh knock, at any second."""
     profiles = _profile(tmp_path, daemon, "   retry_after = 1\n   wait_timeout = 20\n")
     argv = [*TUMBLER, "ssh-proxy", "-v", "127.0.0.1", str(echo.port), "--profiles", str(profiles)]
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_env(tmp_path),
+    status, out, narrative = proxy_with_first_knock_lost(
+        argv, client_env(tmp_path), "knock 1 sent (fresh nonce)", daemon
     )
-    try:
-        assert proc.stderr is not None
-        narrative = []
-        while not any("knock 1 sent (fresh nonce)" in line for line in narrative):
-            line = proc.stderr.readline().decode()
-            assert line, f"ssh-proxy ended early: {narrative}"
-            narrative.append(line)
-        daemon.start()
-        out, err = proc.communicate(PAYLOAD, timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    narrative += err.decode().splitlines(keepends=True)
-    assert proc.returncode == 0, "".join(narrative)
+    assert status == 0, "".join(narrative)
     assert out == PAYLOAD
     assert any("knock 2 sent (fresh nonce)" in line for line in narrative), narrative
     assert not any("minute" in line for line in narrative), narrative
-    assert len(_accepted(daemon)) >= 1
+    assert len(accepted(daemon)) >= 1
 
 
 def test_open_with_a_v2_profile(tmp_path: Path, daemon: Tumblerd, echo: GatedEcho):
     daemon.start()
     profiles = _profile(tmp_path, daemon, f"   wait = {echo.port}\n")
     argv = [*TUMBLER, "open", "lo", "--profiles", str(profiles)]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=_env(tmp_path))
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=30, env=client_env(tmp_path)
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"lo: tcp/{echo.port} on 127.0.0.1 answers after" in proc.stdout
     assert daemon.lines() == ["ssh2 127.0.0.1"]
