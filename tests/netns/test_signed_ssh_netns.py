@@ -10,40 +10,25 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.netns.netns import Topology, wait_until
+from tests.netns.netns import TUMBLERD, Topology, wait_until
+from tests.netns.sshlab import SSH_PORT, TUMBLER, need_openssh, probe, serve_door, ssh_argv
+from tests.netns.sshlab import sshd as run_sshd
 from tests.sshkeys import SshAgent, make_key
 from tumbler.daemon.control import request
 from tumbler.protocols.sshkeys import parse_public_key_line
 
 pytestmark = pytest.mark.netns
 
-TUMBLER = [sys.executable, "-m", "tumbler"]
-TUMBLERD = [sys.executable, "-m", "tumbler.cli.tumblerd"]
-SSHD = "/usr/sbin/sshd"
-SSH_PORT = 22
 PASSPHRASE = "netns passphrase"
 REALM = "netns-lab"
-
-_PROBE = """
-import socket, sys
-try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.0).close()
-    print("ok")
-except ConnectionRefusedError:
-    print("refused")
-except TimeoutError:
-    print("timeout")
-"""
 
 
 @dataclass
@@ -65,31 +50,13 @@ class Setup:
         return answer["counters"]
 
     def probe(self, who: str) -> str:
-        ns = self.topo.a if who == "a" else self.topo.b
-        argv = [sys.executable, "-c", _PROBE, self.topo.server4, str(SSH_PORT)]
-        return ns.run(argv).stdout.strip()
+        return probe(self.topo.a if who == "a" else self.topo.b, self.topo.server4, SSH_PORT)
 
     def ssh(self, *extra: str) -> subprocess.CompletedProcess[str]:
         """`ssh root@server echo hello` from client A, knocking through `tumbler ssh-proxy`."""
         profiles = self.folder / "hosts.conf"
         proxy = shlex.join([*TUMBLER, "ssh-proxy", "%h", "%p", "--profiles", str(profiles), *extra])
-        argv = [
-            "ssh",
-            "-F",
-            "/dev/null",
-            "-o",
-            f"ProxyCommand={proxy}",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-            f"root@{self.topo.server4}",
-            "echo hello",
-        ]
+        argv = ssh_argv(proxy, f"root@{self.topo.server4}")
         env = {k: v for k, v in os.environ.items() if not k.startswith("TUMBLER_")}
         env |= {
             "SSH_AUTH_SOCK": str(self.agent.socket),
@@ -106,87 +73,29 @@ class Setup:
         )
 
 
-def _need_openssh() -> None:
-    if not (os.path.exists(SSHD) and all(shutil.which(p) for p in ("ssh", "ssh-agent"))):
-        reason = "needs openssh-server and openssh-client (sshd, ssh, ssh-agent)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the signed-knock sshd test, but it {reason}", pytrace=False)
-        pytest.skip(reason)
-
-
 @pytest.fixture
 def setup(topology: Topology, tmp_path: Path) -> Iterator[Setup]:
-    _need_openssh()
+    need_openssh("ssh", "ssh-agent", "ssh-keygen")
     (tmp_path / "home").mkdir()
     user_key = make_key(tmp_path, "alice", "ed25519", passphrase=PASSPHRASE)
     public = user_key.with_name("alice.pub").read_text()
     keys = tmp_path / "ssh-users"
     keys.write_text(f"no-pty {public}")  # an option for sshd only: warned about, ignored
-    log = tmp_path / "tumblerd.log"
-    config = tmp_path / "tumblerd.conf"
-    config.write_text(
-        "[common]\n"
-        f"   listen = {topology.server4}, {topology.server6}\n"
-        f"   log = {log}\n"
-        f"   state = {tmp_path / 'state.db'}\n"
-        f"   control = {tmp_path / 'control.sock'}\n"
-        f"   realm = {REALM}\n"
-        "   firewall = nftables\n"
-        "[door-ssh]\n"
-        f"   authorized_keys = {keys}\n"
-        f"   open = tcp/{SSH_PORT}\n"
-        "   timeout = 60s\n"
-    )
+    door = f"[door-ssh]\n   authorized_keys = {keys}\n   open = tcp/{SSH_PORT}\n   timeout = 60s\n"
+    log, tumblerd = serve_door(topology, tmp_path, door, f"   realm = {REALM}\n")
     (tmp_path / "hosts.conf").write_text(
         f"[host-srv]\n   url = tumbler+ssh://root@{topology.server4}/?realm={REALM}\n"
         "   retry_after = 2\n"
     )
-    server = topology.server
-    server.run([*TUMBLERD, "firewall", "--config", str(config), "init"])
-    with open(tmp_path / "tumblerd.stderr", "wb") as stderr:
-        tumblerd = server.popen(
-            [*TUMBLERD, "--config", str(config)], stdout=subprocess.DEVNULL, stderr=stderr
-        )
-    wait_until(lambda: "listening" in (log.read_text() if log.exists() else ""), "tumblerd")
-
     # sshd with its own copy of the key: only the door decides who gets through.
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "host_key")],
-        check=True,
-        capture_output=True,
-    )
-    sshd_keys = tmp_path / "sshd_authorized_keys"
-    sshd_keys.write_text(public)
-    sshd_config = tmp_path / "sshd_config"
-    sshd_config.write_text(
-        f"ListenAddress {topology.server4}:{SSH_PORT}\n"
-        f"HostKey {tmp_path / 'host_key'}\n"
-        f"AuthorizedKeysFile {sshd_keys}\n"
-        "PidFile none\n"
-        "StrictModes no\n"
-        "UsePAM no\n"
-        "PermitRootLogin prohibit-password\n"
-        "PubkeyAuthentication yes\n"
-        "PasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\n"
-    )
-    privsep = Path("/run/sshd")
-    made_privsep = not privsep.exists()
-    if made_privsep:
-        privsep.mkdir(mode=0o755)
-    sshd_log = tmp_path / "sshd.stderr"
     agent = SshAgent(tmp_path)
     try:
-        with open(sshd_log, "wb") as stderr:
-            server.popen([SSHD, "-D", "-e", "-f", str(sshd_config)], stdout=None, stderr=stderr)
-        wait_until(lambda: "Server listening" in sshd_log.read_text(), "sshd to listen")
-        agent.start()
-        agent.add(user_key, PASSPHRASE)
-        yield Setup(topology, tmp_path, log, keys, user_key, agent, tumblerd, sshd_log)
+        with run_sshd(topology.server, tmp_path, topology.server4, public) as sshd_log:
+            agent.start()
+            agent.add(user_key, PASSPHRASE)
+            yield Setup(topology, tmp_path, log, keys, user_key, agent, tumblerd, sshd_log)
     finally:
         agent.stop()
-        if made_privsep:
-            shutil.rmtree(privsep, ignore_errors=True)
     # The lab kills tumblerd and sshd and deletes the namespaces, rules and all.
 
 
