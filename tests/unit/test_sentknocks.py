@@ -61,3 +61,15 @@ def test_a_dry_run_is_not_remembered(tmp_path: Path) -> None:
     again = knock.knock_url(url, "s", KnockOptions(when=WHEN, sent=sent), dry_run=True)
     assert first.stamp == again.stamp == "13000011200"
     assert not (tmp_path / "sent").exists()
+
+
+def test_the_file_is_rewritten_in_place_and_cut_when_it_shrinks(tmp_path: Path) -> None:
+    path = tmp_path / "sent"
+    sent = SentKnocks(path)
+    for n in range(3):
+        assert sent.claim_first([(f"{n:064x}", 1000.0)], now=900.0) == 0
+    assert path.read_text().splitlines() == [f"{n:064x} 1000" for n in range(3)]
+    path.write_bytes(path.read_bytes() + b"junk without a number\n\xff\xfe 12\n")
+    # The three expire: one line is left, and nothing of the longer file after it.
+    assert sent.claim_first([("e" * 64, 2000.0)], now=1500.0) == 0
+    assert path.read_text() == f"{'e' * 64} 2000\n"

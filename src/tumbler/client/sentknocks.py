@@ -47,7 +47,7 @@ class SentKnocks:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed
-            entries = _read(fd)
+            entries, size = _read(fd)
             for digest in [d for d, e in entries.items() if e <= now]:
                 del entries[digest]
             found = None
@@ -56,33 +56,37 @@ class SentKnocks:
                     entries[digest] = expires
                     found = index
                     break
-            _write(fd, entries)
+            _write(fd, entries, size)
         finally:
             os.close(fd)
         return found
 
 
-def _read(fd: int) -> dict[str, float]:
-    """`DIGEST EXPIRES` lines; a line that is not one is skipped (plain bytes and os
-    calls: contextlib and a text codec cost the client start-up time)."""
+def _read(fd: int) -> tuple[dict[str, float], int]:
+    """`DIGEST EXPIRES` lines, and the file's size; a line that is not one is skipped
+    (plain bytes and os calls: contextlib and a text codec cost the client start-up time)."""
     chunks = []
     while chunk := os.read(fd, 65536):
         chunks.append(chunk)
+    data = b"".join(chunks)
     entries: dict[str, float] = {}
-    for line in b"".join(chunks).splitlines():
+    for line in data.splitlines():
         digest, _, expires = line.partition(b" ")
         try:
             entries[digest.decode("ascii")] = float(expires)
         except ValueError:  # UnicodeDecodeError is one too
             continue
-    return entries
+    return entries, len(data)
 
 
-def _write(fd: int, entries: dict[str, float]) -> None:
+def _write(fd: int, entries: dict[str, float], old_size: int) -> None:
+    """Rewrite the file in place; cut it only when it shrinks (emptying a file first frees
+    its blocks, which costs the client more than the rest of the write)."""
     kept = sorted(entries.items(), key=lambda item: item[1])[-MAX_ENTRIES:]
     data = "".join(f"{d} {e:.0f}\n" for d, e in kept).encode("ascii")
     os.lseek(fd, 0, os.SEEK_SET)
-    os.ftruncate(fd, 0)
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+    if len(data) < old_size:
+        os.ftruncate(fd, len(data))
