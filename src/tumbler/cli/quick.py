@@ -18,7 +18,6 @@ import sys
 from tumbler.cli.exits import EXIT_OK, warn
 from tumbler.client import knock
 from tumbler.client.sentknocks import SentKnocks
-from tumbler.records import NamedTuple
 
 TYPE_CHECKING = False  # not typing's: importing typing costs start-up time
 if TYPE_CHECKING:
@@ -26,13 +25,22 @@ if TYPE_CHECKING:
     from datetime import datetime
 
 
-class Argv(NamedTuple):
-    """What `read_argv` found: option values, flags set, the address family, positionals."""
+class Argv:
+    """What `read_argv` found: option values, flags set, the address family, positionals.
 
-    values: dict[str, str]
-    flags: frozenset[str]
-    family: int
-    positionals: list[str]
+    The records of the argv readers are plain classes: a named tuple's class costs
+    start-up time, and each of these is made once.
+    """
+
+    __slots__ = ("family", "flags", "positionals", "values")
+
+    def __init__(
+        self, values: dict[str, str], flags: frozenset[str], family: int, positionals: list[str]
+    ) -> None:
+        self.values = values
+        self.flags = flags
+        self.family = family
+        self.positionals = positionals
 
 
 _FAMILIES = {"-4": socket.AF_INET, "-6": socket.AF_INET6}
@@ -82,15 +90,18 @@ _FLAGS = ("--dry-run", "-v", "--verbose")
 _OTHER_KINDS = ("fwknop://", knock.SSH_SCHEME + "://")
 
 
-class PlainArgs(NamedTuple):
+class PlainArgs:
     """The options of a plain knock, as the argparse front-end names them."""
 
-    url: str
-    secret_file: str | None
-    source: str | None
-    family: int
-    dry_run: bool
-    verbose: bool
+    __slots__ = ("dry_run", "family", "secret_file", "source", "url", "verbose")
+
+    def __init__(self, url: str, read: Argv) -> None:
+        self.url = url
+        self.secret_file = read.values.get("--secret-file")
+        self.source = read.values.get("--from")
+        self.family = read.family
+        self.dry_run = "--dry-run" in read.flags
+        self.verbose = bool({"-v", "--verbose"} & read.flags)
 
 
 def plain_args(argv: Sequence[str]) -> PlainArgs | None:
@@ -102,14 +113,7 @@ def plain_args(argv: Sequence[str]) -> PlainArgs | None:
     lowered = url.strip().lower()
     if not lowered or lowered.startswith(_OTHER_KINDS):
         return None
-    return PlainArgs(
-        url,
-        read.values.get("--secret-file"),
-        read.values.get("--from"),
-        read.family,
-        "--dry-run" in read.flags,
-        bool({"-v", "--verbose"} & read.flags),
-    )
+    return PlainArgs(url, read)
 
 
 def knock_plain(

@@ -80,11 +80,18 @@ def secret_for(
     return knock.resolve_secret(url, secret_file=secret_file, environ=environ, warn=warn)
 
 
-class Proof(NamedTuple):
-    """What makes the knock: a secret (tumbler://) or the SSH keys that sign (tumbler+ssh://)."""
+class Proof:
+    """What makes the knock: a secret (tumbler://) or the SSH keys that sign (tumbler+ssh://).
 
-    secret: str | None = None
-    signers: tuple[Signer, ...] = ()
+    This module's records that are made once per run are plain classes: a named tuple's
+    class costs start-up time, and ssh-proxy runs before every ssh.
+    """
+
+    __slots__ = ("secret", "signers")
+
+    def __init__(self, secret: str | None = None, signers: tuple[Signer, ...] = ()) -> None:
+        self.secret = secret
+        self.signers = signers
 
 
 def is_signed(url: DoorURL) -> bool:
@@ -144,11 +151,17 @@ def fwknop_target(url: FwknopURL, profile: Profile | None, warn: Warn) -> Fwknop
     return fwknop.target_from_rc(url, fwknop.read_rc(path, warn), path)
 
 
-class Sent(NamedTuple):
+NO_PROOF = Proof()  # an fwknop:// door's keys are in its target
+
+
+class Sent:
     """Where one knock went: the address and the UDP port."""
 
-    target: str
-    port: int
+    __slots__ = ("port", "target")
+
+    def __init__(self, target: str, port: int) -> None:
+        self.target = target
+        self.port = port
 
 
 class Plan(NamedTuple):
@@ -163,7 +176,7 @@ class Plan(NamedTuple):
     source: str | None
     family: int
     url: DoorURL | None = None
-    proof: Proof = Proof()
+    proof: Proof = NO_PROOF
     spa: FwknopTarget | None = None
 
     def knock_once(self) -> Sent:
@@ -264,14 +277,24 @@ def profile_plan(profile: Profile, warn: Warn) -> Plan:
     return Plan(url.host, url.port, profile.source, profile.family, url, proof)
 
 
-class ProxyRoute(NamedTuple):
+class ProxyRoute:
     """ssh-proxy's plan: what to knock on, what to connect to, for how long."""
 
-    plan: Plan
-    connect_host: str
-    profile: Profile | None
-    wait_timeout: float
-    retry_after: float
+    __slots__ = ("connect_host", "plan", "profile", "retry_after", "wait_timeout")
+
+    def __init__(
+        self,
+        plan: Plan,
+        connect_host: str,
+        profile: Profile | None,
+        wait_timeout: float,
+        retry_after: float,
+    ) -> None:
+        self.plan = plan
+        self.connect_host = connect_host
+        self.profile = profile
+        self.wait_timeout = wait_timeout
+        self.retry_after = retry_after
 
 
 def proxy_route(
