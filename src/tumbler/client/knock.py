@@ -196,7 +196,7 @@ def parse_url(text: str) -> KnockURL:
     if at:
         if not userinfo:
             raise KnockUsageError("bad URL: empty secret before '@'")
-        if re.search(_BAD_ESCAPE, userinfo):
+        if "%" in userinfo and re.search(_BAD_ESCAPE, userinfo):
             raise _bad_url("broken %-escape in the secret (write % itself as %25)")
         try:
             secret = _unquote(userinfo)
