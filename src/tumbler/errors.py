@@ -33,3 +33,21 @@ class FirewallError(TumblerError):
 
 class ReplayStoreError(TumblerError):
     """The replay store could not be reached; the daemon fails closed on it."""
+
+
+class SecretFileError(TumblerError):
+    """A secret file that could not be read, or whose first line is no usable secret.
+
+    Here rather than in `tumbler.secretfile` so that the exit table knows it without
+    loading the reader, which a knock without --secret-file never needs.
+    """
+
+    def __init__(self, path: str, reason: str, *, unreadable: bool) -> None:
+        self.path = path
+        self.reason = reason
+        self.unreadable = unreadable
+        shown = path if path.isprintable() else repr(path)
+        if unreadable:
+            super().__init__(f"cannot read secret file {shown}: {reason}")
+        else:
+            super().__init__(f"secret file {shown}: {reason}")

@@ -10,26 +10,14 @@ from __future__ import annotations
 
 import os
 
-from tumbler.errors import TumblerError
+from tumbler.errors import SecretFileError
 from tumbler.filemodes import readable_by_others
 from tumbler.records import NamedTuple
 
 MAX_SECRET_BYTES = 4096
 EMPTY = "first line is empty"
 
-
-class SecretFileError(TumblerError):
-    """A secret file that could not be read, or whose first line is no usable secret."""
-
-    def __init__(self, path: str, reason: str, *, unreadable: bool) -> None:
-        self.path = path
-        self.reason = reason
-        self.unreadable = unreadable
-        shown = path if path.isprintable() else repr(path)
-        if unreadable:
-            super().__init__(f"cannot read secret file {shown}: {reason}")
-        else:
-            super().__init__(f"secret file {shown}: {reason}")
+__all__ = ["EMPTY", "MAX_SECRET_BYTES", "SecretFile", "SecretFileError", "read_secret_file"]
 
 
 class SecretFile(NamedTuple):

@@ -12,8 +12,7 @@ import sys
 from collections.abc import Callable
 
 from tumbler.client.knock import KnockUsageError
-from tumbler.errors import ConfigError, TumblerError
-from tumbler.secretfile import SecretFileError
+from tumbler.errors import ConfigError, SecretFileError, TumblerError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

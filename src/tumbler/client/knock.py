@@ -15,14 +15,11 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from tumbler import secretfile
 from tumbler.addresses import normalize_address
 from tumbler.client.sentknocks import SentKnocks
-from tumbler.errors import TumblerError
-from tumbler.ports import parse_port
+from tumbler.errors import SecretFileError, TumblerError
 from tumbler.protocols import tumbler1 as protocol
 from tumbler.records import NamedTuple
-from tumbler.secretfile import SecretFileError
 
 TYPE_CHECKING = False  # not typing's: see tests/unit/test_client_startup.py
 if TYPE_CHECKING:
@@ -143,6 +140,8 @@ def _parse_port(text: str) -> int:
     if not text:
         return protocol.DEFAULT_PORT
     try:
+        from tumbler.ports import parse_port  # only for a URL that names its port
+
         return parse_port(text)
     except ValueError:
         raise _bad_url(f"port {text!r} is not a number from 1 to 65535") from None
@@ -264,6 +263,8 @@ def read_secret_file(path: str, warn: Warn | None = None) -> str:
     Warns when a regular file is readable by group or others: the secret opens a door.
     Pipes (`--secret-file <(pass show door)`) are read without the permission check.
     """
+    from tumbler import secretfile  # only for --secret-file (or a profile's secret_file)
+
     try:
         found = secretfile.read_secret_file(path)
     except SecretFileError as exc:
