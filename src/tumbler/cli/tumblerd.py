@@ -273,6 +273,10 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     )
     counters = answer["counters"]
     print("knocks: " + (", ".join(f"{k} {v}" for k, v in sorted(counters.items())) or "none"))
+    for worker in answer.get("workers", []):
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(worker["counters"].items())) or "none"
+        restarts = f", restarted {worker['restarts']} times" if worker["restarts"] else ""
+        print(f"worker {worker['worker']} pid {worker['pid']}{restarts}: {counts}")
     skew = answer.get("last_clock_skew")
     if skew:
         knock = (

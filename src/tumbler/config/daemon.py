@@ -115,6 +115,7 @@ class Config:
     control: str = ""
     metrics: tuple[str, int] | None = None  # (address, port) of the Prometheus endpoint
     fwknop_port: int = fwknop_config.DEFAULT_PORT
+    workers: int = 1  # receiving processes on the knock port (SO_REUSEPORT)
     doors: tuple[Door, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -216,6 +217,16 @@ def metrics_warning(address: tuple[str, int] | None) -> str | None:
     )
 
 
+MAX_WORKERS = 256
+
+
+def _workers(text: str) -> int:
+    """`auto` (one per CPU) or a count of receiving processes, 1 to MAX_WORKERS."""
+    if text == "auto":
+        return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+    return _int_in(1, MAX_WORKERS)(text)
+
+
 def _fallback(text: str) -> str:
     return _choice(*LOCAL_STORES)(text)
 
@@ -300,6 +311,7 @@ _COMMON: dict[str, Callable[[str], object]] = {
     "control": _text,
     "metrics": _metrics,
     "fwknop_port": _int_in(1, 65535),
+    "workers": _workers,
 }
 
 _DOOR: dict[str, Callable[[str], object]] = {
@@ -734,6 +746,7 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         ipv6_prefix=common.get("ipv6_prefix", Config.ipv6_prefix),
         control=common.get("control", default_control_path()),
         fwknop_port=common.get("fwknop_port", fwknop_config.DEFAULT_PORT),
+        workers=common.get("workers", Config.workers),
         metrics=metrics,
         doors=tuple(doors),
         warnings=tuple(_permission_warnings(path, holds_secret, secret_files) + warnings),

@@ -23,7 +23,7 @@ from tumbler.config.daemon import Config, Door, load_config
 from tumbler.daemon import sdnotify
 from tumbler.daemon.control import ControlServer
 from tumbler.daemon.dispatch import Dispatcher
-from tumbler.daemon.pipeline import Pipeline, Runtime, build_runtime
+from tumbler.daemon.pipeline import Candidate, Pipeline, Runtime, Verdict, build_runtime
 from tumbler.daemon.stats import Stats
 from tumbler.decisions.replay import ReplayCache, open_replay_cache
 from tumbler.decisions.replay.recent import RecentClaims
@@ -34,6 +34,7 @@ from tumbler.sources import udp
 
 if TYPE_CHECKING:  # imported when used: a daemon without these never loads them
     from tumbler.daemon.metrics import MetricsServer, Snapshot
+    from tumbler.daemon.workers import WorkerPool
     from tumbler.sources.nflog import NflogReader
 
 log = logging.getLogger("tumblerd")
@@ -79,6 +80,7 @@ class Daemon:
         self._follower: asyncio.Task[None] | None = None
         self._control: ControlServer | None = None
         self._metrics: MetricsServer | None = None
+        self._pool: WorkerPool | None = None
         self.on_ready: Callable[[], None] | None = None
 
     @property
@@ -101,11 +103,19 @@ class Daemon:
         Every kind (v1, v2, signed, fwknop SPA) is decided by the pipeline; an fwknop
         grant opens for the address, ports and time it names. Never replies.
         """
-        verdict = self.pipeline.decide(data, address, now)
+        return self._act(self.pipeline.decide(data, address, now))
+
+    def settle(self, candidate: Candidate) -> Verdict:
+        """Claim a knock a worker proved, and act on it if it is fresh (workers > 1)."""
+        verdict = self.pipeline.settle(candidate)
+        self._act(verdict)
+        return verdict
+
+    def _act(self, verdict: Verdict) -> Door | None:
         for door in verdict.doors:
             self.dispatcher.act(
                 door,
-                verdict.target or address,
+                verdict.target or verdict.address,
                 self.runtime.config.command_timeout,
                 verdict.ports,
                 verdict.timeout,
@@ -211,6 +221,18 @@ class Daemon:
                 log.error("could not remove the nflog rules: %s", exc)
             self._nflog_rules = False
 
+    def _start_workers(self, sets: list[list[socket.socket]]) -> None:
+        """Fork the receiving processes, before any thread of ours runs (metrics, executor)."""
+        from tumbler.daemon.workers import WorkerPool
+
+        def skew(report: dict[str, Any]) -> None:
+            self.pipeline.last_skew = report
+
+        self._pool = WorkerPool(
+            sets, lambda: self.runtime, self.settle, lambda o, n: self.stats.count(o, n), skew
+        )
+        self._pool.start()
+
     # -- housekeeping -------------------------------------------------------------------
 
     async def _housekeeping(self) -> None:
@@ -275,7 +297,11 @@ class Daemon:
             replay_store=self.replay.name,
             replay_up=self.stats.replay_ok and not self.pipeline.store_failing,
             sequence_sources=len(matcher) if matcher is not None else 0,
-            workers={"firewall": FIREWALL_WORKERS, "actions": self.dispatcher.running},
+            workers={
+                "firewall": FIREWALL_WORKERS,
+                "actions": self.dispatcher.running,
+                "receivers": self._pool.alive() if self._pool is not None else 1,
+            },
             doors=tuple(sorted(self.runtime.doors)),
             firewall_failures=self.stats.total["failed"],
             sequences=self.stats.total["sequence"],
@@ -301,6 +327,7 @@ class Daemon:
                 "last_clock_skew": self.pipeline.last_skew,
                 "replay": self.replay.name,
                 "open": [asdict(e) for e in await self.dispatcher.open_entries(now)],
+                "workers": self._pool.status() if self._pool is not None else [],
             }
         if command == "close":
             address = message.get("address")
@@ -342,6 +369,7 @@ class Daemon:
             "sequence_log_prefix",
             "nflog_group",
             "fwknop_port",
+            "workers",
         ):
             if getattr(config, key) != getattr(old, key):
                 log.warning("reload: %s changed; it takes effect at the next restart", key)
@@ -357,6 +385,8 @@ class Daemon:
             )
         self.pipeline.runtime = runtime
         log.info("reloaded %s: %d doors", config.path, len(config.doors))
+        if self._pool is not None:
+            self._pool.restart()  # forked from the new config
         self._log_signed()
         self._restore_firewalls()
         if self._loop is not None and (
@@ -389,18 +419,26 @@ class Daemon:
             log.error("control socket %s unavailable: %s", config.control, exc)
             self._control = None
         spa_port = bool(self.runtime.fwknop) and config.fwknop_port != self.port
+        sets = []
         try:
-            self._sockets = udp.bind_sockets(config.listen, self.port)
-            if spa_port:
-                self._sockets += udp.bind_sockets(config.listen, config.fwknop_port)
+            for _ in range(config.workers):
+                reuse = config.workers > 1
+                socks = udp.bind_sockets(config.listen, self.port, reuse)
+                if spa_port:
+                    socks += udp.bind_sockets(config.listen, config.fwknop_port, reuse)
+                sets.append(socks)
+                self._sockets += socks
         except BaseException:
             for sock in self._sockets:
                 sock.close()
             if self._control is not None:
                 await self._control.close()
             raise
-        for sock in self._sockets:
-            loop.add_reader(sock.fileno(), self._on_readable, sock)
+        if config.workers > 1:
+            self._start_workers(sets)
+        else:
+            for sock in self._sockets:
+                loop.add_reader(sock.fileno(), self._on_readable, sock)
         self._start_metrics()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGTERM, self.stop)
@@ -415,7 +453,7 @@ class Daemon:
             f"[{a}]:{self.port}" if ":" in a else f"{a}:{self.port}" for a in config.listen
         )
         log.info(
-            "tumblerd listening on udp %s with %d doors (window %d, replay %s%s)",
+            "tumblerd listening on udp %s with %d doors (window %d, replay %s%s%s)",
             where,
             len(config.doors),
             config.window,
@@ -423,6 +461,7 @@ class Daemon:
             f", {len(config.key_doors)} v2 doors, window {config.window_seconds} s"
             if config.key_doors
             else "",
+            f", {config.workers} workers" if self._pool is not None else "",
         )
         self._log_signed()
         if self.runtime.fwknop:
@@ -445,6 +484,8 @@ class Daemon:
         self._stop_sequence_source(loop)
         if self._control is not None:
             await self._control.close()
+        if self._pool is not None:
+            await self._pool.stop()
         for sock in self._sockets:
             loop.remove_reader(sock.fileno())
             sock.close()

@@ -32,11 +32,14 @@ def _canonical_ipv6(text: str) -> str | None:
     return packet_address(text)
 
 
-def bind_sockets(addresses: tuple[str, ...], port: int) -> list[socket.socket]:
+def bind_sockets(
+    addresses: tuple[str, ...], port: int, reuse_port: bool = False
+) -> list[socket.socket]:
     """Bind a non-blocking UDP socket per listen address; `::` takes IPv6 only.
 
     A host without IPv6 skips the wildcard `::` with a warning rather than refusing to
-    start; any other address that cannot be bound is an error.
+    start; any other address that cannot be bound is an error. With `reuse_port`, several
+    such sets share the port (SO_REUSEPORT) and the kernel spreads sources over them.
     """
     socks: list[socket.socket] = []
     try:
@@ -52,6 +55,8 @@ def bind_sockets(addresses: tuple[str, ...], port: int) -> list[socket.socket]:
             socks.append(sock)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             _grow_receive_buffer(sock)
             try:
                 sock.bind((address, port))
