@@ -217,3 +217,21 @@ def test_check_config_validates_workers(tmp_path: Path, value: str, ok: bool) ->
     assert (result.returncode == 0) == ok, result.stderr
     if not ok:
         assert "workers" in result.stderr
+
+
+def gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie left for whoever adopted it."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "State:\tZ" in status
+
+
+def test_workers_leave_when_the_main_process_is_killed(daemon: Tumblerd) -> None:
+    pids = [w["pid"] for w in status(daemon)["workers"]]
+    daemon.signal(signal.SIGKILL)
+    assert daemon.proc is not None
+    daemon.proc.wait(10)
+    for pid in pids:
+        wait_until(lambda pid=pid: gone(pid), what=f"worker pid {pid} to leave")

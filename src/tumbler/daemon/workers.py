@@ -104,9 +104,19 @@ class WorkerPool:
         assert self._loop is not None
         if self._stopping:
             return
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         runtime = self._runtime()
-        pid = os.fork()
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                pid = os.fork()
+            except OSError:
+                ours.close()
+                theirs.close()
+                raise
+        except OSError as exc:  # out of processes or descriptors: try again later
+            log.error("cannot start worker %d: %s; trying again", slot.index, exc)
+            self._loop.call_later(RESTART_DELAY, self._spawn, slot)
+            return
         if pid == 0:  # the child never returns from serve()
             ours.close()
             receiver.serve(slot.index, slot.sockets, theirs, runtime, self._identity)
