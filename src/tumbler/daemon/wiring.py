@@ -103,7 +103,8 @@ class Daemon:
         Every kind (v1, v2, signed, fwknop SPA) is decided by the pipeline; an fwknop
         grant opens for the address, ports and time it names. Never replies.
         """
-        return self._act(self.pipeline.decide(data, address, now))
+        verdict = self.pipeline.decide(data, address, now)
+        return self._act(verdict) if verdict.doors else None
 
     def settle(self, candidate: Candidate) -> Verdict:
         """Claim a knock a worker proved, and act on it if it is fresh (workers > 1)."""
