@@ -142,7 +142,8 @@ class Verifier(Generic[D]):
         sha256, compare = hashlib.sha256, hmac.compare_digest
         found = None
         code = 0
-        for stamp in self._window_stamps(minute):
+        stamps = self._stamps if minute == self._stamps_minute else self._window_stamps(minute)
+        for stamp in stamps:
             prefix = stamp + addr
             for secret in self._secret_bytes:
                 if compare(sha256(prefix + secret).digest(), raw):
@@ -186,7 +187,7 @@ class Verifier(Generic[D]):
             code = self._expected(address, minute).get(self._blind(raw))
         else:
             code = self._direct(raw, address, minute)
-        return self._confirm(code, raw, address, minute)
+        return None if code is None else self._confirm(code, raw, address, minute)
 
     def _confirm(self, code: int | None, raw: bytes, address: str, minute: int) -> Match[D] | None:
         """The match that `code` names, recomputed and compared in constant time."""
