@@ -235,3 +235,14 @@ def test_workers_leave_when_the_main_process_is_killed(daemon: Tumblerd) -> None
     daemon.proc.wait(10)
     for pid in pids:
         wait_until(lambda pid=pid: gone(pid), what=f"worker pid {pid} to leave")
+
+
+def test_a_worker_stopped_from_outside_is_replaced_too(daemon: Tumblerd) -> None:
+    victim = status(daemon)["workers"][1]
+    os.kill(victim["pid"], signal.SIGTERM)
+    line = f"worker 2 (pid {victim['pid']}) died, exit status 0; starting a new one"
+    wait_until(lambda: line in daemon.log_text(), what="the worker's end to be logged")
+    wait_until(
+        lambda: status(daemon)["workers"][1]["pid"] not in (0, victim["pid"]),
+        what="a new worker 2",
+    )

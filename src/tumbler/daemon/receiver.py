@@ -157,11 +157,19 @@ def _close_all_but(keep: set[int]) -> None:
 
 
 def _drop_rights(identity: Identity | None) -> None:
+    """Become `identity` if root may; a unit that forbids changing user keeps us as we are.
+
+    (The shipped systemd unit has no CAP_SETUID and filters the set*id calls: there a
+    worker keeps root's few remaining capabilities, and holds no file but the log.)
+    """
     if identity is None or os.getuid() != 0:
         return
-    os.setgroups([])
-    os.setgid(identity.gid)
-    os.setuid(identity.uid)
+    try:
+        os.setgroups([])
+        os.setgid(identity.gid)
+        os.setuid(identity.uid)
+    except PermissionError as exc:
+        log.debug("worker stays root, not allowed to change user: %s", exc)
 
 
 def serve(

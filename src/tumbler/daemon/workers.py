@@ -143,12 +143,23 @@ class WorkerPool:
         exit.set_result(status)
         if self._stopping or slot.pid != pid:
             return  # stopped or replaced on purpose
-        lived = time.monotonic() - slot.started
+        if os.waitstatus_to_exitcode(status) == 0:
+            # A clean exit is a SIGTERM: from us, soon to say so (a stop), or from outside.
+            self._loop.call_later(RESTART_DELAY, self._replace, slot, pid, status)
+        else:
+            self._replace(slot, pid, status)
+
+    def _replace(self, slot: Slot, pid: int, status: int) -> None:
+        """Log a worker's unexpected end and start another in its place."""
+        assert self._loop is not None
+        if self._stopping or slot.pid != pid:
+            return
         slot.restarts += 1
         log.warning(
             "worker %d (pid %d) died, %s; starting a new one", slot.index, pid, exit_text(status)
         )
-        if lived < RESTART_DELAY:  # a worker that dies at once must not make the daemon spin
+        if time.monotonic() - slot.started < RESTART_DELAY:
+            # A worker that dies at once must not make the daemon spin.
             self._loop.call_later(RESTART_DELAY, self._spawn, slot)
         else:
             self._spawn(slot)
