@@ -246,3 +246,34 @@ def test_a_worker_stopped_from_outside_is_replaced_too(daemon: Tumblerd) -> None
         lambda: status(daemon)["workers"][1]["pid"] not in (0, victim["pid"]),
         what="a new worker 2",
     )
+
+
+def test_junk_of_every_shape_never_stops_a_worker(daemon: Tumblerd) -> None:
+    from tumbler.protocols import sshsig, tumbler2
+
+    pids = [w["pid"] for w in status(daemon)["workers"]]
+    shapes = [
+        b"",
+        b"\x00" * 2000,
+        sshsig.MAGIC + os.urandom(300),
+        sshsig.MAGIC + b"\x00" * (sshsig.MAX_DATAGRAM - 4),
+        tumbler2.MAGIC + os.urandom(tumbler2.DATAGRAM_LEN - 4),
+        b"TUMBLER1: " + b"g" * 64,
+        os.urandom(600),
+    ]
+    sent = 0
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        for _ in range(8):  # new source ports: both workers get their share
+            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                for data in shapes:
+                    sock.sendto(data, (host, daemon.port))
+                    sent += 1
+    wait_until(
+        lambda: sum(status(daemon)["counters"].values()) == sent, what="every datagram counted"
+    )
+    assert [w["pid"] for w in status(daemon)["workers"]] == pids
+    log = daemon.log_text()
+    assert "died" not in log and "internal error" not in log and "failed" not in log
+    knock = make_knock("open-pAsSwOrD", "127.0.0.1", datetime.now(UTC))
+    daemon.send(knock).close()
+    wait_until(daemon.lines, what="a knock after the junk")
