@@ -12,13 +12,22 @@ proved over IPv4 and over IPv6, the other family of the same knocker staying clo
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.netns.netns import OPEN_WAIT, Lab, Topology, assert_reach, can_connect, wait_until
+from tests.netns.netns import (
+    OPEN_WAIT,
+    Lab,
+    Namespace,
+    Topology,
+    assert_reach,
+    can_connect,
+    wait_until,
+)
 from tests.netns.test_daemon_firewall import SECRET, Tumblerd, knock, sleep_until
 from tumbler.lab.netns import BACKEND_NET, BACKEND_NET6
 
@@ -106,3 +115,64 @@ def test_forward_door_guards_a_published_port(
     assert daemon.stop() == 0
     # Stopped, the guard stays: closed without a daemon, never open.
     assert_reach(topo, PUBLISHED, CLOSED)
+
+
+def _ip6(tool: str) -> str:
+    return tool.replace("iptables", "ip6tables", 1)
+
+
+def _docker_user(ns: Namespace, tool: str) -> None:
+    """DOCKER-USER as Docker makes it, jumped to first from FORWARD, in both families."""
+    for program in (tool, _ip6(tool)):
+        for rule in (
+            ["-N", "DOCKER-USER"],
+            ["-A", "DOCKER-USER", "-j", "RETURN"],
+            ["-A", "FORWARD", "-j", "DOCKER-USER"],
+        ):
+            ns.run([program, "-w", "5", *rule])
+
+
+def _ruleset(ns: Namespace, backend: str) -> list[str]:
+    """The filter rules the kernel holds, without comments and packet counters."""
+    if backend == "nftables":
+        text = ns.run(["nft", "list", "ruleset"]).stdout
+    else:
+        tool = ROUTER_TOOL[backend]
+        text = "".join(
+            ns.run([f"{program}-save", "-t", "filter"]).stdout for program in (tool, _ip6(tool))
+        )
+    return [re.sub(r" \[\d+:\d+\]$", "", line) for line in text.splitlines() if line[:1] != "#"]
+
+
+@pytest.mark.parametrize("backend", ["nftables", "iptables-nft", "iptables-legacy"])
+def test_init_print_shows_the_forward_guard_init_applies(
+    backend: str, topology: Topology, tmp_path: Path
+) -> None:
+    """`firewall init --print` with a forward door is a script that makes, in a fresh
+    namespace, the very ruleset `firewall init` makes; `firewall remove` takes the guard away."""
+    topo = topology
+    daemon = Tumblerd(topo, tmp_path, backend, [forward_door(), forward_door("api", "api-secret")])
+    if backend != "nftables":
+        for ns in (topo.server, topo.a):
+            _docker_user(ns, ROUTER_TOOL[backend])
+    printed = daemon.cli("firewall", "init", "--print")
+    assert _ruleset(topo.server, backend) == _ruleset(topo.a, backend)  # printing changed nothing
+    if backend == "nftables":
+        assert "chain forward {" in printed and "@fwd4_web accept" in printed, printed
+        topo.a.run(["nft", "-f", "-"], input=printed)
+    else:
+        assert "-I DOCKER-USER 1 -m conntrack --ctstate NEW -j TUMBLER-FWD" in printed, printed
+        assert "--ctorigdstport 8080 -m comment --comment tumbler-guard:api -j DROP" in printed
+        for line in printed.splitlines():
+            if not line.startswith("#"):
+                topo.a.run(shlex.split(line))
+    applied = daemon.cli("firewall", "init")
+    assert f"door web: forwarded tcp/{PUBLISHED} guarded" in applied.splitlines(), applied
+    assert _ruleset(topo.server, backend) == _ruleset(topo.a, backend)
+    assert any("api" in line for line in _ruleset(topo.server, backend))
+
+    daemon.cli("firewall", "remove")
+    left = "\n".join(_ruleset(topo.server, backend))
+    assert "fwd" not in left and "TUMBLER" not in left and "tumbler" not in left, left
+    if backend != "nftables":  # Docker's own chain and jump stay
+        assert "-A FORWARD -j DOCKER-USER" in left and "-A DOCKER-USER -j RETURN" in left, left

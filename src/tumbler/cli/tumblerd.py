@@ -115,8 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     fw.add_argument(
         "action",
         choices=("init", "list", "flush", "remove"),
-        help="init: apply the default-closed policy (again: converge, e.g. on a new knock "
-        "port); list: what is open now; flush: close all that tumblerd opened; "
+        help="init: apply the default-closed policy and guard forward doors' ports (again: "
+        "converge, e.g. on a new knock port); list: what is open now; flush: close all "
+        "that tumblerd opened; "
         "remove: take the policy away, which opens every port it kept closed",
     )
     fw.add_argument(
@@ -243,13 +244,21 @@ def _firewall(args: argparse.Namespace, config: Config) -> int:
     # must look there too, not only in tumbler's own table.
     sets = {d.name: d.set for d in config.doors if d.set} if name == "nftables" else None
     backend = get_backend(name, state_path=config.state, door_sets=sets)
-    # Forward doors' openings live in their own sets or chain: list and flush look there too.
+    # Forward doors' openings live in their own sets or chain: list and flush look there
+    # too, and init guards their ports (those of the doors on this backend).
     backend.forward_doors = {d.name: d.open for d in config.doors if d.path == "forward"}
+    forward = {
+        d.name: d.open
+        for d in config.doors
+        if d.path == "forward" and d.firewall in (config.firewall, wanted, name)
+    }
     # fwknop doors take SPA packets on fwknop's port too: the policy keeps both reachable.
     ports = [config.port]
     if config.fwknop_doors and config.fwknop_port != config.port:
         ports.append(config.fwknop_port)
-    return firewall_command(args.action, backend, ports, args.print_only, sys.stdout)
+    return firewall_command(
+        args.action, backend, ports, args.print_only, sys.stdout, forward=forward
+    )
 
 
 def _when(epoch: float) -> str:
