@@ -133,6 +133,13 @@ def test_a_datagram_accepted_by_one_worker_is_refused_by_the_other(daemon: Tumbl
     )
     assert daemon.lines() == ["open-ssh 127.0.0.1 open-ssh 127.0.0.1"]
     assert daemon.log_text().count("knock accepted: door open-ssh") == 1
+    door = subprocess.run(
+        [*TUMBLERD, "status", "open-ssh", "--json", "--config", str(daemon.config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert json.loads(door.stdout)["accepted"] == 1, door.stderr
 
 
 def test_a_killed_worker_is_logged_and_replaced(daemon: Tumblerd) -> None:
