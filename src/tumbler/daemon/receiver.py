@@ -63,7 +63,15 @@ class Receiver:
         self._size = spa.MAX_PACKET + 1 if runtime.fwknop else udp.RECV_SIZE
 
     def _forward(self, candidate: Candidate) -> None:
-        self.channel.send(wire.candidate(candidate))  # blocking: the main process paces us
+        self._send(wire.candidate(candidate))
+
+    def _send(self, message: bytes) -> None:
+        """Blocking (the main process paces us); with the main process gone, stop."""
+        try:
+            self.channel.send(message)
+        except OSError as exc:
+            log.debug("receiver %d: the main process is gone (%s); stopping", self.index, exc)
+            self._stopping = True
 
     def _say(self, now: float, force: bool = False) -> None:
         """Send the counters that grew since the last message (and a new skew report)."""
@@ -76,7 +84,7 @@ class Receiver:
             return
         self._said = self.stats.total.copy()
         self._skew_said = skew
-        self.channel.send(wire.counts(grown, skew if skew is not None else None))
+        self._send(wire.counts(grown, skew))
 
     def _on_channel(self) -> bool:
         """Take the main process's messages; False once it is gone."""
