@@ -7,6 +7,7 @@ workers by the kernel as any other sources are.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -75,3 +76,47 @@ def test_workers_open_once_per_datagram_and_survive_a_kill(
     pids = [w["pid"] for w in workers(daemon)]
     assert daemon.stop() == 0
     assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
+def test_fwknop_door_with_workers_opens_once_for_the_packets_address(
+    topology: Topology, tmp_path: Path
+) -> None:
+    """An SPA grant (its own address, ports and timeout) crosses from a worker intact."""
+    from tests.netns.test_fwknop_tumblerd import (
+        HMAC_KEY,
+        KEY,
+        Server,
+        fwknop,
+        spa_plaintext,
+    )
+    from tests.netns.test_fwknop_tumblerd import PORT as SPA_PORT
+    from tests.netns.test_fwknop_tumblerd import send as send_spa
+    from tumbler.protocols import fwknop as spa
+
+    server = Server(topology, tmp_path)
+    text = server.config.read_text()
+    server.config.write_text(text.replace("[common]\n", "[common]\n   workers = 2\n", 1))
+    server.restart()
+    assert len(json.loads(server.cli("status", "--json"))["workers"]) == 2
+    saved = fwknop(
+        topology.a,
+        tmp_path / "home",
+        "-A",
+        f"tcp/{SPA_PORT}",
+        "-a",
+        topology.a4,
+        "-D",
+        topology.server4,
+        "-T",
+    )
+    data = saved.read_bytes().strip()
+    send_spa(topology.a, topology.server4, data)
+    server.wait_opened(topology.a4)
+    for _ in range(4):  # the same bytes from B's source ports: spread over the workers
+        send_spa(topology.b, topology.server4, data)
+    keys = spa.SpaKeys.from_text(key_base64=KEY, hmac_key_base64=HMAC_KEY)
+    again = spa.wrap(spa_plaintext(spa.open_packet(data, keys)), keys)
+    send_spa(topology.b, topology.server4, again, port=8675)  # re-salted, on the other port
+    wait_until(lambda: server.counters().get("replay", 0) == 5, "five replays counted")
+    assert server.counters()["accepted"] == 1
+    assert server.log_text().count(f"opened tcp/{SPA_PORT} for {topology.a4}") == 1
