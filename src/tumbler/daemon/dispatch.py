@@ -22,7 +22,7 @@ from tumbler.daemon.stats import Stats
 from tumbler.errors import FirewallError
 
 if TYPE_CHECKING:  # imported when used: a daemon without firewall doors never loads them
-    from tumbler.actions.firewall import FirewallBackend, OpenEntry
+    from tumbler.actions.firewall import FirewallBackend, OpenEntry, SetRef
     from tumbler.ports import PortSpec
 
 log = logging.getLogger("tumblerd")
@@ -37,7 +37,7 @@ class Dispatcher:
         self.stats = stats
         self.state_path = state_path
         self._pool = ThreadPoolExecutor(FIREWALL_WORKERS, thread_name_prefix="firewall")
-        self._backends: dict[tuple[str, str | None], FirewallBackend] = {}
+        self._backends: dict[tuple[str, SetRef | None], FirewallBackend] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def backend_for(self, door: Door) -> FirewallBackend:

@@ -40,6 +40,19 @@ log = logging.getLogger("tumblerd")
 
 TICK = 1.0
 PRUNE_EVERY = 60.0
+# What a reload cannot change: the config keys read once at start-up, and how to read each.
+RESTART_KEYS: dict[str, Callable[[Config], object]] = {
+    "port": lambda c: c.port,
+    "listen": lambda c: c.listen,
+    "state": lambda c: c.state,
+    "replay": lambda c: c.replay.store,
+    "replay_fallback": lambda c: c.replay.fallback,
+    "replay_access": lambda c: c.replay.access,
+    "sequence_source": lambda c: (c.sequence_source.kind, c.sequence_source.path),
+    "sequence_log_prefix": lambda c: c.sequence_source.prefix,
+    "nflog_group": lambda c: c.nflog_group,
+    "fwknop_port": lambda c: c.fwknop_port,
+}
 
 
 class Daemon:
@@ -58,13 +71,7 @@ class Daemon:
     ) -> None:
         self.port = port if port is not None else config.port
         self.stats = Stats(log)
-        store = (
-            replay
-            if replay is not None
-            else open_replay_cache(
-                config.replay, config.state, config.replay_fallback, config.replay_access
-            )
-        )
+        store = replay if replay is not None else open_replay_cache(config.replay, config.state)
         self.replay = RecentClaims(store)
         self.pipeline = Pipeline(build_runtime(config), self.replay, self.stats)
         if dispatcher is None:
@@ -160,11 +167,10 @@ class Daemon:
         if matcher is None:  # no sequence doors
             return
         source = config.sequence_source
-        if source.startswith("file:"):
+        if source.kind == "file":
             from tumbler.sources.logfile import follow
 
-            path = source[len("file:") :]
-            prefix = config.sequence_log_prefix
+            path, prefix = str(source.path), source.prefix
 
             def mixed(tag: str) -> None:
                 log.warning(
@@ -331,19 +337,8 @@ class Daemon:
             return
         for warning in config.warnings:
             log.warning("%s", warning)
-        for key in (
-            "port",
-            "listen",
-            "state",
-            "replay",
-            "replay_fallback",
-            "replay_access",
-            "sequence_source",
-            "sequence_log_prefix",
-            "nflog_group",
-            "fwknop_port",
-        ):
-            if getattr(config, key) != getattr(old, key):
+        for key, value in RESTART_KEYS.items():
+            if value(config) != value(old):
                 log.warning("reload: %s changed; it takes effect at the next restart", key)
         try:
             runtime = build_runtime(config)
