@@ -72,12 +72,15 @@ class Dispatcher:
         command_timeout: float,
         ports: tuple[PortSpec, ...] | None = None,
         timeout: float | None = None,
+        *,
+        now: float,
     ) -> None:
         """Start opening `door` for `address` (firewall, then command); returns at once.
 
         `ports` and `timeout`, when given (an SPA grant asks for its own), replace the door's.
+        `now` is when the knock was decided: the opening's time runs from there.
         """
-        self.spawn(self.open(door, address, command_timeout, ports, timeout))
+        self.spawn(self.open(door, address, command_timeout, ports, timeout, now=now))
 
     async def open(
         self,
@@ -86,6 +89,8 @@ class Dispatcher:
         command_timeout: float,
         ports: tuple[PortSpec, ...] | None = None,
         timeout: float | None = None,
+        *,
+        now: float,
     ) -> None:
         loop = asyncio.get_running_loop()
         ports = door.open if ports is None else ports
@@ -99,7 +104,7 @@ class Dispatcher:
                     address,
                     ports,
                     door.timeout if timeout is None else timeout,
-                    time.time(),
+                    now,
                 )
             except (FirewallError, OSError, ValueError) as exc:
                 self.stats.count("failed")

@@ -116,6 +116,7 @@ class Daemon:
                 self.runtime.config.command_timeout,
                 verdict.ports,
                 verdict.timeout,
+                now=now,
             )
         return verdict.door
 
@@ -137,7 +138,9 @@ class Daemon:
         opened = []
         for verdict in self.pipeline.attempt(event):
             for door in verdict.doors:
-                self.dispatcher.act(door, event.source, self.runtime.config.command_timeout)
+                self.dispatcher.act(
+                    door, event.source, self.runtime.config.command_timeout, now=event.when
+                )
                 opened.append(door)
         return opened
 

@@ -805,7 +805,7 @@ class IptablesBackend(FirewallBackend):
         """
         self._apply_both(knock_port)
 
-    def remove_policy(self) -> list[OpenEntry]:
+    def remove_policy(self, now: float) -> list[OpenEntry]:
         """Delete the policy rules and chain TUMBLER, set INPUT's policy to ACCEPT."""
         with self._lock:
             rows = self.state.rows()

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -625,10 +624,10 @@ class NftablesBackend(FirewallBackend):
     def apply_policy(self, knock_port: KnockPorts) -> None:
         self._apply(self.policy_commands(knock_port, self._own_limit_sets()))
 
-    def remove_policy(self) -> list[OpenEntry]:
+    def remove_policy(self, now: float) -> list[OpenEntry]:
         """Delete tumbler's table: the policy, its sets, and every door open in them."""
         with self._lock:
-            closed = [e for e in self._elements(time.time()) if e[0] in OWN_SETS.values()]
+            closed = [e for e in self._elements(now) if e[0] in OWN_SETS.values()]
             if self._list("table", FAMILY, TABLE) is not None:
                 self._apply([{"delete": {"table": {"family": FAMILY, "name": TABLE}}}])
         return _group(closed)
