@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +31,11 @@ from tumbler.errors import ConfigError, FirewallError, ReplayStoreError, Tumbler
 from tumbler.events import ConnectionAttempt
 from tumbler.protocols import fwknop as spa
 from tumbler.sources import udp
+from tumbler.sources.base import AttemptSink, Source
+from tumbler.sources.spec import open_source
 
 if TYPE_CHECKING:  # imported when used: a daemon without these never loads them
     from tumbler.daemon.metrics import MetricsServer, Snapshot
-    from tumbler.sources.nflog import NflogReader
 
 log = logging.getLogger("tumblerd")
 
@@ -81,9 +82,9 @@ class Daemon:
         self._sockets: list[socket.socket] = []
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._nflog: NflogReader | None = None
+        self._sources: list[Source[Any]] = []  # started, in order; stopped in reverse
+        self._sequence: Source[AttemptSink] | None = None
         self._nflog_rules = False
-        self._follower: asyncio.Task[None] | None = None
         self._control: ControlServer | None = None
         self._metrics: MetricsServer | None = None
         self.on_ready: Callable[[], None] | None = None
@@ -95,12 +96,23 @@ class Daemon:
 
     # -- receive path -------------------------------------------------------------------
 
-    def _on_readable(self, sock: socket.socket) -> None:
+    def _recv_size(self) -> int:
         # An SPA packet is up to 1500 bytes; without fwknop doors, longer than a Tumbler
         # datagram (a signed one is the longest) is junk whatever its length, and the
         # smaller read says so.
-        size = spa.MAX_PACKET + 1 if self.runtime.fwknop else udp.RECV_SIZE
-        udp.read_batch(sock, self.handle, size, self.stats.count)
+        return spa.MAX_PACKET + 1 if self.runtime.fwknop else udp.RECV_SIZE
+
+    def _start_source(
+        self, loop: asyncio.AbstractEventLoop, source: Source[Any], sink: Callable[..., object]
+    ) -> None:
+        """Every source starts the same way: on the loop, with the sink that decides."""
+        source.start(loop, sink)
+        self._sources.append(source)
+
+    def _stop_source(self, source: Source[Any]) -> None:
+        source.stop()
+        if source in self._sources:
+            self._sources.remove(source)
 
     def handle(self, data: bytes, address: str, now: float) -> Door | None:
         """Decide one datagram from `address` (normalised), act on it; the door it opened.
@@ -144,59 +156,37 @@ class Daemon:
                 opened.append(door)
         return opened
 
-    def _on_nflog(self) -> None:
-        assert self._nflog is not None
-        try:
-            events = self._nflog.read()
-        except OSError as exc:
-            log.error("nflog read failed: %s", exc)
-            return
-        for event in events:
-            try:
-                self.attempt(event)
-            except Exception:
-                log.exception("internal error on a connection attempt; dropped")
-
-    async def _follow_log(self, events: AsyncIterator[ConnectionAttempt]) -> None:
-        async for event in events:
-            try:
-                self.attempt(event)
-            except Exception:
-                log.exception("internal error on a connection attempt; dropped")
-
     def _start_sequence_source(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start watching connection attempts, if the config has sequence doors."""
         config, matcher = self.runtime.config, self.runtime.matcher
         if matcher is None:  # no sequence doors
             return
-        source = config.sequence_source
-        if source.kind == "file":
-            from tumbler.sources.logfile import follow
+        spec = config.sequence_source
 
-            path, prefix = str(source.path), source.prefix
+        def mixed(tag: str) -> None:
+            log.warning(
+                "firewall log %s also holds lines from %r: anyone who can write to syslog "
+                "can forge knocks there; give kernel messages a file of their own",
+                spec.path,
+                tag,
+            )
 
-            def mixed(tag: str) -> None:
-                log.warning(
-                    "firewall log %s also holds lines from %r: anyone who can write to syslog "
-                    "can forge knocks there; give kernel messages a file of their own",
-                    path,
-                    tag,
-                )
-
-            events = follow(path, prefix=prefix, on_foreign=mixed)
-            self._follower = loop.create_task(self._follow_log(events))
-            trusted = f"prefix {prefix!r}" if prefix is not None else "tag 'kernel:'"
-            log.info("sequence doors: following firewall log %s, lines with %s", path, trusted)
+        source = open_source(spec, nflog_group=config.nflog_group, on_foreign=mixed)
+        if spec.kind == "file":
+            self._sequence = source
+            self._start_source(loop, source, self.attempt)
+            trusted = f"prefix {spec.prefix!r}" if spec.prefix is not None else "tag 'kernel:'"
+            log.info("sequence doors: following firewall log %s, lines with %s", spec.path, trusted)
             return
+        # NFLOG sees only what the logging rules send it: they go in first.
         from tumbler.actions.firewall import seqlog
-        from tumbler.sources import nflog
 
         ports = [step for door in config.sequence_doors for step in door.sequence]
         track = seqlog.track_timeout_for(matcher.longest_timeout)
         seqlog.install_rules(config.nflog_group, ports, track_timeout=track)
         self._nflog_rules = True
-        self._nflog = nflog.NflogReader(config.nflog_group)
-        loop.add_reader(self._nflog.fileno(), self._on_nflog)
+        self._sequence = source
+        self._start_source(loop, source, self.attempt)
         log.info(
             "sequence doors: reading nflog group %d, a knocking source tracked for %d s",
             config.nflog_group,
@@ -204,13 +194,9 @@ class Daemon:
         )
 
     def _stop_sequence_source(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
-            self._follower = None
-        if self._nflog is not None:
-            loop.remove_reader(self._nflog.fileno())
-            self._nflog.close()
-            self._nflog = None
+        if self._sequence is not None:
+            self._stop_source(self._sequence)
+            self._sequence = None
         if self._nflog_rules:
             from tumbler.actions.firewall import seqlog
 
@@ -397,8 +383,9 @@ class Daemon:
             if self._control is not None:
                 await self._control.close()
             raise
-        for sock in self._sockets:
-            loop.add_reader(sock.fileno(), self._on_readable, sock)
+        self._start_source(
+            loop, udp.UdpSource(self._sockets, self._recv_size, self.stats.count), self.handle
+        )
         self._start_metrics()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGTERM, self.stop)
@@ -443,9 +430,8 @@ class Daemon:
         self._stop_sequence_source(loop)
         if self._control is not None:
             await self._control.close()
-        for sock in self._sockets:
-            loop.remove_reader(sock.fileno())
-            sock.close()
+        while self._sources:  # the UDP sockets, and any other source, last started first
+            self._stop_source(self._sources[-1])
         await self.dispatcher.drain()
         self.stats.flush(time.time(), force=True)
         await self.dispatcher.close_on_stop(time.time())
