@@ -180,8 +180,8 @@ class Rig:
 
 
 def leftover_namespaces() -> list[str]:
-    """Rig namespaces still present (of this run or an interrupted one)."""
-    return netns.leftover_namespaces(f"{PREFIX}-")
+    """This run's rig namespaces still present (another run's rig may be up beside it)."""
+    return netns.leftover_namespaces(f"{PREFIX}-{os.getpid()}-")
 
 
 @contextlib.contextmanager
