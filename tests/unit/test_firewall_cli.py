@@ -93,6 +93,49 @@ def test_init_print_changes_nothing() -> None:
     assert code == 0 and "applied" in out and stub.applied == [8675]
 
 
+class ForwardStub(Stub):
+    """A stub that guards forwarded ports, as nftables and iptables do."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.guarded: list[dict[str, tuple[PortSpec, ...]]] = []
+
+    def render_forward(self, doors):  # type: ignore[no-untyped-def]
+        return [f"guard {door} {ports[0]}" for door, ports in sorted(doors.items()) if ports]
+
+    def guard_forward(self, doors):  # type: ignore[no-untyped-def]
+        self.guarded.append(dict(doors))
+
+
+WEB = {"web": (PortSpec("tcp", 8080, 8080),), "mail": ()}
+
+
+def test_init_print_shows_the_forward_guards() -> None:
+    stub = ForwardStub()
+    out, err = io.StringIO(), io.StringIO()
+    code = firewall_command("init", stub, 8675, True, out, err=err, forward=WEB)
+    assert (code, out.getvalue()) == (0, "policy for 8675\nguard web tcp/8080\n")
+    assert stub.guarded == [] and stub.applied == []
+    out = io.StringIO()
+    assert firewall_command("init", stub, 8675, False, out, err=err, forward=WEB) == 0
+    assert stub.applied == [8675]
+    assert stub.guarded == [{"web": WEB["web"]}]  # a door that opens no port guards nothing
+    assert out.getvalue().splitlines()[1] == "door web: forwarded tcp/8080 guarded"
+    assert err.getvalue() == ""
+
+
+def test_a_backend_that_cannot_guard_says_so() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    code = firewall_command("init", Stub([]), 8675, True, out, err=err, forward=WEB)
+    assert code == 1 and out.getvalue() == ""
+    assert (
+        err.getvalue() == "tumblerd firewall init: the stub backend cannot guard forwarded ports\n"
+    )
+    stub = Stub([])
+    assert firewall_command("init", stub, 8675, False, out, err=err, forward=WEB) == 1
+    assert stub.applied == []  # refused before any change
+
+
 def test_flush_reports_what_closed() -> None:
     code, out, _ = run("flush", Stub([OpenEntry("10.213.0.2", "ssh", "tcp/22", 1030.0)]))
     assert code == 0

@@ -196,12 +196,12 @@ class Dispatcher:
             entries += await loop.run_in_executor(self._pool, backend.list_open, now)
         return sorted(entries)
 
-    async def close(self, address: str, now: float) -> list[OpenEntry]:
-        """Close early everything open for `address` (normalised), on every backend."""
+    async def close(self, address: str, now: float, door: str | None = None) -> list[OpenEntry]:
+        """Close early what is open for `address` (normalised), `door`'s only if given."""
         loop = asyncio.get_running_loop()
         closed: list[OpenEntry] = []
         for backend in list(self._backends.values()):
-            close = functools.partial(backend.close, address, now=now)
+            close = functools.partial(backend.close, address, door, now=now)
             closed += await loop.run_in_executor(self._pool, close)
         for entry in closed:
             log.info("door %s: closed early for %s (control request)", entry.door, address)

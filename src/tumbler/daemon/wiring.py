@@ -279,7 +279,7 @@ class Daemon:
     # -- control ---------------------------------------------------------------------------
 
     async def control(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Answer one control request (`status`, `close`)."""
+        """Answer one control request (`status`, `close` of an address, on one door or all)."""
         command = message.get("command")
         now = time.time()
         if command == "status":
@@ -293,6 +293,7 @@ class Daemon:
                 "port": self.port,
                 "doors": sorted(self.runtime.doors),
                 "counters": dict(self.stats.total),
+                "accepted_by_door": dict(self.stats.accepted_by_door),
                 "last_clock_skew": self.pipeline.last_skew,
                 "replay": self.replay.name,
                 "open": [asdict(e) for e in await self.dispatcher.open_entries(now)],
@@ -303,7 +304,10 @@ class Daemon:
                 address = normalize_address(str(address))
             except ValueError:
                 return {"ok": False, "error": f"not an IP address: {address!r}"}
-            closed = await self.dispatcher.close(address, now)
+            door = message.get("door")
+            if door is not None and (not isinstance(door, str) or door not in self.runtime.doors):
+                return {"ok": False, "error": f"the running daemon has no door {door!r}"}
+            closed = await self.dispatcher.close(address, now, door)
             return {"ok": True, "closed": [asdict(e) for e in closed]}
         return {"ok": False, "error": f"unknown command {command!r}"}
 

@@ -188,6 +188,12 @@ class FirewallBackend(ABC):
         """
         raise FirewallError(f"the {self.name} backend cannot guard forwarded ports")
 
+    def render_forward(self, doors: Mapping[str, Sequence[PortSpec]]) -> list[str]:
+        """The guards `guard_forward` puts in place, as text an administrator can read."""
+        if not any(doors.values()):
+            return []
+        raise FirewallError(f"the {self.name} backend cannot guard forwarded ports")
+
     def init_policy(self, knock_port: KnockPorts, apply: bool = True) -> list[str]:
         """Render the default-closed policy and, with `apply`, put it in place."""
         for port in knock_ports(knock_port):

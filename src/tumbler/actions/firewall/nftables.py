@@ -632,6 +632,26 @@ class NftablesBackend(FirewallBackend):
                 self._apply([{"delete": {"table": {"family": FAMILY, "name": TABLE}}}])
         return _group(closed)
 
+    def render_forward(self, doors: Mapping[str, Sequence[PortSpec]]) -> list[str]:
+        guarded = {check_door(d): tuple(p) for d, p in doors.items() if p}
+        if not guarded:
+            return []
+        lines = [
+            f"# forward doors ({', '.join(sorted(guarded))}): new forwarded connections to "
+            "their ports are dropped unless a knock opened them",
+            f"table {FAMILY} {TABLE} {{",
+        ]
+        for door in sorted(guarded):
+            for version in (4, 6):
+                name = forward_set(door, version).name
+                lines.append(f"\tset {name} {{ type {SET_TYPES[version]}; flags timeout; }}")
+        lines.append(f"\tchain {FORWARD_CHAIN} {{")
+        lines.append(f"\t\ttype filter hook forward priority {FORWARD_PRIORITY}; policy accept;")
+        lines.extend(f"\t\t{text}" for text, _ in forward_rules(guarded))
+        lines.append("\t}")
+        lines.append("}")
+        return lines
+
     def guard_forward(self, doors: Mapping[str, Sequence[PortSpec]]) -> None:
         guarded = {check_door(d): tuple(p) for d, p in doors.items() if p}
         chain = {"family": FAMILY, "table": TABLE, "name": FORWARD_CHAIN}
