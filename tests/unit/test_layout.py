@@ -6,6 +6,7 @@ The layer order itself is checked by import-linter (`lint-imports`, pyproject.to
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,3 +117,18 @@ def test_the_checks_see_what_they_look_for() -> None:
     )
     assert imported(tree) & IO_MODULES == {"socket"}
     assert clock_reads(tree) == ["time.time() on line 4", "datetime.now() on line 5"]
+
+
+def test_one_lab_makes_and_removes_network_namespaces() -> None:
+    """The demo, the tests and the bench share tumbler.lab's namespaces and their clean-up."""
+    root = SRC.parents[1]
+    made_here = re.compile(r"""["']netns["'],\s*["'](add|del|delete)["']|ip netns (add|del)""")
+    lab = SRC / "lab" / "netns.py"
+    assert made_here.search(lab.read_text())  # the check sees what it looks for
+    elsewhere = [
+        path.relative_to(root).as_posix()
+        for folder in ("src", "tests", "bench")
+        for path in sorted((root / folder).rglob("*.py"))
+        if path not in (lab, Path(__file__).resolve()) and made_here.search(path.read_text())
+    ]
+    assert elsewhere == []
