@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns.netns import Topology, wait_until
+from tests.netns.netns import Topology, start_tumblerd, wait_until
 from tests.sshkeys import SshAgent, make_key
 from tumbler.daemon.control import request
 from tumbler.protocols.sshkeys import parse_public_key_line
@@ -143,11 +143,7 @@ def setup(topology: Topology, tmp_path: Path) -> Iterator[Setup]:
     )
     server = topology.server
     server.run([*TUMBLERD, "firewall", "--config", str(config), "init"])
-    with open(tmp_path / "tumblerd.stderr", "wb") as stderr:
-        tumblerd = server.popen(
-            [*TUMBLERD, "--config", str(config)], stdout=subprocess.DEVNULL, stderr=stderr
-        )
-    wait_until(lambda: "listening" in (log.read_text() if log.exists() else ""), "tumblerd")
+    tumblerd = start_tumblerd(server, config, log)
 
     # sshd with its own copy of the key: only the door decides who gets through.
     subprocess.run(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns.netns import Namespace, Topology
+from tests.netns.netns import Namespace, Topology, start_tumblerd
 
 pytestmark = pytest.mark.netns
 
@@ -117,9 +117,7 @@ def door_server(topology: Topology, tmp_path: Path) -> Iterator[DoorServer]:
     config.chmod(0o600)
     server = topology.server
     server.run([*TUMBLERD, "firewall", "--config", str(config), "init"])
-    with open(tmp_path / "tumblerd.stderr", "wb") as stderr:
-        server.popen([*TUMBLERD, "--config", str(config)], stdout=subprocess.DEVNULL, stderr=stderr)
-    _wait_for(lambda: "listening" in (log.read_text() if log.exists() else ""), "tumblerd")
+    start_tumblerd(server, config, log)
     profiles = tmp_path / "hosts.conf"
     profiles.write_text(
         "[host-srv]\n"

@@ -69,7 +69,7 @@ class Recorder(Dispatcher):
         self.restored: list[list[str]] = []
 
     def act(  # type: ignore[override]
-        self, door: Door, address: str, command_timeout: float, *_grant: object
+        self, door: Door, address: str, command_timeout: float, *_grant: object, now: float
     ) -> None:
         self.acted.append((door.name, address))
 

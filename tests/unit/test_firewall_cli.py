@@ -54,7 +54,7 @@ class Stub(FirewallBackend):
     def apply_policy(self, knock_port: int, ipv6_prefix: int = 64) -> None:
         self.applied.append(knock_port)
 
-    def remove_policy(self) -> list[OpenEntry]:
+    def remove_policy(self, now: float) -> list[OpenEntry]:
         return self.flush(0.0)
 
 

@@ -114,7 +114,7 @@ def firewall_command(
             for e in closed:
                 out.write(f"  {e.address}  {e.door}  {e.ports}\n")
         elif action == "remove":
-            closed = backend.remove_policy()
+            closed = backend.remove_policy(now)
             err.write(f"warning: {REMOVE_WARNING} ({backend.name})\n")
             out.write(f"policy removed; closed {len(closed)} opening(s)\n")
         else:

@@ -22,7 +22,6 @@ from tumbler.config.daemon import (
     ROOT_CONTROL,
     Config,
     default_control_path,
-    default_state_dir,
     load_config,
 )
 from tumbler.daemon import sdnotify
@@ -169,11 +168,7 @@ def _config_for(args: argparse.Namespace) -> Config:
     """The config to act on; the administration commands work on defaults before one exists."""
     admin = args.command in ("firewall", "status", "close")
     if admin and args.config == DEFAULT_CONFIG and not os.path.exists(DEFAULT_CONFIG):
-        return Config(
-            path="(built-in defaults)",
-            state=str(default_state_dir() / "state.db"),
-            control=default_control_path(),
-        )
+        return Config(path="(built-in defaults)")
     return load_config(args.config)
 
 

@@ -1,7 +1,8 @@
 """A small network-namespace lab: namespaces, veth links, listeners, clean-up.
 
-Used by `tumblerd demo`, the namespace tests and the benchmarks, so that all three show
-the same thing: real hosts, a real firewall, real connections.
+Used by `tumblerd demo`, the namespace tests and the benchmarks (bench/rig.py builds its
+namespaces here), so that all three show the same thing: real hosts, a real firewall,
+real connections.
 
 Everything a `Lab` makes lives in namespaces it created (`tmb-<pid>-<n>-<role>`),
 with test addresses (10.213.0.0/24, fd00:213::/64) that exist only there, so no
@@ -131,6 +132,22 @@ class Namespace:
         proc = subprocess.run(["ip", "-n", self.name, *args], capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"ip -n {self.name} {' '.join(args)}: {proc.stderr.strip()}")
+
+    def batch(self, commands: Sequence[str]) -> None:
+        """Many `ip` commands (one a line, without `ip`) in one process: `ip -n NS -batch -`.
+
+        Hundreds of addresses are added in one go instead of one process each.
+        """
+        if not commands:
+            return
+        proc = subprocess.run(
+            ["ip", "-n", self.name, "-batch", "-"],
+            input="\n".join(commands) + "\n",
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"ip -n {self.name} -batch: {proc.stderr.strip()}")
 
     def listen(self, port: int, timeout: float = 5) -> subprocess.Popen[Any]:
         """Start a TCP server on [::]:port (IPv4 and IPv6); return once it listens."""

@@ -5,6 +5,7 @@ It reads and hands on; deciding what a datagram means is the daemon's pipeline.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import functools
 import logging
@@ -120,3 +121,40 @@ def read_batch(
             handle(data, address, now)
         except Exception:  # a bug must cost one datagram, never the daemon
             log.exception("internal error on a datagram; dropped")
+
+
+class UdpSource:
+    """Bound knock sockets as a source: the datagrams each wake-up reads go to the sink.
+
+    `size` says how long a datagram may be at the moment it is read (the doors decide,
+    and a reload may change them); `dropped` is told of what is not handed on.
+    """
+
+    name = "udp"
+
+    def __init__(
+        self,
+        sockets: list[socket.socket],
+        size: Callable[[], int] = lambda: RECV_SIZE,
+        dropped: Callable[[str], object] | None = None,
+    ) -> None:
+        self.sockets = sockets
+        self.size = size
+        self.dropped = dropped
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop, sink: Handler) -> None:
+        self._loop = loop
+        for sock in self.sockets:
+            loop.add_reader(sock.fileno(), self._readable, sock, sink)
+
+    def _readable(self, sock: socket.socket, sink: Handler) -> None:
+        read_batch(sock, sink, self.size(), self.dropped)
+
+    def stop(self) -> None:
+        """Stop reading and close the sockets."""
+        for sock in self.sockets:
+            if self._loop is not None:
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
+        self.sockets = []

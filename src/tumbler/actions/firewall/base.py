@@ -173,8 +173,8 @@ class FirewallBackend(ABC):
         """
 
     @abstractmethod
-    def remove_policy(self) -> list[OpenEntry]:
-        """Take the default-closed policy away again, closing the doors it held open."""
+    def remove_policy(self, now: float) -> list[OpenEntry]:
+        """Take the default-closed policy away again, closing the doors it held open at `now`."""
 
     def policy_warnings(self) -> list[str]:
         """What in the firewall keeps open what the policy claims to close."""

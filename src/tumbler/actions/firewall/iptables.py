@@ -829,7 +829,7 @@ class IptablesBackend(FirewallBackend):
         """
         self._apply_both(knock_port)
 
-    def remove_policy(self) -> list[OpenEntry]:
+    def remove_policy(self, now: float) -> list[OpenEntry]:
         """Delete the policy rules and chain TUMBLER, set INPUT's policy to ACCEPT; take the
         forward guards (TUMBLER-FWD and its jump) away too, as nftables' table goes whole."""
         with self._lock:
