@@ -108,6 +108,7 @@ def section_flood(r, table: Table, count: int, sources: int) -> None:
             f"{res['rate']:,.0f} /CPU-s  ({res['handled']:,} of {res['sent']:,} sent at "
             f"{res['send_rate']:,.0f}/s; {res['cpu']:.2f} CPU-s)",
         )
+    section_workers(r, table, count, sources)
     with Tumblerd(r, "nftables", kind="fwknop", policy=False, tag="fwknop door") as t:
         res = floodmod.junk_rate(r, t, count, sources)
     table.add(
@@ -124,6 +125,32 @@ def section_flood(r, table: Table, count: int, sources: int) -> None:
         f"{res['rate']:,.0f} /CPU-s  ({res['handled']:,} of {res['sent']:,} sent at "
         f"{res['send_rate']:,.0f}/s; {res['cpu']:.2f} CPU-s)",
     )
+
+
+def section_workers(r, table: Table, count: int, sources: int) -> None:
+    """`workers = 1` and `= 2`: junk per CPU-second summed over every process of the daemon."""
+    top = ceiling(table)
+    cores = os.cpu_count() or 1
+    for n in (1, 2):
+        with Tumblerd(r, "nftables", policy=False, tag=f"workers {n}", workers=n) as t:
+            res = floodmod.junk_rate(r, t, count, sources)
+        shares = ", ".join(f"worker {w}: {k:,}" for w, k in sorted(res["workers"].items()))
+        table.add(
+            "flood",
+            f"tumblerd workers {n}, junk discarded, 1 door, {sources} sources",
+            f"{res['rate']:,.0f} /CPU-s summed over "
+            f"{f'{n + 1} processes' if n > 1 else 'its one process'} "
+            f"({res['rate'] / top:.3f} x ceiling); {res['wall_rate']:,.0f}/s of wall time "
+            f"({res['handled']:,} of {res['sent']:,} sent at {res['send_rate']:,.0f}/s; "
+            f"{res['cpu']:.2f} CPU-s{'; ' + shares if shares else ''})",
+        )
+    if cores <= 2 + 1:  # the sender is one process, unpaced: it keeps a core busy
+        table.add(
+            "flood",
+            "tumblerd workers: scaling",
+            f"not shown here: {cores} cores, and 2 workers beside the sender need more than "
+            "3; the rows above give the cost per CPU-second, not the throughput of more cores",
+        )
 
 
 CEILING: list[float] = []

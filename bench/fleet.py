@@ -44,12 +44,14 @@ SERVICE = "tumbler"
 
 def latency(cache: ReplayCache, claims: int) -> dict[str, float]:
     for _ in range(20):  # warm-up: connections made, pages cached
-        cache.claim(secrets.token_hex(32), time.time() + 120)
+        now = time.time()
+        cache.claim(secrets.token_hex(32), now + 120, now)
     times = []
     for _ in range(claims):
         digest = secrets.token_hex(32)
+        now = time.time()
         t0 = time.perf_counter()
-        fresh = cache.claim(digest, time.time() + 120)
+        fresh = cache.claim(digest, now + 120, now)
         times.append(time.perf_counter() - t0)
         assert fresh
     return {q: percentile(times, v) * 1000 for q, v in (("p50", 0.5), ("p99", 0.99))} | {
@@ -62,7 +64,8 @@ def _claimer(url: str, acks: int | None, seconds: float, out: multiprocessing.Qu
     count = 0
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        if cache.claim(secrets.token_hex(32), time.time() + 120):
+        now = time.time()
+        if cache.claim(secrets.token_hex(32), now + 120, now):
             count += 1
     cache.close()
     out.put(count)

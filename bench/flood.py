@@ -56,6 +56,19 @@ def tumbler_discards(system: Tumblerd) -> int:
     return sum(v for k, v in counters.items() if k in DISCARDS or k.startswith("signed-"))
 
 
+def cpu_seconds(system: System) -> float:
+    """CPU time of a daemon and of its workers: children's time counts only once reaped."""
+    pids = system.pids() if isinstance(system, Tumblerd) else [system.pid]
+    return sum(proc_cpu_seconds(pid) for pid in pids)
+
+
+def per_worker(system: System) -> dict[int, int]:
+    """Datagrams each worker of a tumblerd decided so far (empty with one process)."""
+    if not isinstance(system, Tumblerd):
+        return {}
+    return {w["worker"]: sum(w["counters"].values()) for w in system.status().get("workers", [])}
+
+
 def junk_target(system: System) -> tuple[bool, int, str, int]:
     """(is tumblerd, port, junk kind, junk size) of the system a flood is aimed at."""
     if isinstance(system, Tumblerd) and system.kind == "fwknop":
@@ -97,10 +110,14 @@ def junk_rate(
     settle(rig)
     before = system.counters() if is_tumbler else {}
     before_n = tumbler_discards(system) if is_tumbler else udp_in(rig)["InDatagrams"]
-    before_cpu = proc_cpu_seconds(system.pid)
+    before_cpu = cpu_seconds(system)
+    before_workers = per_worker(system)
+    started = time.monotonic()
     sent = rig.flood_agent.call(op="flood", count=count, **flood)
     settle(rig)
-    cpu = proc_cpu_seconds(system.pid) - before_cpu
+    wall = time.monotonic() - started
+    cpu = cpu_seconds(system) - before_cpu
+    workers = {w: n - before_workers.get(w, 0) for w, n in per_worker(system).items()}
     after = system.counters() if is_tumbler else {}
     after_n = tumbler_discards(system) if is_tumbler else udp_in(rig)["InDatagrams"]
     handled = after_n - before_n
@@ -111,6 +128,8 @@ def junk_rate(
         "handled": handled,
         "cpu": cpu,
         "rate": handled / cpu if cpu > 0 else float("nan"),
+        "wall_rate": handled / wall if wall > 0 else float("nan"),
+        "workers": workers,
     }
 
 

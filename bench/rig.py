@@ -1,15 +1,17 @@
 """The benchmark rig: a server, a client and a flood sender, each in its own network namespace.
 
-    client  tmbb-<pid>-cli  eth0 10.214.0.2/24 + 10.214.1.1 ... /32 (one per knock)
+    client  tmbb-<pid>-<n>-cli  eth0 10.214.0.2/24 + 10.214.1.1 ... /32 (one per knock)
             --veth--  srv eth-c 10.214.0.1/24, route 10.214.0.0/16 via 10.214.0.2
-    flood   tmbb-<pid>-fld  eth0 10.215.0.2/24 + 10.215.1.1 ... /32 (a few hundred sources)
+    flood   tmbb-<pid>-<n>-fld  eth0 10.215.0.2/24 + 10.215.1.1 ... /32 (a few hundred sources)
             --veth--  srv eth-f 10.215.0.1/24, route 10.215.0.0/16 via 10.215.0.2
 
 Two point-to-point links instead of a bridge, so the flood never shares a queue with the
 client's knocks on the way in (it still shares the server's CPU and its knock socket).
-Every packet stays inside these namespaces. `Rig.cleanup` kills every process inside them
-and deletes them (with their links and firewall rules); it runs at exit, on Ctrl-C and on
-SIGTERM.
+Every packet stays inside these namespaces. The namespaces, their processes and their
+clean-up are a `tumbler.lab` Lab's, the same as the demo's and the tests'; what is the
+bench's own is the wiring above, the agents and the listener. `Rig.cleanup` kills every
+process inside the namespaces and deletes them (with their links and firewall rules); it
+runs at exit, on Ctrl-C and on SIGTERM.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from tumbler.lab import netns
+from tumbler.lab.netns import Lab, Namespace
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
@@ -42,7 +46,7 @@ WIDE_FLOOD4 = "10.216.0.0/13"
 SERVER_F6 = "fd00:215::1"
 FLOOD_GW6 = "fd00:215::2"
 FLOOD_NET6 = "fd00:216::/32"
-PREFIX = "tmbb-"
+PREFIX = "tmbb"  # the rig's namespaces: tmbb-<pid>-<n>-<role>, apart from the tests' tmb-
 
 
 def client_address(i: int) -> str:
@@ -54,42 +58,6 @@ def client_address(i: int) -> str:
 def flood_address(i: int) -> str:
     n = 256 + 1 + i
     return f"10.215.{n // 256}.{n % 256}"
-
-
-def _ip(*args: str, input: str | None = None) -> None:
-    proc = subprocess.run(["ip", *args], input=input, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
-
-
-class Namespace:
-    def __init__(self, rig: Rig, role: str) -> None:
-        self.rig = rig
-        self.name = f"{rig.prefix}-{role}"
-
-    def argv(self, argv):
-        return ["ip", "netns", "exec", self.name, *argv]
-
-    def run(self, argv, input=None, check=True, timeout=60.0):
-        proc = subprocess.run(
-            self.argv(argv), input=input, capture_output=True, text=True, timeout=timeout
-        )
-        if check and proc.returncode != 0:
-            raise RuntimeError(
-                f"in {self.name}: {' '.join(map(str, argv))} exited {proc.returncode}: "
-                f"{proc.stderr.strip()}"
-            )
-        return proc
-
-    def popen(self, argv, **kwargs):
-        proc = subprocess.Popen(self.argv(argv), **kwargs)
-        self.rig.processes.append(proc)
-        return proc
-
-    def batch(self, lines: list[str]) -> None:
-        """Many `ip` commands in one process (`ip -n NS -batch -`)."""
-        if lines:
-            _ip("-n", self.name, "-batch", "-", input="\n".join(lines) + "\n")
 
 
 class Agent:
@@ -135,31 +103,23 @@ class Rig:
     """Namespaces srv, cli and fld, linked as in the module docstring."""
 
     def __init__(self, clients: int = 600, flooders: int = 256) -> None:
-        self.prefix = f"{PREFIX}{os.getpid()}"
+        self.lab = Lab(prefix=PREFIX)
         self.clients = clients
         self.flooders = flooders
-        self.processes: list[subprocess.Popen] = []
-        self.namespaces: list[Namespace] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="tmbb-"))
         self._cleaned = False
-        self.server = self._namespace("srv")
-        self.client = self._namespace("cli")
-        self.flood = self._namespace("fld")
+        self.server = self.lab.namespace("srv")
+        self.client = self.lab.namespace("cli")
+        self.flood = self.lab.namespace("fld")
         self._wire()
         self.client_agent = Agent(self.client)
         self.flood_agent = Agent(self.flood)
 
-    def _namespace(self, role: str) -> Namespace:
-        ns = Namespace(self, role)
-        _ip("netns", "add", ns.name)
-        self.namespaces.append(ns)
-        _ip("-n", ns.name, "link", "set", "lo", "up")
-        return ns
-
     def _wire(self) -> None:
-        srv, cli, fld = self.server.name, self.client.name, self.flood.name
-        _ip("-n", srv, "link", "add", "eth-c", "type", "veth", "peer", "name", "eth0", "netns", cli)
-        _ip("-n", srv, "link", "add", "eth-f", "type", "veth", "peer", "name", "eth0", "netns", fld)
+        for link, peer in (("eth-c", self.client), ("eth-f", self.flood)):
+            self.server.ip(
+                "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", peer.name
+            )
         # The many source addresses are /32s routed through one neighbour, so the server
         # resolves one MAC per link, never one per knock.
         self.server.batch(
@@ -211,40 +171,17 @@ class Rig:
         return proc
 
     def cleanup(self) -> None:
+        """The lab's clean-up (every process, then the namespaces), and the rig's files."""
         if self._cleaned:
             return
         self._cleaned = True
-        for proc in self.processes:
-            with contextlib.suppress(Exception):
-                if proc.poll() is None:
-                    proc.terminate()
-        for proc in self.processes:
-            with contextlib.suppress(Exception):
-                proc.wait(3)
-            with contextlib.suppress(Exception):
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait(3)
-        for ns in reversed(self.namespaces):
-            pids = subprocess.run(
-                ["ip", "netns", "pids", ns.name], capture_output=True, text=True, check=False
-            ).stdout.split()
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            for _ in range(50):
-                if subprocess.run(["ip", "netns", "del", ns.name], capture_output=True).returncode:
-                    time.sleep(0.05)
-                    if ns.name not in leftover_namespaces():
-                        break
-                else:
-                    break
+        self.lab.cleanup()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def leftover_namespaces() -> list[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
-    return [line.split()[0] for line in out.stdout.splitlines() if line.startswith(PREFIX)]
+    """This run's rig namespaces still present (another run's rig may be up beside it)."""
+    return netns.leftover_namespaces(f"{PREFIX}-{os.getpid()}-")
 
 
 @contextlib.contextmanager

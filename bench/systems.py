@@ -101,6 +101,7 @@ class Tumblerd(System):
         authorized_keys: str | None = None,
         kind: str = "tumbler",
         ipv6: bool = False,
+        workers: int = 1,
     ) -> None:
         super().__init__(rig)
         self.kind = kind
@@ -128,6 +129,8 @@ class Tumblerd(System):
             f"firewall = {backend}",
             f"replay = {replay}",
         ]
+        if workers > 1:
+            lines.append(f"workers = {workers}")
         for i in range(doors):
             if kind == "fwknop":  # keys per door; the client uses the last door's
                 self.key = base64.b64encode(pysecrets.token_bytes(32)).decode()
@@ -199,6 +202,10 @@ class Tumblerd(System):
 
     def counters(self) -> dict:
         return self.status()["counters"]
+
+    def pids(self) -> list[int]:
+        """The daemon and its receiving processes (`workers`), whose CPU time all counts."""
+        return [self.pid, *(w["pid"] for w in self.status().get("workers", []))]
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -3,7 +3,8 @@
 # Installed as /usr/share/bash-completion/completions/tumbler (and tumblerd, a link), or
 # sourced from ~/.bashrc.  Needs nothing from the bash-completion package.  Profile names
 # come from the user's hosts file: --profiles FILE on the line, else $TUMBLER_PROFILES,
-# else $XDG_CONFIG_HOME/tumbler/hosts.conf (~/.config when unset).  The option lists
+# else $XDG_CONFIG_HOME/tumbler/hosts.conf (~/.config when unset); door names from the
+# daemon's config (-c FILE on the line, else /etc/tumbler/tumblerd.conf).  The option lists
 # follow each command's --help (tests/unit/test_completion.py keeps them in step).
 
 _tumbler_reply() {
@@ -51,6 +52,20 @@ _tumbler_profiles() {
     [[ $file == "~/"* ]] && file=$HOME/${file#"~/"}
     [[ -r $file ]] || return 0
     sed -n 's/^[[:space:]]*\[host-\([A-Za-z0-9][A-Za-z0-9_.-]*\)\][[:space:]]*$/\1/p' -- "$file"
+}
+
+_tumblerd_doors() {
+    # The NAMEs of the [door-NAME] sections of the daemon's config: -c/--config FILE on the
+    # line, else /etc/tumbler/tumblerd.conf.  Only header lines are read; the file is never
+    # sourced, and one this user cannot read (it holds secrets, mode 0600) offers nothing.
+    local file
+    if ! file=$(_tumbler_option_value --config) && ! file=$(_tumbler_option_value -c); then
+        file=/etc/tumbler/tumblerd.conf
+    fi
+    # shellcheck disable=SC2088
+    [[ $file == "~/"* ]] && file=$HOME/${file#"~/"}
+    [[ -f $file && -r $file ]] || return 0
+    sed -n 's/^[[:space:]]*\[[[:space:]]*door-\([A-Za-z0-9][A-Za-z0-9_.-]*\)[[:space:]]*\][[:space:]]*\([[:space:]]#.*\)\{0,1\}$/\1/p' -- "$file" 2>/dev/null
 }
 
 _tumbler_current() {
@@ -178,13 +193,17 @@ _tumblerd() {
             _tumbler_reply "auto nftables iptables iptables-nft iptables-legacy" "$cur"
             return 0
             ;;
+        --door)
+            _tumbler_reply "$(_tumblerd_doors)" "$cur"
+            return 0
+            ;;
     esac
 
     local options
     case $command in
         firewall) options="-h --help -c --config --print --backend" ;;
         status) options="-h --help -c --config --json" ;;
-        close) options="-h --help -c --config" ;;
+        close) options="-h --help -c --config --door" ;;
         import-fwknop) options="-h --help" ;;
         demo) options="-h --help" ;;
         *) options="-h --help -c --config -p --port --check-config -v --verbose --version" ;;
@@ -193,12 +212,16 @@ _tumblerd() {
         _tumbler_reply "$options" "$cur"
         return 0
     fi
+    local before
     case $command in
         "")
             _tumbler_reply "$commands" "$cur"
             ;;
+        status)
+            before=$(_tumbler_positionals $((i + 1)) "-c --config")
+            [[ $before -eq 0 ]] && _tumbler_reply "$(_tumblerd_doors)" "$cur"
+            ;;
         firewall)
-            local before
             before=$(_tumbler_positionals $((i + 1)) "-c --config --backend")
             [[ $before -eq 0 ]] && _tumbler_reply "init list flush remove" "$cur"
             ;;

@@ -14,6 +14,7 @@ from tumbler.ports import PROTOCOLS, PortSpec
 DOOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DOOR_NAME_RULE = "NAME of letters, digits, '.', '_' and '-'"
 DEFAULT_SEQUENCE_TIMEOUT = 10.0  # seconds from a sequence's first knock to its last
+DEFAULT_OPEN_TIMEOUT = 30.0  # seconds a knock keeps a door's ports open
 
 
 def is_door_name(text: str) -> bool:

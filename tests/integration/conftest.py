@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemon import Tumblerd
+from tests.integration.fleet import cluster, redis_server, sentinels  # noqa: F401 (fixtures)
 
 DOORS = """\
 [door-open-ssh]

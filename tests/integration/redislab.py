@@ -20,6 +20,9 @@ import redis
 
 from tests.waiting import wait_until
 
+SERVICE = "tumbler"  # the Sentinel service name of the fleet tests
+BUS_OFFSET = 10000  # Redis Cluster talks to its peers on port + 10000
+
 
 def free_tcp_port(bus_offset: int | None = None) -> int:
     """A free loopback port; with `bus_offset`, one whose cluster bus port is free too."""
@@ -188,6 +191,108 @@ def cluster_ok(node: RedisServer) -> bool:
         return bool(node.client().cluster("info")["cluster_state"] == "ok")
     except (redis.exceptions.RedisError, KeyError):
         return False
+
+
+class SentinelSet:
+    """One primary, two replicas, three sentinels: Redis's own smallest sound deployment."""
+
+    def __init__(self, folder: Path, service: str = SERVICE) -> None:
+        binary = redis_binary()
+        self.service = service
+        self.primary = RedisServer(binary, folder / "primary")
+        self.replicas = [
+            RedisServer(
+                binary, folder / f"replica{n}", "--replicaof", "127.0.0.1", str(self.primary.port)
+            )
+            for n in (1, 2)
+        ]
+        self.sentinels = [
+            Sentinel(binary, folder / f"sentinel{n}", service, self.primary.port, 1000)
+            for n in (1, 2, 3)
+        ]
+        self.servers = [self.primary, *self.replicas]
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.service}"
+
+    def start(self) -> SentinelSet:
+        for server in self.servers:
+            server.start()
+        wait_until(
+            lambda: replicas_online(self.primary, 2), what="both replicas in sync", timeout=30
+        )
+        for sentinel in self.sentinels:
+            sentinel.start()
+        for sentinel in self.sentinels:  # quorum needs the others; a failover needs replicas
+            wait_until(
+                lambda s=sentinel: self._sees_everyone(s),
+                what=f"sentinel {sentinel.port} to see the other sentinels and both replicas",
+                timeout=30,  # sentinels announce themselves every 2 s; a loaded machine is slow
+            )
+        return self
+
+    def _sees_everyone(self, sentinel: Sentinel) -> bool:
+        try:
+            state = sentinel.client().sentinel_master(self.service)
+        except redis.exceptions.RedisError:
+            return False
+        return bool(state["num-other-sentinels"] == 2 and state["num-slaves"] == 2)
+
+    def stop(self) -> None:
+        for process in [*self.sentinels, *self.servers]:
+            process.stop()
+
+
+class ClusterSet:
+    """Six cluster-enabled servers joined by `redis-cli --cluster create --cluster-replicas 1`."""
+
+    def __init__(self, folder: Path) -> None:
+        binary = redis_binary()
+        self.cli = redis_cli()
+        self.nodes = [
+            RedisServer(
+                binary,
+                folder / f"node{n}",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+                port=free_tcp_port(BUS_OFFSET),
+            )
+            for n in range(6)
+        ]
+        self.primaries: list[RedisServer] = []
+        self.replicas: list[RedisServer] = []
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+
+    def start(self) -> ClusterSet:
+        for node in self.nodes:
+            node.start()
+        argv = [self.cli, "--cluster", "create"]
+        argv += [f"127.0.0.1:{n.port}" for n in self.nodes]
+        argv += ["--cluster-replicas", "1", "--cluster-yes"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        for node in self.nodes:
+            wait_until(lambda n=node: cluster_ok(n), what=f"node {node.port} ok", timeout=30)
+        roles = {n.port: info(n.client(), "replication").get("role") for n in self.nodes}
+        self.primaries = [n for n in self.nodes if roles[n.port] == "master"]
+        self.replicas = [n for n in self.nodes if roles[n.port] == "slave"]
+        assert len(self.primaries) == 3 and len(self.replicas) == 3, roles
+        for primary in self.primaries:
+            wait_until(lambda p=primary: replicas_online(p, 1), what="each primary's replica")
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 def make_tls_files(folder: Path) -> dict[str, str]:

@@ -164,3 +164,24 @@ def test_status_into_a_closed_pipe_is_quiet(tumblerd: Tumblerd) -> None:
         os.close(write_end)
     assert result.returncode == 1
     assert result.stderr == ""
+
+
+def test_one_door_the_daemon_does_not_have(tumblerd: Tumblerd) -> None:
+    """A door in the file but not yet in the daemon (no reload): a run-time error, status 1."""
+    with open(tumblerd.config, "a") as config:
+        config.write("[door-later]\n   secret = later-secret\n   command = true\n")
+    for argv in (["status", "later"], ["close", "192.0.2.1", "--door", "later"]):
+        result = tumblerd_cli(tumblerd, *argv)
+        assert result.returncode == 1, result
+        assert "the running daemon has no door 'later'" in result.stderr
+    wrong = tumblerd_cli(tumblerd, "status", "sentinel2")
+    assert wrong.returncode == 2
+    assert "(its doors: open-ssh, sentinel, later)" in wrong.stderr
+    sock = str(tumblerd.folder / "control.sock")
+    with pytest.raises(ControlError, match="has no door"):
+        request(sock, {"command": "close", "address": "192.0.2.1", "door": ["open-ssh"]})
+    assert tumblerd.alive()
+    assert tumblerd_cli(tumblerd, "status", "sentinel").stdout.splitlines() == [
+        "door sentinel: knocks accepted since the daemon started: 0",
+        "open: nothing",
+    ]

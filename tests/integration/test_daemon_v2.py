@@ -18,7 +18,7 @@ import pytest
 from tests.integration.daemon import TUMBLERD, Tumblerd
 from tests.loopback import HAVE_IPV6
 from tests.waiting import wait_until
-from tumbler.daemon.control import ControlError, request
+from tumbler.daemon.control import request
 from tumbler.protocols import tumbler2
 from tumbler.protocols.tumbler1 import make_knock
 
@@ -51,15 +51,8 @@ def daemon(tmp_path: Path) -> Iterator[Tumblerd]:
 
 
 def status(daemon: Tumblerd) -> dict:
-    """The daemon's status; its control socket may start listening just after its UDP one."""
-
-    def ask() -> dict | None:
-        try:
-            return request(str(daemon.folder / "control.sock"), {"command": "status"})
-        except ControlError:
-            return None
-
-    return wait_until(ask, what="the control socket to answer")
+    """The daemon's status (its control socket is up before it says READY=1)."""
+    return request(str(daemon.folder / "control.sock"), {"command": "status"})
 
 
 def counters(daemon: Tumblerd) -> dict[str, int]:

@@ -7,7 +7,6 @@ Each claim is one key, so claims shard over the primaries; with the default `rep
 from __future__ import annotations
 
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,17 +18,9 @@ from redis.cluster import RedisCluster
 
 from tests.integration.conftest import DOORS
 from tests.integration.daemon import Tumblerd
-from tests.integration.redislab import (
-    RedisServer,
-    cluster_ok,
-    free_tcp_port,
-    info,
-    redis_binary,
-    redis_cli,
-    replicas_online,
-)
+from tests.integration.fleet import counters, running_fleet
+from tests.integration.redislab import ClusterSet, RedisServer, cluster_ok, info, replicas_online
 from tests.waiting import wait_until
-from tumbler.daemon.control import request
 from tumbler.decisions.replay.redis import RedisReplayCache
 from tumbler.decisions.replay.redisurl import RedisAccess
 from tumbler.protocols.tumbler1 import parse_datagram
@@ -37,66 +28,6 @@ from tumbler.protocols.tumbler1 import parse_datagram
 SECRET = "open-pAsSwOrD"
 OTHER_DOOR = "sentinel-secret"  # the conftest's second door
 KEY = "tumbler:replay:"
-BUS_OFFSET = 10000  # Redis Cluster talks to its peers on port + 10000
-
-
-class ClusterSet:
-    """Six cluster-enabled servers joined by `redis-cli --cluster create --cluster-replicas 1`."""
-
-    def __init__(self, folder: Path) -> None:
-        binary = redis_binary()
-        self.cli = redis_cli()
-        self.nodes = [
-            RedisServer(
-                binary,
-                folder / f"node{n}",
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "2000",
-                port=free_tcp_port(BUS_OFFSET),
-            )
-            for n in range(6)
-        ]
-        self.primaries: list[RedisServer] = []
-        self.replicas: list[RedisServer] = []
-
-    @property
-    def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
-
-    def start(self) -> ClusterSet:
-        for node in self.nodes:
-            node.start()
-        argv = [self.cli, "--cluster", "create"]
-        argv += [f"127.0.0.1:{n.port}" for n in self.nodes]
-        argv += ["--cluster-replicas", "1", "--cluster-yes"]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-        assert done.returncode == 0, done.stdout + done.stderr
-        for node in self.nodes:
-            wait_until(lambda n=node: cluster_ok(n), what=f"node {node.port} ok", timeout=30)
-        roles = {n.port: info(n.client(), "replication").get("role") for n in self.nodes}
-        self.primaries = [n for n in self.nodes if roles[n.port] == "master"]
-        self.replicas = [n for n in self.nodes if roles[n.port] == "slave"]
-        assert len(self.primaries) == 3 and len(self.replicas) == 3, roles
-        for primary in self.primaries:
-            wait_until(lambda p=primary: replicas_online(p, 1), what="each primary's replica")
-        return self
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ClusterSet]:
-    deployment = ClusterSet(tmp_path / "redis")
-    try:
-        yield deployment.start()
-    finally:
-        deployment.stop()
 
 
 def test_claims_shard_over_the_primaries_with_one_winner_each(cluster):
@@ -130,24 +61,9 @@ def test_claims_shard_over_the_primaries_with_one_winner_each(cluster):
 
 @pytest.fixture
 def fleet(tmp_path: Path, cluster: ClusterSet) -> Iterator[list[Tumblerd]]:
-    daemons = []
-    for name in ("a", "b"):
-        folder = tmp_path / name
-        folder.mkdir()
-        common = f"   replay = {cluster.url}\n   replay_ack_timeout = 1\n"  # a loaded machine
-        daemons.append(Tumblerd(folder, DOORS, common=common))
-    try:
-        for daemon in daemons:
-            daemon.start()
+    common = f"   replay = {cluster.url}\n   replay_ack_timeout = 1\n"  # a loaded machine
+    with running_fleet(tmp_path, DOORS, {"a": common, "b": common}) as daemons:
         yield daemons
-    finally:
-        for daemon in daemons:
-            daemon.stop()
-
-
-def counters(daemon: Tumblerd) -> dict[str, int]:
-    answer = request(str(daemon.folder / "control.sock"), {"command": "status"})
-    return dict(answer["counters"])
 
 
 def test_a_fleet_on_a_cluster_accepts_each_knock_once(fleet, cluster):

@@ -12,7 +12,8 @@ import pytest
 
 from tests.integration.conftest import DOORS
 from tests.integration.daemon import Tumblerd
-from tests.integration.redislab import RedisServer, redis_binary
+from tests.integration.fleet import running_fleet
+from tests.integration.redislab import RedisServer
 from tests.waiting import wait_until
 from tumbler.decisions.replay.local import MemoryReplayCache
 from tumbler.decisions.replay.redis import RedisReplayCache
@@ -21,28 +22,12 @@ SECRET = "open-pAsSwOrD"
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(redis_binary(), tmp_path / "redis").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def fleet(tmp_path: Path, redis_server: RedisServer) -> Iterator[list[Tumblerd]]:
     """Server `a` fails closed; server `b` falls back to memory when Redis is down."""
     common = f"   replay = {redis_server.url}\n"
-    daemons = []
-    for name, extra in (("a", ""), ("b", "   replay_fallback = memory\n")):
-        folder = tmp_path / name
-        folder.mkdir()
-        daemons.append(Tumblerd(folder, DOORS, common=common + extra))
-    try:
-        for daemon in daemons:
-            daemon.start()
+    commons = {"a": common, "b": common + "   replay_fallback = memory\n"}
+    with running_fleet(tmp_path, DOORS, commons) as daemons:
         yield daemons
-    finally:
-        for daemon in daemons:
-            daemon.stop()
 
 
 def test_a_datagram_accepted_by_one_is_refused_by_the_other(fleet, redis_server):

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemon import Tumblerd
-from tests.integration.test_daemon_v2 import status
-from tests.integration.test_fleet_redis import RedisServer, redis_server  # noqa: F401
+from tests.integration.fleet import counters, running_fleet
+from tests.integration.redislab import RedisServer
 from tests.waiting import wait_until
 from tumbler.protocols import tumbler2
 
@@ -28,29 +28,15 @@ DOORS = f"""\
 
 
 @pytest.fixture
-def fleet(tmp_path: Path, redis_server: RedisServer) -> Iterator[list[Tumblerd]]:  # noqa: F811
+def fleet(tmp_path: Path, redis_server: RedisServer) -> Iterator[list[Tumblerd]]:
     common = f"   replay = {redis_server.url}\n   realm = {REALM}\n"
-    daemons = []
-    for name in ("a", "b"):
-        folder = tmp_path / name
-        folder.mkdir()
-        daemons.append(Tumblerd(folder, DOORS, common=common))
-    try:
-        for daemon in daemons:
-            daemon.start()
+    with running_fleet(tmp_path, DOORS, {"a": common, "b": common}) as daemons:
         yield daemons
-    finally:
-        for daemon in daemons:
-            daemon.stop()
-
-
-def counters(daemon: Tumblerd) -> dict[str, int]:
-    return status(daemon)["counters"]
 
 
 def test_a_v2_knock_accepted_by_one_server_is_a_replay_to_the_other(
     fleet: list[Tumblerd],
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
 ) -> None:
     a, b = fleet
     data = tumbler2.build(KEY, time.time(), secrets.token_bytes(16), "127.0.0.1", REALM)

@@ -14,108 +14,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.integration.conftest import DOORS
 from tests.integration.daemon import Tumblerd
-from tests.integration.redislab import (
-    RedisServer,
-    Sentinel,
-    info,
-    redis_binary,
-    replicas_online,
-)
+from tests.integration.fleet import counters, running_fleet
+from tests.integration.redislab import SentinelSet, info, replicas_online
 from tests.waiting import wait_until
-from tumbler.daemon.control import request
 from tumbler.protocols.tumbler1 import make_knock, parse_datagram
 
 SECRET = "open-pAsSwOrD"
 OTHER_DOOR = "sentinel-secret"  # the conftest's second door
-SERVICE = "tumbler"
 KEY = "tumbler:replay:"
-
-
-class SentinelSet:
-    """One primary, two replicas, three sentinels: Redis's own smallest sound deployment."""
-
-    def __init__(self, folder: Path) -> None:
-        binary = redis_binary()
-        self.primary = RedisServer(binary, folder / "primary")
-        self.replicas = [
-            RedisServer(
-                binary, folder / f"replica{n}", "--replicaof", "127.0.0.1", str(self.primary.port)
-            )
-            for n in (1, 2)
-        ]
-        self.sentinels = [
-            Sentinel(binary, folder / f"sentinel{n}", SERVICE, self.primary.port, 1000)
-            for n in (1, 2, 3)
-        ]
-        self.servers = [self.primary, *self.replicas]
-
-    @property
-    def url(self) -> str:
-        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{hosts}/{SERVICE}"
-
-    def start(self) -> SentinelSet:
-        for server in self.servers:
-            server.start()
-        wait_until(
-            lambda: replicas_online(self.primary, 2), what="both replicas in sync", timeout=30
-        )
-        for sentinel in self.sentinels:
-            sentinel.start()
-        for sentinel in self.sentinels:  # quorum needs the others; a failover needs replicas
-            wait_until(
-                lambda s=sentinel: self._sees_everyone(s),
-                what=f"sentinel {sentinel.port} to see the other sentinels and both replicas",
-                timeout=30,  # sentinels announce themselves every 2 s; a loaded machine is slow
-            )
-        return self
-
-    @staticmethod
-    def _sees_everyone(sentinel: Sentinel) -> bool:
-        try:
-            state = sentinel.client().sentinel_master(SERVICE)
-        except redis.exceptions.RedisError:
-            return False
-        return bool(state["num-other-sentinels"] == 2 and state["num-slaves"] == 2)
-
-    def stop(self) -> None:
-        for process in [*self.sentinels, *self.servers]:
-            process.stop()
-
-
-@pytest.fixture
-def sentinels(tmp_path: Path) -> Iterator[SentinelSet]:
-    deployment = SentinelSet(tmp_path / "redis")
-    try:
-        yield deployment.start()
-    finally:
-        deployment.stop()
 
 
 @pytest.fixture
 def fleet(tmp_path: Path, sentinels: SentinelSet) -> Iterator[list[Tumblerd]]:
-    daemons = []
-    for name in ("a", "b"):
-        folder = tmp_path / name
-        folder.mkdir()
-        common = f"   replay = {sentinels.url}\n   replay_ack_timeout = 1\n"  # a loaded machine
-        daemons.append(Tumblerd(folder, DOORS, common=common))
-    try:
-        for daemon in daemons:
-            daemon.start()
+    common = f"   replay = {sentinels.url}\n   replay_ack_timeout = 1\n"  # a loaded machine
+    with running_fleet(tmp_path, DOORS, {"a": common, "b": common}) as daemons:
         yield daemons
-    finally:
-        for daemon in daemons:
-            daemon.stop()
-
-
-def counters(daemon: Tumblerd) -> dict[str, int]:
-    answer = request(str(daemon.folder / "control.sock"), {"command": "status"})
-    return dict(answer["counters"])
 
 
 def test_a_knock_accepted_before_a_failover_is_never_accepted_after_it(fleet, sentinels):

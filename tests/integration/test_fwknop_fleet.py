@@ -13,13 +13,13 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.test_fleet_redis import RedisServer
+from tests.integration.redislab import RedisServer
 from tumbler.config.daemon import parse_config
 from tumbler.daemon.wiring import Daemon
 from tumbler.protocols import fwknop as spa
@@ -29,17 +29,8 @@ HMAC_KEY = base64.b64encode(secrets.token_bytes(64)).decode()
 
 
 @pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed, and CI must run the fleet tests")
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    folder = tmp_path / "redis"
-    folder.mkdir()
-    server = RedisServer(binary, folder).start()
-    yield server.url
-    server.stop()
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
 
 
 def daemon(folder: Path, redis_url: str) -> tuple[Daemon, list[str]]:

@@ -524,6 +524,43 @@ def test_list_status_close_flush(backend: str, topology: Topology, tmp_path: Pat
     assert daemon.alive()
 
 
+def test_status_and_close_of_one_door(backend: str, topology: Topology, tmp_path: Path) -> None:
+    """`status DOOR` shows one door; `close ADDRESS --door NAME` closes that door alone."""
+    topo, web = topology, PORT + 1
+    web_door = (
+        f"[door-web]\n   secret = web-secret\n   open = tcp/{web}\n   timeout = {OPEN_LONG}\n"
+    )
+    daemon = serve(topo, tmp_path, backend, [door("ssh", SECRET), web_door])
+    topo.server.listen(web)
+    knock(topo.a, topo.server4)
+    daemon.wait_opened(topo.a4)
+    knock(topo.a, topo.server4, "web-secret")
+    daemon.wait_log(f"opened tcp/{web} for {topo.a4} until")
+
+    shown = daemon.cli("status", "web").splitlines()
+    assert shown[0] == "door web: knocks accepted since the daemon started: 1"
+    assert [line.split()[:3] for line in shown[1:]] == [["open:", topo.a4, f"tcp/{web}"]]
+    one = json.loads(daemon.cli("status", "--json", "ssh"))
+    assert (one["door"], one["accepted"]) == ("ssh", 1)
+    assert [(e["address"], e["door"]) for e in one["open"]] == [(topo.a4, "ssh")]
+
+    closed = daemon.cli("close", topo.a4, "--door", "web")
+    assert closed == f"closed: {topo.a4} door web tcp/{web}\n"
+    assert not can_connect(topo.a, topo.server4, web, BLOCKED)
+    assert can_connect(topo.a, topo.server4, PORT, OPEN_WAIT)  # the ssh door stays open
+    assert [e["door"] for e in daemon.status()["open"]] == ["ssh"]
+    again = daemon.cli("close", topo.a4, "--door", "web")
+    assert again == f"nothing was open for {topo.a4} through door web\n"
+    assert daemon.cli("status", "web").splitlines()[1:] == ["open: nothing"]
+
+    for argv in (["close", topo.a4, "--door", "nope"], ["status", "nope"]):
+        bad = topo.server.run([*TUMBLERD, *argv, "--config", str(daemon.config)], check=False)
+        assert bad.returncode == 2, bad
+        assert f"no door 'nope' in {daemon.config} (its doors: ssh, web)" in bad.stderr
+    assert [e["door"] for e in daemon.status()["open"]] == ["ssh"]
+    assert daemon.alive()
+
+
 ADMIN_RULESET = f"""
 table inet filter {{
     set tumbler_ssh {{ type ipv4_addr; flags timeout; }}

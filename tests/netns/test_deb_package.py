@@ -27,6 +27,7 @@ import pytest
 from tests.netns.netns import Topology, reach, stop
 from tests.packaging import uncomment_door
 from tests.waiting import wait_until
+from tumbler.lab.ready import NotReady, ReadyWatch
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "tumbler"
@@ -297,19 +298,25 @@ def knock_through_installed_binaries(topo: Topology, tmp_path: Path) -> None:
     assert "default-closed policy applied" in init.stdout, init.stdout
     server.listen(PORT)
     stderr_path = folder / "tumblerd.stderr"
-    with open(stderr_path, "wb") as stderr:
+    # `env -i` clears the environment, so the notify socket is named on its command line.
+    with ReadyWatch() as watch, open(stderr_path, "wb") as stderr:
         daemon = server.popen(
-            [*clean_env(), "/usr/bin/tumblerd", "--config", str(config)],
+            [
+                *clean_env(),
+                f"NOTIFY_SOCKET={watch.path}",
+                "/usr/bin/tumblerd",
+                "--config",
+                str(config),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
-
-    def listening() -> bool:
-        if daemon.poll() is not None:
-            raise AssertionError(f"tumblerd exited {daemon.returncode}: {stderr_path.read_text()}")
-        return log.exists() and "tumblerd listening" in log.read_text()
-
-    wait_until(listening, "the installed tumblerd to listen")
+        try:
+            watch.wait(daemon)
+        except NotReady as exc:
+            raise AssertionError(
+                f"the installed tumblerd {exc}: {stderr_path.read_text()}"
+            ) from None
     assert reach(topo, PORT, "a4", "b4") == {"a4": False, "b4": False}
 
     sent = topo.a.run(

@@ -429,7 +429,7 @@ def test_iptables_policy_is_both_families_or_neither(
     # Removing fails the same way, and leaves the working policy in place.
     make(name, topology, tmp_path).init_policy(KNOCK)
     with pytest.raises(FirewallError, match="both or neither"):
-        broken.remove_policy()
+        broken.remove_policy(time.time())
     assert_reach(topology, PORT, {"a4": False, "b4": False, "a6": False, "b6": False})
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 import shutil
 import subprocess
@@ -28,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.netns.netns import BANNER, Namespace, Topology, reach, wait_until
+from tests.netns.netns import BANNER, Namespace, Topology, reach, start_tumblerd, wait_until
 from tumbler.protocols import fwknop as spa
 
 PORT = 2222
@@ -75,20 +74,10 @@ class Server:
         self.start()
 
     def start(self) -> None:
-        """Start tumblerd; return once it says it takes SPA packets on 62201."""
+        """Start tumblerd; return once it said READY=1, taking SPA packets on 62201."""
         before = self.log_text().count("SPA packets taken on udp port 62201")
-        env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
-        with open(self.folder / "tumblerd.stderr", "ab") as err:
-            self.proc = self.topo.server.popen(
-                [*TUMBLERD, "--config", str(self.config)],
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                env=env,
-            )
-        wait_until(
-            lambda: self.log_text().count("SPA packets taken on udp port 62201") > before,
-            "tumblerd to listen",
-        )
+        self.proc = start_tumblerd(self.topo.server, self.config, self.log)
+        assert self.log_text().count("SPA packets taken on udp port 62201") > before
 
     def restart(self) -> None:
         """SIGTERM, as systemd stops it, then start again."""

@@ -1,6 +1,6 @@
 """The NFLOG source end to end: real nftables rules, a real netlink group, real SYNs.
 
-Two namespaces of our own joined by a veth pair: the client sends TCP SYNs and UDP
+Two namespaces of a lab (tumbler.lab) joined by a veth pair: the client sends TCP SYNs and UDP
 datagrams to closed ports of the server, whose `inet tumbler_seq` table logs them to an
 NFLOG group read by `NflogReader`, created inside the server namespace.
 """
@@ -16,7 +16,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -24,6 +23,7 @@ import pytest
 from tumbler.actions.firewall.runner import Runner
 from tumbler.actions.firewall.seqlog import install_rules, remove_rules
 from tumbler.events import ConnectionAttempt
+from tumbler.lab.netns import Lab
 from tumbler.sources.nflog import NflogReader
 
 pytestmark = pytest.mark.netns
@@ -44,10 +44,6 @@ def _needs_root() -> None:
         if os.environ.get("CI"):
             pytest.fail(f"{problem} (CI must run netns tests)")
         pytest.skip(problem)
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
 
 
 @dataclass
@@ -109,30 +105,20 @@ class Pair:
 
 
 @pytest.fixture
-def pair() -> Iterator[Pair]:
+def pair(lab: Lab) -> Pair:
+    """Server and client namespaces of the lab, joined by one veth pair."""
     _needs_root()
-    base = f"tmb-nflog-{os.getpid()}"
-    names = Pair(f"{base}-s", f"{base}-c")
-    created: list[str] = []
-    try:
-        for name in (names.server, names.client):
-            _ip("netns", "add", name)
-            created.append(name)
-        _ip("-n", names.server, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
-            "netns", names.client)  # fmt: skip
-        for name, dev, v4, v6 in (
-            (names.server, "veth0", SERVER4, SERVER6),
-            (names.client, "veth1", CLIENT4, CLIENT6),
-        ):
-            _ip("-n", name, "addr", "add", f"{v4}/24", "dev", dev)
-            _ip("-n", name, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
-            _ip("-n", name, "link", "set", dev, "up")
-            _ip("-n", name, "link", "set", "lo", "up")
-        _ip("-n", names.client, "addr", "add", f"{NOISY4}/24", "dev", "veth1")
-        yield names
-    finally:
-        for name in created:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+    server, client = lab.namespace("s"), lab.namespace("c")
+    server.ip("link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", client.name)
+    for ns, dev, v4, v6 in (
+        (server, "veth0", SERVER4, SERVER6),
+        (client, "veth1", CLIENT4, CLIENT6),
+    ):
+        ns.ip("addr", "add", f"{v4}/24", "dev", dev)
+        ns.ip("addr", "add", f"{v6}/64", "dev", dev, "nodad")
+        ns.ip("link", "set", dev, "up")
+    client.ip("addr", "add", f"{NOISY4}/24", "dev", "veth1")
+    return Pair(server.name, client.name)
 
 
 def collect(reader: NflogReader, count: int, timeout: float = 5.0) -> list[ConnectionAttempt]:

@@ -142,6 +142,61 @@ def test_all_commands_are_covered() -> None:
     assert set(tumblerd_commands()) == {"firewall", "status", "close", "import-fwknop", "demo"}
 
 
+DAEMON_CONFIG = """\
+[common]
+   port = 8675
+[door-ssh]   # the one everybody uses
+   secret = s1
+[ door-web.internal ]
+   secret = s2
+\t[door-sftp]\r
+   secret = s3
+# [door-commented-out]
+;[door-also-out]
+[door-sshfs]
+   secret = s4
+[hosts-not-a-door]
+"""
+
+
+def test_door_names_from_the_config_on_the_line(tmp_path: Path) -> None:
+    config = tmp_path / "tumblerd.conf"
+    config.write_bytes(DAEMON_CONFIG.encode())
+    c = str(config)
+    everyone = ["ssh", "web.internal", "sftp", "sshfs"]
+    assert complete("tumblerd", "status", "-c", c, "") == everyone
+    assert complete("tumblerd", "status", "--config", c, "ss") == ["ssh", "sshfs"]
+    assert complete("tumblerd", "--config", "=", c, "status", "w") == ["web.internal"]
+    assert complete("tumblerd", "-c", c, "status", "--json", "sf") == ["sftp"]
+    assert complete("tumblerd", "status", "-c", c, "ssh", "") == []  # one door at most
+    assert complete("tumblerd", "close", "-c", c, "192.0.2.7", "--door", "s") == [
+        "ssh",
+        "sftp",
+        "sshfs",
+    ]
+    assert complete("tumblerd", "close", "--config", c, "--door=ssh") == ["ssh", "sshfs"]
+    assert complete("tumblerd", "close", "-c", c, "") == []  # the ADDRESS: nothing to guess
+
+
+def test_door_names_need_a_readable_config(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.conf")
+    assert complete("tumblerd", "status", "-c", missing, "") == []
+    assert complete("tumblerd", "status", "-c", str(tmp_path), "") == []  # a folder
+    if not Path("/etc/tumbler/tumblerd.conf").exists():
+        assert complete("tumblerd", "status", "") == []  # no default config: nothing, quietly
+
+
+def test_the_config_is_read_not_run(tmp_path: Path) -> None:
+    """A config with shell in it: completion only reads header lines, it runs nothing."""
+    canary = tmp_path / "ran"
+    config = tmp_path / "tumblerd.conf"
+    config.write_text(
+        f"[door-$(touch {canary})]\n[door-`touch {canary}`]\n[door-ok]\ncommand = touch {canary}\n"
+    )
+    assert complete("tumblerd", "status", "-c", str(config), "") == ["ok"]
+    assert not canary.exists()
+
+
 def test_files_after_file_options(tmp_path: Path) -> None:
     (tmp_path / "door.secret").write_text("x\n")
     (tmp_path / "tumblerd.conf").write_text("")

@@ -11,6 +11,7 @@ from tumbler.config.daemon import Config, load_config, parse_config
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError, TumblerError
 from tumbler.ports import PortSpec
+from tumbler.sources.spec import SourceSpec
 
 LISTING_TWO = Path(__file__).parent.parent / "data" / "listing-two.conf"
 
@@ -86,8 +87,8 @@ def test_defaults(tmp_path):
     assert config.port == 8675
     assert config.window == 1
     assert config.listen == ("0.0.0.0", "::")
-    assert config.replay == "sqlite"
-    assert config.replay_fallback is None
+    assert config.replay.store == "sqlite"
+    assert config.replay.fallback is None
     assert config.log is None
     assert config.command_timeout == 30.0
     assert config.firewall == "auto"
@@ -124,7 +125,7 @@ def test_added_common_keys(tmp_path):
     assert config.listen == ("127.0.0.1", "::1")
     assert config.window == 2
     assert config.state == "/tmp/t/state.db"
-    assert config.replay == "memory"
+    assert config.replay.store == "memory"
     assert config.command_timeout == 300.0
 
 
@@ -132,8 +133,8 @@ def test_redis_replay_with_fallback(tmp_path):
     config = load(
         tmp_path, "[common]\n replay = redis://localhost:6379/0\n replay_fallback = sqlite\n" + DOOR
     )
-    assert config.replay == "redis://localhost:6379/0"
-    assert config.replay_fallback == "sqlite"
+    assert config.replay.store == "redis://localhost:6379/0"
+    assert config.replay.fallback == "sqlite"
 
 
 def test_sentinel_with_login_tls_and_acks(tmp_path):
@@ -145,7 +146,7 @@ def test_sentinel_with_login_tls_and_acks(tmp_path):
         " replay_acks = 2\n replay_user = tumbler\n replay_password_file = redis.pass\n"
         " replay_tls_ca = ca.pem\n replay_ack_timeout = 0.5\n" + DOOR,
     )
-    access = config.replay_access
+    access = config.replay.access
     assert access.ack_timeout == 0.5
     assert (access.user, access.password, access.acks) == ("tumbler", "hunter2", 2)
     assert access.tls_ca == str(tmp_path / "ca.pem")
@@ -172,7 +173,7 @@ def test_a_readable_password_file_or_config_is_warned_about(tmp_path):
 
 def test_acks_default_is_left_to_the_kind_of_store(tmp_path):
     config = load(tmp_path, "[common]\n replay = redis+cluster://h:7000\n" + DOOR)
-    assert config.replay_access.acks is None
+    assert config.replay.access.acks is None
 
 
 @pytest.mark.parametrize(
@@ -204,7 +205,7 @@ def test_door_open_timeout_firewall_set(tmp_path):
     assert door.command is None
     assert door.timeout == 3600.0
     assert door.firewall == "nftables"
-    assert door.set == "inet filter tumbler_ssh"
+    assert str(door.set) == "inet filter tumbler_ssh"
 
 
 def test_door_inherits_common_firewall(tmp_path):
@@ -238,8 +239,8 @@ SEQ_DOOR = "[door-seq]\n sequence = 7000, 8000, 9000\n open = 22\n"
 def test_sequence_log_prefix(tmp_path):
     common = "[common]\n sequence_source = file:/var/log/ulog.log\n"
     config = load(tmp_path, common + " sequence_log_prefix = FIREWALL:\n" + SEQ_DOOR)
-    assert config.sequence_log_prefix == "FIREWALL:"
-    assert load(tmp_path, common + SEQ_DOOR).sequence_log_prefix is None
+    assert config.sequence_source == SourceSpec("file", "/var/log/ulog.log", "FIREWALL:")
+    assert load(tmp_path, common + SEQ_DOOR).sequence_source.prefix is None
 
 
 @pytest.mark.parametrize(

@@ -65,19 +65,19 @@ class Recorder(Dispatcher):
     def __init__(self, stats: Stats, state_path: str) -> None:
         super().__init__(stats, state_path)
         self.acted: list[tuple[str, str]] = []
-        self.closed: list[str] = []
+        self.closed: list[tuple[str, str | None]] = []
         self.restored: list[list[str]] = []
 
     def act(  # type: ignore[override]
-        self, door: Door, address: str, command_timeout: float, *_grant: object
+        self, door: Door, address: str, command_timeout: float, *_grant: object, now: float
     ) -> None:
         self.acted.append((door.name, address))
 
     def restore(self, doors, now: float) -> None:  # type: ignore[override]
         self.restored.append(sorted(d.name for d in doors))
 
-    async def close(self, address: str, now: float):  # type: ignore[override]
-        self.closed.append(address)
+    async def close(self, address: str, now: float, door: str | None = None):  # type: ignore[override]
+        self.closed.append((address, door))
         return []
 
 
@@ -201,7 +201,14 @@ def test_control_commands(daemon: Daemon) -> None:
     assert status["open"] == []
     closed = asyncio.run(daemon.control({"command": "close", "address": "::ffff:192.0.2.7"}))
     assert closed == {"ok": True, "closed": []}
-    assert recorder(daemon).closed == [SOURCE]
+    assert status["accepted_by_door"] == {"ssh": 1}
+    one = asyncio.run(daemon.control({"command": "close", "address": SOURCE, "door": "web"}))
+    assert one == {"ok": True, "closed": []}
+    assert recorder(daemon).closed == [(SOURCE, None), (SOURCE, "web")]
+    for door in ("nope", ["web"], 7):
+        refused = asyncio.run(daemon.control({"command": "close", "address": SOURCE, "door": door}))
+        assert refused["ok"] is False and "has no door" in refused["error"]
+    assert len(recorder(daemon).closed) == 2
     bad = asyncio.run(daemon.control({"command": "close", "address": "nope"}))
     assert bad["ok"] is False and "not an IP address" in bad["error"]
     unknown = asyncio.run(daemon.control({"command": "reboot"}))

@@ -27,3 +27,21 @@ def test_close_of_something_that_is_not_an_address_is_a_usage_error(capsys) -> N
         daemon_cli.main(["close", "not-an-ip"])
     assert exit_.value.code == 2
     assert "not an IPv4 or IPv6 address" in capsys.readouterr().err
+
+
+def test_a_door_the_config_lacks_is_a_usage_error_before_any_request(capsys, tmp_path) -> None:
+    config = tmp_path / "tumblerd.conf"
+    control = tmp_path / "nothing-listens-here.sock"
+    config.write_text(
+        f"[common]\n   control = {control}\n"
+        "[door-ssh]\n   secret = s3cret-ssh\n   command = true\n"
+        "[door-web]\n   secret = s3cret-web\n   command = true\n"
+    )
+    config.chmod(0o600)
+    for argv in (["status", "sshd"], ["close", "192.0.2.7", "--door", "sshd"]):
+        assert daemon_cli.main([*argv, "-c", str(config)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"tumblerd: error: no door 'sshd' in {config} (its doors: ssh, web)\n"
+    # A door the config has gets as far as asking the daemon, which is not running.
+    assert daemon_cli.main(["status", "ssh", "-c", str(config)]) == 1
+    assert "is tumblerd running?" in capsys.readouterr().err

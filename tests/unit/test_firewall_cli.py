@@ -54,7 +54,7 @@ class Stub(FirewallBackend):
     def apply_policy(self, knock_port: int, ipv6_prefix: int = 64) -> None:
         self.applied.append(knock_port)
 
-    def remove_policy(self) -> list[OpenEntry]:
+    def remove_policy(self, now: float) -> list[OpenEntry]:
         return self.flush(0.0)
 
 
@@ -91,6 +91,49 @@ def test_init_print_changes_nothing() -> None:
     assert stub.applied == []
     code, out, _ = run("init", stub)
     assert code == 0 and "applied" in out and stub.applied == [8675]
+
+
+class ForwardStub(Stub):
+    """A stub that guards forwarded ports, as nftables and iptables do."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.guarded: list[dict[str, tuple[PortSpec, ...]]] = []
+
+    def render_forward(self, doors):  # type: ignore[no-untyped-def]
+        return [f"guard {door} {ports[0]}" for door, ports in sorted(doors.items()) if ports]
+
+    def guard_forward(self, doors):  # type: ignore[no-untyped-def]
+        self.guarded.append(dict(doors))
+
+
+WEB = {"web": (PortSpec("tcp", 8080, 8080),), "mail": ()}
+
+
+def test_init_print_shows_the_forward_guards() -> None:
+    stub = ForwardStub()
+    out, err = io.StringIO(), io.StringIO()
+    code = firewall_command("init", stub, 8675, True, out, err=err, forward=WEB)
+    assert (code, out.getvalue()) == (0, "policy for 8675\nguard web tcp/8080\n")
+    assert stub.guarded == [] and stub.applied == []
+    out = io.StringIO()
+    assert firewall_command("init", stub, 8675, False, out, err=err, forward=WEB) == 0
+    assert stub.applied == [8675]
+    assert stub.guarded == [{"web": WEB["web"]}]  # a door that opens no port guards nothing
+    assert out.getvalue().splitlines()[1] == "door web: forwarded tcp/8080 guarded"
+    assert err.getvalue() == ""
+
+
+def test_a_backend_that_cannot_guard_says_so() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    code = firewall_command("init", Stub([]), 8675, True, out, err=err, forward=WEB)
+    assert code == 1 and out.getvalue() == ""
+    assert (
+        err.getvalue() == "tumblerd firewall init: the stub backend cannot guard forwarded ports\n"
+    )
+    stub = Stub([])
+    assert firewall_command("init", stub, 8675, False, out, err=err, forward=WEB) == 1
+    assert stub.applied == []  # refused before any change
 
 
 def test_flush_reports_what_closed() -> None:

@@ -390,7 +390,7 @@ def test_policy_render_and_idempotent_apply(xt: FakeXtables, db: str) -> None:
     text = "\n".join(render(rule) for rule in xt.chains[4]["INPUT"])
     assert "--dport 9000" in text and "--dport 8675" not in text
     assert len(xt.chains[4]["INPUT"]) == len(before[4])
-    b.remove_policy()
+    b.remove_policy(1000.0)
     assert xt.chains[4] == {"INPUT": [["-p", "tcp", "--dport", "80", "-j", "ACCEPT"]], "OUTPUT": []}
     assert xt.policy == {4: "ACCEPT", 6: "ACCEPT"}
 

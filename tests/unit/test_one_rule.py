@@ -303,9 +303,54 @@ def test_config_takes_the_firewall_and_replay_names_of_their_registries() -> Non
     with pytest.raises(ConfigError):
         parse_config(f"[common]\n firewall = pf\n{door}")
     for store in LOCAL_STORES:
-        assert parse_config(f"[common]\n replay = {store}\n{door}").replay == store
+        assert parse_config(f"[common]\n replay = {store}\n{door}").replay.store == store
     for scheme in REMOTE_SCHEMES:
         url = f"{scheme}h/mymaster" if "sentinel" in scheme else f"{scheme}h"
-        assert parse_config(f"[common]\n replay = {url}\n{door}").replay == url
+        assert parse_config(f"[common]\n replay = {url}\n{door}").replay.store == url
     with pytest.raises(ConfigError):
         parse_config(f"[common]\n replay = etcd://h\n{door}")
+
+
+def test_config_takes_the_sequence_source_kinds_of_their_registry() -> None:
+    from tumbler.sources.spec import KINDS, SourceSpec
+
+    door = "[door-a]\n sequence = 7000, 8000, 9000\n open = tcp/22\n"
+    given = {"nflog": "nflog", "file": "file:/var/log/kern.log"}
+    assert set(given) == set(KINDS)
+    for kind in KINDS:
+        source = parse_config(f"[common]\n sequence_source = {given[kind]}\n{door}").sequence_source
+        assert source == SourceSpec.parse(given[kind])
+        assert (source.kind, str(source)) == (kind, given[kind])
+    with pytest.raises(ConfigError, match="sequence_source must be nflog or file:PATH"):
+        parse_config(f"[common]\n sequence_source = ulog\n{door}")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "inet filter tumbler_ssh",
+        "ip  nat  s",
+        "ip6 t s.v6",
+        "bridge filter s",
+        "netdev filter s",
+        "inet filter",
+        "inet filter s extra",
+        "inet 1table s",
+        "inet filter {s}",
+        "inet filter s;",
+    ],
+)
+def test_set_reference_rule_is_the_same_in_the_config_and_the_backend(text: str) -> None:
+    from tumbler.actions.firewall.nftables import NftablesBackend, SetRef
+
+    door = f"[door-a]\n secret = s\n open = tcp/22\n set = {text}\n"
+    try:
+        ref = SetRef.parse(text)
+    except ValueError:
+        with pytest.raises(ConfigError, match=r"set must be 'FAMILY TABLE SET'"):
+            parse_config(door)
+        with pytest.raises(FirewallError, match="expected '<family> <table> <set>'"):
+            NftablesBackend(runner=object(), set_name=text)  # type: ignore[arg-type]
+        return
+    assert parse_config(door).doors[0].set == ref
+    assert NftablesBackend(runner=object(), set_name=text).default_set == ref  # type: ignore[arg-type]

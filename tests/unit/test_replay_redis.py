@@ -6,11 +6,12 @@ import logging
 import re
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import redis
 
-from tumbler.decisions.replay import open_replay_cache
+from tumbler.decisions.replay import ReplaySpec, open_replay_cache
 from tumbler.decisions.replay.local import MemoryReplayCache
 from tumbler.decisions.replay.redis import RedisReplayCache
 from tumbler.decisions.replay.redisurl import RedisAccess, redact_url
@@ -287,7 +288,8 @@ def test_missing_redis_package_says_which_extra(monkeypatch):
 
 def test_open_replay_cache_builds_redis_with_fallback(tmp_path):
     # A real client on a port where nothing listens: down at start, local claims work.
-    cache = open_replay_cache("redis://127.0.0.1:1/0", str(tmp_path / "r.db"), "sqlite")
+    spec = replace(ReplaySpec.parse("redis://127.0.0.1:1/0"), fallback="sqlite")
+    cache = open_replay_cache(spec, str(tmp_path / "r.db"))
     try:
         assert cache.name == "redis"
         assert cache.claim(D1, time.time() + 60, time.time()) is True

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TextIO
 
 from tumbler.actions.firewall.base import FirewallBackend, KnockPorts, OpenEntry, knock_ports
 from tumbler.errors import FirewallError
+from tumbler.ports import PortSpec
 
 ACTIONS = ("init", "list", "flush", "remove")
 
@@ -66,19 +67,27 @@ def firewall_command(
     out: TextIO,
     err: TextIO | None = None,
     now: float | None = None,
+    forward: Mapping[str, Sequence[PortSpec]] | None = None,
 ) -> int:
     """Run one `tumblerd firewall` action; return the exit status (0 ok, 1 failed, 2 misuse).
 
     `print_only` only matters to `init` (`--print`): show the policy, change nothing.
+    `forward` names the forward doors' ports: `init` guards them too (the daemon does at
+    its start), and `--print` shows those guards after the policy.
     """
     err = err if err is not None else sys.stderr
     now = time.time() if now is None else now
+    forward = {door: ports for door, ports in (forward or {}).items() if ports}
     try:
         if action == "init":
-            lines = backend.init_policy(knock_port, apply=not print_only)
+            # Rendered first: a backend that cannot guard fails before it changes anything.
+            guards = backend.render_forward(forward)
+            lines = backend.init_policy(knock_port, apply=not print_only) + guards
             if print_only:
                 out.write("\n".join(lines) + "\n")
             else:
+                if forward:
+                    backend.guard_forward(forward)
                 warnings = backend.policy_warnings()
                 ports = ", ".join(f"udp/{p}" for p in knock_ports(knock_port))
                 out.write(
@@ -88,6 +97,9 @@ def firewall_command(
                     else f"policy applied ({backend.name}), but {len(warnings)} rule(s) not "
                     "tumbler's still accept traffic: not default-closed\n"
                 )
+                for door, guarded in sorted(forward.items()):
+                    shown = ", ".join(str(p) for p in guarded)
+                    out.write(f"door {door}: forwarded {shown} guarded\n")
                 for warning in warnings:
                     err.write(f"warning: {warning}\n")
         elif action == "list":
@@ -102,7 +114,7 @@ def firewall_command(
             for e in closed:
                 out.write(f"  {e.address}  {e.door}  {e.ports}\n")
         elif action == "remove":
-            closed = backend.remove_policy()
+            closed = backend.remove_policy(now)
             err.write(f"warning: {REMOVE_WARNING} ({backend.name})\n")
             out.write(f"policy removed; closed {len(closed)} opening(s)\n")
         else:

@@ -22,7 +22,6 @@ from tumbler.config.daemon import (
     ROOT_CONTROL,
     Config,
     default_control_path,
-    default_state_dir,
     load_config,
 )
 from tumbler.daemon import sdnotify
@@ -37,6 +36,8 @@ examples:
   tumblerd --check-config --config tumblerd.conf      check a config and exit
   tumblerd firewall init --print                      show the default-closed policy
   tumblerd firewall list                              what is open, for whom, until when
+  tumblerd status ssh                                 one door: its knocks, what it holds open
+  tumblerd close 198.51.100.7 --door ssh              close one door early for an address
   tumblerd firewall remove                            take the policy away (opens the host)
 
 signals: SIGHUP reloads the config (a broken one is refused, the old one keeps
@@ -113,8 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     fw.add_argument(
         "action",
         choices=("init", "list", "flush", "remove"),
-        help="init: apply the default-closed policy (again: converge, e.g. on a new knock "
-        "port); list: what is open now; flush: close all that tumblerd opened; "
+        help="init: apply the default-closed policy and guard forward doors' ports (again: "
+        "converge, e.g. on a new knock port); list: what is open now; flush: close all "
+        "that tumblerd opened; "
         "remove: take the policy away, which opens every port it kept closed",
     )
     fw.add_argument(
@@ -131,11 +133,20 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser(
         "status", parents=[config_opts], help="show a running daemon's counters and open doors"
     )
+    status.add_argument(
+        "door",
+        nargs="?",
+        metavar="DOOR",
+        help="show this door alone: its accepted knocks and what it holds open",
+    )
     status.add_argument("--json", action="store_true", help="print the raw answer as JSON")
     close = sub.add_parser(
         "close", parents=[config_opts], help="close early what is open for an address"
     )
     close.add_argument("address", help="the IPv4 or IPv6 address to close for")
+    close.add_argument(
+        "--door", metavar="NAME", help="close only what this door opened (default: every door)"
+    )
     imp = sub.add_parser(
         "import-fwknop",
         help="print tumblerd doors equivalent to an fwknop access.conf",
@@ -157,11 +168,7 @@ def _config_for(args: argparse.Namespace) -> Config:
     """The config to act on; the administration commands work on defaults before one exists."""
     admin = args.command in ("firewall", "status", "close")
     if admin and args.config == DEFAULT_CONFIG and not os.path.exists(DEFAULT_CONFIG):
-        return Config(
-            path="(built-in defaults)",
-            state=str(default_state_dir() / "state.db"),
-            control=default_control_path(),
-        )
+        return Config(path="(built-in defaults)")
     return load_config(args.config)
 
 
@@ -232,13 +239,21 @@ def _firewall(args: argparse.Namespace, config: Config) -> int:
     # must look there too, not only in tumbler's own table.
     sets = {d.name: d.set for d in config.doors if d.set} if name == "nftables" else None
     backend = get_backend(name, state_path=config.state, door_sets=sets)
-    # Forward doors' openings live in their own sets or chain: list and flush look there too.
+    # Forward doors' openings live in their own sets or chain: list and flush look there
+    # too, and init guards their ports (those of the doors on this backend).
     backend.forward_doors = {d.name: d.open for d in config.doors if d.path == "forward"}
+    forward = {
+        d.name: d.open
+        for d in config.doors
+        if d.path == "forward" and d.firewall in (config.firewall, wanted, name)
+    }
     # fwknop doors take SPA packets on fwknop's port too: the policy keeps both reachable.
     ports = [config.port]
     if config.fwknop_doors and config.fwknop_port != config.port:
         ports.append(config.fwknop_port)
-    return firewall_command(args.action, backend, ports, args.print_only, sys.stdout)
+    return firewall_command(
+        args.action, backend, ports, args.print_only, sys.stdout, forward=forward
+    )
 
 
 def _when(epoch: float) -> str:
@@ -260,8 +275,42 @@ def _ask(config: Config, message: dict[str, str]) -> dict[str, Any]:
     return request(config.control, message)
 
 
+def _unknown_door(name: str, config: Config) -> str | None:
+    """Why `name` names no door of the config, or None if it does."""
+    names = [d.name for d in config.doors]
+    if name in names:
+        return None
+    if not names:
+        return f"no door {name!r}: {config.path} has no doors (give the daemon's: -c FILE)"
+    return f"no door {name!r} in {config.path} (its doors: {', '.join(names)})"
+
+
+def _door_status(answer: dict[str, Any], door: str, as_json: bool) -> int:
+    """One door of a status answer: the knocks it accepted and what it holds open."""
+    if door not in answer["doors"]:
+        print(
+            f"tumblerd: error: the running daemon has no door {door!r} "
+            "(reload it to take the config's new doors)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    accepted = answer.get("accepted_by_door", {}).get(door, 0)
+    entries = [e for e in answer["open"] if e["door"] == door]
+    if as_json:
+        print(json.dumps({"door": door, "accepted": accepted, "open": entries}, indent=2))
+        return 0
+    print(f"door {door}: knocks accepted since the daemon started: {accepted}")
+    if not entries:
+        print("open: nothing")
+    for e in entries:
+        print(f"open: {e['address']:<39} {e['ports']:<20} until {_when(e['expires'])}")
+    return 0
+
+
 def _status(args: argparse.Namespace, config: Config) -> int:
     answer = _ask(config, {"command": "status"})
+    if args.door is not None:
+        return _door_status(answer, args.door, args.json)
     if args.json:
         print(json.dumps(answer, indent=2, sort_keys=True))
         return 0
@@ -273,6 +322,10 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     )
     counters = answer["counters"]
     print("knocks: " + (", ".join(f"{k} {v}" for k, v in sorted(counters.items())) or "none"))
+    for worker in answer.get("workers", []):
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(worker["counters"].items())) or "none"
+        restarts = f", restarted {worker['restarts']} times" if worker["restarts"] else ""
+        print(f"worker {worker['worker']} pid {worker['pid']}{restarts}: {counts}")
     skew = answer.get("last_clock_skew")
     if skew:
         knock = (
@@ -296,12 +349,15 @@ def _status(args: argparse.Namespace, config: Config) -> int:
 
 
 def _close(args: argparse.Namespace, config: Config) -> int:
-    answer = _ask(config, {"command": "close", "address": args.address})
-    closed = answer["closed"]
+    message = {"command": "close", "address": args.address}
+    if args.door is not None:
+        message["door"] = args.door
+    closed = _ask(config, message)["closed"]
     for e in closed:
         print(f"closed: {e['address']} door {e['door']} {e['ports']}")
     if not closed:
-        print(f"nothing was open for {args.address}")
+        through = f" through door {args.door}" if args.door is not None else ""
+        print(f"nothing was open for {args.address}{through}")
     return 0
 
 
@@ -386,6 +442,12 @@ def _main(argv: Sequence[str] | None) -> int:
             return EXIT_USAGE
         print(f"{args.config}: ok, {len(config.doors)} doors")
         return 0
+    door = getattr(args, "door", None)
+    if door is not None:
+        unknown = _unknown_door(door, config)
+        if unknown is not None:
+            print(f"tumblerd: error: {unknown}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         if args.command == "firewall":
             return _firewall(args, config)

@@ -23,19 +23,20 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import cast
 
 from tumbler.actions import firewall as firewall_names
+from tumbler.actions.firewall.nftables import SetRef
 from tumbler.addresses import IPV6_PREFIX, normalize_address
 from tumbler.config import fwknop as fwknop_config
 from tumbler.config.inifile import NAME_RULE, Section, read_sections
-from tumbler.decisions.replay import LOCAL_STORES, check_replay_spec
-from tumbler.decisions.replay.redisurl import RedisAccess, is_redis_url, parse_redis_url
+from tumbler.decisions.replay import LOCAL_STORES, ReplaySpec
+from tumbler.decisions.replay.redisurl import RedisAccess
 from tumbler.decisions.verifier import MAX_WINDOW_MINUTES
 from tumbler.decisions.verifier2 import DEFAULT_WINDOW_SECONDS, MAX_WINDOW_SECONDS
-from tumbler.doors import DEFAULT_SEQUENCE_TIMEOUT, SequenceDoor, is_door_name
+from tumbler.doors import DEFAULT_OPEN_TIMEOUT, DEFAULT_SEQUENCE_TIMEOUT, SequenceDoor, is_door_name
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
 from tumbler.events import NFLOG_GROUP
@@ -46,10 +47,34 @@ from tumbler.protocols.authorized_keys import AuthorizedKey, parse_authorized_ke
 from tumbler.protocols.fwknop import FwknopDoor
 from tumbler.protocols.tumbler1 import DEFAULT_PORT
 from tumbler.secretfile import SecretFileError, read_secret_file
+from tumbler.sources.spec import SourceSpec
 
 ROOT_CONTROL = "/run/tumbler/control.sock"
 FIREWALLS = firewall_names.NAMES
 PATHS = ("input", "forward")  # which hook a door's `open` guards: to this host, or through it
+
+
+def default_state_dir() -> Path:
+    """/var/lib/tumbler for root, the XDG state directory for anyone else."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/tumbler")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "tumbler"
+
+
+def default_state_path() -> str:
+    """The state database when the config names none."""
+    return str(default_state_dir() / "state.db")
+
+
+def default_control_path() -> str:
+    """Root's socket lives in /run; anyone else's beside the state."""
+    if os.geteuid() == 0:
+        return ROOT_CONTROL
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return str(Path(runtime) / "tumbler.sock")
+    return str(default_state_dir() / "control.sock")
 
 
 @dataclass(frozen=True)
@@ -69,9 +94,9 @@ class Door:
     keys: tuple[AuthorizedKey, ...] = field(default=(), repr=False)
     command: str | None = None
     open: tuple[PortSpec, ...] = ()
-    timeout: float = 30.0
+    timeout: float = DEFAULT_OPEN_TIMEOUT
     firewall: str = "auto"
-    set: str | None = None
+    set: SetRef | None = None  # an administrator's nftables set to fill
     path: str = "input"
     sequence: tuple[PortSpec, ...] = ()
     sequence_timeout: float = DEFAULT_SEQUENCE_TIMEOUT
@@ -102,19 +127,17 @@ class Config:
     window: int = 1
     window_seconds: int = DEFAULT_WINDOW_SECONDS
     realm: str = ""
-    state: str = ""
-    replay: str = "sqlite"
-    replay_fallback: str | None = None
-    replay_access: RedisAccess = field(default_factory=RedisAccess)
+    state: str = field(default_factory=default_state_path)
+    replay: ReplaySpec = field(default_factory=ReplaySpec)
     command_timeout: float = 30.0
     firewall: str = "auto"
-    sequence_source: str = "nflog"
-    sequence_log_prefix: str | None = None
+    sequence_source: SourceSpec = field(default_factory=SourceSpec)
     nflog_group: int = NFLOG_GROUP
     ipv6_prefix: int = IPV6_PREFIX
-    control: str = ""
+    control: str = field(default_factory=default_control_path)
     metrics: tuple[str, int] | None = None  # (address, port) of the Prometheus endpoint
     fwknop_port: int = fwknop_config.DEFAULT_PORT
+    workers: int = 1  # receiving processes on the knock port (SO_REUSEPORT)
     doors: tuple[Door, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -138,24 +161,6 @@ class Config:
     def fwknop_doors(self) -> tuple[FwknopDoor, ...]:
         """The fwknop doors in file order, which is the order packets are tried in."""
         return tuple(d.fwknop for d in self.doors if d.fwknop is not None)
-
-
-def default_state_dir() -> Path:
-    """/var/lib/tumbler for root, the XDG state directory for anyone else."""
-    if os.geteuid() == 0:
-        return Path("/var/lib/tumbler")
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "tumbler"
-
-
-def default_control_path() -> str:
-    """Root's socket lives in /run; anyone else's beside the state."""
-    if os.geteuid() == 0:
-        return ROOT_CONTROL
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return str(Path(runtime) / "tumbler.sock")
-    return str(default_state_dir() / "control.sock")
 
 
 def _int_in(lo: int, hi: int) -> Callable[[str], int]:
@@ -216,14 +221,18 @@ def metrics_warning(address: tuple[str, int] | None) -> str | None:
     )
 
 
+MAX_WORKERS = 256
+
+
+def _workers(text: str) -> int:
+    """`auto` (one per CPU) or a count of receiving processes, 1 to MAX_WORKERS."""
+    if text == "auto":
+        return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+    return _int_in(1, MAX_WORKERS)(text)
+
+
 def _fallback(text: str) -> str:
     return _choice(*LOCAL_STORES)(text)
-
-
-def _sequence_source(text: str) -> str:
-    if text == "nflog" or (text.startswith("file:") and len(text) > len("file:")):
-        return text
-    raise ValueError(f"sequence_source must be nflog or file:PATH, got {text!r}")
 
 
 def _log_prefix(text: str) -> str:
@@ -232,19 +241,6 @@ def _log_prefix(text: str) -> str:
             f"sequence_log_prefix must be 1-127 printable characters, no '=': {text!r}"
         )
     return text
-
-
-def _set_name(text: str) -> str:
-    parts = text.split()
-    if (
-        len(parts) != 3
-        or parts[0] not in ("inet", "ip", "ip6")
-        or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", p) for p in parts[1:])
-    ):
-        raise ValueError(
-            f"set must be 'FAMILY TABLE SET' (e.g. 'inet filter tumbler_ssh'): {text!r}"
-        )
-    return " ".join(parts)
 
 
 def _text(text: str) -> str:
@@ -281,7 +277,7 @@ _COMMON: dict[str, Callable[[str], object]] = {
     "window_seconds": _int_in(0, MAX_WINDOW_SECONDS),
     "realm": _realm,
     "state": _text,
-    "replay": check_replay_spec,
+    "replay": ReplaySpec.parse,
     "replay_fallback": _fallback,
     "replay_acks": _int_in(0, 16),
     "replay_ack_timeout": lambda t: _at_most(parse_duration(t), 5.0),
@@ -293,13 +289,14 @@ _COMMON: dict[str, Callable[[str], object]] = {
     "replay_tls_key": _text,
     "command_timeout": parse_duration,
     "firewall": _choice(*FIREWALLS),
-    "sequence_source": _sequence_source,
+    "sequence_source": SourceSpec.parse,
     "sequence_log_prefix": _log_prefix,
     "nflog_group": _int_in(1, 65535),
     "ipv6_prefix": _int_in(1, 128),
     "control": _text,
     "metrics": _metrics,
     "fwknop_port": _int_in(1, 65535),
+    "workers": _workers,
 }
 
 _DOOR: dict[str, Callable[[str], object]] = {
@@ -313,7 +310,7 @@ _DOOR: dict[str, Callable[[str], object]] = {
     "open": lambda t: parse_port_list(t, allow_range=True),
     "timeout": parse_duration,
     "firewall": _choice(*FIREWALLS),
-    "set": _set_name,
+    "set": SetRef.parse,
     "path": _choice(*PATHS),
     "sequence": lambda t: parse_port_list(t, allow_range=False),
     "sequence_timeout": parse_duration,
@@ -389,18 +386,18 @@ _REDIS_KEYS = (
 )
 
 
-def _replay_access(common: Section, base: Path, path: str) -> tuple[RedisAccess, list[Path]]:
-    """The replay_* keys beside a Redis URL: login, TLS files, acknowledgements."""
-    replay = common.get("replay", Config.replay)
+def _replay(common: Section, base: Path, path: str) -> tuple[ReplaySpec, list[Path]]:
+    """The replay store, with the replay_* keys beside a Redis URL: login, TLS, fallback."""
+    replay = common.get("replay", ReplaySpec())
     has = common.values.__contains__
+    target = replay.target
     for key in _REDIS_KEYS:
-        if has(key) and not is_redis_url(replay):
+        if has(key) and target is None:
             raise ConfigError(
                 f"{key} only applies to a redis replay store", path, common.line_of(key)
             )
-    if not is_redis_url(replay):
-        return RedisAccess(), []
-    target = parse_redis_url(replay)
+    if target is None:
+        return replay, []
     if has("replay_password") and has("replay_password_file"):
         raise ConfigError(
             "give replay_password or replay_password_file, not both",
@@ -447,7 +444,8 @@ def _replay_access(common: Section, base: Path, path: str) -> tuple[RedisAccess,
         acks=common.get("replay_acks", cast(int | None, None)),
         ack_timeout=common.get("replay_ack_timeout", RedisAccess.ack_timeout),
     )
-    return access, files
+    fallback = common.get("replay_fallback", cast(str | None, None))
+    return replace(replay, fallback=fallback, access=access), files
 
 
 def _door_key(
@@ -540,9 +538,9 @@ def _door(
             line=section.line,
             command=section.get("command", cast(str | None, None)),
             open=spa_door.open_ports,
-            timeout=section.get("timeout", 30.0),
+            timeout=section.get("timeout", Door.timeout),
             firewall=section.get("firewall", firewall),
-            set=section.get("set", cast(str | None, None)),
+            set=section.get("set", cast(SetRef | None, None)),
             kind="fwknop",
             fwknop=spa_door,
         )
@@ -606,7 +604,7 @@ def _door(
     for option in ("timeout", "firewall", "set", "path"):
         if has(option) and not has("open"):
             raise ConfigError(f"door {name}: {option} needs an open", path, section.line_of(option))
-    if section.get("path", "input") == "forward" and has("set"):
+    if section.get("path", Door.path) == "forward" and has("set"):
         raise ConfigError(
             f"door {name}: a forward door fills tumbler's own forward chain, not a set",
             path,
@@ -624,8 +622,8 @@ def _door(
         open=section.get("open", cast(tuple[PortSpec, ...], ())),
         timeout=section.get("timeout", Door.timeout),
         firewall=section.get("firewall", firewall),
-        set=section.get("set", cast(str | None, None)),
-        path=section.get("path", "input"),
+        set=section.get("set", cast(SetRef | None, None)),
+        path=section.get("path", Door.path),
         sequence=section.get("sequence", cast(tuple[PortSpec, ...], ())),
         sequence_timeout=section.get("sequence_timeout", Door.sequence_timeout),
         secret_file=secret_path,
@@ -698,16 +696,17 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
     if not doors:
         raise ConfigError("no [door-NAME] section: the daemon would have nothing to open", path)
     _one_iptables_variant(doors, path)
-    replay = common.get("replay", Config.replay)
-    replay_access, password_files = _replay_access(common, base, path)
+    replay, password_files = _replay(common, base, path)
     secret_files += password_files
-    sequence_source = common.get("sequence_source", Config.sequence_source)
-    if "sequence_log_prefix" in common.values and not sequence_source.startswith("file:"):
-        raise ConfigError(
-            "sequence_log_prefix only applies to sequence_source = file:PATH",
-            path,
-            common.line_of("sequence_log_prefix"),
-        )
+    sequence_source = common.get("sequence_source", SourceSpec())
+    if "sequence_log_prefix" in common.values:
+        if sequence_source.kind != "file":
+            raise ConfigError(
+                "sequence_log_prefix only applies to sequence_source = file:PATH",
+                path,
+                common.line_of("sequence_log_prefix"),
+            )
+        sequence_source = replace(sequence_source, prefix=common.get("sequence_log_prefix", ""))
     holds_secret = any(
         key in s.values for s in sections for key in ("secret", "key", *fwknop_config.SECRET_KEYS)
     ) or ("replay_password" in common.values)
@@ -722,18 +721,16 @@ def parse_config(text: str, path: str = "<config>", base: Path | None = None) ->
         window=common.get("window", Config.window),
         window_seconds=common.get("window_seconds", Config.window_seconds),
         realm=common.get("realm", Config.realm),
-        state=common.get("state", str(default_state_dir() / "state.db")),
+        state=common.get("state", default_state_path()),
         replay=replay,
-        replay_fallback=common.get("replay_fallback", cast(str | None, None)),
-        replay_access=replay_access,
         command_timeout=common.get("command_timeout", Config.command_timeout),
         firewall=firewall,
         sequence_source=sequence_source,
-        sequence_log_prefix=common.get("sequence_log_prefix", cast(str | None, None)),
         nflog_group=common.get("nflog_group", Config.nflog_group),
         ipv6_prefix=common.get("ipv6_prefix", Config.ipv6_prefix),
         control=common.get("control", default_control_path()),
         fwknop_port=common.get("fwknop_port", fwknop_config.DEFAULT_PORT),
+        workers=common.get("workers", Config.workers),
         metrics=metrics,
         doors=tuple(doors),
         warnings=tuple(_permission_warnings(path, holds_secret, secret_files) + warnings),

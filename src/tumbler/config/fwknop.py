@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import cast
 
 from tumbler.config.inifile import Section
+from tumbler.doors import DEFAULT_OPEN_TIMEOUT
 from tumbler.errors import ConfigError
 from tumbler.ports import PortSpec
 from tumbler.protocols.fwknop import HMAC_DIGESTS, MODES, FwknopDoor, SpaKeys, decode_key
@@ -166,7 +167,7 @@ def fwknop_door(section: Section, name: str, path: str) -> tuple[FwknopDoor, lis
             name=name,
             keys=keys,
             open_ports=section.get("open", cast(tuple[PortSpec, ...], ())),
-            timeout=max(1, math.ceil(section.get("timeout", 30.0))),
+            timeout=max(1, math.ceil(section.get("timeout", DEFAULT_OPEN_TIMEOUT))),
             max_timeout=section.get("fwknop_max_timeout", 300),
             max_age=section.get("fwknop_max_age", 120),
             require_source_address=section.get("fwknop_require_source", False),

@@ -22,7 +22,7 @@ from tumbler.daemon.stats import Stats
 from tumbler.errors import FirewallError
 
 if TYPE_CHECKING:  # imported when used: a daemon without firewall doors never loads them
-    from tumbler.actions.firewall import FirewallBackend, OpenEntry
+    from tumbler.actions.firewall import FirewallBackend, OpenEntry, SetRef
     from tumbler.ports import PortSpec
 
 log = logging.getLogger("tumblerd")
@@ -37,7 +37,7 @@ class Dispatcher:
         self.stats = stats
         self.state_path = state_path
         self._pool = ThreadPoolExecutor(FIREWALL_WORKERS, thread_name_prefix="firewall")
-        self._backends: dict[tuple[str, str | None], FirewallBackend] = {}
+        self._backends: dict[tuple[str, SetRef | None], FirewallBackend] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def backend_for(self, door: Door) -> FirewallBackend:
@@ -72,12 +72,15 @@ class Dispatcher:
         command_timeout: float,
         ports: tuple[PortSpec, ...] | None = None,
         timeout: float | None = None,
+        *,
+        now: float,
     ) -> None:
         """Start opening `door` for `address` (firewall, then command); returns at once.
 
         `ports` and `timeout`, when given (an SPA grant asks for its own), replace the door's.
+        `now` is when the knock was decided: the opening's time runs from there.
         """
-        self.spawn(self.open(door, address, command_timeout, ports, timeout))
+        self.spawn(self.open(door, address, command_timeout, ports, timeout, now=now))
 
     async def open(
         self,
@@ -86,6 +89,8 @@ class Dispatcher:
         command_timeout: float,
         ports: tuple[PortSpec, ...] | None = None,
         timeout: float | None = None,
+        *,
+        now: float,
     ) -> None:
         loop = asyncio.get_running_loop()
         ports = door.open if ports is None else ports
@@ -99,7 +104,7 @@ class Dispatcher:
                     address,
                     ports,
                     door.timeout if timeout is None else timeout,
-                    time.time(),
+                    now,
                 )
             except (FirewallError, OSError, ValueError) as exc:
                 self.stats.count("failed")
@@ -191,12 +196,12 @@ class Dispatcher:
             entries += await loop.run_in_executor(self._pool, backend.list_open, now)
         return sorted(entries)
 
-    async def close(self, address: str, now: float) -> list[OpenEntry]:
-        """Close early everything open for `address` (normalised), on every backend."""
+    async def close(self, address: str, now: float, door: str | None = None) -> list[OpenEntry]:
+        """Close early what is open for `address` (normalised), `door`'s only if given."""
         loop = asyncio.get_running_loop()
         closed: list[OpenEntry] = []
         for backend in list(self._backends.values()):
-            close = functools.partial(backend.close, address, now=now)
+            close = functools.partial(backend.close, address, door, now=now)
             closed += await loop.run_in_executor(self._pool, close)
         for entry in closed:
             log.info("door %s: closed early for %s (control request)", entry.door, address)

@@ -44,7 +44,7 @@ def trusted_paths(config: Config) -> list[Trusted]:
         if door.authorized_keys is not None:
             what = f"authorized_keys of door {door.name}"
             found.append(Trusted(Path(door.authorized_keys), what, any_owner=True))
-    if config.replay == "sqlite" or any(d.open for d in config.doors):
+    if config.replay.store == "sqlite" or any(d.open for d in config.doors):
         state = Path(config.state)
         found.append(Trusted(state.parent, "state folder", folder=True, make_mode=0o700))
         found.append(Trusted(state, "state database", optional=True))

@@ -34,26 +34,25 @@ class Stats:
         self.total: Counter[str] = Counter()
         self.accepted_by_door: Counter[str] = Counter()  # knocks and sequences that opened
         self.replay_ok = True  # whether the replay store's last prune worked (claims: the daemon)
-        self._pending: Counter[str] = Counter()
+        self._said: dict[str, int] = {}  # the rejection counts at the last summary line
         self._last_flush = 0.0
 
     def count(self, outcome: str, n: int = 1, door: str | None = None) -> None:
         """Count `n` of `outcome`; `door` names the door an accepted knock opened."""
+        # Called once per datagram in a flood: the summary's share is worked out at flush.
         self.total[outcome] += n
         if door is not None:
             self.accepted_by_door[door] += n
-        if outcome in REJECT_REASONS:
-            self._pending[outcome] += n
 
     def flush(self, now: float, force: bool = False) -> None:
         """Log one line for the rejections since the last one, if the interval has passed."""
-        if not self._pending or (not force and now - self._last_flush < self.interval):
+        if not force and now - self._last_flush < self.interval:
             return
-        parts = ", ".join(
-            f"{reason} {self._pending[reason]}"
-            for reason in REJECT_REASONS
-            if self._pending[reason]
-        )
+        total, said = self.total, self._said
+        pending = [(r, total[r] - said.get(r, 0)) for r in REJECT_REASONS]
+        parts = ", ".join(f"{reason} {n}" for reason, n in pending if n)
+        if not parts:
+            return
         self.log.info("rejected datagrams: %s", parts)
-        self._pending.clear()
+        self._said = {reason: total[reason] for reason in REJECT_REASONS}
         self._last_flush = now

@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ from tumbler.config.daemon import Config, Door, load_config
 from tumbler.daemon import sdnotify
 from tumbler.daemon.control import ControlServer
 from tumbler.daemon.dispatch import Dispatcher
-from tumbler.daemon.pipeline import Pipeline, Runtime, build_runtime
+from tumbler.daemon.pipeline import Candidate, Pipeline, Runtime, Verdict, build_runtime
 from tumbler.daemon.stats import Stats
 from tumbler.decisions.replay import ReplayCache, open_replay_cache
 from tumbler.decisions.replay.recent import RecentClaims
@@ -31,15 +31,31 @@ from tumbler.errors import ConfigError, FirewallError, ReplayStoreError, Tumbler
 from tumbler.events import ConnectionAttempt
 from tumbler.protocols import fwknop as spa
 from tumbler.sources import udp
+from tumbler.sources.base import AttemptSink, Source
+from tumbler.sources.spec import open_source
 
 if TYPE_CHECKING:  # imported when used: a daemon without these never loads them
     from tumbler.daemon.metrics import MetricsServer, Snapshot
-    from tumbler.sources.nflog import NflogReader
+    from tumbler.daemon.workers import WorkerPool
 
 log = logging.getLogger("tumblerd")
 
 TICK = 1.0
 PRUNE_EVERY = 60.0
+# What a reload cannot change: the config keys read once at start-up, and how to read each.
+RESTART_KEYS: dict[str, Callable[[Config], object]] = {
+    "port": lambda c: c.port,
+    "listen": lambda c: c.listen,
+    "state": lambda c: c.state,
+    "replay": lambda c: c.replay.store,
+    "replay_fallback": lambda c: c.replay.fallback,
+    "replay_access": lambda c: c.replay.access,
+    "sequence_source": lambda c: (c.sequence_source.kind, c.sequence_source.path),
+    "sequence_log_prefix": lambda c: c.sequence_source.prefix,
+    "nflog_group": lambda c: c.nflog_group,
+    "fwknop_port": lambda c: c.fwknop_port,
+    "workers": lambda c: c.workers,
+}
 
 
 class Daemon:
@@ -58,13 +74,7 @@ class Daemon:
     ) -> None:
         self.port = port if port is not None else config.port
         self.stats = Stats(log)
-        store = (
-            replay
-            if replay is not None
-            else open_replay_cache(
-                config.replay, config.state, config.replay_fallback, config.replay_access
-            )
-        )
+        store = replay if replay is not None else open_replay_cache(config.replay, config.state)
         self.replay = RecentClaims(store)
         self.pipeline = Pipeline(build_runtime(config), self.replay, self.stats)
         if dispatcher is None:
@@ -74,11 +84,12 @@ class Daemon:
         self._sockets: list[socket.socket] = []
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._nflog: NflogReader | None = None
+        self._sources: list[Source[Any]] = []  # started, in order; stopped in reverse
+        self._sequence: Source[AttemptSink] | None = None
         self._nflog_rules = False
-        self._follower: asyncio.Task[None] | None = None
         self._control: ControlServer | None = None
         self._metrics: MetricsServer | None = None
+        self._pool: WorkerPool | None = None
         self.on_ready: Callable[[], None] | None = None
 
     @property
@@ -88,12 +99,23 @@ class Daemon:
 
     # -- receive path -------------------------------------------------------------------
 
-    def _on_readable(self, sock: socket.socket) -> None:
+    def _recv_size(self) -> int:
         # An SPA packet is up to 1500 bytes; without fwknop doors, longer than a Tumbler
         # datagram (a signed one is the longest) is junk whatever its length, and the
         # smaller read says so.
-        size = spa.MAX_PACKET + 1 if self.runtime.fwknop else udp.RECV_SIZE
-        udp.read_batch(sock, self.handle, size, self.stats.count)
+        return spa.MAX_PACKET + 1 if self.runtime.fwknop else udp.RECV_SIZE
+
+    def _start_source(
+        self, loop: asyncio.AbstractEventLoop, source: Source[Any], sink: Callable[..., object]
+    ) -> None:
+        """Every source starts the same way: on the loop, with the sink that decides."""
+        source.start(loop, sink)
+        self._sources.append(source)
+
+    def _stop_source(self, source: Source[Any]) -> None:
+        source.stop()
+        if source in self._sources:
+            self._sources.remove(source)
 
     def handle(self, data: bytes, address: str, now: float) -> Door | None:
         """Decide one datagram from `address` (normalised), act on it; the door it opened.
@@ -102,13 +124,23 @@ class Daemon:
         grant opens for the address, ports and time it names. Never replies.
         """
         verdict = self.pipeline.decide(data, address, now)
+        return self._act(verdict, now) if verdict.doors else None
+
+    def settle(self, candidate: Candidate) -> Verdict:
+        """Claim a knock a worker proved, and act on it if it is fresh (workers > 1)."""
+        verdict = self.pipeline.settle(candidate)
+        self._act(verdict, candidate.now)
+        return verdict
+
+    def _act(self, verdict: Verdict, now: float) -> Door | None:
         for door in verdict.doors:
             self.dispatcher.act(
                 door,
-                verdict.target or address,
+                verdict.target or verdict.address,
                 self.runtime.config.command_timeout,
                 verdict.ports,
                 verdict.timeout,
+                now=now,
             )
         return verdict.door
 
@@ -130,64 +162,43 @@ class Daemon:
         opened = []
         for verdict in self.pipeline.attempt(event):
             for door in verdict.doors:
-                self.dispatcher.act(door, event.source, self.runtime.config.command_timeout)
+                self.dispatcher.act(
+                    door, event.source, self.runtime.config.command_timeout, now=event.when
+                )
                 opened.append(door)
         return opened
-
-    def _on_nflog(self) -> None:
-        assert self._nflog is not None
-        try:
-            events = self._nflog.read()
-        except OSError as exc:
-            log.error("nflog read failed: %s", exc)
-            return
-        for event in events:
-            try:
-                self.attempt(event)
-            except Exception:
-                log.exception("internal error on a connection attempt; dropped")
-
-    async def _follow_log(self, events: AsyncIterator[ConnectionAttempt]) -> None:
-        async for event in events:
-            try:
-                self.attempt(event)
-            except Exception:
-                log.exception("internal error on a connection attempt; dropped")
 
     def _start_sequence_source(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start watching connection attempts, if the config has sequence doors."""
         config, matcher = self.runtime.config, self.runtime.matcher
         if matcher is None:  # no sequence doors
             return
-        source = config.sequence_source
-        if source.startswith("file:"):
-            from tumbler.sources.logfile import follow
+        spec = config.sequence_source
 
-            path = source[len("file:") :]
-            prefix = config.sequence_log_prefix
+        def mixed(tag: str) -> None:
+            log.warning(
+                "firewall log %s also holds lines from %r: anyone who can write to syslog "
+                "can forge knocks there; give kernel messages a file of their own",
+                spec.path,
+                tag,
+            )
 
-            def mixed(tag: str) -> None:
-                log.warning(
-                    "firewall log %s also holds lines from %r: anyone who can write to syslog "
-                    "can forge knocks there; give kernel messages a file of their own",
-                    path,
-                    tag,
-                )
-
-            events = follow(path, prefix=prefix, on_foreign=mixed)
-            self._follower = loop.create_task(self._follow_log(events))
-            trusted = f"prefix {prefix!r}" if prefix is not None else "tag 'kernel:'"
-            log.info("sequence doors: following firewall log %s, lines with %s", path, trusted)
+        source = open_source(spec, nflog_group=config.nflog_group, on_foreign=mixed)
+        if spec.kind == "file":
+            self._sequence = source
+            self._start_source(loop, source, self.attempt)
+            trusted = f"prefix {spec.prefix!r}" if spec.prefix is not None else "tag 'kernel:'"
+            log.info("sequence doors: following firewall log %s, lines with %s", spec.path, trusted)
             return
+        # NFLOG sees only what the logging rules send it: they go in first.
         from tumbler.actions.firewall import seqlog
-        from tumbler.sources import nflog
 
         ports = [step for door in config.sequence_doors for step in door.sequence]
         track = seqlog.track_timeout_for(matcher.longest_timeout)
         seqlog.install_rules(config.nflog_group, ports, track_timeout=track)
         self._nflog_rules = True
-        self._nflog = nflog.NflogReader(config.nflog_group)
-        loop.add_reader(self._nflog.fileno(), self._on_nflog)
+        self._sequence = source
+        self._start_source(loop, source, self.attempt)
         log.info(
             "sequence doors: reading nflog group %d, a knocking source tracked for %d s",
             config.nflog_group,
@@ -195,13 +206,9 @@ class Daemon:
         )
 
     def _stop_sequence_source(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
-            self._follower = None
-        if self._nflog is not None:
-            loop.remove_reader(self._nflog.fileno())
-            self._nflog.close()
-            self._nflog = None
+        if self._sequence is not None:
+            self._stop_source(self._sequence)
+            self._sequence = None
         if self._nflog_rules:
             from tumbler.actions.firewall import seqlog
 
@@ -210,6 +217,18 @@ class Daemon:
             except FirewallError as exc:
                 log.error("could not remove the nflog rules: %s", exc)
             self._nflog_rules = False
+
+    def _start_workers(self, sets: list[list[socket.socket]]) -> None:
+        """Fork the receiving processes, before any thread of ours runs (metrics, executor)."""
+        from tumbler.daemon.workers import WorkerPool
+
+        def skew(report: dict[str, Any]) -> None:
+            self.pipeline.last_skew = report
+
+        self._pool = WorkerPool(
+            sets, lambda: self.runtime, self.settle, lambda o, n: self.stats.count(o, n), skew
+        )
+        self._pool.start()
 
     # -- housekeeping -------------------------------------------------------------------
 
@@ -275,7 +294,11 @@ class Daemon:
             replay_store=self.replay.name,
             replay_up=self.stats.replay_ok and not self.pipeline.store_failing,
             sequence_sources=len(matcher) if matcher is not None else 0,
-            workers={"firewall": FIREWALL_WORKERS, "actions": self.dispatcher.running},
+            workers={
+                "firewall": FIREWALL_WORKERS,
+                "actions": self.dispatcher.running,
+                "receivers": self._pool.alive() if self._pool is not None else 1,
+            },
             doors=tuple(sorted(self.runtime.doors)),
             firewall_failures=self.stats.total["failed"],
             sequences=self.stats.total["sequence"],
@@ -284,7 +307,7 @@ class Daemon:
     # -- control ---------------------------------------------------------------------------
 
     async def control(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Answer one control request (`status`, `close`)."""
+        """Answer one control request (`status`, `close` of an address, on one door or all)."""
         command = message.get("command")
         now = time.time()
         if command == "status":
@@ -298,9 +321,11 @@ class Daemon:
                 "port": self.port,
                 "doors": sorted(self.runtime.doors),
                 "counters": dict(self.stats.total),
+                "accepted_by_door": dict(self.stats.accepted_by_door),
                 "last_clock_skew": self.pipeline.last_skew,
                 "replay": self.replay.name,
                 "open": [asdict(e) for e in await self.dispatcher.open_entries(now)],
+                "workers": self._pool.status() if self._pool is not None else [],
             }
         if command == "close":
             address = message.get("address")
@@ -308,7 +333,10 @@ class Daemon:
                 address = normalize_address(str(address))
             except ValueError:
                 return {"ok": False, "error": f"not an IP address: {address!r}"}
-            closed = await self.dispatcher.close(address, now)
+            door = message.get("door")
+            if door is not None and (not isinstance(door, str) or door not in self.runtime.doors):
+                return {"ok": False, "error": f"the running daemon has no door {door!r}"}
+            closed = await self.dispatcher.close(address, now, door)
             return {"ok": True, "closed": [asdict(e) for e in closed]}
         return {"ok": False, "error": f"unknown command {command!r}"}
 
@@ -331,19 +359,8 @@ class Daemon:
             return
         for warning in config.warnings:
             log.warning("%s", warning)
-        for key in (
-            "port",
-            "listen",
-            "state",
-            "replay",
-            "replay_fallback",
-            "replay_access",
-            "sequence_source",
-            "sequence_log_prefix",
-            "nflog_group",
-            "fwknop_port",
-        ):
-            if getattr(config, key) != getattr(old, key):
+        for key, value in RESTART_KEYS.items():
+            if value(config) != value(old):
                 log.warning("reload: %s changed; it takes effect at the next restart", key)
         try:
             runtime = build_runtime(config)
@@ -357,6 +374,8 @@ class Daemon:
             )
         self.pipeline.runtime = runtime
         log.info("reloaded %s: %d doors", config.path, len(config.doors))
+        if self._pool is not None:
+            self._pool.restart()  # forked from the new config
         self._log_signed()
         self._restore_firewalls()
         if self._loop is not None and (
@@ -389,18 +408,27 @@ class Daemon:
             log.error("control socket %s unavailable: %s", config.control, exc)
             self._control = None
         spa_port = bool(self.runtime.fwknop) and config.fwknop_port != self.port
+        sets = []
         try:
-            self._sockets = udp.bind_sockets(config.listen, self.port)
-            if spa_port:
-                self._sockets += udp.bind_sockets(config.listen, config.fwknop_port)
+            for _ in range(config.workers):
+                reuse = config.workers > 1
+                socks = udp.bind_sockets(config.listen, self.port, reuse)
+                if spa_port:
+                    socks += udp.bind_sockets(config.listen, config.fwknop_port, reuse)
+                sets.append(socks)
+                self._sockets += socks
         except BaseException:
             for sock in self._sockets:
                 sock.close()
             if self._control is not None:
                 await self._control.close()
             raise
-        for sock in self._sockets:
-            loop.add_reader(sock.fileno(), self._on_readable, sock)
+        if config.workers > 1:
+            self._start_workers(sets)
+        else:
+            self._start_source(
+                loop, udp.UdpSource(self._sockets, self._recv_size, self.stats.count), self.handle
+            )
         self._start_metrics()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGTERM, self.stop)
@@ -415,7 +443,7 @@ class Daemon:
             f"[{a}]:{self.port}" if ":" in a else f"{a}:{self.port}" for a in config.listen
         )
         log.info(
-            "tumblerd listening on udp %s with %d doors (window %d, replay %s%s)",
+            "tumblerd listening on udp %s with %d doors (window %d, replay %s%s%s)",
             where,
             len(config.doors),
             config.window,
@@ -423,6 +451,7 @@ class Daemon:
             f", {len(config.key_doors)} v2 doors, window {config.window_seconds} s"
             if config.key_doors
             else "",
+            f", {config.workers} workers" if self._pool is not None else "",
         )
         self._log_signed()
         if self.runtime.fwknop:
@@ -445,8 +474,11 @@ class Daemon:
         self._stop_sequence_source(loop)
         if self._control is not None:
             await self._control.close()
-        for sock in self._sockets:
-            loop.remove_reader(sock.fileno())
+        if self._pool is not None:
+            await self._pool.stop()
+        while self._sources:  # the UDP sockets, and any other source, last started first
+            self._stop_source(self._sources[-1])
+        for sock in self._sockets:  # the copies the workers' sockets came from
             sock.close()
         await self.dispatcher.drain()
         self.stats.flush(time.time(), force=True)

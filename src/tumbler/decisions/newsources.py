@@ -62,19 +62,30 @@ class NewSourceBudget:
         `hashes` is what checking a new source costs (doors x minutes of the window).
         """
         key = source_prefix(address, self.ipv6_prefix)
-        tokens, last = self._prefixes.get(key, (self.prefix_burst, now))
-        tokens = min(self.prefix_burst, tokens + max(0.0, now - last) * self.prefix_rate)
-        if tokens < 1.0:
-            self._prefixes[key] = (tokens, now)
-            return None
-        if self._at is not None:
-            elapsed = max(0.0, now - self._at)
+        prefixes = self._prefixes
+        held = prefixes.get(key)
+        if held is None:
+            tokens, quiet = self.prefix_burst, True
+        else:
+            tokens, last = held
+            elapsed = now - last
+            if elapsed > 0.0:
+                tokens += elapsed * self.prefix_rate
+                if tokens > self.prefix_burst:
+                    tokens = self.prefix_burst
+            if tokens < 1.0:
+                prefixes[key] = (tokens, now)
+                return None
+            quiet = elapsed >= QUIET
+        at = self._at
+        if at is not None and now > at:
+            elapsed = now - at
             self._first = min(self.first_hashes, self._first + elapsed * self.first_hashes)
             self._more = min(self.burst_seconds, self._more + elapsed * self.share)
         self._at = now
-        if now - last >= QUIET or key not in self._prefixes:
+        if quiet:
             # A source dearer than a whole second's allowance goes when the allowance is full.
-            if self._first < min(hashes, self.first_hashes):
+            if self._first < (hashes if hashes < self.first_hashes else self.first_hashes):
                 return None
             self._first -= hashes
             bucket = FIRST
@@ -82,9 +93,9 @@ class NewSourceBudget:
             return None
         else:
             bucket = MORE
-        if key not in self._prefixes and len(self._prefixes) >= self.max_prefixes:
-            self._prefixes.clear()
-        self._prefixes[key] = (tokens - 1.0, now)
+        if held is None and len(prefixes) >= self.max_prefixes:
+            prefixes.clear()
+        prefixes[key] = (tokens - 1.0, now)
         return bucket
 
     def charge(self, bucket: int, seconds: float) -> None:

@@ -142,7 +142,8 @@ class Verifier(Generic[D]):
         sha256, compare = hashlib.sha256, hmac.compare_digest
         found = None
         code = 0
-        for stamp in self._window_stamps(minute):
+        stamps = self._stamps if minute == self._stamps_minute else self._window_stamps(minute)
+        for stamp in stamps:
             prefix = stamp + addr
             for secret in self._secret_bytes:
                 if compare(sha256(prefix + secret).digest(), raw):
@@ -170,13 +171,26 @@ class Verifier(Generic[D]):
         minute = int(now // 60)
         key = (address, minute)
         table = self._cache.get(key)
-        if table is not None:
-            self._cache.move_to_end(key)
-            code = table.get(self._blind(raw))
-        elif self._comes_back(address):
+        if table is None:
+            return self._match_untabled(raw, address, minute)
+        self._cache.move_to_end(key)
+        return self._confirm(table.get(self._blind(raw)), raw, address, minute)
+
+    def match_new(self, raw: bytes, address: str, now: float) -> Match[D] | None:
+        """As `match_raw` for a source that `knows` just said has no table (a flood's path)."""
+        if len(raw) != 32 or not self._secrets:
+            return None
+        return self._match_untabled(raw, address, int(now // 60))
+
+    def _match_untabled(self, raw: bytes, address: str, minute: int) -> Match[D] | None:
+        if self._comes_back(address):
             code = self._expected(address, minute).get(self._blind(raw))
         else:
             code = self._direct(raw, address, minute)
+        return None if code is None else self._confirm(code, raw, address, minute)
+
+    def _confirm(self, code: int | None, raw: bytes, address: str, minute: int) -> Match[D] | None:
+        """The match that `code` names, recomputed and compared in constant time."""
         if code is None:
             return None
         k, j = divmod(code, len(self._secrets))

@@ -1,7 +1,8 @@
 """A small network-namespace lab: namespaces, veth links, listeners, clean-up.
 
-Used by `tumblerd demo`, the namespace tests and the benchmarks, so that all three show
-the same thing: real hosts, a real firewall, real connections.
+Used by `tumblerd demo`, the namespace tests and the benchmarks (bench/rig.py builds its
+namespaces here), so that all three show the same thing: real hosts, a real firewall,
+real connections.
 
 Everything a `Lab` makes lives in namespaces it created (`tmb-<pid>-<n>-<role>`),
 with test addresses (10.213.0.0/24, fd00:213::/64) that exist only there, so no
@@ -37,6 +38,7 @@ from tumbler.actions.firewall.runner import Runner
 SUBNET4 = "10.213.0"
 SUBNET6 = "fd00:213::"
 BACKEND_NET = "10.214.0"  # behind the server when it routes (`Lab.backend_behind`)
+BACKEND_NET6 = "fd00:214::"
 BANNER = b"tumbler-lab\n"
 
 _counter = itertools.count(1)
@@ -130,6 +132,22 @@ class Namespace:
         proc = subprocess.run(["ip", "-n", self.name, *args], capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"ip -n {self.name} {' '.join(args)}: {proc.stderr.strip()}")
+
+    def batch(self, commands: Sequence[str]) -> None:
+        """Many `ip` commands (one a line, without `ip`) in one process: `ip -n NS -batch -`.
+
+        Hundreds of addresses are added in one go instead of one process each.
+        """
+        if not commands:
+            return
+        proc = subprocess.run(
+            ["ip", "-n", self.name, "-batch", "-"],
+            input="\n".join(commands) + "\n",
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"ip -n {self.name} -batch: {proc.stderr.strip()}")
 
     def listen(self, port: int, timeout: float = 5) -> subprocess.Popen[Any]:
         """Start a TCP server on [::]:port (IPv4 and IPv6); return once it listens."""
@@ -226,41 +244,57 @@ class Lab:
             hosts[role] = ns
         return Topology(hosts["srv"], hosts["a"], hosts["b"], switch)
 
-    def backend_behind(self, topo: Topology, published: int, port: int) -> Namespace:
+    def backend_behind(
+        self, topo: Topology, published: int, port: int, tool: str = "iptables-nft"
+    ) -> Namespace:
         """A backend host behind the server, which becomes a router publishing it as Docker does.
 
-        The backend (BACKEND_NET.2, its gateway the server at .1) is reached only through the
-        server: iptables-nft DNATs TCP to the server's `published` port to the backend's
-        `port`, and FORWARD drops by default, jumps to DOCKER-USER first and accepts
-        connections to the backend's port and established traffic, as Docker's rules do.
+        The backend (BACKEND_NET.2 and BACKEND_NET6 2, its gateway the server at .1 and 1)
+        is reached only through the server. For each family, `tool` (iptables-nft or
+        iptables-legacy, and its ip6tables twin) DNATs TCP to the server's `published` port
+        to the backend's `port`, and FORWARD drops by default, jumps to DOCKER-USER first
+        and accepts connections to the backend's port and established traffic, as Docker's
+        rules do.
         """
         be = self.namespace("be")
         router = topo.server
         router.ip("link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", be.name)
+        be.run(["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"])
         router.ip("addr", "add", f"{BACKEND_NET}.1/24", "dev", "eth1")
+        router.ip("addr", "add", f"{BACKEND_NET6}1/64", "dev", "eth1", "nodad")
         router.ip("link", "set", "eth1", "up")
         be.ip("addr", "add", f"{BACKEND_NET}.2/24", "dev", "eth0")
+        be.ip("addr", "add", f"{BACKEND_NET6}2/64", "dev", "eth0", "nodad")
         be.ip("link", "set", "eth0", "up")
         be.ip("route", "add", "default", "via", f"{BACKEND_NET}.1")
+        be.ip("-6", "route", "add", "default", "via", f"{BACKEND_NET6}1")
         router.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-        target = f"{BACKEND_NET}.2"
-        rules = [
-            [
-                *("-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", str(published)),
-                *("-j", "DNAT", "--to-destination", f"{target}:{port}"),
-            ],
-            ["-N", "DOCKER-USER"],
-            ["-A", "DOCKER-USER", "-j", "RETURN"],
-            ["-P", "FORWARD", "DROP"],
-            ["-A", "FORWARD", "-j", "DOCKER-USER"],
-            [
-                *("-A", "FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"),
-                *("-j", "ACCEPT"),
-            ],
-            ["-A", "FORWARD", "-d", target, "-p", "tcp", "--dport", str(port), "-j", "ACCEPT"],
-        ]
-        for rule in rules:
-            router.run(["iptables-nft", "-w", "5", *rule])
+        router.run(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+        for program, target, to in (
+            (tool, f"{BACKEND_NET}.2", f"{BACKEND_NET}.2:{port}"),
+            (
+                tool.replace("iptables", "ip6tables", 1),
+                f"{BACKEND_NET6}2",
+                f"[{BACKEND_NET6}2]:{port}",
+            ),
+        ):
+            rules = [
+                [
+                    *("-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", str(published)),
+                    *("-j", "DNAT", "--to-destination", to),
+                ],
+                ["-N", "DOCKER-USER"],
+                ["-A", "DOCKER-USER", "-j", "RETURN"],
+                ["-P", "FORWARD", "DROP"],
+                ["-A", "FORWARD", "-j", "DOCKER-USER"],
+                [
+                    *("-A", "FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"),
+                    *("-j", "ACCEPT"),
+                ],
+                ["-A", "FORWARD", "-d", target, "-p", "tcp", "--dport", str(port), "-j", "ACCEPT"],
+            ]
+            for rule in rules:
+                router.run([program, "-w", "5", *rule])
         return be
 
     def cleanup(self) -> None:

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO
 
 from tumbler.events import ConnectionAttempt, canonical_address
+from tumbler.sources.base import AttemptSink, hand_on
 
 MAX_LINE = 64 * 1024
 """A partial line longer than this is dropped: a log line is never that long."""
@@ -298,3 +299,48 @@ async def _attempts(
         event = parse_log_line(line, when=clock(), prefix=prefix)
         if event is not None:
             yield event
+
+
+class LogFileSource:
+    """A kernel-format firewall log as a sequence source: each attempt logged goes to the sink.
+
+    `on_foreign` is told the tag of the first line another program wrote there (see `follow`).
+    """
+
+    name = "file"
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        prefix: str | None = None,
+        on_foreign: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        poll: float = 0.2,
+    ) -> None:
+        self.path = path
+        self.prefix = prefix
+        self.on_foreign = on_foreign
+        self.clock = clock
+        self.poll = poll
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop, sink: AttemptSink) -> None:
+        events = follow(
+            self.path,
+            poll=self.poll,
+            clock=self.clock,
+            prefix=self.prefix,
+            on_foreign=self.on_foreign,
+        )
+        self._task = loop.create_task(self._hand_on(events, sink))
+
+    @staticmethod
+    async def _hand_on(events: AsyncIterator[ConnectionAttempt], sink: AttemptSink) -> None:
+        async for event in events:
+            hand_on(sink, event)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None

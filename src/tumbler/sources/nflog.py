@@ -15,8 +15,10 @@ been quiet for `hold` seconds, so its knocks during the flood cannot count eithe
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import errno
+import logging
 import os
 import socket
 import struct
@@ -28,6 +30,9 @@ from tumbler.events import NFLOG_COPY_RANGE as DEFAULT_COPY_RANGE
 from tumbler.events import NFLOG_GROUP as DEFAULT_GROUP
 from tumbler.events import NFLOG_PREFIX_OVER as PREFIX_OVER
 from tumbler.events import PORT_UNSEEN, ConnectionAttempt, canonical_address
+from tumbler.sources.base import AttemptSink, hand_on
+
+log = logging.getLogger("tumblerd")
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_ULOG = 4
@@ -322,3 +327,42 @@ class NflogReader:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class NflogSource:
+    """The NFLOG group as a sequence source: each attempt read is handed to the sink.
+
+    The logging rules that fill the group are a firewall action (tumbler.actions.firewall
+    .seqlog); the daemon puts them in place before it starts this source.
+    """
+
+    name = "nflog"
+
+    def __init__(self, group: int = DEFAULT_GROUP, clock: Callable[[], float] = time.time) -> None:
+        self.group = group
+        self.clock = clock
+        self.reader: NflogReader | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop, sink: AttemptSink) -> None:
+        self.reader = NflogReader(self.group, clock=self.clock)
+        self._loop = loop
+        loop.add_reader(self.reader.fileno(), self._readable, self.reader, sink)
+
+    @staticmethod
+    def _readable(reader: NflogReader, sink: AttemptSink) -> None:
+        try:
+            events = reader.read()
+        except OSError as exc:
+            log.error("nflog read failed: %s", exc)
+            return
+        for event in events:
+            hand_on(sink, event)
+
+    def stop(self) -> None:
+        if self.reader is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(self.reader.fileno())
+        self.reader.close()
+        self.reader = None

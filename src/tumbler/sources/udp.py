@@ -5,6 +5,7 @@ It reads and hands on; deciding what a datagram means is the daemon's pipeline.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import functools
 import logging
@@ -32,11 +33,14 @@ def _canonical_ipv6(text: str) -> str | None:
     return packet_address(text)
 
 
-def bind_sockets(addresses: tuple[str, ...], port: int) -> list[socket.socket]:
+def bind_sockets(
+    addresses: tuple[str, ...], port: int, reuse_port: bool = False
+) -> list[socket.socket]:
     """Bind a non-blocking UDP socket per listen address; `::` takes IPv6 only.
 
     A host without IPv6 skips the wildcard `::` with a warning rather than refusing to
-    start; any other address that cannot be bound is an error.
+    start; any other address that cannot be bound is an error. With `reuse_port`, several
+    such sets share the port (SO_REUSEPORT) and the kernel spreads sources over them.
     """
     socks: list[socket.socket] = []
     try:
@@ -52,6 +56,8 @@ def bind_sockets(addresses: tuple[str, ...], port: int) -> list[socket.socket]:
             socks.append(sock)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             _grow_receive_buffer(sock)
             try:
                 sock.bind((address, port))
@@ -87,25 +93,68 @@ def read_batch(
     """Read up to BATCH datagrams of at most `size` bytes; hand each on with source and time.
 
     A datagram from a source no knock can come from (IPv4-mapped) is not handed on;
-    `dropped` is told "malformed" for it.
+    `dropped` is told "malformed" for it. The batch is read first and handed on after:
+    system calls between the deciding of two datagrams cost it its warm caches (a fifth
+    of a never-seen source's cost, measured).
     """
     # The kernel already prints an IPv4 source in canonical dotted form; only IPv6
     # text needs normalising (cached, since a flood repeats its sources).
     canonical = sock.family == socket.AF_INET
+    recvfrom, clock = sock.recvfrom, time.time
+    batch: list[tuple[bytes, str, float]] = []
     for _ in range(BATCH):
         try:
-            data, source = sock.recvfrom(size)
+            data, source = recvfrom(size)
         except (BlockingIOError, InterruptedError):
-            return
+            break
         except OSError as exc:  # e.g. a queued ICMP error; never fatal
             log.debug("recvfrom: %s", exc)
-            return
+            break
+        batch.append((data, source[0], clock()))
+    for data, text, now in batch:
         try:
-            address = source[0] if canonical else _canonical_ipv6(source[0])
+            address = text if canonical else _canonical_ipv6(text)
             if address is None:
                 if dropped is not None:
                     dropped("malformed")
                 continue
-            handle(data, address, time.time())
+            handle(data, address, now)
         except Exception:  # a bug must cost one datagram, never the daemon
             log.exception("internal error on a datagram; dropped")
+
+
+class UdpSource:
+    """Bound knock sockets as a source: the datagrams each wake-up reads go to the sink.
+
+    `size` says how long a datagram may be at the moment it is read (the doors decide,
+    and a reload may change them); `dropped` is told of what is not handed on.
+    """
+
+    name = "udp"
+
+    def __init__(
+        self,
+        sockets: list[socket.socket],
+        size: Callable[[], int] = lambda: RECV_SIZE,
+        dropped: Callable[[str], object] | None = None,
+    ) -> None:
+        self.sockets = sockets
+        self.size = size
+        self.dropped = dropped
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop, sink: Handler) -> None:
+        self._loop = loop
+        for sock in self.sockets:
+            loop.add_reader(sock.fileno(), self._readable, sock, sink)
+
+    def _readable(self, sock: socket.socket, sink: Handler) -> None:
+        read_batch(sock, sink, self.size(), self.dropped)
+
+    def stop(self) -> None:
+        """Stop reading and close the sockets."""
+        for sock in self.sockets:
+            if self._loop is not None:
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
+        self.sockets = []

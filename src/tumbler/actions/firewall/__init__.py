@@ -14,7 +14,7 @@ from tumbler.actions.firewall.iptables import (
     IptablesLegacyBackend,
     IptablesNftBackend,
 )
-from tumbler.actions.firewall.nftables import NftablesBackend
+from tumbler.actions.firewall.nftables import NftablesBackend, SetRef
 from tumbler.actions.firewall.runner import CommandError, CommandResult, Runner
 from tumbler.errors import FirewallError
 
@@ -31,6 +31,7 @@ __all__ = [
     "NftablesBackend",
     "OpenEntry",
     "Runner",
+    "SetRef",
     "get_backend",
     "resolve_name",
 ]
@@ -68,8 +69,8 @@ def get_backend(
     *,
     state_path: str,
     runner: Runner | None = None,
-    set_name: str | None = None,
-    door_sets: Mapping[str, str] | None = None,
+    set_name: SetRef | str | None = None,
+    door_sets: Mapping[str, SetRef | str] | None = None,
 ) -> FirewallBackend:
     """Build the named backend.
 

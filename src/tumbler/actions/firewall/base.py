@@ -173,8 +173,8 @@ class FirewallBackend(ABC):
         """
 
     @abstractmethod
-    def remove_policy(self) -> list[OpenEntry]:
-        """Take the default-closed policy away again, closing the doors it held open."""
+    def remove_policy(self, now: float) -> list[OpenEntry]:
+        """Take the default-closed policy away again, closing the doors it held open at `now`."""
 
     def policy_warnings(self) -> list[str]:
         """What in the firewall keeps open what the policy claims to close."""
@@ -186,6 +186,12 @@ class FirewallBackend(ABC):
         Replaces the previous guards; running it again changes nothing. Ports are matched
         as the client addressed them (before any DNAT), so a door names the published port.
         """
+        raise FirewallError(f"the {self.name} backend cannot guard forwarded ports")
+
+    def render_forward(self, doors: Mapping[str, Sequence[PortSpec]]) -> list[str]:
+        """The guards `guard_forward` puts in place, as text an administrator can read."""
+        if not any(doors.values()):
+            return []
         raise FirewallError(f"the {self.name} backend cannot guard forwarded ports")
 
     def init_policy(self, knock_port: KnockPorts, apply: bool = True) -> list[str]:

@@ -133,6 +133,22 @@ class Rule:
         return PortSpec(self.proto, self.first, self.last)
 
 
+def guard_rules(doors: Mapping[str, Sequence[PortSpec]]) -> list[list[str]]:
+    """The DROP rules at the end of TUMBLER-FWD (after `-A TUMBLER-FWD`), one per door and
+    port range, matched on the port the client addressed before DNAT."""
+    rules = []
+    for door, ports in sorted(doors.items()):
+        for spec in sorted(set(ports)):
+            dport = str(spec.first) if spec.first == spec.last else f"{spec.first}:{spec.last}"
+            rules.append(
+                [
+                    *("-p", spec.proto, *NEW, "--ctorigdstport", dport),
+                    *("-m", "comment", "--comment", f"{GUARD_PREFIX}{door}", "-j", "DROP"),
+                ]
+            )
+    return rules
+
+
 def parse_rule(line: str) -> Rule | None:
     """A rule from `iptables -S TUMBLER` (or TUMBLER-FWD) output, or None if not tumbler's."""
     try:
@@ -698,19 +714,27 @@ class IptablesBackend(FirewallBackend):
             for line in out.splitlines()
             if GUARD_PREFIX in line and line.startswith(f"-A {FORWARD_CHAIN} ")
         ]
-        for door, ports in sorted(doors.items()):
-            for spec in sorted(set(ports)):
-                dport = str(spec.first) if spec.first == spec.last else f"{spec.first}:{spec.last}"
-                lines.append(
-                    restore_line(
-                        [
-                            *("-A", FORWARD_CHAIN, "-p", spec.proto, *NEW),
-                            *("--ctorigdstport", dport, "-m", "comment"),
-                            *("--comment", f"{GUARD_PREFIX}{door}", "-j", "DROP"),
-                        ]
-                    )
-                )
+        lines += [restore_line(["-A", FORWARD_CHAIN, *rule]) for rule in guard_rules(doors)]
         self._restore(version, lines)
+
+    def render_forward(self, doors: Mapping[str, Sequence[PortSpec]]) -> list[str]:
+        guarded = {check_door(d): tuple(p) for d, p in doors.items() if p}
+        if not guarded:
+            return []
+        lines = [
+            f"# forward doors ({', '.join(sorted(guarded))}): new forwarded connections to "
+            "their ports are dropped unless a knock opened them;",
+            f"# {FORWARD_CHAIN} is jumped to from DOCKER-USER, or from FORWARD where Docker "
+            "made no DOCKER-USER",
+        ]
+        for version in (4, 6):
+            tool = self.tool(version)
+            lines.append(shlex.join([tool, "-N", FORWARD_CHAIN]))
+            lines.append(shlex.join([tool, "-I", "DOCKER-USER", "1", *NEW, "-j", FORWARD_CHAIN]))
+            lines.extend(
+                shlex.join([tool, "-A", FORWARD_CHAIN, *rule]) for rule in guard_rules(guarded)
+            )
+        return lines
 
     def _chain_rules(self, version: int, chain: str) -> tuple[str, list[list[str]]]:
         """(policy, rules) of a built-in chain as `iptables -S` shows them, tokenised."""
@@ -805,15 +829,31 @@ class IptablesBackend(FirewallBackend):
         """
         self._apply_both(knock_port)
 
-    def remove_policy(self) -> list[OpenEntry]:
-        """Delete the policy rules and chain TUMBLER, set INPUT's policy to ACCEPT."""
+    def remove_policy(self, now: float) -> list[OpenEntry]:
+        """Delete the policy rules and chain TUMBLER, set INPUT's policy to ACCEPT; take the
+        forward guards (TUMBLER-FWD and its jump) away too, as nftables' table goes whole."""
         with self._lock:
             rows = self.state.rows()
             stray = [r for version in (4, 6) for r in self._safe_rules(version)]
             self._apply_both(None)
+            for version in (4, 6):
+                self._remove_forward(version)
+            self.forward_doors = {}
             with self.state.transaction() as db:
                 self.state.delete(db, [key for key, _ in rows])
         return _closed(rows, stray)
+
+    def _remove_forward(self, version: int) -> None:
+        """Delete TUMBLER-FWD and the jumps to it, in one batch; nothing if it is not there."""
+        if self._ipt(version, "-S", FORWARD_CHAIN, check=False)[0] != 0:
+            return
+        jump = [*NEW, "-j", FORWARD_CHAIN]
+        lines = [
+            restore_line(["-D", parent, *jump])
+            for parent in FORWARD_PARENTS
+            if self._ipt(version, "-C", parent, *jump, check=False)[0] == 0
+        ]
+        self._restore(version, [*lines, f"-F {FORWARD_CHAIN}", f"-X {FORWARD_CHAIN}"])
 
     def policy_warnings(self) -> list[str]:
         """ACCEPT rules of the administrator's own in INPUT: what they match stays open."""

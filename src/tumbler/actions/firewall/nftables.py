@@ -51,7 +51,7 @@ the set never holds a duplicate.
 from __future__ import annotations
 
 import json
-import time
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -84,7 +84,8 @@ FORWARD_CHAIN = "forward"
 FORWARD_PRIORITY = -10
 SETS = {4: "open4", 6: "open6"}
 SET_TYPES = {4: "ipv4_addr", 6: "ipv6_addr"}
-ADDR_FAMILIES = {"ip", "ip6", "inet", "bridge", "netdev"}
+SET_FAMILIES = ("inet", "ip", "ip6")  # families whose sets hold the addresses that knock
+_NFT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 # Ranges are stored port by port (a plain hash set: no interval overlaps to
 # trip over when two doors open overlapping ranges); this bounds one knock, and
 # the config refuses a door that opens more.
@@ -108,13 +109,33 @@ class SetRef:
 
     @classmethod
     def parse(cls, text: str) -> SetRef:
-        """Parse `family table set`; raise FirewallError naming the expected shape."""
+        """Parse `family table set` (the config's `set` key); ValueError naming the shape.
+
+        The one rule for a set reference: an address family whose sets hold IP addresses
+        and two plain nft identifiers, so nothing from the config reads as nft syntax.
+        """
         parts = text.split()
-        if len(parts) != 3 or parts[0] not in ADDR_FAMILIES:
-            raise FirewallError(
-                f"set {text!r}: expected '<family> <table> <set>', e.g. 'inet filter tumbler_ssh'"
+        if (
+            len(parts) != 3
+            or parts[0] not in SET_FAMILIES
+            or not all(_NFT_NAME.fullmatch(p) for p in parts[1:])
+        ):
+            raise ValueError(
+                f"set must be 'FAMILY TABLE SET' (e.g. 'inet filter tumbler_ssh'): {text!r}"
             )
         return cls(*parts)
+
+    @classmethod
+    def of(cls, given: SetRef | str) -> SetRef:
+        """`given` as a SetRef; text is parsed, and a bad one is a FirewallError."""
+        if isinstance(given, SetRef):
+            return given
+        try:
+            return cls.parse(given)
+        except ValueError:
+            raise FirewallError(
+                f"set {given!r}: expected '<family> <table> <set>', e.g. 'inet filter tumbler_ssh'"
+            ) from None
 
     def __str__(self) -> str:
         return f"{self.family} {self.table} {self.name}"
@@ -329,8 +350,8 @@ class NftablesBackend(FirewallBackend):
     def __init__(
         self,
         runner: Runner | None = None,
-        set_name: str | None = None,
-        door_sets: Mapping[str, str] | None = None,
+        set_name: SetRef | str | None = None,
+        door_sets: Mapping[str, SetRef | str] | None = None,
     ) -> None:
         """`set_name` sends every door to an administrator's set, `door_sets` some doors.
 
@@ -338,8 +359,8 @@ class NftablesBackend(FirewallBackend):
         `tumbler.actions.firewall.libnft`), else through the `nft` program.
         """
         super().__init__(runner if runner is not None else default_runner())
-        self.default_set = SetRef.parse(set_name) if set_name else None
-        self.door_sets = {check_door(d): SetRef.parse(s) for d, s in (door_sets or {}).items()}
+        self.default_set = SetRef.of(set_name) if set_name else None
+        self.door_sets = {check_door(d): SetRef.of(s) for d, s in (door_sets or {}).items()}
         self._types: dict[SetRef, str] = {}
 
     # -- plumbing -----------------------------------------------------------
@@ -603,13 +624,33 @@ class NftablesBackend(FirewallBackend):
     def apply_policy(self, knock_port: KnockPorts) -> None:
         self._apply(self.policy_commands(knock_port, self._own_limit_sets()))
 
-    def remove_policy(self) -> list[OpenEntry]:
+    def remove_policy(self, now: float) -> list[OpenEntry]:
         """Delete tumbler's table: the policy, its sets, and every door open in them."""
         with self._lock:
-            closed = [e for e in self._elements(time.time()) if e[0] in OWN_SETS.values()]
+            closed = [e for e in self._elements(now) if e[0] in OWN_SETS.values()]
             if self._list("table", FAMILY, TABLE) is not None:
                 self._apply([{"delete": {"table": {"family": FAMILY, "name": TABLE}}}])
         return _group(closed)
+
+    def render_forward(self, doors: Mapping[str, Sequence[PortSpec]]) -> list[str]:
+        guarded = {check_door(d): tuple(p) for d, p in doors.items() if p}
+        if not guarded:
+            return []
+        lines = [
+            f"# forward doors ({', '.join(sorted(guarded))}): new forwarded connections to "
+            "their ports are dropped unless a knock opened them",
+            f"table {FAMILY} {TABLE} {{",
+        ]
+        for door in sorted(guarded):
+            for version in (4, 6):
+                name = forward_set(door, version).name
+                lines.append(f"\tset {name} {{ type {SET_TYPES[version]}; flags timeout; }}")
+        lines.append(f"\tchain {FORWARD_CHAIN} {{")
+        lines.append(f"\t\ttype filter hook forward priority {FORWARD_PRIORITY}; policy accept;")
+        lines.extend(f"\t\t{text}" for text, _ in forward_rules(guarded))
+        lines.append("\t}")
+        lines.append("}")
+        return lines
 
     def guard_forward(self, doors: Mapping[str, Sequence[PortSpec]]) -> None:
         guarded = {check_door(d): tuple(p) for d, p in doors.items() if p}

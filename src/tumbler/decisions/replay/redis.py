@@ -160,7 +160,7 @@ class RedisReplayCache:
 
     def __init__(
         self,
-        url: str,
+        url: str | RedisTarget,
         fallback: ReplayCache | None = None,
         key_prefix: str = "tumbler:replay:",
         *,
@@ -186,7 +186,7 @@ class RedisReplayCache:
         )
         access = access or RedisAccess()
         try:
-            self.target = parse_redis_url(url)
+            self.target = url if isinstance(url, RedisTarget) else parse_redis_url(url)
         except ValueError as exc:
             raise ReplayStoreError(str(exc)) from exc
         self.where = self.target.where
