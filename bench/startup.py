@@ -6,11 +6,9 @@ of `python3 -c pass` with the same interpreter. The three are interleaved, so lo
 machine weighs on all alike, and the ratio is taken within the run.
 
 Everything goes over the loopback of the namespace this runs in: `./dev bench` runs it in
-the rig's client namespace (`python -m bench.startup --json`); by hand, give it one:
-
-    ip netns add tmb-startup && ip -n tmb-startup link set lo up
-    ip netns exec tmb-startup .venv/bin/python -m bench.startup --runs 40
-    ip netns del tmb-startup
+the rig's client namespace (`python -m bench.startup --json`). By hand, run it with
+`ip netns exec NS .venv/bin/python -m bench.startup --runs 40` in a namespace of your own
+whose loopback is up, so that nothing leaves the machine.
 """
 
 from __future__ import annotations
