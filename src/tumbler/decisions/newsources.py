@@ -51,7 +51,7 @@ class NewSourceBudget:
         self.share = share
         self.burst_seconds = burst_seconds
         self.max_prefixes = max_prefixes
-        self._prefixes: dict[bytes, tuple[float, float]] = {}
+        self._prefixes: dict[bytes | str, tuple[float, float]] = {}
         self._first = first_hashes
         self._more = burst_seconds
         self._at: float | None = None
@@ -61,7 +61,8 @@ class NewSourceBudget:
 
         `hashes` is what checking a new source costs (doors x minutes of the window).
         """
-        key = source_prefix(address, self.ipv6_prefix)
+        # An IPv4 prefix is the whole address, and its normalised text says it exactly.
+        key = source_prefix(address, self.ipv6_prefix) if ":" in address else address
         prefixes = self._prefixes
         held = prefixes.get(key)
         if held is None:
@@ -80,8 +81,10 @@ class NewSourceBudget:
         at = self._at
         if at is not None and now > at:
             elapsed = now - at
-            self._first = min(self.first_hashes, self._first + elapsed * self.first_hashes)
-            self._more = min(self.burst_seconds, self._more + elapsed * self.share)
+            first = self._first + elapsed * self.first_hashes
+            self._first = first if first < self.first_hashes else self.first_hashes
+            more = self._more + elapsed * self.share
+            self._more = more if more < self.burst_seconds else self.burst_seconds
         self._at = now
         if quiet:
             # A source dearer than a whole second's allowance goes when the allowance is full.

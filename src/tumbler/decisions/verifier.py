@@ -84,11 +84,9 @@ class Verifier(Generic[D]):
         self._seen_before: set[str] = set()
         self._stamps_minute: int | None = None
         self._stamps: tuple[bytes, ...] = ()
-
-    @property
-    def cost(self) -> int:
-        """Hashes a new source costs: every door over every minute of the window."""
-        return len(self._codes)
+        # Hashes a new source costs: every door over every minute of the window. An
+        # attribute, not a property: it is read once per datagram of a flood.
+        self.cost = per_source
 
     def knows(self, address: str, now: float) -> bool:
         """True if `address` has a table for the minute of `now`: its datagrams cost a lookup."""
@@ -108,16 +106,6 @@ class Verifier(Generic[D]):
             )
             self._stamps_minute = minute
         return self._stamps
-
-    def _comes_back(self, address: str) -> bool:
-        """True if `address` was seen recently; otherwise remember it (bounded) and say False."""
-        if address in self._seen or address in self._seen_before:
-            return True
-        if len(self._seen) >= self._seen_limit:
-            self._seen_before = self._seen
-            self._seen = set()
-        self._seen.add(address)
-        return False
 
     def _expected(self, address: str, minute: int) -> dict[int, int]:
         """Blinded expected digest -> code, for every door and minute of the window."""
@@ -172,20 +160,27 @@ class Verifier(Generic[D]):
         key = (address, minute)
         table = self._cache.get(key)
         if table is None:
-            return self._match_untabled(raw, address, minute)
+            return self.match_new(raw, address, now)
         self._cache.move_to_end(key)
         return self._confirm(table.get(self._blind(raw)), raw, address, minute)
 
     def match_new(self, raw: bytes, address: str, now: float) -> Match[D] | None:
-        """As `match_raw` for a source that `knows` just said has no table (a flood's path)."""
+        """As `match_raw` for a source without a table (`knows` said so): a flood's path.
+
+        A source seen recently gets its table now; one never seen is remembered (in two
+        bounded generations) and checked directly.
+        """
         if len(raw) != 32 or not self._secrets:
             return None
-        return self._match_untabled(raw, address, int(now // 60))
-
-    def _match_untabled(self, raw: bytes, address: str, minute: int) -> Match[D] | None:
-        if self._comes_back(address):
+        minute = int(now // 60)
+        seen = self._seen
+        if address in seen or address in self._seen_before:
             code = self._expected(address, minute).get(self._blind(raw))
         else:
+            if len(seen) >= self._seen_limit:
+                self._seen_before = seen
+                seen = self._seen = set()
+            seen.add(address)
             code = self._direct(raw, address, minute)
         return None if code is None else self._confirm(code, raw, address, minute)
 
