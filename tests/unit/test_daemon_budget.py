@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tumbler.config.daemon import parse_config
+from tumbler.daemon.pipeline import Verdict
 from tumbler.daemon.wiring import Daemon
 from tumbler.protocols.tumbler1 import make_knock
 
@@ -72,3 +73,26 @@ def test_known_sources_are_served_when_the_budget_is_spent():
     assert d.stats.total["shed"] == 1
     door = d.handle(knock(known, now), known, now)
     assert door is not None and door.name == "ssh"
+
+
+def test_the_canonical_v1_form_is_no_other_kind():
+    # decide takes a 74-byte `TUMBLER1: <hex>` datagram straight to v1, skipping the others.
+    from tumbler.protocols import fwknop, sshsig, tumbler1, tumbler2
+
+    data = knock("192.0.2.1", time.time())
+    assert len(data) == 74 and data.startswith(tumbler1.PREFIX + b" ")
+    assert not fwknop.classify(data) and not sshsig.looks_signed(data)
+    assert not tumbler2.is_v2(data)
+    assert len(data) < fwknop.MIN_PACKET  # no SPA packet is that short
+
+
+def test_a_refusal_is_an_ordinary_verdict_and_counted():
+    d = daemon()
+    verdict = d.pipeline.decide(JUNK, "192.0.2.1", time.time())
+    assert type(verdict) is Verdict
+    assert verdict == Verdict("no-door", "192.0.2.1")
+    assert (verdict.doors, verdict.door, verdict.target, verdict.ports) == ((), None, None, None)
+    assert d.stats.total["no-door"] == 1
+    malformed = d.pipeline.decide(b"TUMBLER1: " + b"x" * 64, "192.0.2.2", time.time())
+    assert malformed == Verdict("malformed", "192.0.2.2")
+    assert d.stats.total["malformed"] == 1
