@@ -30,10 +30,11 @@ from tumbler.records import NamedTuple
 
 TYPE_CHECKING = False  # not typing's: see tests/unit/test_client_startup.py
 if TYPE_CHECKING:
-    from tumbler.client.fwknop import FwknopTarget, FwknopURL
+    from tumbler.client.fwknop import FwknopTarget
+    from tumbler.client.fwknopurl import FwknopURL
     from tumbler.client.profiles import Profile, Profiles
-    from tumbler.client.signed import SshKnockURL
     from tumbler.client.sshagent import Signer
+    from tumbler.client.sshurl import SshKnockURL
 
     DoorURL = knock.KnockURL | SshKnockURL
 
@@ -122,9 +123,9 @@ def proof_for(
 def parse_door_url(text: str) -> DoorURL:
     """A tumbler://, tumbler2:// or tumbler+ssh:// URL (not fwknop://: see `is_fwknop_url`)."""
     if knock.is_ssh_url(text):
-        from tumbler.client import signed
+        from tumbler.client.sshurl import parse_ssh_url  # the SSH machinery waits for the knock
 
-        return signed.parse_ssh_url(text)
+        return parse_ssh_url(text)
     return knock.parse_url(text)
 
 
@@ -323,9 +324,9 @@ def proxy_route(
     spa_url: FwknopURL | None = None
     url: DoorURL | None = None
     if url_text and is_fwknop_url(url_text):
-        from tumbler.client import fwknop
+        from tumbler.client.fwknopurl import parse_fwknop_url
 
-        spa_url = fwknop.parse_fwknop_url(url_text)
+        spa_url = parse_fwknop_url(url_text)
     elif url_text:
         url = parse_door_url(url_text)
     connect_host = named.url.host if named is not None else host
