@@ -6,13 +6,12 @@ import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tumbler.doornames import DOOR_NAME, DOOR_NAME_RULE, is_door_name
+from tumbler.doornames import DOOR_NAME_RULE, is_door_name
 from tumbler.ports import PROTOCOLS, PortSpec
 
 __all__ = [
     "DEFAULT_OPEN_TIMEOUT",
     "DEFAULT_SEQUENCE_TIMEOUT",
-    "DOOR_NAME",
     "DOOR_NAME_RULE",
     "SequenceDoor",
     "Step",

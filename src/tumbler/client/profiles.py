@@ -38,12 +38,11 @@ from tumbler.client.hostsfile import (
     PROFILES_ENV,
     profiles_path,
 )
-from tumbler.config.inifile import NAME, NAME_RULE, Section, read_sections
+from tumbler.config.inifile import NAME_RULE, Section, is_name, read_sections
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
 from tumbler.filemodes import readable_by_others, writable_by_others
 from tumbler.ports import parse_port
-from tumbler.records import NamedTuple
 
 # Before every ssh, `tumbler ssh-proxy %h %p` reads this file, so nothing here loads
 # typing, dataclasses or pathlib (tests/unit/test_client_startup.py): tumbler+ssh:// and
@@ -70,22 +69,62 @@ __all__ = [
 _FAMILIES = {"4": socket.AF_INET, "6": socket.AF_INET6}
 
 
-class Profile(NamedTuple):
-    """One `[host-NAME]` section, checked."""
+class Profile:
+    """One `[host-NAME]` section, checked.
 
-    name: str
-    url: knock.KnockURL | SshKnockURL
-    path: str
-    line: int
-    secret_file: str | None = None  # for a tumbler2:// url, the file of its key
-    ssh_key: str | None = None  # for a tumbler+ssh:// url: the key file that signs
-    source: str | None = None  # `from`, already normalized
-    family: int = 0
-    wait: int | None = None
-    wait_timeout: float = DEFAULT_WAIT_TIMEOUT
-    retry_after: float = DEFAULT_RETRY_AFTER
-    fwknop: FwknopURL | None = None  # a fwknop:// url; `url` then has its host and port
-    fwknoprc: str | None = None  # the .fwknoprc holding its keys (default: ~/.fwknoprc)
+    A plain class, as `Profiles`: a named tuple's class costs start-up time (more than a
+    whole file's parsing), and ssh-proxy reads the file before every ssh.
+    """
+
+    __slots__ = (
+        "family",
+        "fwknop",
+        "fwknoprc",
+        "line",
+        "name",
+        "path",
+        "retry_after",
+        "secret_file",
+        "source",
+        "ssh_key",
+        "url",
+        "wait",
+        "wait_timeout",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        url: knock.KnockURL | SshKnockURL,
+        path: str,
+        line: int,
+        *,
+        secret_file: str | None = None,  # for a tumbler2:// url, the file of its key
+        ssh_key: str | None = None,  # for a tumbler+ssh:// url: the key file that signs
+        source: str | None = None,  # `from`, already normalized
+        family: int = 0,
+        wait: int | None = None,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+        retry_after: float = DEFAULT_RETRY_AFTER,
+        fwknop: FwknopURL | None = None,  # a fwknop:// url; `url` then has its host and port
+        fwknoprc: str | None = None,  # the .fwknoprc holding its keys (default: ~/.fwknoprc)
+    ) -> None:
+        self.name = name
+        self.url = url
+        self.path = path
+        self.line = line
+        self.secret_file = secret_file
+        self.ssh_key = ssh_key
+        self.source = source
+        self.family = family
+        self.wait = wait
+        self.wait_timeout = wait_timeout
+        self.retry_after = retry_after
+        self.fwknop = fwknop
+        self.fwknoprc = fwknoprc
+
+    def __repr__(self) -> str:
+        return f"Profile(name={self.name!r}, url={self.url!r}, at={self.path!r}:{self.line})"
 
 
 class Profiles:
@@ -250,7 +289,7 @@ def _build(section: Section, path: str) -> Profile:
 
 
 def _schema(header: str) -> Mapping[str, Callable[[str], object]] | None:
-    ok = header.startswith("host-") and NAME.fullmatch(header[len("host-") :])
+    ok = header.startswith("host-") and is_name(header[len("host-") :])
     return _KEYS if ok else None
 
 
@@ -270,9 +309,12 @@ def load_profiles(path: str | os.PathLike[str]) -> Profiles:
     """
     p = os.fspath(path)
     try:
-        with open(p, encoding="utf-8-sig") as handle:
+        with open(p, "rb") as handle:
             mode = os.fstat(handle.fileno()).st_mode
-            text = handle.read()
+            data = handle.read()
+        # UTF-8 with an optional BOM, as the utf-8-sig codec reads it (without loading it);
+        # line breaks are the format's own (`inifile.split_lines`).
+        text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(f"cannot read profiles: {reason}", p) from None
