@@ -26,7 +26,6 @@ from tumbler.client.hostsfile import (
 from tumbler.client.sentknocks import SentKnocks
 from tumbler.client.sshproxy import Attempt, FreshKnocker, Log, MinuteKnocker, knock_and_dial
 from tumbler.errors import ConfigError
-from tumbler.records import NamedTuple
 
 TYPE_CHECKING = False  # not typing's: see tests/unit/test_client_startup.py
 if TYPE_CHECKING:
@@ -165,20 +164,32 @@ class Sent:
         self.port = port
 
 
-class Plan(NamedTuple):
+class Plan:
     """One door to knock on, with its proof, as seen from `source` over `family`.
 
     `url` for tumbler://, tumbler2:// and tumbler+ssh:// doors (with `proof`), `spa` for
-    an fwknop:// one (its keys are in the target).
+    an fwknop:// one (its keys are in the target). Made once per run: a plain class.
     """
 
-    host: str
-    port: int
-    source: str | None
-    family: int
-    url: DoorURL | None = None
-    proof: Proof = NO_PROOF
-    spa: FwknopTarget | None = None
+    __slots__ = ("family", "host", "port", "proof", "source", "spa", "url")
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        source: str | None,
+        family: int,
+        url: DoorURL | None = None,
+        proof: Proof = NO_PROOF,
+        spa: FwknopTarget | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.source = source
+        self.family = family
+        self.url = url
+        self.proof = proof
+        self.spa = spa
 
     def knock_once(self) -> Sent:
         """Send one knock (one per key for a signed door); where the first went."""
