@@ -220,8 +220,9 @@ def section_prefix64(r, table: Table, rounds: int) -> None:
 
 
 def section_startup(r, table: Table, runs: int) -> None:
-    """Exec to datagram sent, `tumbler --open` and `tumbler ssh-proxy`, against exec to exit
-    of `python3 -c pass`, interleaved in the rig's client namespace (bench/startup.py)."""
+    """Exec to datagram sent, `tumbler --open`, `tumbler ssh-proxy` (with and without a
+    hosts file) and `tumbler open NAME`, against exec to exit of `python3 -c pass`,
+    interleaved in the rig's client namespace (bench/startup.py)."""
     for bytecode, how in ((True, "bytecode cached"), (False, "no bytecode cache")):
         res = startupmod.measure_in(r.client, runs, bytecode)
         floor = res["floor"]
@@ -231,10 +232,7 @@ def section_startup(r, table: Table, runs: int) -> None:
             f"python3 -c pass (the interpreter's floor), exec to exit, {how}",
             f"{floor * 1000:.1f} ms median (n={res['runs']}; load average {load})",
         )
-        for key, what in (
-            ("open", "tumbler --open URL"),
-            ("proxy", "tumbler ssh-proxy --url URL HOST PORT"),
-        ):
+        for key, what in list(startupmod.ROWS.items())[1:]:
             table.add(
                 "startup",
                 f"{what}, exec to datagram sent, {how}",

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from tumbler.doornames import DOOR_NAME_RULE, is_door_name
 from tumbler.ports import PROTOCOLS, PortSpec
 
-# What a door may be called: it tags firewall rules and is substituted into a door's shell
-# command as %NAME%, so nothing that a shell or a rule parser would read as syntax.
-DOOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-DOOR_NAME_RULE = "NAME of letters, digits, '.', '_' and '-'"
+__all__ = [
+    "DEFAULT_OPEN_TIMEOUT",
+    "DEFAULT_SEQUENCE_TIMEOUT",
+    "DOOR_NAME_RULE",
+    "SequenceDoor",
+    "Step",
+    "is_door_name",
+]
+
 DEFAULT_SEQUENCE_TIMEOUT = 10.0  # seconds from a sequence's first knock to its last
 DEFAULT_OPEN_TIMEOUT = 30.0  # seconds a knock keeps a door's ports open
-
-
-def is_door_name(text: str) -> bool:
-    """Whether `text` may name a door (see DOOR_NAME)."""
-    return DOOR_NAME.fullmatch(text) is not None
 
 
 Step = tuple[str, int]

@@ -260,6 +260,21 @@ def test_firewall_init_print_works_before_any_config_exists() -> None:
         assert expected in result.stdout
 
 
+def test_firewall_init_print_counts_ipv6_sources_by_the_configured_prefix(tmp_path: Path) -> None:
+    config = tmp_path / "tumblerd.conf"
+    config.write_text("[common]\n   ipv6_prefix = 48\n[door-a]\n   secret = s\n   open = tcp/22\n")
+    config.chmod(0o600)
+    for backend, expected in (
+        ("nftables", "ip6 saddr & ffff:ffff:ffff:: limit rate over"),
+        ("iptables", "--hashlimit-srcmask 48"),
+    ):
+        result = run_tumblerd(
+            "firewall", "init", "--print", "--config", str(config), "--backend", backend
+        )
+        assert result.returncode == 0, result.stderr
+        assert expected in result.stdout
+
+
 def test_a_config_others_can_change_stops_the_start_with_the_fix(tmp_path: Path) -> None:
     daemon = Tumblerd(tmp_path, "[door-a]\n   secret = s3cret\n   command = true\n")
     daemon.config.chmod(0o666)

@@ -88,6 +88,22 @@ def test_scrape_sees_the_counters_move_when_a_knock_is_accepted(
     assert accepted(scrape(port)) == 1
 
 
+def test_with_workers_the_scrape_counts_receivers_and_what_they_proved(tmp_path: Path) -> None:
+    port = free_tcp_port()
+    common = f"   metrics = 127.0.0.1:{port}\n   workers = 2\n"
+    daemon = Tumblerd(tmp_path, DOORS, common=common).start()
+    try:
+        before = scrape(port)
+        assert before['tumbler_workers{kind="receivers"}'] == 2
+        assert accepted(before) == 0
+        daemon.knock("open-pAsSwOrD")  # read by a worker, claimed and acted on by the main process
+        wait_until(daemon.lines, what="the door's command")
+        wait_until(lambda: accepted(scrape(port)) == 1, "the accepted knock to be counted")
+        assert scrape(port)['tumbler_knocks_accepted_total{door="open-ssh"}'] == 1
+    finally:
+        daemon.stop()
+
+
 def test_metrics_are_off_by_default(tumblerd: Tumblerd) -> None:
     assert "metrics" not in tumblerd.log_text()
 

@@ -343,6 +343,29 @@ def test_policy_keeps_udp_silent(closed: tuple[FirewallBackend, Topology]) -> No
     assert out.strip() == b""
 
 
+@pytest.mark.parametrize("name", BACKENDS)
+def test_the_kernel_limit_counts_ipv6_sources_by_the_configured_prefix(
+    name: str, topology: Topology, tmp_path: Path
+) -> None:
+    """The prefix reaches the kernel, and `init` with another one replaces it."""
+    backend = make(name, topology, tmp_path)
+
+    def ipv6_limit() -> str:
+        if isinstance(backend, IptablesBackend):
+            out = topology.server.run([backend.tool(6), "-S", "INPUT"]).stdout
+        else:
+            out = topology.server.run(["nft", "list", "chain", "inet", "tumbler", "input"]).stdout
+        (line,) = [x for x in out.splitlines() if "hashlimit" in x or "@knock6" in x]
+        return line
+
+    backend.init_policy(KNOCK, ipv6_prefix=48)
+    wide = ipv6_limit()
+    assert "ffff:ffff:ffff::" in wide or "--hashlimit-srcmask 48" in wide, wide
+    backend.init_policy(KNOCK, ipv6_prefix=64)
+    narrow = ipv6_limit()
+    assert "ffff:ffff:ffff:ffff::" in narrow or "--hashlimit-srcmask 64" in narrow, narrow
+
+
 @pytest.mark.parametrize("name", ["nftables", "iptables-nft"])
 def test_printed_policy_is_what_init_applies(name: str, topology: Topology, tmp_path: Path) -> None:
     """`init --print` output is a working script: run it in a fresh namespace, same ruleset."""

@@ -179,6 +179,115 @@ def test_ssh_proxy_up_to_its_first_knock_imports_nothing_heavy(tmp_path: Path, u
     assert heavy_in(modules) == []
 
 
+# --- with a profile file -----------------------------------------------------------------
+
+# On the profile path the profile parser and the config format's reader are the point; the
+# rest of the config package, the doors (dataclasses) and other knock kinds are not.
+PROFILE_HEAVY = (
+    *(h for h in HEAVY if h not in ("tumbler.client.profiles", "tumbler.config")),
+    "tumbler.config.daemon",
+    "tumbler.config.fwknop",
+    "tumbler.doors",
+    "tumbler.protocols.fwknop",
+    "tumbler.protocols.fwknop_access",
+    "tumbler.protocols.sshsig",
+    "tumbler.protocols.sshkeys",
+)
+# The secret file is read (the profile names one): allowed here.
+PROFILE_HEAVY = tuple(h for h in PROFILE_HEAVY if h != "tumbler.secretfile")
+
+HOSTS = """\
+# hosts.conf as an administrator keeps it
+[host-web1]
+   url = tumbler://web1.example.org/
+   secret_file = web1.secret
+   wait = 22                      # tumbler open web1 waits for ssh
+[host-lab]   # behind NAT
+   url = tumbler://lab.example.org:9000/
+   secret_file = ~/.config/tumbler/lab.secret
+   from = 203.0.113.9
+   family = 4
+   wait_timeout = 20s
+   retry_after = 2
+[host-git]   # a signed door: read without the SSH machinery, which this run never needs
+   url = tumbler+ssh://git@git.example.org/
+[host-spa]   # an fwknop server: read without the SPA machinery
+   url = fwknop://spa.example.org/tcp/22
+[host-lo]
+   url = tumbler://127.0.0.1:{port}/
+   secret_file = lo.secret
+"""
+
+
+def hosts_file(tmp_path: Path, port: int) -> Path:
+    """hosts.conf where the client looks by default (clean_env's XDG_CONFIG_HOME)."""
+    folder = tmp_path / "config" / "tumbler"
+    folder.mkdir(parents=True)
+    (folder / "lo.secret").write_text("startup-profile-secret\n")
+    (folder / "lo.secret").chmod(0o600)
+    path = folder / "hosts.conf"
+    path.write_text(HOSTS.format(port=port))
+    path.chmod(0o600)
+    return path
+
+
+def closed_port() -> int:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    return port
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "lo"])
+def test_ssh_proxy_with_a_hosts_file_imports_nothing_heavy(
+    tmp_path: Path, udp: socket.socket, host: str
+):
+    # `ProxyCommand tumbler ssh-proxy %h %p`: HOST is the HostName (the first profile whose
+    # url names it) or a profile's name. The TCP port is closed, as in the test above.
+    hosts_file(tmp_path, udp.getsockname()[1])
+    proc = run_client(
+        tmp_path, "ssh-proxy", "--wait-timeout", "0.3", host, str(closed_port()), check=False
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "did not answer" in proc.stderr
+    assert udp.recv(200).startswith(b"TUMBLER1: ")
+    modules = imports_of(proc)
+    assert {"tumbler.client.profiles", "tumbler.config.inifile", "tumbler.secretfile"} <= modules
+    assert heavy_in(modules, PROFILE_HEAVY) == []
+
+
+@pytest.mark.parametrize("extra", [(), ("-v",), ("--profiles", "PATH")])
+def test_open_name_imports_nothing_heavy(tmp_path: Path, udp: socket.socket, extra):
+    port = udp.getsockname()[1]
+    path = hosts_file(tmp_path, port)
+    args = [str(path) if arg == "PATH" else arg for arg in extra]
+    proc = run_client(tmp_path, "open", "lo", *args)
+    assert proc.stdout == f"lo: knocked on 127.0.0.1 udp/{port}\n"
+    assert udp.recv(200).startswith(b"TUMBLER1: ")
+    modules = imports_of(proc)
+    assert {"tumbler.client.profiles", "tumbler.config.inifile", "tumbler.secretfile"} <= modules
+    assert heavy_in(modules, PROFILE_HEAVY) == []
+
+
+def test_a_bad_hosts_file_is_reported_with_its_line_on_the_light_path(tmp_path: Path):
+    path = hosts_file(tmp_path, 9)
+    path.write_text(HOSTS.format(port=9) + "   colour = red\n")
+    proc = run_client(tmp_path, "open", "lo", check=False)
+    assert proc.returncode == 2
+    assert f"tumbler: error: {path}:20: unknown key 'colour' in [host-lo]" in proc.stderr
+    assert heavy_in(imports_of(proc), PROFILE_HEAVY) == []
+
+
+def test_the_profile_heavy_list_keeps_what_the_profile_path_must_not_load():
+    assert heavy_in({"tumbler.config.inifile", "tumbler.client.profiles"}, PROFILE_HEAVY) == []
+    assert heavy_in({"tumbler.config.daemon", "dataclasses", "pathlib"}, PROFILE_HEAVY) == [
+        "dataclasses",
+        "pathlib",
+        "tumbler.config.daemon",
+    ]
+
+
 def test_the_argparse_forms_still_load_argparse(tmp_path: Path):
     """The check above would pass vacuously if importtime listed nothing."""
     proc = run_client(tmp_path, "--version")

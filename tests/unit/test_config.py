@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from tumbler.config import inifile
 from tumbler.config.daemon import Config, load_config, parse_config
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError, TumblerError
@@ -665,6 +669,31 @@ def test_a_control_character_in_a_value_is_refused_at_parse_time(bad: str) -> No
     assert message.startswith("/etc/t.conf:2:")
     assert "control character" in message
     assert "abc" not in message
+
+
+# The format's rules are applied with str methods (fast to start); these are the patterns
+# they were written from, and every text must get the same answer from both.
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+TRAILING_COMMENT = re.compile(r"\s#.*\Z", re.DOTALL)
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+FORMAT_TEXT = st.text(alphabet=st.sampled_from("a# \t\r\n\x00\x0b\x85\u2028\u3000\xa0=[];"))
+
+
+@given(FORMAT_TEXT)
+def test_the_format_rules_are_the_patterns_they_were(text: str) -> None:
+    assert inifile.split_lines(text) == LINE_BREAK.split(text)
+    stripped = text.strip()
+    assert inifile.strip_comment(stripped) == TRAILING_COMMENT.sub("", stripped).rstrip()
+    has_control = not text.isprintable() and not inifile._CONTROL.isdisjoint(text)
+    assert has_control == (CONTROL.search(text) is not None)
+
+
+def test_the_comment_rule_examples() -> None:
+    assert inifile.strip_comment("22 # ssh") == "22"
+    assert inifile.strip_comment("a#b # c # d") == "a#b"
+    assert inifile.strip_comment("a\u3000# wide space") == "a"
+    assert inifile.strip_comment("#x") == "#x"
+    assert inifile.split_lines("a\r\nb\rc\nd\x0ce") == ["a", "b", "c", "d\x0ce"]
 
 
 @pytest.mark.parametrize("firewall", ["nftables", "auto"])

@@ -552,3 +552,11 @@ def test_policy_counts_an_ipv6_source_by_its_64(xt: FakeXtables, db: str) -> Non
     assert "--hashlimit-name tumbler_knock --hashlimit-srcmask 64" in v6
     (v4,) = [line for line in lines if line.startswith("iptables ") and "hashlimit" in line]
     assert "srcmask" not in v4
+
+
+def test_policy_counts_an_ipv6_source_by_the_configured_prefix(xt: FakeXtables, db: str) -> None:
+    lines = backend(xt, db).init_policy(8675, apply=False, ipv6_prefix=48)
+    (v6,) = [line for line in lines if line.startswith("ip6tables") and "hashlimit" in line]
+    assert "--hashlimit-srcmask 48" in v6
+    with pytest.raises(FirewallError, match="out of range"):
+        backend(xt, db).init_policy(8675, apply=False, ipv6_prefix=129)

@@ -418,3 +418,19 @@ def test_policy_counts_an_ipv6_source_by_its_64() -> None:
     ]
     (knock6,) = [u for u in updates if u.get("set") == "@knock6"]
     assert knock6["elem"] == {"&": [{"payload": {"protocol": "ip6", "field": "saddr"}}, mask]}
+
+
+def test_policy_counts_an_ipv6_source_by_the_configured_prefix() -> None:
+    b = nft_backend(FakeNft())
+    text = "\n".join(b.init_policy(8675, apply=False, ipv6_prefix=56))
+    assert "ip6 saddr & ffff:ffff:ffff:ff00:: limit rate over" in text
+    rules = [
+        c["add"]["rule"]["expr"] for c in b.policy_commands(8675) if "rule" in c.get("add", {})
+    ]
+    masks = [
+        e["set"]["elem"]["&"][1]
+        for expr in rules
+        for e in expr
+        if "set" in e and isinstance(e["set"], dict) and e["set"].get("set") == "@knock6"
+    ]
+    assert masks == ["ffff:ffff:ffff:ff00::"]  # what is applied is what was printed

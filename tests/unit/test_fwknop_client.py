@@ -145,3 +145,9 @@ def test_profiles_of_fwknop_kind(tmp_path: Path) -> None:
         parse_profiles("[host-w]\n   url = fwknop://h/\n   secret_file = s\n")
     with pytest.raises(ConfigError, match="fwknoprc needs an fwknop:// url"):
         parse_profiles("[host-w]\n   url = tumbler://h/\n   fwknoprc = rc\n")
+
+
+def test_the_url_reader_knows_fwknops_port_without_loading_the_protocol() -> None:
+    from tumbler.client import fwknopurl
+
+    assert fwknopurl.DEFAULT_PORT == spa.DEFAULT_PORT

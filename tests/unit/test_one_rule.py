@@ -243,6 +243,26 @@ def test_port_rule_is_the_same_everywhere(text: str) -> None:
     assert got == dict.fromkeys(got, expected)
 
 
+FWKNOP_PORTS = ["tcp/22", "tcp/22,udp/53", "22", " tcp/22 , udp/53 ", "tcp/22-25", "tcp/0", "x/1"]
+
+
+@pytest.mark.parametrize("text", FWKNOP_PORTS)
+def test_fwknop_port_list_rule_is_the_same_in_a_url_and_in_fwknop_files(text: str) -> None:
+    from tumbler.client.fwknopurl import parse_fwknop_url
+    from tumbler.protocols.fwknop_access import parse_fwknop_ports
+
+    def value(f) -> tuple | None:
+        try:
+            return f(text)
+        except (ValueError, knock.KnockUsageError):
+            return None
+
+    expected = value(parse_fwknop_ports)
+    assert value(lambda t: parse_fwknop_url(f"fwknop://h/{t}").ports) == expected
+    if text == "tcp/22,udp/53":
+        assert expected is not None and len(expected) == 2
+
+
 # --- the file permissions ------------------------------------------------------------------
 
 

@@ -68,12 +68,14 @@ def firewall_command(
     err: TextIO | None = None,
     now: float | None = None,
     forward: Mapping[str, Sequence[PortSpec]] | None = None,
+    ipv6_prefix: int | None = None,
 ) -> int:
     """Run one `tumblerd firewall` action; return the exit status (0 ok, 1 failed, 2 misuse).
 
     `print_only` only matters to `init` (`--print`): show the policy, change nothing.
     `forward` names the forward doors' ports: `init` guards them too (the daemon does at
-    its start), and `--print` shows those guards after the policy.
+    its start), and `--print` shows those guards after the policy. `ipv6_prefix` is how
+    much of an IPv6 source the policy's kernel limit counts as one (the config's).
     """
     err = err if err is not None else sys.stderr
     now = time.time() if now is None else now
@@ -82,7 +84,8 @@ def firewall_command(
         if action == "init":
             # Rendered first: a backend that cannot guard fails before it changes anything.
             guards = backend.render_forward(forward)
-            lines = backend.init_policy(knock_port, apply=not print_only) + guards
+            policy = backend.init_policy(knock_port, not print_only, ipv6_prefix)
+            lines = policy + guards
             if print_only:
                 out.write("\n".join(lines) + "\n")
             else:

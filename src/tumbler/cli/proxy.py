@@ -105,14 +105,41 @@ def _open_parser() -> Parser:
     return parser
 
 
+class OpenArgs:
+    """`tumbler open`'s options, as its argparse parser names them (a plain class, as
+    `ProxyArgs` below)."""
+
+    __slots__ = ("name", "profiles", "verbose")
+
+    def __init__(self, name: str, profiles: str | None, verbose: bool) -> None:
+        self.name = name
+        self.profiles = profiles
+        self.verbose = verbose
+
+
+def _open_args_quick(argv: Sequence[str]) -> OpenArgs | None:
+    """`NAME [--profiles FILE] [-v]` read without argparse, or None for argparse to read
+    (and to explain whatever is wrong, -4 and -6 included: `open` takes neither)."""
+    read = read_argv(argv, ("--profiles",), ("-v", "--verbose"), 1)
+    if read is None or read.family:
+        return None
+    return OpenArgs(read.positionals[0], read.values.get("--profiles"), bool(read.flags))
+
+
 def open_main(argv: Sequence[str]) -> int:
     """`tumbler open NAME`: knock with a profile, then wait for its port."""
-    from tumbler.cli.common import parse
+    args: OpenArgs | argparse.Namespace | None = _open_args_quick(argv)
+    if args is None:
+        from tumbler.cli.common import parse
 
-    parsed = parse(_open_parser(), argv)
-    if isinstance(parsed, int):
-        return parsed
-    args = parsed
+        parsed = parse(_open_parser(), argv)
+        if isinstance(parsed, int):
+            return parsed
+        args = parsed
+    return _open(args)
+
+
+def _open(args: OpenArgs | argparse.Namespace) -> int:
     log = _narrator("tumbler open", args.verbose)
 
     def run() -> int:

@@ -252,7 +252,13 @@ def _firewall(args: argparse.Namespace, config: Config) -> int:
     if config.fwknop_doors and config.fwknop_port != config.port:
         ports.append(config.fwknop_port)
     return firewall_command(
-        args.action, backend, ports, args.print_only, sys.stdout, forward=forward
+        args.action,
+        backend,
+        ports,
+        args.print_only,
+        sys.stdout,
+        forward=forward,
+        ipv6_prefix=config.ipv6_prefix,
     )
 
 

@@ -17,15 +17,15 @@ import ipaddress
 import os
 import socket
 import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tumbler.client.fwknopurl import SCHEME, URL_SHAPE, FwknopURL, parse_fwknop_url
 from tumbler.client.knock import KnockError, KnockUsageError, resolve
 from tumbler.errors import ConfigError
 from tumbler.filemodes import readable_by_others
-from tumbler.ports import PortSpec, parse_port
+from tumbler.ports import PortSpec
 from tumbler.protocols import fwknop as spa
 from tumbler.protocols.fwknop_access import (
     Stanza,
@@ -35,71 +35,22 @@ from tumbler.protocols.fwknop_access import (
     stanza_keys,
 )
 
-SCHEME = "fwknop"
-URL_SHAPE = "fwknop://[STANZA@]HOST[:PORT]/[tcp/22,udp/53]"
+__all__ = [
+    "RC_ENV",
+    "SCHEME",
+    "URL_SHAPE",
+    "FwknopTarget",
+    "FwknopURL",
+    "default_rc_path",
+    "parse_fwknop_url",
+    "read_rc",
+    "send_spa",
+    "target_from_rc",
+]
+
 RC_ENV = "FWKNOPRC"
 
 Warn = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class FwknopURL:
-    """A parsed fwknop URL; nothing secret is in it (the keys live in the stanza)."""
-
-    host: str
-    port: int | None = None  # None: the stanza's SPA_SERVER_PORT, else 62201
-    stanza: str | None = None
-    ports: tuple[PortSpec, ...] = ()
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        who = f"{self.stanza}@" if self.stanza else ""
-        port = f":{self.port}" if self.port else ""
-        return f"{SCHEME}://{who}{host}{port}/{','.join(str(p) for p in self.ports)}"
-
-
-def _bad(reason: str) -> KnockUsageError:
-    return KnockUsageError(f"bad URL: {reason} (expected {URL_SHAPE})")
-
-
-def parse_fwknop_url(text: str) -> FwknopURL:
-    """Parse `fwknop://[STANZA@]HOST[:PORT]/[PORTS]`; IPv6 literals go in brackets."""
-    scheme, sep, rest = text.strip().partition("://")
-    if not sep or scheme.lower() != SCHEME:
-        raise _bad("the scheme is not fwknop://")
-    authority, _, path = rest.partition("/")
-    stanza, at, hostport = authority.rpartition("@")
-    if at and not stanza:
-        raise _bad("empty stanza name before '@'")
-    if hostport.startswith("["):
-        literal, close, after = hostport[1:].partition("]")
-        if not close or (after and not after.startswith(":")):
-            raise _bad("an IPv6 address goes in brackets, as in fwknop://[fd00::1]/")
-        try:
-            ipaddress.IPv6Address(literal)
-        except ValueError:
-            raise _bad(f"{literal!r} in brackets is not an IPv6 address") from None
-        host, port_text = literal, after[1:]
-    else:
-        host, _, port_text = hostport.partition(":")
-        if ":" in port_text:
-            raise _bad("an IPv6 address goes in brackets, as in fwknop://[fd00::1]/")
-    if not host:
-        raise _bad("no host")
-    port: int | None = None
-    if port_text:
-        try:
-            port = parse_port(port_text)
-        except ValueError as exc:
-            raise _bad(str(exc)) from None
-    ports: tuple[PortSpec, ...] = ()
-    path = urllib.parse.unquote(path.rstrip("/"))
-    if path:
-        try:
-            ports = parse_fwknop_ports(path)
-        except ValueError as exc:
-            raise _bad(str(exc)) from None
-    return FwknopURL(host, port, urllib.parse.unquote(stanza) or None, ports)
 
 
 # --- the .fwknoprc stanza ----------------------------------------------------------------

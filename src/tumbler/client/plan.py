@@ -26,14 +26,14 @@ from tumbler.client.hostsfile import (
 from tumbler.client.sentknocks import SentKnocks
 from tumbler.client.sshproxy import Attempt, FreshKnocker, Log, MinuteKnocker, knock_and_dial
 from tumbler.errors import ConfigError
-from tumbler.records import NamedTuple
 
 TYPE_CHECKING = False  # not typing's: see tests/unit/test_client_startup.py
 if TYPE_CHECKING:
-    from tumbler.client.fwknop import FwknopTarget, FwknopURL
+    from tumbler.client.fwknop import FwknopTarget
+    from tumbler.client.fwknopurl import FwknopURL
     from tumbler.client.profiles import Profile, Profiles
-    from tumbler.client.signed import SshKnockURL
     from tumbler.client.sshagent import Signer
+    from tumbler.client.sshurl import SshKnockURL
 
     DoorURL = knock.KnockURL | SshKnockURL
 
@@ -122,9 +122,9 @@ def proof_for(
 def parse_door_url(text: str) -> DoorURL:
     """A tumbler://, tumbler2:// or tumbler+ssh:// URL (not fwknop://: see `is_fwknop_url`)."""
     if knock.is_ssh_url(text):
-        from tumbler.client import signed
+        from tumbler.client.sshurl import parse_ssh_url  # the SSH machinery waits for the knock
 
-        return signed.parse_ssh_url(text)
+        return parse_ssh_url(text)
     return knock.parse_url(text)
 
 
@@ -164,20 +164,32 @@ class Sent:
         self.port = port
 
 
-class Plan(NamedTuple):
+class Plan:
     """One door to knock on, with its proof, as seen from `source` over `family`.
 
     `url` for tumbler://, tumbler2:// and tumbler+ssh:// doors (with `proof`), `spa` for
-    an fwknop:// one (its keys are in the target).
+    an fwknop:// one (its keys are in the target). Made once per run: a plain class.
     """
 
-    host: str
-    port: int
-    source: str | None
-    family: int
-    url: DoorURL | None = None
-    proof: Proof = NO_PROOF
-    spa: FwknopTarget | None = None
+    __slots__ = ("family", "host", "port", "proof", "source", "spa", "url")
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        source: str | None,
+        family: int,
+        url: DoorURL | None = None,
+        proof: Proof = NO_PROOF,
+        spa: FwknopTarget | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.source = source
+        self.family = family
+        self.url = url
+        self.proof = proof
+        self.spa = spa
 
     def knock_once(self) -> Sent:
         """Send one knock (one per key for a signed door); where the first went."""
@@ -323,9 +335,9 @@ def proxy_route(
     spa_url: FwknopURL | None = None
     url: DoorURL | None = None
     if url_text and is_fwknop_url(url_text):
-        from tumbler.client import fwknop
+        from tumbler.client.fwknopurl import parse_fwknop_url
 
-        spa_url = fwknop.parse_fwknop_url(url_text)
+        spa_url = parse_fwknop_url(url_text)
     elif url_text:
         url = parse_door_url(url_text)
     connect_host = named.url.host if named is not None else host

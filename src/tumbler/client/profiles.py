@@ -30,23 +30,30 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import cast
 
-from tumbler.client import fwknop, knock, signed
+from tumbler.client import knock
 from tumbler.client.hostsfile import (
     DEFAULT_RETRY_AFTER,
     DEFAULT_WAIT_TIMEOUT,
     PROFILES_ENV,
     profiles_path,
 )
-from tumbler.config.inifile import NAME, NAME_RULE, Section, read_sections
+from tumbler.config.inifile import NAME_RULE, Section, is_name, read_sections
 from tumbler.durations import parse_duration
 from tumbler.errors import ConfigError
 from tumbler.filemodes import readable_by_others, writable_by_others
 from tumbler.ports import parse_port
-from tumbler.protocols.fwknop import DEFAULT_PORT as SPA_PORT
+
+# Before every ssh, `tumbler ssh-proxy %h %p` reads this file, so nothing here loads
+# typing, dataclasses or pathlib (tests/unit/test_client_startup.py): tumbler+ssh:// and
+# fwknop:// urls are read without their machinery (`client.sshurl`, `client.fwknopurl`),
+# which is loaded only to knock on such a door.
+TYPE_CHECKING = False  # not typing's
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tumbler.client.fwknopurl import FwknopURL
+    from tumbler.client.sshurl import SshKnockURL
 
 __all__ = [
     "DEFAULT_RETRY_AFTER",
@@ -62,32 +69,85 @@ __all__ = [
 _FAMILIES = {"4": socket.AF_INET, "6": socket.AF_INET6}
 
 
-@dataclass(frozen=True)
 class Profile:
-    """One `[host-NAME]` section, checked."""
+    """One `[host-NAME]` section, checked.
 
-    name: str
-    url: knock.KnockURL | signed.SshKnockURL
-    path: str
-    line: int
-    secret_file: str | None = None  # for a tumbler2:// url, the file of its key
-    ssh_key: str | None = None  # for a tumbler+ssh:// url: the key file that signs
-    source: str | None = None  # `from`, already normalized
-    family: int = 0
-    wait: int | None = None
-    wait_timeout: float = DEFAULT_WAIT_TIMEOUT
-    retry_after: float = DEFAULT_RETRY_AFTER
-    fwknop: fwknop.FwknopURL | None = None  # a fwknop:// url; `url` then has its host and port
-    fwknoprc: str | None = None  # the .fwknoprc holding its keys (default: ~/.fwknoprc)
+    A plain class, as `Profiles`: a named tuple's class costs start-up time (more than a
+    whole file's parsing), and ssh-proxy reads the file before every ssh.
+    """
+
+    __slots__ = (
+        "family",
+        "fwknop",
+        "fwknoprc",
+        "line",
+        "name",
+        "path",
+        "retry_after",
+        "secret_file",
+        "source",
+        "ssh_key",
+        "url",
+        "wait",
+        "wait_timeout",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        url: knock.KnockURL | SshKnockURL,
+        path: str,
+        line: int,
+        *,
+        secret_file: str | None = None,  # for a tumbler2:// url, the file of its key
+        ssh_key: str | None = None,  # for a tumbler+ssh:// url: the key file that signs
+        source: str | None = None,  # `from`, already normalized
+        family: int = 0,
+        wait: int | None = None,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+        retry_after: float = DEFAULT_RETRY_AFTER,
+        fwknop: FwknopURL | None = None,  # a fwknop:// url; `url` then has its host and port
+        fwknoprc: str | None = None,  # the .fwknoprc holding its keys (default: ~/.fwknoprc)
+    ) -> None:
+        self.name = name
+        self.url = url
+        self.path = path
+        self.line = line
+        self.secret_file = secret_file
+        self.ssh_key = ssh_key
+        self.source = source
+        self.family = family
+        self.wait = wait
+        self.wait_timeout = wait_timeout
+        self.retry_after = retry_after
+        self.fwknop = fwknop
+        self.fwknoprc = fwknoprc
+
+    def __repr__(self) -> str:
+        return f"Profile(name={self.name!r}, url={self.url!r}, at={self.path!r}:{self.line})"
 
 
-@dataclass(frozen=True)
 class Profiles:
-    """All profiles of one file, in file order, and warnings worth showing the user."""
+    """All profiles of one file, in file order, and warnings worth showing the user.
 
-    path: str
-    profiles: dict[str, Profile] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
+    A plain class: made once per run, and a named tuple's class costs start-up time.
+    """
+
+    __slots__ = ("path", "profiles", "warnings")
+
+    def __init__(
+        self,
+        path: str,
+        profiles: dict[str, Profile] | None = None,
+        warnings: tuple[str, ...] = (),
+    ) -> None:
+        self.path = path
+        self.profiles: dict[str, Profile] = {} if profiles is None else profiles
+        self.warnings = warnings
+
+    def __repr__(self) -> str:
+        shown = f"profiles={self.profiles!r}, warnings={self.warnings!r}"
+        return f"Profiles(path={self.path!r}, {shown})"
 
     def get(self, name: str) -> Profile | None:
         return self.profiles.get(name)
@@ -100,15 +160,21 @@ class Profiles:
 
 def default_path(environ: Mapping[str, str] | None = None) -> Path:
     """$TUMBLER_PROFILES, else $XDG_CONFIG_HOME/tumbler/hosts.conf, else ~/.config/..."""
+    from pathlib import Path  # for callers that want one; the client itself takes the text
+
     return Path(profiles_path(environ))
 
 
-def _url(text: str) -> knock.KnockURL | signed.SshKnockURL | fwknop.FwknopURL:
+def _url(text: str) -> knock.KnockURL | SshKnockURL | FwknopURL:
     try:
-        if text.lower().startswith(f"{fwknop.SCHEME}://"):
-            return fwknop.parse_fwknop_url(text)
-        if signed.is_ssh_url(text):
-            return signed.parse_ssh_url(text)
+        if text.lower().startswith("fwknop://"):
+            from tumbler.client.fwknopurl import parse_fwknop_url  # not the SPA machinery
+
+            return parse_fwknop_url(text)
+        if knock.is_ssh_url(text):
+            from tumbler.client.sshurl import parse_ssh_url  # not the SSH machinery
+
+            return parse_ssh_url(text)
         return knock.parse_url(text)
     except knock.KnockUsageError as exc:
         raise ValueError(str(exc)) from None
@@ -153,23 +219,33 @@ _KEYS: dict[str, Callable[[str], object]] = {
 }
 
 
-def _secret_path(ref: str, base: Path) -> str:
-    """`~` expands; a relative path is relative to the profile file, not the cwd."""
-    expanded = Path(ref).expanduser()
-    return str(expanded if expanded.is_absolute() else base / expanded)
+def _secret_path(ref: str, base: str) -> str:
+    """`~` expands; a relative path is relative to the profile file's folder, not the cwd."""
+    return os.path.join(base, os.path.expanduser(ref))  # an absolute one stays as it is
 
 
 def _build(section: Section, path: str) -> Profile:
     name = section.name[len("host-") :]
     if "url" not in section:
         raise ConfigError(f"[host-{name}] has no url (tumbler://HOST[:PORT]/)", path, section.line)
-    secret_file = section.get("secret_file", cast(str | None, None))
-    ssh_key = section.get("ssh_key", cast(str | None, None))
-    url = section.get(
-        "url", cast(knock.KnockURL | signed.SshKnockURL | fwknop.FwknopURL, knock.KnockURL(""))
-    )
-    rc = section.get("fwknoprc", cast(str | None, None))
-    is_ssh = isinstance(url, signed.SshKnockURL)
+    none: str | None = None
+    no_port: int | None = None
+    secret_file = section.get("secret_file", none)
+    ssh_key = section.get("ssh_key", none)
+    url: knock.KnockURL | SshKnockURL | FwknopURL = section.get("url", knock.KnockURL(""))
+    rc = section.get("fwknoprc", none)
+    door: knock.KnockURL | SshKnockURL = knock.KnockURL("")
+    spa_url: FwknopURL | None = None
+    if isinstance(url, knock.KnockURL):
+        door = url
+    else:  # a small module, which `_url` loaded for a tumbler+ssh:// url
+        from tumbler.client.sshurl import SshKnockURL
+
+        if isinstance(url, SshKnockURL):
+            door = url
+        else:
+            spa_url = url
+    is_ssh = not isinstance(door, knock.KnockURL)
     if is_ssh and secret_file is not None:
         raise ConfigError(
             f"[host-{name}]: a tumbler+ssh:// url is signed by an SSH key, not a secret_file",
@@ -180,38 +256,40 @@ def _build(section: Section, path: str) -> Profile:
         raise ConfigError(
             f"[host-{name}]: ssh_key is for a tumbler+ssh:// url", path, section.line_of("ssh_key")
         )
-    spa_url: fwknop.FwknopURL | None = None
-    if isinstance(url, fwknop.FwknopURL):
+    if spa_url is not None:
         if secret_file is not None:
             raise ConfigError(
                 f"[host-{name}]: an fwknop:// url takes its keys from fwknoprc, not secret_file",
                 path,
                 section.line_of("secret_file"),
             )
-        spa_url, url = url, knock.KnockURL(url.host, url.port or SPA_PORT)
+        from tumbler.client.fwknopurl import DEFAULT_PORT as SPA_PORT  # loaded by `_url`
+
+        door = knock.KnockURL(spa_url.host, spa_url.port or SPA_PORT)
     elif rc is not None:
         raise ConfigError(
             f"[host-{name}]: fwknoprc needs an fwknop:// url", path, section.line_of("fwknoprc")
         )
+    base = os.path.dirname(path)
     return Profile(
         name=name,
-        url=url,
+        url=door,
         path=path,
         line=section.line,
-        secret_file=_secret_path(secret_file, Path(path).parent) if secret_file else None,
-        ssh_key=_secret_path(ssh_key, Path(path).parent) if ssh_key else None,
-        source=section.get("from", cast(str | None, None)),
+        secret_file=_secret_path(secret_file, base) if secret_file else None,
+        ssh_key=_secret_path(ssh_key, base) if ssh_key else None,
+        source=section.get("from", none),
         family=section.get("family", 0),
-        wait=section.get("wait", cast(int | None, None)),
+        wait=section.get("wait", no_port),
         wait_timeout=section.get("wait_timeout", DEFAULT_WAIT_TIMEOUT),
         retry_after=section.get("retry_after", DEFAULT_RETRY_AFTER),
         fwknop=spa_url,
-        fwknoprc=_secret_path(rc, Path(path).parent) if rc else None,
+        fwknoprc=_secret_path(rc, base) if rc else None,
     )
 
 
 def _schema(header: str) -> Mapping[str, Callable[[str], object]] | None:
-    ok = header.startswith("host-") and NAME.fullmatch(header[len("host-") :])
+    ok = header.startswith("host-") and is_name(header[len("host-") :])
     return _KEYS if ok else None
 
 
@@ -229,15 +307,18 @@ def load_profiles(path: str | os.PathLike[str]) -> Profiles:
     send your knock (and your ssh session) elsewhere. A URL without a secret in a file
     only you can write raises no warning, whatever its read bits.
     """
-    p = Path(path)
+    p = os.fspath(path)
     try:
-        with open(p, encoding="utf-8-sig") as handle:
+        with open(p, "rb") as handle:
             mode = os.fstat(handle.fileno()).st_mode
-            text = handle.read()
+            data = handle.read()
+        # UTF-8 with an optional BOM, as the utf-8-sig codec reads it (without loading it);
+        # line breaks are the format's own (`inifile.split_lines`).
+        text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(f"cannot read profiles: {reason}", str(p)) from None
-    profiles = parse_profiles(text, str(p))
+        raise ConfigError(f"cannot read profiles: {reason}", p) from None
+    profiles = parse_profiles(text, p)
     warnings: list[str] = []
     secret_in_url = any(
         isinstance(pr.url, knock.KnockURL) and pr.url.secret is not None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,70 +24,23 @@ from tumbler.client.sshagent import (
     sign_knock,
     signer_for_key_file,
 )
+from tumbler.client.sshurl import SCHEME, URL_SHAPE, SshKnockURL, is_ssh_url, parse_ssh_url
 from tumbler.protocols import sshsig
-from tumbler.protocols import tumbler1 as protocol
 
-SCHEME = knock.SSH_SCHEME
-URL_SHAPE = "tumbler+ssh://[USER@]HOST[:PORT]/[?realm=REALM]"
+__all__ = [
+    "SCHEME",
+    "URL_SHAPE",
+    "SignedKnockResult",
+    "SshKnockURL",
+    "find_signers",
+    "is_ssh_url",
+    "parse_ssh_url",
+    "send_signed_knocks",
+]
+
 DEFAULT_KEY_FILES = ("id_ed25519", "id_ecdsa", "id_rsa")
 # More keys than this in an agent is unusual; knocking with them all would be a flood.
 MAX_AGENT_KEYS = 8
-
-
-@dataclass(frozen=True)
-class SshKnockURL:
-    """A parsed `tumbler+ssh://[USER@]HOST[:PORT]/[?realm=REALM]`.
-
-    USER is only shown (as in ssh://): the key that signs says who knocks. The realm is
-    the server's (`realm` in its [common]), bound into the signature.
-    """
-
-    host: str
-    port: int = protocol.DEFAULT_PORT
-    user: str | None = None
-    realm: str = ""
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        user = f"{self.user}@" if self.user else ""
-        query = f"?realm={urllib.parse.quote(self.realm, safe='')}" if self.realm else ""
-        return f"{SCHEME}://{user}{host}:{self.port}/{query}"
-
-
-is_ssh_url = knock.is_ssh_url
-
-
-def parse_ssh_url(text: str) -> SshKnockURL:
-    """Parse a signed-knock URL; errors say what is wrong and the expected shape."""
-    text = text.strip()
-    if not is_ssh_url(text):
-        raise knock.KnockUsageError(f"bad URL: expected {URL_SHAPE}")
-    rest = text[len(SCHEME) + 3 :]
-    end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
-    authority, tail = rest[:end], rest[end:]
-    path, mark, query = tail.partition("?")
-    realm = ""
-    if mark:
-        name, eq, value = query.partition("=")
-        if name != "realm" or not eq or "&" in value or "#" in value:
-            raise knock.KnockUsageError(f"bad URL: the only query is ?realm=REALM ({URL_SHAPE})")
-        try:
-            realm = urllib.parse.unquote(value, errors="strict")
-        except UnicodeDecodeError:
-            raise knock.KnockUsageError("bad URL: the realm's %-escapes are not UTF-8") from None
-        if len(realm.encode("utf-8")) > sshsig.REALM_MAX:
-            raise knock.KnockUsageError(f"bad URL: realm longer than {sshsig.REALM_MAX} bytes")
-        tail = path
-    if tail not in ("", "/"):
-        raise knock.KnockUsageError(f"bad URL: nothing may follow HOST:PORT/ ({URL_SHAPE})")
-    user, at, hostport = authority.rpartition("@")
-    if at and not user:
-        raise knock.KnockUsageError(f"bad URL: empty user before '@' ({URL_SHAPE})")
-    try:
-        host, port = knock._split_hostport(hostport)
-    except knock.KnockUsageError as exc:
-        raise knock.KnockUsageError(str(exc).replace(knock.URL_SHAPE, URL_SHAPE)) from None
-    return SshKnockURL(host, port, user or None, realm)
 
 
 def find_signers(

@@ -48,7 +48,6 @@ from collections.abc import Callable
 from tumbler.addresses import normalize_address
 from tumbler.client.knock import FRESH_OFFSETS, SockAddr, resolve
 from tumbler.protocols import tumbler1 as protocol
-from tumbler.records import NamedTuple
 
 TYPE_CHECKING = False  # not typing's: the engine is on ssh-proxy's start-up path
 if TYPE_CHECKING:
@@ -254,15 +253,27 @@ def knock_until_open(
             return conn
 
 
-class Attempt(NamedTuple):
-    """The outcome of knocking and dialling, for a one-line report."""
+class Attempt:
+    """The outcome of knocking and dialling, for a one-line report (made once per run: a
+    plain class, as a named tuple's class costs start-up time)."""
 
-    sock: socket.socket | None
-    knocks: int
-    attempts: int
-    elapsed: float
-    target: str  # the address dialled
-    last_error: str
+    __slots__ = ("attempts", "elapsed", "knocks", "last_error", "sock", "target")
+
+    def __init__(
+        self,
+        sock: socket.socket | None,
+        knocks: int,
+        attempts: int,
+        elapsed: float,
+        target: str,  # the address dialled
+        last_error: str,
+    ) -> None:
+        self.sock = sock
+        self.knocks = knocks
+        self.attempts = attempts
+        self.elapsed = elapsed
+        self.target = target
+        self.last_error = last_error
 
 
 def knock_and_dial(

@@ -18,47 +18,88 @@ one: a line of a config may be a secret with a typo in it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TypeVar, cast
 
-from tumbler.doors import DOOR_NAME, DOOR_NAME_RULE
+from tumbler.doornames import DOOR_NAME_RULE, is_door_name
 from tumbler.errors import ConfigError
+
+TYPE_CHECKING = False  # not typing's: the client reads profiles with this before every ssh
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 # A section's name after its kind, e.g. `ssh` in [door-ssh] or `web1` in [host-web1],
 # follows the door-name rule.
-NAME = DOOR_NAME
+is_name = is_door_name
 NAME_RULE = DOOR_NAME_RULE
-# Line breaks as an editor counts them (str.splitlines also breaks at \f, \x85, \u2028...).
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-_KEY_SHAPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_TRAILING_COMMENT = re.compile(r"\s#.*\Z", re.DOTALL)
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # C0 but tab, DEL, C1
+# The rules below are applied with str methods, not regular expressions: compiling those
+# cost the client's start-up (it reads the profile file before every ssh) more than the
+# whole file's reading. tests/unit/test_config.py holds them to the patterns they were.
+# C0 controls but tab, DEL and C1: refused in any line.
+_CONTROL = frozenset(chr(c) for c in (*range(0x00, 0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0)))
+_KEY_SHAPE = r"[A-Za-z_][A-Za-z0-9_]*"  # compiled (by re) only for an error's message
 # Keys whose value is free text taken to the end of the line (see the module docstring).
 VERBATIM = frozenset({"secret", "command"})
 
-T = TypeVar("T")
 Parser = Callable[[str], object]
 
 
-@dataclass
-class Section:
-    """One `[header]` and its parsed values, each with the line it came from."""
+def split_lines(text: str) -> list[str]:
+    """Lines as an editor counts them: at \\r\\n, \\r or \\n (str.splitlines also breaks
+    at \\f, \\x85, \\u2028...)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
-    name: str
-    line: int
-    values: dict[str, tuple[object, int]] = field(default_factory=dict)
+
+def strip_comment(text: str) -> str:
+    """`text` without a trailing comment: from the first `#` that follows whitespace."""
+    start = text.find("#", 1)
+    while start != -1:
+        if text[start - 1].isspace():
+            return text[: start - 1].rstrip()
+        start = text.find("#", start + 1)
+    return text
+
+
+class Section:
+    """One `[header]` and its parsed values, each with the line it came from.
+
+    A plain class, not a dataclass: `dataclasses` (and `inspect` under it) would cost the
+    client's start-up more than reading a whole profile file.
+    """
+
+    __slots__ = ("line", "name", "values")
+
+    def __init__(
+        self, name: str, line: int, values: dict[str, tuple[Any, int]] | None = None
+    ) -> None:
+        self.name = name
+        self.line = line
+        self.values: dict[str, tuple[Any, int]] = {} if values is None else values
+
+    def __repr__(self) -> str:
+        return f"Section(name={self.name!r}, line={self.line!r}, values={self.values!r})"
 
     def get(self, key: str, default: T) -> T:
         """A parsed value; its type is the one its key's parser returns."""
-        return cast(T, self.values[key][0]) if key in self.values else default
+        if key in self.values:
+            value: T = self.values[key][0]
+            return value
+        return default
 
     def line_of(self, key: str) -> int:
         return self.values[key][1]
 
     def __contains__(self, key: str) -> bool:
         return key in self.values
+
+
+def _shown(key: str) -> str:
+    """A key as an error may show it: a key that does not look like one may be a secret
+    lacking its '=' ('secret aGVs=')."""
+    import re  # an error's message only
+
+    return repr(key) if re.fullmatch(_KEY_SHAPE, key) else "(not shown)"
 
 
 def read_sections(
@@ -74,14 +115,14 @@ def read_sections(
     """
     sections: list[Section] = []
     seen: set[str] = set()
-    for number, raw in enumerate(_LINE_BREAK.split(text), start=1):
+    for number, raw in enumerate(split_lines(text), start=1):
         line = raw.strip()
         if not line or line.startswith(("#", ";")):
             continue
-        if _CONTROL.search(raw):
+        if not raw.isprintable() and not _CONTROL.isdisjoint(raw):
             raise ConfigError("control character in line (only tabs and spaces)", path, number)
         if line.startswith("["):
-            line = _TRAILING_COMMENT.sub("", line).rstrip()
+            line = strip_comment(line)
             if not line.endswith("]"):
                 raise ConfigError(f"bad section header {line!r}", path, number)
             name = line[1:-1].strip()
@@ -95,18 +136,17 @@ def read_sections(
         key, sep, value = line.partition("=")
         key, value = key.strip(), value.strip()
         if key not in VERBATIM:
-            value = _TRAILING_COMMENT.sub("", value).rstrip()
+            value = strip_comment(value)
         if not sep or not key:
             raise ConfigError("expected 'key = value' or a [section] header", path, number)
-        # A key that does not look like one may be a secret lacking its '=' ('secret aGVs=').
-        shown = repr(key) if _KEY_SHAPE.fullmatch(key) else "(not shown)"
         if not sections:
-            raise ConfigError(f"key {shown} outside any section", path, number)
+            raise ConfigError(f"key {_shown(key)} outside any section", path, number)
         section = sections[-1]
         known = schema(section.name) or {}
         if key not in known:
             raise ConfigError(
-                f"unknown key {shown} in [{section.name}] (known: {', '.join(sorted(known))})",
+                f"unknown key {_shown(key)} in [{section.name}] "
+                f"(known: {', '.join(sorted(known))})",
                 path,
                 number,
             )

@@ -58,6 +58,10 @@ RESTART_KEYS: dict[str, Callable[[Config], object]] = {
 }
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 class Daemon:
     """The knock daemon for one config file: sources in, a pipeline deciding, a dispatcher acting.
 
@@ -443,12 +447,12 @@ class Daemon:
             f"[{a}]:{self.port}" if ":" in a else f"{a}:{self.port}" for a in config.listen
         )
         log.info(
-            "tumblerd listening on udp %s with %d doors (window %d, replay %s%s%s)",
+            "tumblerd listening on udp %s with %s (window %d, replay %s%s%s)",
             where,
-            len(config.doors),
+            _count(len(config.doors), "door"),
             config.window,
             self.replay.name,
-            f", {len(config.key_doors)} v2 doors, window {config.window_seconds} s"
+            f", {_count(len(config.key_doors), 'v2 door')}, window {config.window_seconds} s"
             if config.key_doors
             else "",
             f", {config.workers} workers" if self._pool is not None else "",

@@ -25,10 +25,12 @@ from typing import Any, TextIO
 
 from tumbler.lab.netns import Lab, Namespace, Topology, can_connect, unavailable_reason
 from tumbler.lab.ready import NotReady, start_ready
+from tumbler.protocols import tumbler2
 from tumbler.protocols.tumbler1 import DEFAULT_PORT, make_knock
 
 PYTHON = sys.executable
 SERVICE_PORT = 22
+ADMIN_PORT = 8443  # the v2 door's port
 
 
 class Demo:
@@ -55,7 +57,7 @@ def _wait_for(check: Callable[[], bool], timeout: float = 10.0) -> bool:
     return False
 
 
-def _config(folder: Path, secret: str, door: str) -> Path:
+def _config(folder: Path, secret: str, door: str, more: str = "") -> Path:
     path = folder / "tumblerd.conf"
     path.write_text(
         "# The demo's config: everything not named here is tumblerd's default.\n"
@@ -65,6 +67,7 @@ def _config(folder: Path, secret: str, door: str) -> Path:
         f"   control = {folder / 'control.sock'}\n"
         f"{door}"
         f"   secret = {secret}\n"
+        f"{more}"
     )
     path.chmod(0o600)
     return path
@@ -84,7 +87,12 @@ def _start_tumblerd(
 def run_lab(demo: Demo, folder: Path) -> None:
     """The real thing: namespaces, a default-closed server, a knock, a connection."""
     secret = secrets.token_urlsafe(12)
-    config = _config(folder, secret, f"[door-ssh]\n   open = tcp/{SERVICE_PORT}\n   timeout = 30\n")
+    key = tumbler2.encode_key(secrets.token_bytes(tumbler2.KEY_LEN))
+    admin = f"[door-admin]\n   protocol = 2\n   key = {key}\n   open = tcp/{ADMIN_PORT}\n"
+    config = _config(
+        folder, secret, f"[door-ssh]\n   open = tcp/{SERVICE_PORT}\n   timeout = 30\n", admin
+    )
+    client_env = _client_env(folder)
     tumblerd = [PYTHON, "-m", "tumbler.cli.tumblerd", "--config", str(config)]
     lab = Lab("tmbdemo")
     try:
@@ -96,6 +104,7 @@ def run_lab(demo: Demo, folder: Path) -> None:
         demo.say("\n".join("     " + line for line in policy.stdout.splitlines()[:12]))
         demo.expect("default-closed policy applied", policy.returncode == 0)
         server.listen(SERVICE_PORT)
+        server.listen(ADMIN_PORT)
         demo.say(f"\n2. A TCP service listens on port {SERVICE_PORT}; nobody can reach it")
         demo.expect("A cannot connect", not can_connect(topo.a, topo.server4, SERVICE_PORT, 0.5))
         demo.expect("B cannot connect", not can_connect(topo.b, topo.server4, SERVICE_PORT, 0.5))
@@ -106,7 +115,7 @@ def run_lab(demo: Demo, folder: Path) -> None:
         demo.say(f"\n4. A knocks: tumbler --open {url} (secret from TUMBLER_SECRET)")
         knock = subprocess.run(
             topo.a.argv([PYTHON, "-m", "tumbler", "-v", "--open", url]),
-            env=dict(os.environ, TUMBLER_SECRET=secret),
+            env=dict(client_env, TUMBLER_SECRET=secret),
             capture_output=True,
             text=True,
             timeout=30,
@@ -127,14 +136,41 @@ def run_lab(demo: Demo, folder: Path) -> None:
         listing = server.run([*tumblerd, "firewall", "list"], check=False)
         demo.say("\n".join("     " + line for line in listing.stdout.splitlines()))
         demo.expect("A's opening is listed", topo.a4 in listing.stdout)
+        _knock_v2(demo, topo, key, client_env)
         daemon.terminate()
         daemon.wait(10)
-        demo.say("\n7. The daemon's log")
+        demo.say("\n8. The daemon's log")
         log = (folder / "tumblerd.log").read_text().splitlines()
         demo.say("\n".join("     " + line.split(": ", 1)[-1] for line in log))
     finally:
         lab.cleanup()
         demo.say("\nlab removed: namespaces, processes and their firewall rules are gone")
+
+
+def _client_env(folder: Path) -> dict[str, str]:
+    """The client's environment: its memory of sent knocks stays in the demo's folder."""
+    return dict(os.environ, XDG_STATE_HOME=str(folder / "client-state"))
+
+
+def _knock_v2(demo: Demo, topo: Topology, key: str, env: dict[str, str]) -> None:
+    """Step 7: a door of protocol v2, whose knock names its key and carries a fresh nonce."""
+    url = f"tumbler2://{topo.server4}:{DEFAULT_PORT}/"
+    demo.say(
+        f"\n7. A door speaks v2 (port {ADMIN_PORT}): tumbler --open {url} (key from TUMBLER_SECRET)"
+    )
+    demo.expect("A cannot connect before", not can_connect(topo.a, topo.server4, ADMIN_PORT, 0.5))
+    knock = subprocess.run(
+        topo.a.argv([PYTHON, "-m", "tumbler", "-v", "--open", url]),
+        env=dict(env, TUMBLER_SECRET=key),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    demo.say("\n".join("     " + line for line in knock.stderr.splitlines()))
+    demo.expect("v2 knock sent", knock.returncode == 0)
+    opened = _wait_for(lambda: can_connect(topo.a, topo.server4, ADMIN_PORT, 2.0), 20)
+    demo.expect("A connects to the v2 door's port", opened)
+    demo.expect("B still cannot", not can_connect(topo.b, topo.server4, ADMIN_PORT, 0.5))
 
 
 # Sends one datagram given in hex; used to replay a knock from another host.
@@ -168,7 +204,7 @@ def run_loopback(demo: Demo, folder: Path) -> None:
         demo.say(f"\n2. tumbler --open {url}")
         knock = subprocess.run(
             [PYTHON, "-m", "tumbler", "-v", "--open", url],
-            env=dict(os.environ, TUMBLER_SECRET=secret),
+            env=dict(_client_env(folder), TUMBLER_SECRET=secret),
             capture_output=True,
             text=True,
             timeout=30,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from tumbler.actions.firewall.runner import Runner
-from tumbler.addresses import address_version, normalize_address
+from tumbler.addresses import IPV6_PREFIX, address_version, normalize_address
 from tumbler.doors import is_door_name
 from tumbler.errors import FirewallError
 from tumbler.ports import PortSpec
@@ -121,6 +121,9 @@ class FirewallBackend(ABC):
         # Doors with `path = forward`: their ports are guarded on the forward path, and
         # their openings let the knocker through to forwarded (DNATed) ports.
         self.forward_doors: dict[str, tuple[PortSpec, ...]] = {}
+        # How much of an IPv6 source the policy's kernel rate limit counts as one source
+        # (the config's `ipv6_prefix`): one /64 holds more addresses than any set could.
+        self.ipv6_prefix = IPV6_PREFIX
 
     @classmethod
     @abstractmethod
@@ -194,11 +197,20 @@ class FirewallBackend(ABC):
             return []
         raise FirewallError(f"the {self.name} backend cannot guard forwarded ports")
 
-    def init_policy(self, knock_port: KnockPorts, apply: bool = True) -> list[str]:
-        """Render the default-closed policy and, with `apply`, put it in place."""
+    def init_policy(
+        self, knock_port: KnockPorts, apply: bool = True, ipv6_prefix: int | None = None
+    ) -> list[str]:
+        """Render the default-closed policy and, with `apply`, put it in place.
+
+        `ipv6_prefix` (the config's) replaces the prefix the kernel limit counts by.
+        """
         for port in knock_ports(knock_port):
             if not 1 <= port <= 65535:
                 raise FirewallError(f"knock port {port} out of range 1-65535")
+        if ipv6_prefix is not None:
+            if not 1 <= ipv6_prefix <= 128:
+                raise FirewallError(f"IPv6 prefix /{ipv6_prefix} out of range 1-128")
+            self.ipv6_prefix = ipv6_prefix
         lines = self.render_policy(knock_port)
         if apply:
             with self._lock:

@@ -629,7 +629,9 @@ class IptablesBackend(FirewallBackend):
     # -- policy -------------------------------------------------------------
 
     @staticmethod
-    def policy_rules(version: int, knock_port: KnockPorts) -> list[list[str]]:
+    def policy_rules(
+        version: int, knock_port: KnockPorts, ipv6_prefix: int = IPV6_PREFIX
+    ) -> list[list[str]]:
         """INPUT rules of the default-closed policy, after the jump to TUMBLER.
 
         Each is tagged `tumbler:policy`, so that `init` run again, or `remove`, finds
@@ -645,8 +647,8 @@ class IptablesBackend(FirewallBackend):
             *("-m", "hashlimit", "--hashlimit-above", f"{KNOCK_RATE}/sec"),
             *("--hashlimit-burst", str(KNOCK_BURST), "--hashlimit-mode", "srcip"),
             *("--hashlimit-name", "tumbler_knock"),
-            # An IPv6 source counts by its /IPV6_PREFIX: one prefix holds 2^64 addresses.
-            *(("--hashlimit-srcmask", str(IPV6_PREFIX)) if version == 6 else ()),
+            # An IPv6 source counts by its /`ipv6_prefix`: a /64 holds 2^64 addresses.
+            *(("--hashlimit-srcmask", str(ipv6_prefix)) if version == 6 else ()),
         ]
         targets = ["ACCEPT"] * len(rules)
         for port in knock_ports(knock_port):
@@ -681,7 +683,7 @@ class IptablesBackend(FirewallBackend):
             lines.append(shlex.join([tool, "-I", "INPUT", "1", "-j", CHAIN]))
             lines.extend(
                 shlex.join([tool, "-A", "INPUT", *rule])
-                for rule in self.policy_rules(version, knock_port)
+                for rule in self.policy_rules(version, knock_port, self.ipv6_prefix)
             )
             lines.extend(
                 shlex.join([tool, "-A", "OUTPUT", *rule]) for rule in self.output_rules(version)
@@ -764,7 +766,8 @@ class IptablesBackend(FirewallBackend):
         old += [["OUTPUT", *rule] for rule in output if _is_policy(rule)]
         new = []
         if knock_port is not None:
-            new = [["INPUT", *rule] for rule in self.policy_rules(version, knock_port)]
+            wanted = self.policy_rules(version, knock_port, self.ipv6_prefix)
+            new = [["INPUT", *rule] for rule in wanted]
             new += [["OUTPUT", *rule] for rule in self.output_rules(version)]
         jump = ["INPUT", "1", "-j", CHAIN]
         batch: list[str] = []

@@ -226,18 +226,18 @@ def _meta(key: str) -> Json:
     return {"meta": {"key": key}}
 
 
-def _knock_limit(knock_port: int, version: int) -> tuple[str, list[Json]]:
+def _knock_limit(knock_port: int, version: int, ipv6_prefix: int) -> tuple[str, list[Json]]:
     """Drop knock datagrams beyond KNOCK_RATE from one source, before the daemon reads them.
 
     A flood from a few addresses then costs the kernel, not the daemon's socket buffer, so
     a genuine knock from another address still gets through. An IPv6 source counts by its
-    /IPV6_PREFIX, since one prefix holds more addresses than any set could.
+    /`ipv6_prefix`, since one prefix holds more addresses than any set could.
     """
     ip = "ip" if version == 4 else "ip6"
     key: Json = _payload(ip, "saddr")
     field = f"{ip} saddr"
     if version == 6:
-        mask = ipv6_prefix_mask(IPV6_PREFIX)
+        mask = ipv6_prefix_mask(ipv6_prefix)
         key = {"&": [key, mask]}
         field = f"{field} & {mask}"
     text = (
@@ -273,7 +273,9 @@ def _limit_set_specs() -> list[Json]:
     ]
 
 
-def policy_rules(knock_port: KnockPorts) -> list[tuple[str, list[Json]]]:
+def policy_rules(
+    knock_port: KnockPorts, ipv6_prefix: int = IPV6_PREFIX
+) -> list[tuple[str, list[Json]]]:
     """The default-closed chain's rules, each as (nft text, JSON expression).
 
     Kept side by side so that `--print` shows exactly what `init` applies.
@@ -291,7 +293,7 @@ def policy_rules(knock_port: KnockPorts) -> list[tuple[str, list[Json]]]:
             f"icmpv6 type {{ {', '.join(nd)} }} accept",
             [_match(_payload("icmpv6", "type"), {"set": nd}), {"accept": None}],
         ),
-        *(_knock_limit(port, version) for port in ports for version in (4, 6)),
+        *(_knock_limit(port, version, ipv6_prefix) for port in ports for version in (4, 6)),
         *(
             (f"udp dport {port} accept", [_match(_payload("udp", "dport"), port), {"accept": None}])
             for port in ports
@@ -576,7 +578,7 @@ class NftablesBackend(FirewallBackend):
             )
         lines.append(f"\tchain {CHAIN} {{")
         lines.append("\t\ttype filter hook input priority filter; policy drop;")
-        lines.extend(f"\t\t{text}" for text, _ in policy_rules(knock_port))
+        lines.extend(f"\t\t{text}" for text, _ in policy_rules(knock_port, self.ipv6_prefix))
         lines.append("\t}")
         lines.append(f"\tchain {OUTPUT_CHAIN} {{")
         lines.append("\t\ttype filter hook output priority filter; policy accept;")
@@ -600,7 +602,7 @@ class NftablesBackend(FirewallBackend):
         for name in existing:
             commands.append({"delete": {"set": {"family": FAMILY, "table": TABLE, "name": name}}})
         commands.extend({"add": {"set": spec}} for spec in _limit_set_specs())
-        for _, expr in policy_rules(knock_port):
+        for _, expr in policy_rules(knock_port, self.ipv6_prefix):
             rule = {"family": FAMILY, "table": TABLE, "chain": CHAIN, "expr": expr}
             commands.append({"add": {"rule": rule}})
         output = {"family": FAMILY, "table": TABLE, "name": OUTPUT_CHAIN}
