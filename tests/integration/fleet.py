@@ -8,7 +8,9 @@ fixtures are registered for every integration test by conftest.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 from tests.integration.daemon import Tumblerd
 from tests.integration.redislab import ClusterSet, RedisServer, SentinelSet, redis_binary
 from tumbler.daemon.control import request
+from tumbler.decisions.replay.redis import RedisReplayCache
 
 
 @contextmanager
@@ -69,3 +72,26 @@ def cluster(tmp_path: Path) -> Iterator[ClusterSet]:
         yield deployment.start()
     finally:
         deployment.stop()
+
+
+def race(caches: Sequence[RedisReplayCache], digests: Sequence[str]) -> list[list[str]]:
+    """Each cache claims every digest, all at once, one thread each; the digests each won.
+
+    The caches are closed after the race.
+    """
+    wins: list[list[str]] = [[] for _ in caches]
+    expires = time.time() + 120
+
+    def run(n: int) -> None:
+        for digest in digests:
+            if caches[n].claim(digest, expires, time.time()):
+                wins[n].append(digest)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(caches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for cache in caches:
+        cache.close()
+    return wins

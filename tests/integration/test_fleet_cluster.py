@@ -7,8 +7,6 @@ Each claim is one key, so claims shard over the primaries; with the default `rep
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +16,7 @@ from redis.cluster import RedisCluster
 
 from tests.integration.conftest import DOORS
 from tests.integration.daemon import Tumblerd
-from tests.integration.fleet import counters, running_fleet
+from tests.integration.fleet import counters, race, running_fleet
 from tests.integration.redislab import ClusterSet, RedisServer, cluster_ok, info, replicas_online
 from tests.waiting import wait_until
 from tumbler.decisions.replay.redis import RedisReplayCache
@@ -35,21 +33,7 @@ def test_claims_shard_over_the_primaries_with_one_winner_each(cluster):
     caches = [RedisReplayCache(cluster.url, access=RedisAccess(ack_timeout=1.0)) for _ in range(2)]
     assert all(c.acks == 1 and c.up for c in caches)
     digests = [f"{i:064x}" for i in range(300)]
-    wins: list[list[str]] = [[], []]
-    expires = time.time() + 120
-
-    def run(n: int) -> None:
-        for digest in digests:
-            if caches[n].claim(digest, expires, time.time()):
-                wins[n].append(digest)
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for cache in caches:
-        cache.close()
+    wins = race(caches, digests)
     assert sorted(wins[0] + wins[1]) == sorted(digests)
     assert not set(wins[0]) & set(wins[1])
     on_primaries = [p.client().dbsize() for p in cluster.primaries]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,7 +11,7 @@ import pytest
 
 from tests.integration.conftest import DOORS
 from tests.integration.daemon import Tumblerd
-from tests.integration.fleet import running_fleet
+from tests.integration.fleet import race, running_fleet
 from tests.integration.redislab import RedisServer
 from tests.waiting import wait_until
 from tumbler.decisions.replay.local import MemoryReplayCache
@@ -73,21 +72,7 @@ def test_redis_down_fails_closed_without_fallback_and_falls_back_with_one(fleet,
 def test_two_caches_racing_each_digest_have_exactly_one_winner(redis_server):
     caches = [RedisReplayCache(redis_server.url) for _ in range(2)]
     digests = [f"{i:064x}" for i in range(200)]
-    wins: list[list[str]] = [[], []]
-    expires = time.time() + 120
-
-    def run(n: int) -> None:
-        for digest in digests:
-            if caches[n].claim(digest, expires, time.time()):
-                wins[n].append(digest)
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for cache in caches:
-        cache.close()
+    wins = race(caches, digests)
     assert sorted(wins[0] + wins[1]) == sorted(digests)
     assert not set(wins[0]) & set(wins[1])
 
