@@ -113,19 +113,8 @@ def run_lab(demo: Demo, folder: Path) -> None:
         demo.expect("tumblerd ready", ready)
         url = f"tumbler://{topo.server4}:{DEFAULT_PORT}/"
         demo.say(f"\n4. A knocks: tumbler --open {url} (secret from TUMBLER_SECRET)")
-        knock = subprocess.run(
-            topo.a.argv([PYTHON, "-m", "tumbler", "-v", "--open", url]),
-            env=dict(client_env, TUMBLER_SECRET=secret),
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        demo.say("\n".join("     " + line for line in knock.stderr.splitlines()))
-        demo.expect("knock sent", knock.returncode == 0)
-        # Each try waits 2 s for the banner: a busy machine may be slow to let the server run.
-        opened = _wait_for(lambda: can_connect(topo.a, topo.server4, SERVICE_PORT, 2.0), 20)
-        demo.expect("A connects now", opened)
-        demo.expect("B still cannot", not can_connect(topo.b, topo.server4, SERVICE_PORT, 0.5))
+        secret_env = dict(client_env, TUMBLER_SECRET=secret)
+        _knock_and_connect(demo, topo, url, secret_env, SERVICE_PORT, "A connects now")
         demo.say("\n5. B replays A's knock: the digest is bound to A's address and used once")
         data = make_knock(secret, topo.a4, datetime.now(UTC))
         replay = [PYTHON, "-c", _SEND, topo.server4, str(DEFAULT_PORT), data.hex()]
@@ -159,18 +148,27 @@ def _knock_v2(demo: Demo, topo: Topology, key: str, env: dict[str, str]) -> None
         f"\n7. A door speaks v2 (port {ADMIN_PORT}): tumbler --open {url} (key from TUMBLER_SECRET)"
     )
     demo.expect("A cannot connect before", not can_connect(topo.a, topo.server4, ADMIN_PORT, 0.5))
+    key_env = dict(env, TUMBLER_SECRET=key)
+    _knock_and_connect(demo, topo, url, key_env, ADMIN_PORT, "A connects to the v2 door's port")
+
+
+def _knock_and_connect(
+    demo: Demo, topo: Topology, url: str, env: dict[str, str], port: int, connects: str
+) -> None:
+    """A runs the real client on `url`; then A, and A alone, reaches `port`."""
     knock = subprocess.run(
         topo.a.argv([PYTHON, "-m", "tumbler", "-v", "--open", url]),
-        env=dict(env, TUMBLER_SECRET=key),
+        env=env,
         capture_output=True,
         text=True,
         timeout=30,
     )
     demo.say("\n".join("     " + line for line in knock.stderr.splitlines()))
-    demo.expect("v2 knock sent", knock.returncode == 0)
-    opened = _wait_for(lambda: can_connect(topo.a, topo.server4, ADMIN_PORT, 2.0), 20)
-    demo.expect("A connects to the v2 door's port", opened)
-    demo.expect("B still cannot", not can_connect(topo.b, topo.server4, ADMIN_PORT, 0.5))
+    demo.expect("knock sent", knock.returncode == 0)
+    # Each try waits 2 s for the banner: a busy machine may be slow to let the server run.
+    opened = _wait_for(lambda: can_connect(topo.a, topo.server4, port, 2.0), 20)
+    demo.expect(connects, opened)
+    demo.expect("B still cannot", not can_connect(topo.b, topo.server4, port, 0.5))
 
 
 # Sends one datagram given in hex; used to replay a knock from another host.
